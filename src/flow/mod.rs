@@ -1,0 +1,1 @@
+//! Loading flow documents with positions, validation and diagnostics.

@@ -1,0 +1,1 @@
+//! Integrations, provider request builders and HTTP clients.

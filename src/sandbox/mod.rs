@@ -1,0 +1,1 @@
+//! Faithful local fakes of LivePerson, Zendesk and an agent platform.
