@@ -1,0 +1,1015 @@
+//! Evaluation: the one minijinja [`Environment`] every expression is compiled in, the
+//! JavaScript-semantics functions that lowered expressions call, and the zero-copy
+//! view of the JSON store that expressions read.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use minijinja::value::{Enumerator, Object, ObjectRepr, Rest, Value, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+
+/// Fuel for one expression evaluation (minijinja instructions): ample for any real
+/// flow expression, small enough that a runaway one fails in well under a millisecond.
+pub const FUEL: u64 = 20_000;
+
+/// The longest string an expression may build, in bytes.
+pub const MAX_STRING_BYTES: usize = 1 << 20;
+
+/// The shared environment: compiled expressions borrow it for `'static`.
+pub(crate) static ENV: LazyLock<Environment<'static>> = LazyLock::new(build_env);
+
+thread_local! {
+    static STATE: RefCell<EvalState> = RefCell::new(EvalState::default());
+    static REGEX_CACHE: RefCell<HashMap<(String, String), Arc<regex::Regex>>> = RefCell::new(HashMap::new());
+}
+
+/// Per-evaluation bookkeeping shared with the `js_read` function.
+#[derive(Default)]
+struct EvalState {
+    strict: bool,
+    missing: Vec<u32>,
+    failed_read: Option<u32>,
+}
+
+/// Prepares the thread for one evaluation.
+pub(crate) fn begin(strict: bool) {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.strict = strict;
+        s.missing.clear();
+        s.failed_read = None;
+    });
+}
+
+/// Collects what `js_read` recorded: the ids of missing reads, and the read that
+/// failed in strict mode.
+pub(crate) fn finish(missing: &mut Vec<u32>) -> Option<u32> {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        for id in s.missing.drain(..) {
+            if !missing.contains(&id) {
+                missing.push(id);
+            }
+        }
+        s.failed_read.take()
+    })
+}
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+fn build_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(100);
+    env.set_debug(false);
+
+    env.add_function("js_read", |v: Value, id: u32| -> Result<Value, Error> {
+        if v.is_undefined() {
+            let strict = STATE.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.strict {
+                    s.failed_read = Some(id);
+                } else {
+                    s.missing.push(id);
+                }
+                s.strict
+            });
+            if strict {
+                return Err(err("undefined value"));
+            }
+        }
+        Ok(v)
+    });
+    env.add_function("js_undefined", || Value::UNDEFINED);
+    env.add_function("js_truthy", |v: Value| truthy(&v));
+    env.add_function("js_present", |v: Value| !v.is_undefined() && !v.is_none());
+    env.add_function("js_get", |v: Value, k: Value| get(&v, &k));
+    env.add_function("js_length", |v: Value| -> Result<Value, Error> {
+        match v.kind() {
+            ValueKind::String => Ok(Value::from(utf16_len(v.as_str().unwrap_or("")))),
+            ValueKind::Seq => Ok(Value::from(v.len().unwrap_or(0))),
+            ValueKind::Map => Ok(v.get_attr("length").unwrap_or(Value::UNDEFINED)),
+            ValueKind::Undefined | ValueKind::None => Ok(Value::UNDEFINED),
+            _ => Ok(Value::UNDEFINED),
+        }
+    });
+
+    // operators
+    env.add_function("js_add", |a: Value, b: Value| -> Result<Value, Error> {
+        let stringy = |v: &Value| {
+            matches!(
+                v.kind(),
+                ValueKind::String | ValueKind::Seq | ValueKind::Map
+            )
+        };
+        if stringy(&a) || stringy(&b) {
+            let (a, b) = (to_js_string(&a), to_js_string(&b));
+            if a.len() + b.len() > MAX_STRING_BYTES {
+                return Err(limit_error());
+            }
+            Ok(Value::from(a + &b))
+        } else {
+            Ok(num(to_number(&a) + to_number(&b)))
+        }
+    });
+    env.add_function("js_sub", |a: Value, b: Value| {
+        num(to_number(&a) - to_number(&b))
+    });
+    env.add_function("js_mul", |a: Value, b: Value| {
+        num(to_number(&a) * to_number(&b))
+    });
+    env.add_function("js_div", |a: Value, b: Value| {
+        num(to_number(&a) / to_number(&b))
+    });
+    env.add_function("js_rem", |a: Value, b: Value| {
+        num(to_number(&a) % to_number(&b))
+    });
+    env.add_function("js_neg", |a: Value| num(-to_number(&a)));
+    env.add_function("js_eq", |a: Value, b: Value| loose_eq(&a, &b));
+    env.add_function("js_ne", |a: Value, b: Value| !loose_eq(&a, &b));
+    env.add_function("js_seq", |a: Value, b: Value| strict_eq(&a, &b));
+    env.add_function("js_sne", |a: Value, b: Value| !strict_eq(&a, &b));
+    env.add_function("js_lt", |a: Value, b: Value| compare(&a, &b, |o| o.is_lt()));
+    env.add_function("js_le", |a: Value, b: Value| compare(&a, &b, |o| o.is_le()));
+    env.add_function("js_gt", |a: Value, b: Value| compare(&a, &b, |o| o.is_gt()));
+    env.add_function("js_ge", |a: Value, b: Value| compare(&a, &b, |o| o.is_ge()));
+
+    // methods
+    env.add_function("js_upper", |v: Value| {
+        str_method(&v, "toUpperCase", |s| Ok(Value::from(s.to_uppercase())))
+    });
+    env.add_function("js_lower", |v: Value| {
+        str_method(&v, "toLowerCase", |s| Ok(Value::from(s.to_lowercase())))
+    });
+    env.add_function("js_trim", |v: Value| {
+        str_method(&v, "trim", |s| Ok(Value::from(s.trim())))
+    });
+    env.add_function("js_starts_with", |v: Value, x: Value| {
+        str_method(&v, "startsWith", |s| {
+            Ok(Value::from(s.starts_with(to_js_string(&x).as_str())))
+        })
+    });
+    env.add_function("js_ends_with", |v: Value, x: Value| {
+        str_method(&v, "endsWith", |s| {
+            Ok(Value::from(s.ends_with(to_js_string(&x).as_str())))
+        })
+    });
+    env.add_function(
+        "js_includes",
+        |v: Value, x: Value| -> Result<Value, Error> {
+            match v.kind() {
+                ValueKind::String => Ok(Value::from(
+                    v.as_str().unwrap_or("").contains(to_js_string(&x).as_str()),
+                )),
+                ValueKind::Seq => Ok(Value::from(seq(&v)?.iter().any(|e| same_value_zero(e, &x)))),
+                _ => Err(not_a_function(&v, "includes")),
+            }
+        },
+    );
+    env.add_function(
+        "js_index_of",
+        |v: Value, x: Value| -> Result<Value, Error> {
+            match v.kind() {
+                ValueKind::String => {
+                    let s = v.as_str().unwrap_or("");
+                    let needle = to_js_string(&x);
+                    Ok(Value::from(match s.find(needle.as_str()) {
+                        Some(byte) => utf16_len(&s[..byte]) as i64,
+                        None => -1,
+                    }))
+                }
+                ValueKind::Seq => Ok(Value::from(
+                    seq(&v)?
+                        .iter()
+                        .position(|e| strict_eq(e, &x))
+                        .map_or(-1, |p| p as i64),
+                )),
+                _ => Err(not_a_function(&v, "indexOf")),
+            }
+        },
+    );
+    env.add_function("js_split", |v: Value, sep: Option<Value>| {
+        str_method(&v, "split", |s| {
+            let parts: Vec<Value> = match &sep {
+                None => vec![Value::from(s)],
+                Some(sep) if sep.is_undefined() => vec![Value::from(s)],
+                Some(sep) => {
+                    let sep = to_js_string(sep);
+                    if sep.is_empty() {
+                        s.chars().map(|c| Value::from(c.to_string())).collect()
+                    } else {
+                        s.split(sep.as_str()).map(Value::from).collect()
+                    }
+                }
+            };
+            Ok(Value::from(parts))
+        })
+    });
+    env.add_function(
+        "js_join",
+        |v: Value, sep: Option<Value>| -> Result<Value, Error> {
+            if v.kind() != ValueKind::Seq {
+                return Err(not_a_function(&v, "join"));
+            }
+            let sep = match &sep {
+                Some(s) if !s.is_undefined() => to_js_string(s),
+                _ => ",".to_string(),
+            };
+            let mut out = String::new();
+            for (i, e) in seq(&v)?.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&sep);
+                }
+                if !e.is_undefined() && !e.is_none() {
+                    out.push_str(&to_js_string(e));
+                }
+                if out.len() > MAX_STRING_BYTES {
+                    return Err(limit_error());
+                }
+            }
+            Ok(Value::from(out))
+        },
+    );
+    env.add_function("js_replace", |v: Value, a: Value, b: Value| {
+        str_method(&v, "replace", |s| {
+            let out = s.replacen(to_js_string(&a).as_str(), &to_js_string(&b), 1);
+            if out.len() > MAX_STRING_BYTES {
+                return Err(limit_error());
+            }
+            Ok(Value::from(out))
+        })
+    });
+    env.add_function("js_substring", |v: Value, a: Value, b: Option<Value>| {
+        str_method(&v, "substring", |s| {
+            let units: Vec<u16> = s.encode_utf16().collect();
+            let len = units.len() as f64;
+            let clamp = |x: f64| {
+                if x.is_nan() {
+                    0.0
+                } else {
+                    x.trunc().clamp(0.0, len)
+                }
+            };
+            let start = clamp(to_number(&a));
+            let end = match &b {
+                Some(b) if !b.is_undefined() => clamp(to_number(b)),
+                _ => len,
+            };
+            let (lo, hi) = if start <= end {
+                (start, end)
+            } else {
+                (end, start)
+            };
+            Ok(Value::from(String::from_utf16_lossy(
+                &units[lo as usize..hi as usize],
+            )))
+        })
+    });
+    env.add_function(
+        "js_slice",
+        |v: Value, a: Option<Value>, b: Option<Value>| -> Result<Value, Error> {
+            let resolve = |x: &Option<Value>, len: f64, default: f64| -> f64 {
+                match x {
+                    Some(x) if !x.is_undefined() => {
+                        let n = to_number(x);
+                        let n = if n.is_nan() { 0.0 } else { n.trunc() };
+                        if n < 0.0 {
+                            (len + n).max(0.0)
+                        } else {
+                            n.min(len)
+                        }
+                    }
+                    _ => default,
+                }
+            };
+            match v.kind() {
+                ValueKind::String => {
+                    let units: Vec<u16> = v.as_str().unwrap_or("").encode_utf16().collect();
+                    let len = units.len() as f64;
+                    let (s, e) = (resolve(&a, len, 0.0), resolve(&b, len, len));
+                    let out = if s < e {
+                        String::from_utf16_lossy(&units[s as usize..e as usize])
+                    } else {
+                        String::new()
+                    };
+                    Ok(Value::from(out))
+                }
+                ValueKind::Seq => {
+                    let items = seq(&v)?;
+                    let len = items.len() as f64;
+                    let (s, e) = (resolve(&a, len, 0.0), resolve(&b, len, len));
+                    let out: Vec<Value> = if s < e {
+                        items[s as usize..e as usize].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(Value::from(out))
+                }
+                _ => Err(not_a_function(&v, "slice")),
+            }
+        },
+    );
+    env.add_function("js_to_string", |v: Value| -> Result<Value, Error> {
+        if v.is_undefined() || v.is_none() {
+            return Err(not_a_function(&v, "toString"));
+        }
+        Ok(Value::from(to_js_string(&v)))
+    });
+    env.add_function(
+        "js_to_fixed",
+        |v: Value, digits: Option<Value>| -> Result<Value, Error> {
+            if v.kind() != ValueKind::Number {
+                return Err(not_a_function(&v, "toFixed"));
+            }
+            let d = digits.as_ref().map_or(0.0, to_number);
+            if !(0.0..=100.0).contains(&d) {
+                return Err(err("toFixed() digits argument must be between 0 and 100"));
+            }
+            let n = to_number(&v);
+            if !n.is_finite() {
+                return Ok(Value::from(format_number(n)));
+            }
+            Ok(Value::from(format!("{:.*}", d as usize, n)))
+        },
+    );
+
+    // globals
+    env.add_function("js_json_stringify", |v: Value| -> Result<Value, Error> {
+        if v.is_undefined() {
+            return Ok(Value::UNDEFINED);
+        }
+        let s = serde_json::to_string(&to_json(&v)).map_err(|e| err(e.to_string()))?;
+        if s.len() > MAX_STRING_BYTES {
+            return Err(limit_error());
+        }
+        Ok(Value::from(s))
+    });
+    env.add_function("js_json_parse", |v: Value| -> Result<Value, Error> {
+        let s = to_js_string(&v);
+        let parsed: serde_json::Value =
+            serde_json::from_str(&s).map_err(|e| err(format!("JSON.parse: {e}")))?;
+        Ok(from_json_owned(parsed))
+    });
+    env.add_function("js_number", |v: Option<Value>| {
+        num(v.as_ref().map_or(0.0, to_number))
+    });
+    env.add_function("js_string", |v: Option<Value>| {
+        Value::from(v.as_ref().map_or(String::new(), to_js_string))
+    });
+    env.add_function("js_parse_int", |v: Value, radix: Option<Value>| {
+        num(parse_int(&to_js_string(&v), radix.as_ref().map(to_number)))
+    });
+    env.add_function("js_parse_float", |v: Value| {
+        num(parse_float(&to_js_string(&v)))
+    });
+    env.add_function("js_math_round", |v: Value| {
+        num((to_number(&v) + 0.5).floor())
+    });
+    env.add_function("js_math_floor", |v: Value| num(to_number(&v).floor()));
+    env.add_function("js_math_ceil", |v: Value| num(to_number(&v).ceil()));
+    env.add_function("js_math_abs", |v: Value| num(to_number(&v).abs()));
+    env.add_function("js_math_min", |v: Rest<Value>| {
+        num(v.iter().map(to_number).fold(f64::INFINITY, |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.min(b)
+            }
+        }))
+    });
+    env.add_function("js_math_max", |v: Rest<Value>| {
+        num(v.iter().map(to_number).fold(f64::NEG_INFINITY, |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        }))
+    });
+
+    // regular expressions
+    env.add_function(
+        "js_regex_test",
+        |pattern: String, flags: String, v: Value| -> Result<Value, Error> {
+            let re = cached_regex(&pattern, &flags)?;
+            Ok(Value::from(re.is_match(&to_js_string(&v))))
+        },
+    );
+    env.add_function(
+        "js_regex_replace",
+        |v: Value, pattern: String, flags: String, r: Value| {
+            str_method(&v, "replace", |s| {
+                let re = cached_regex(&pattern, &flags)?;
+                let rep = to_js_string(&r).replace("$&", "${0}");
+                let out = if flags.contains('g') {
+                    re.replace_all(s, rep.as_str()).into_owned()
+                } else {
+                    re.replace(s, rep.as_str()).into_owned()
+                };
+                if out.len() > MAX_STRING_BYTES {
+                    return Err(limit_error());
+                }
+                Ok(Value::from(out))
+            })
+        },
+    );
+    env.add_function(
+        "js_regex_split",
+        |v: Value, pattern: String, flags: String| {
+            str_method(&v, "split", |s| {
+                let re = cached_regex(&pattern, &flags)?;
+                Ok(Value::from(
+                    re.split(s).map(Value::from).collect::<Vec<_>>(),
+                ))
+            })
+        },
+    );
+
+    // builder shorthands
+    env.add_function("js_intent", |intent: Value, name: String| {
+        let matches = |v: &Value| v.as_str() == Some(name.as_str());
+        matches(&intent)
+            || get(&intent, &Value::from("name"))
+                .ok()
+                .is_some_and(|n| matches(&n))
+    });
+    env.add_function(
+        "js_entity",
+        |entities: Value, name: String, value: Option<String>| -> bool {
+            let Ok(iter) = entities.try_iter() else {
+                return false;
+            };
+            if entities.kind() != ValueKind::Seq {
+                return false;
+            }
+            iter.into_iter().any(|e| {
+                let field = |k: &str| e.get_attr(k).ok().filter(|v| !v.is_undefined());
+                let ename = field("entity").or_else(|| field("name"));
+                if ename.as_ref().and_then(|n| n.as_str().map(str::to_string)) != Some(name.clone())
+                {
+                    return false;
+                }
+                match &value {
+                    None => true,
+                    Some(want) => {
+                        field("value").is_some_and(|v| to_js_string(&v).eq_ignore_ascii_case(want))
+                    }
+                }
+            })
+        },
+    );
+    env
+}
+
+fn limit_error() -> Error {
+    err(format!("string longer than {MAX_STRING_BYTES} bytes"))
+}
+
+fn not_a_function(v: &Value, m: &str) -> Error {
+    err(format!("{m}() is not a method of {}", js_type(v)))
+}
+
+/// The JavaScript type name of a value, for error messages.
+pub(crate) fn js_type(v: &Value) -> &'static str {
+    match v.kind() {
+        ValueKind::Undefined => "undefined",
+        ValueKind::None => "null",
+        ValueKind::Bool => "a boolean",
+        ValueKind::Number => "a number",
+        ValueKind::String => "a string",
+        ValueKind::Seq => "an array",
+        ValueKind::Map => "an object",
+        _ => "a value",
+    }
+}
+
+fn str_method(
+    v: &Value,
+    m: &str,
+    f: impl FnOnce(&str) -> Result<Value, Error>,
+) -> Result<Value, Error> {
+    match v.as_str() {
+        Some(s) => f(s),
+        None => Err(not_a_function(v, m)),
+    }
+}
+
+fn seq(v: &Value) -> Result<Vec<Value>, Error> {
+    Ok(v.try_iter()?.collect())
+}
+
+/// Compiles a JavaScript regular expression with its flags (load-time validation and
+/// run-time use share this, so what `check` accepts is what runs).
+pub(crate) fn compile_regex(pattern: &str, flags: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .case_insensitive(flags.contains('i'))
+        .multi_line(flags.contains('m'))
+        .dot_matches_new_line(flags.contains('s'))
+        .size_limit(1 << 20)
+        .build()
+}
+
+fn cached_regex(pattern: &str, flags: &str) -> Result<Arc<regex::Regex>, Error> {
+    REGEX_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let key = (pattern.to_string(), flags.to_string());
+        if let Some(re) = c.get(&key) {
+            return Ok(re.clone());
+        }
+        let re = Arc::new(compile_regex(pattern, flags).map_err(|e| err(e.to_string()))?);
+        if c.len() > 256 {
+            c.clear();
+        }
+        c.insert(key, re.clone());
+        Ok(re)
+    })
+}
+
+/// JavaScript truthiness: `undefined`, `null`, `false`, `0`, `NaN` and `""` are false;
+/// everything else, empty arrays and objects included, is true.
+pub(crate) fn truthy(v: &Value) -> bool {
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => false,
+        ValueKind::Bool => v.is_true(),
+        ValueKind::Number => {
+            let n = to_number(v);
+            n != 0.0 && !n.is_nan()
+        }
+        ValueKind::String => !v.as_str().unwrap_or("").is_empty(),
+        _ => true,
+    }
+}
+
+/// A number result: integral values within 2^53 stay integers, so JSON shows `3`, not `3.0`.
+pub(crate) fn num(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 && !(f == 0.0 && f.is_sign_negative())
+    {
+        Value::from(f as i64)
+    } else {
+        Value::from(f)
+    }
+}
+
+/// JavaScript `ToNumber`.
+pub(crate) fn to_number(v: &Value) -> f64 {
+    match v.kind() {
+        ValueKind::Undefined => f64::NAN,
+        ValueKind::None => 0.0,
+        ValueKind::Bool => {
+            if v.is_true() {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        ValueKind::Number => match v.as_i64() {
+            Some(i) if v.is_integer() => i as f64,
+            _ => f64::try_from(v.clone()).unwrap_or(f64::NAN),
+        },
+        ValueKind::String => string_to_number(v.as_str().unwrap_or("")),
+        ValueKind::Seq => match v.len() {
+            Some(0) => 0.0,
+            Some(1) => v.get_item_by_index(0).map_or(f64::NAN, |x| to_number(&x)),
+            _ => f64::NAN,
+        },
+        _ => f64::NAN,
+    }
+}
+
+fn string_to_number(s: &str) -> f64 {
+    let t = s.trim();
+    if t.is_empty() {
+        return 0.0;
+    }
+    match t {
+        "Infinity" | "+Infinity" => return f64::INFINITY,
+        "-Infinity" => return f64::NEG_INFINITY,
+        _ => {}
+    }
+    let lower = t.to_ascii_lowercase();
+    for (prefix, radix) in [("0x", 16), ("0o", 8), ("0b", 2)] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            return u64::from_str_radix(rest, radix).map_or(f64::NAN, |n| n as f64);
+        }
+    }
+    // Rust accepts "inf"/"nan" spellings JavaScript does not.
+    if t.chars()
+        .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+    {
+        return f64::NAN;
+    }
+    t.parse::<f64>().unwrap_or(f64::NAN)
+}
+
+fn parse_float(s: &str) -> f64 {
+    let t = s.trim_start();
+    let b = t.as_bytes();
+    let mut end = 0;
+    let mut seen_dot = false;
+    let mut seen_digit = false;
+    if end < b.len() && (b[end] == b'+' || b[end] == b'-') {
+        end += 1;
+    }
+    if t[end..].starts_with("Infinity") {
+        return if t.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    while end < b.len() {
+        match b[end] {
+            b'0'..=b'9' => seen_digit = true,
+            b'.' if !seen_dot => seen_dot = true,
+            _ => break,
+        }
+        end += 1;
+    }
+    if seen_digit && end < b.len() && (b[end] == b'e' || b[end] == b'E') {
+        let mut e = end + 1;
+        if e < b.len() && (b[e] == b'+' || b[e] == b'-') {
+            e += 1;
+        }
+        let digits = b[e..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 0 {
+            end = e + digits;
+        }
+    }
+    if !seen_digit {
+        return f64::NAN;
+    }
+    t[..end].parse::<f64>().unwrap_or(f64::NAN)
+}
+
+fn parse_int(s: &str, radix: Option<f64>) -> f64 {
+    let t = s.trim_start();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let mut radix = radix
+        .filter(|r| !r.is_nan() && *r != 0.0)
+        .map_or(10, |r| r as u32);
+    let mut t = t;
+    if (radix == 16 || radix == 10 && radix_unset(&t.to_ascii_lowercase()))
+        && (t.starts_with("0x") || t.starts_with("0X"))
+    {
+        radix = 16;
+        t = &t[2..];
+    }
+    if !(2..=36).contains(&radix) {
+        return f64::NAN;
+    }
+    let digits: String = t.chars().take_while(|c| c.is_digit(radix)).collect();
+    if digits.is_empty() {
+        return f64::NAN;
+    }
+    let mut n = 0f64;
+    for c in digits.chars() {
+        n = n * radix as f64 + c.to_digit(radix).unwrap_or(0) as f64;
+    }
+    if neg {
+        -n
+    } else {
+        n
+    }
+}
+
+fn radix_unset(t: &str) -> bool {
+    t.starts_with("0x")
+}
+
+/// Formats a number the way JavaScript's `String(n)` does.
+pub(crate) fn format_number(n: f64) -> String {
+    if n.is_nan() {
+        return "NaN".into();
+    }
+    if n.is_infinite() {
+        return if n > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    if n == 0.0 {
+        return "0".into();
+    }
+    let abs = n.abs();
+    if n.fract() == 0.0 && abs < 1e21 {
+        return format!("{n:.0}");
+    }
+    if (1e-7..1e21).contains(&abs) {
+        return format!("{n}");
+    }
+    // Exponent form: Rust writes `1e21` / `1.5e-7`; JavaScript writes `1e+21` / `1.5e-7`.
+    let s = format!("{n:e}");
+    match s.split_once('e') {
+        Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e}"),
+        _ => s,
+    }
+}
+
+/// JavaScript `ToString` (used by `+`, `String()`, methods): arrays join with `,`,
+/// objects are `[object Object]`, `null`/`undefined` spell themselves.
+pub(crate) fn to_js_string(v: &Value) -> String {
+    match v.kind() {
+        ValueKind::Undefined => "undefined".into(),
+        ValueKind::None => "null".into(),
+        ValueKind::Bool => if v.is_true() { "true" } else { "false" }.into(),
+        ValueKind::Number => format_number(to_number(v)),
+        ValueKind::String => v.as_str().unwrap_or("").to_string(),
+        ValueKind::Seq => seq(v)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                if e.is_undefined() || e.is_none() {
+                    String::new()
+                } else {
+                    to_js_string(e)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        ValueKind::Map => "[object Object]".into(),
+        _ => v.to_string(),
+    }
+}
+
+fn utf16_len(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.encode_utf16().count()
+    }
+}
+
+fn strict_eq(a: &Value, b: &Value) -> bool {
+    match (a.kind(), b.kind()) {
+        (ValueKind::Number, ValueKind::Number) => to_number(a) == to_number(b),
+        (ValueKind::Seq | ValueKind::Map, ValueKind::Seq | ValueKind::Map) => {
+            to_json(a) == to_json(b)
+        }
+        (ka, kb) if ka != kb => false,
+        _ => a == b,
+    }
+}
+
+fn same_value_zero(a: &Value, b: &Value) -> bool {
+    if a.kind() == ValueKind::Number && b.kind() == ValueKind::Number {
+        let (x, y) = (to_number(a), to_number(b));
+        return x == y || x.is_nan() && y.is_nan();
+    }
+    strict_eq(a, b)
+}
+
+fn loose_eq(a: &Value, b: &Value) -> bool {
+    let nullish = |v: &Value| v.is_undefined() || v.is_none();
+    match (nullish(a), nullish(b)) {
+        (true, true) => return true,
+        (true, false) | (false, true) => return false,
+        _ => {}
+    }
+    let (ka, kb) = (a.kind(), b.kind());
+    if ka == kb {
+        return strict_eq(a, b);
+    }
+    let prim = |k: ValueKind| matches!(k, ValueKind::Number | ValueKind::String | ValueKind::Bool);
+    if prim(ka) && prim(kb) {
+        return to_number(a) == to_number(b);
+    }
+    // An object against a primitive compares its string form, as ToPrimitive does.
+    to_js_string(a) == to_js_string(b)
+}
+
+fn compare(a: &Value, b: &Value, f: impl Fn(std::cmp::Ordering) -> bool) -> bool {
+    if a.kind() == ValueKind::String && b.kind() == ValueKind::String {
+        return f(a.as_str().cmp(&b.as_str()));
+    }
+    match to_number(a).partial_cmp(&to_number(b)) {
+        Some(o) => f(o),
+        None => false,
+    }
+}
+
+/// `v[k]` with JavaScript meaning: arrays by numeric index, objects by string key.
+fn get(v: &Value, k: &Value) -> Result<Value, Error> {
+    match v.kind() {
+        ValueKind::Seq => {
+            let n = to_number(k);
+            if n >= 0.0 && n.fract() == 0.0 {
+                return Ok(v.get_item_by_index(n as usize).unwrap_or(Value::UNDEFINED));
+            }
+            if k.as_str() == Some("length") {
+                return Ok(Value::from(v.len().unwrap_or(0)));
+            }
+            Ok(Value::UNDEFINED)
+        }
+        ValueKind::Map => {
+            let key = to_js_string(k);
+            Ok(v.get_attr(&key).unwrap_or(Value::UNDEFINED))
+        }
+        ValueKind::String => {
+            let n = to_number(k);
+            let s = v.as_str().unwrap_or("");
+            if n >= 0.0 && n.fract() == 0.0 {
+                let units: Vec<u16> = s.encode_utf16().collect();
+                return Ok(units.get(n as usize).map_or(Value::UNDEFINED, |u| {
+                    Value::from(String::from_utf16_lossy(&[*u]))
+                }));
+            }
+            Ok(Value::UNDEFINED)
+        }
+        _ => Ok(Value::UNDEFINED),
+    }
+}
+
+/// Converts an evaluated value to JSON. `undefined` becomes `null`; non-finite
+/// numbers become `null` as in `JSON.stringify`.
+pub(crate) fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => J::Null,
+        ValueKind::Bool => J::Bool(v.is_true()),
+        ValueKind::Number => {
+            if v.is_integer() {
+                if let Some(i) = v.as_i64() {
+                    return J::from(i);
+                }
+            }
+            let f = to_number(v);
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                J::from(f as i64)
+            } else {
+                serde_json::Number::from_f64(f).map_or(J::Null, J::Number)
+            }
+        }
+        ValueKind::String => J::String(v.as_str().unwrap_or("").to_string()),
+        ValueKind::Seq => {
+            if let Some(view) = v.downcast_object_ref::<JsonView>() {
+                return view.node().clone();
+            }
+            J::Array(
+                v.try_iter()
+                    .map(|it| it.map(|e| to_json(&e)).collect())
+                    .unwrap_or_default(),
+            )
+        }
+        ValueKind::Map => {
+            if let Some(view) = v.downcast_object_ref::<JsonView>() {
+                return view.node().clone();
+            }
+            let mut m = serde_json::Map::new();
+            if let Ok(keys) = v.try_iter() {
+                for k in keys {
+                    let val = v.get_item(&k).unwrap_or(Value::UNDEFINED);
+                    if val.is_undefined() {
+                        continue; // JSON.stringify drops undefined members
+                    }
+                    m.insert(to_js_string(&k), to_json(&val));
+                }
+            }
+            J::Object(m)
+        }
+        _ => J::String(v.to_string()),
+    }
+}
+
+fn from_json_owned(v: serde_json::Value) -> Value {
+    let root = Arc::new(v);
+    wrap(&root, Vec::new())
+}
+
+/// A read-only view into a node of a JSON document, so the store is handed to
+/// minijinja without converting it (conversion would cost as much as several evaluations).
+#[derive(Debug)]
+pub struct JsonView {
+    root: Arc<serde_json::Value>,
+    path: Vec<Seg>,
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(Arc<str>),
+    Idx(usize),
+}
+
+impl JsonView {
+    fn node(&self) -> &serde_json::Value {
+        let mut cur = &*self.root;
+        for s in &self.path {
+            cur = match (s, cur) {
+                (Seg::Key(k), serde_json::Value::Object(m)) => {
+                    m.get(&**k).unwrap_or(&serde_json::Value::Null)
+                }
+                (Seg::Idx(i), serde_json::Value::Array(a)) => {
+                    a.get(*i).unwrap_or(&serde_json::Value::Null)
+                }
+                _ => &serde_json::Value::Null,
+            };
+        }
+        cur
+    }
+
+    fn child(&self, seg: Seg) -> Vec<Seg> {
+        let mut p = Vec::with_capacity(self.path.len() + 1);
+        p.extend(self.path.iter().cloned());
+        p.push(seg);
+        p
+    }
+}
+
+/// Wraps the node at `path` of `root` as a minijinja value: scalars directly,
+/// containers as views.
+fn wrap(root: &Arc<serde_json::Value>, path: Vec<Seg>) -> Value {
+    let view = JsonView {
+        root: root.clone(),
+        path,
+    };
+    scalar_or_view(view)
+}
+
+fn scalar_or_view(view: JsonView) -> Value {
+    use serde_json::Value as J;
+    match view.node() {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(_) | J::Object(_) => Value::from_object(view),
+    }
+}
+
+impl Object for JsonView {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        match self.node() {
+            serde_json::Value::Array(_) => ObjectRepr::Seq,
+            _ => ObjectRepr::Map,
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match self.node() {
+            serde_json::Value::Object(m) => {
+                let k = key.as_str()?;
+                let (k, _) = m.get_key_value(k)?;
+                Some(scalar_or_view(JsonView {
+                    root: self.root.clone(),
+                    path: self.child(Seg::Key(Arc::from(k.as_str()))),
+                }))
+            }
+            serde_json::Value::Array(a) => {
+                let i = key.as_usize()?;
+                a.get(i)?;
+                Some(scalar_or_view(JsonView {
+                    root: self.root.clone(),
+                    path: self.child(Seg::Idx(i)),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.node() {
+            serde_json::Value::Object(m) => {
+                Enumerator::Values(m.keys().map(|k| Value::from(k.as_str())).collect())
+            }
+            serde_json::Value::Array(a) => Enumerator::Seq(a.len()),
+            _ => Enumerator::Empty,
+        }
+    }
+}
+
+/// The root object expressions see: `contact`, `context`, `input`, … by name.
+#[derive(Debug)]
+pub(crate) struct RootView {
+    pub(crate) roots: Vec<(&'static str, Arc<serde_json::Value>)>,
+}
+
+impl Object for RootView {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let k = key.as_str()?;
+        self.get_value_by_str(k)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let (_, root) = self.roots.iter().find(|(n, _)| *n == key)?;
+        Some(wrap(root, Vec::new()))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.roots.iter().map(|(n, _)| Value::from(*n)).collect())
+    }
+}

@@ -1,0 +1,497 @@
+//! Compiled templates and the typing rule (spec §3.1): a string that is exactly one
+//! segment yields a typed JSON value; text around segments yields a string.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use minijinja::value::Value;
+use minijinja::Expression;
+
+use super::error::{TemplateError, TemplateErrorKind};
+use super::eval::{self, to_json, RootView, ENV, MAX_STRING_BYTES};
+use super::lower::{lower, original_span, Read};
+use super::parse::{has_template_syntax, parse_expression, split, Piece};
+
+/// One compiled `<? ... ?>` expression.
+pub struct CompiledExpr {
+    expr: Expression<'static, 'static>,
+    /// The expression text as written.
+    text: String,
+    /// Byte offset of `text` inside the string value.
+    offset: usize,
+    map: Vec<(Range<usize>, Range<usize>)>,
+    reads: Vec<Read>,
+}
+
+impl std::fmt::Debug for CompiledExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledExpr")
+            .field("text", &self.text)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl CompiledExpr {
+    /// Parses, lowers and compiles one expression whose text starts at `offset`
+    /// inside its string.
+    pub fn compile(text: &str, offset: usize) -> Result<CompiledExpr, TemplateError> {
+        let node = parse_expression(text).map_err(|e| e.shifted(offset))?;
+        let lowered = lower(&node, text);
+        let expr = ENV
+            .compile_expression_owned(lowered.source.clone())
+            .map_err(|e| {
+                // Lowering emits only valid syntax; if minijinja disagrees it is our bug,
+                // reported on the whole expression rather than a panic.
+                TemplateError::new(
+                    TemplateErrorKind::Syntax,
+                    format!("cannot compile expression: {e}"),
+                    0..text.len(),
+                )
+                .shifted(offset)
+            })?;
+        Ok(CompiledExpr {
+            expr,
+            text: text.to_string(),
+            offset,
+            map: lowered.map,
+            reads: lowered.reads,
+        })
+    }
+
+    /// The expression text as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Evaluates against `scope`, returning the raw value and recording missing reads.
+    fn eval(&self, scope: &Scope, missing: &mut Vec<MissingRead>) -> Result<Value, TemplateError> {
+        eval::begin(scope.strict);
+        let result = self.expr.eval(scope.root.clone());
+        let mut ids = Vec::new();
+        let failed = eval::finish(&mut ids);
+        for id in ids {
+            if let Some(r) = self.reads.get(id as usize) {
+                missing.push(MissingRead {
+                    path: r.text.clone(),
+                    expression: self.text.clone(),
+                    span: r.span.start + self.offset..r.span.end + self.offset,
+                });
+            }
+        }
+        result.map_err(|e| self.map_error(e, failed))
+    }
+
+    fn map_error(&self, e: minijinja::Error, failed_read: Option<u32>) -> TemplateError {
+        if let Some(r) = failed_read.and_then(|id| self.reads.get(id as usize)) {
+            return TemplateError::new(
+                TemplateErrorKind::Undefined,
+                format!("`{}` is undefined", r.text),
+                r.span.clone(),
+            )
+            .with_help("strict mode: provide the value, or write a default with `??`")
+            .shifted(self.offset);
+        }
+        let span = e
+            .range()
+            .and_then(|r| original_span(&self.map, &r))
+            .unwrap_or(0..self.text.len());
+        let detail = e
+            .detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.kind().to_string());
+        let kind = if matches!(e.kind(), minijinja::ErrorKind::OutOfFuel)
+            || detail.contains("longer than")
+            || detail.contains("recursion")
+        {
+            TemplateErrorKind::Limit
+        } else {
+            TemplateErrorKind::Eval
+        };
+        let message = match e.kind() {
+            minijinja::ErrorKind::OutOfFuel => {
+                "evaluation ran out of fuel (the expression does too much work)".to_string()
+            }
+            _ => detail,
+        };
+        TemplateError::new(kind, message, span).shifted(self.offset)
+    }
+}
+
+/// A missing value read in lenient mode: becomes a warning in the trace.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MissingRead {
+    /// The path as written (`contact.extra.cidade`).
+    pub path: String,
+    /// The whole expression it appeared in.
+    pub expression: String,
+    /// Byte span of the path inside the string value.
+    #[serde(skip)]
+    pub span: Range<usize>,
+}
+
+/// What an expression sees: the store, and the missing-value policy.
+#[derive(Clone)]
+pub struct Scope {
+    root: Value,
+    strict: bool,
+}
+
+impl Scope {
+    /// A scope over named JSON roots (`contact`, `context`, …). The roots are shared,
+    /// not copied.
+    pub fn new(roots: Vec<(&'static str, Arc<serde_json::Value>)>, strict: bool) -> Scope {
+        Scope {
+            root: Value::from_object(RootView { roots }),
+            strict,
+        }
+    }
+
+    /// Whether a missing value is an error (strict) or a warning (lenient).
+    pub fn strict(&self) -> bool {
+        self.strict
+    }
+}
+
+/// A compiled string value.
+#[derive(Debug)]
+pub enum Template {
+    /// No segment: left byte-for-byte untouched.
+    Plain(String),
+    /// Exactly one segment (surrounding whitespace ignored): a typed value.
+    Whole(CompiledExpr),
+    /// Text and segments: a string.
+    Mixed(Vec<Part>),
+}
+
+/// A piece of a mixed template.
+#[derive(Debug)]
+pub enum Part {
+    /// Literal text.
+    Text(String),
+    /// An expression, converted by the typing rule.
+    Expr(CompiledExpr),
+}
+
+impl Template {
+    /// Compiles a string value. Every segment is compiled, so all its errors are
+    /// reported at once.
+    pub fn compile(s: &str) -> Result<Template, Vec<TemplateError>> {
+        if !has_template_syntax(s) && !s.contains("\\<?") {
+            return Ok(Template::Plain(s.to_string()));
+        }
+        let pieces = split(s).map_err(|e| vec![e])?;
+        let segments = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Segment { .. }))
+            .count();
+        let only_ws = pieces.iter().all(|p| match p {
+            Piece::Text(t) => t.trim().is_empty(),
+            Piece::Segment { .. } => true,
+        });
+        let mut errors = Vec::new();
+        let mut parts = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            match p {
+                Piece::Text(t) => parts.push(Part::Text(t)),
+                Piece::Segment { source, offset } => match CompiledExpr::compile(&source, offset) {
+                    Ok(e) => parts.push(Part::Expr(e)),
+                    Err(e) => errors.push(e),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if segments == 0 {
+            // Only escapes: the unescaped text.
+            let text: String = parts
+                .into_iter()
+                .map(|p| {
+                    if let Part::Text(t) = p {
+                        t
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect();
+            return Ok(Template::Plain(text));
+        }
+        if segments == 1 && only_ws {
+            if let Some(Part::Expr(e)) = parts.into_iter().find(|p| matches!(p, Part::Expr(_))) {
+                return Ok(Template::Whole(e));
+            }
+            return Ok(Template::Plain(String::new()));
+        }
+        Ok(Template::Mixed(parts))
+    }
+
+    /// The compiled expressions, in order.
+    pub fn expressions(&self) -> Vec<&CompiledExpr> {
+        match self {
+            Template::Plain(_) => Vec::new(),
+            Template::Whole(e) => vec![e],
+            Template::Mixed(parts) => parts
+                .iter()
+                .filter_map(|p| if let Part::Expr(e) = p { Some(e) } else { None })
+                .collect(),
+        }
+    }
+
+    /// Renders to JSON by the typing rule.
+    pub fn render(
+        &self,
+        scope: &Scope,
+        missing: &mut Vec<MissingRead>,
+    ) -> Result<serde_json::Value, TemplateError> {
+        match self {
+            Template::Plain(s) => Ok(serde_json::Value::String(s.clone())),
+            Template::Whole(e) => {
+                let v = e.eval(scope, missing)?;
+                Ok(to_json(&v))
+            }
+            Template::Mixed(parts) => {
+                let mut out = String::new();
+                for p in parts {
+                    match p {
+                        Part::Text(t) => out.push_str(t),
+                        Part::Expr(e) => {
+                            let v = e.eval(scope, missing)?;
+                            append_typed(&mut out, &v);
+                            if out.len() > MAX_STRING_BYTES {
+                                return Err(TemplateError::new(
+                                    TemplateErrorKind::Limit,
+                                    format!("rendered string longer than {MAX_STRING_BYTES} bytes"),
+                                    e.offset..e.offset + e.text.len(),
+                                ));
+                            }
+                        }
+                    }
+                }
+                Ok(serde_json::Value::String(out))
+            }
+        }
+    }
+}
+
+/// The typing rule's conversion of one segment inside a mixed string.
+fn append_typed(out: &mut String, v: &Value) {
+    use minijinja::value::ValueKind as K;
+    match v.kind() {
+        K::Undefined | K::None => {}
+        K::String => out.push_str(v.as_str().unwrap_or("")),
+        K::Number => out.push_str(&eval::format_number(eval::to_number(v))),
+        K::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        K::Seq | K::Map => out.push_str(&serde_json::to_string(&to_json(v)).unwrap_or_default()),
+        _ => out.push_str(&v.to_string()),
+    }
+}
+
+/// A compiled JSON value: static subtrees stay as they are, strings with templates
+/// are compiled. Object keys are never templated.
+#[derive(Debug)]
+pub enum TValue {
+    /// A subtree without any template.
+    Static(serde_json::Value),
+    /// A string with at least one segment or escape.
+    Template(Box<Template>),
+    /// An array with templates somewhere inside.
+    Array(Vec<TValue>),
+    /// An object with templates somewhere inside (key order kept).
+    Object(Vec<(String, TValue)>),
+}
+
+/// A template error inside a JSON value: the JSON pointer (relative to the compiled
+/// value) of the string that holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocatedError {
+    /// JSON pointer of the string inside the compiled value.
+    pub pointer: String,
+    /// The error.
+    pub error: TemplateError,
+}
+
+impl TValue {
+    /// Compiles every string inside `v`, collecting all errors.
+    pub fn compile(v: &serde_json::Value) -> Result<TValue, Vec<LocatedError>> {
+        let mut errors = Vec::new();
+        let mut ptr = String::new();
+        let t = compile_at(v, &mut ptr, &mut errors);
+        if errors.is_empty() {
+            Ok(t)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Renders the value. Stops at the first error, located by pointer.
+    pub fn render(
+        &self,
+        scope: &Scope,
+        missing: &mut Vec<(String, MissingRead)>,
+    ) -> Result<serde_json::Value, LocatedError> {
+        let mut ptr = String::new();
+        render_at(self, scope, &mut ptr, missing)
+    }
+
+    /// Whether the value holds any template.
+    pub fn is_static(&self) -> bool {
+        matches!(self, TValue::Static(_))
+    }
+
+    /// The value itself when it holds no template.
+    pub fn as_static(&self) -> Option<&serde_json::Value> {
+        match self {
+            TValue::Static(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Visits every compiled expression with the pointer of its string.
+    pub fn for_each_expr<'a>(&'a self, f: &mut dyn FnMut(&str, &'a CompiledExpr)) {
+        let mut ptr = String::new();
+        visit(self, &mut ptr, f);
+    }
+}
+
+fn visit<'a>(t: &'a TValue, ptr: &mut String, f: &mut dyn FnMut(&str, &'a CompiledExpr)) {
+    match t {
+        TValue::Static(_) => {}
+        TValue::Template(tpl) => {
+            for e in tpl.expressions() {
+                f(ptr, e);
+            }
+        }
+        TValue::Array(items) => {
+            for (i, it) in items.iter().enumerate() {
+                let len = ptr.len();
+                push_index(ptr, i);
+                visit(it, ptr, f);
+                ptr.truncate(len);
+            }
+        }
+        TValue::Object(items) => {
+            for (k, it) in items {
+                let len = ptr.len();
+                push_key(ptr, k);
+                visit(it, ptr, f);
+                ptr.truncate(len);
+            }
+        }
+    }
+}
+
+fn push_key(ptr: &mut String, k: &str) {
+    ptr.push('/');
+    for c in k.chars() {
+        match c {
+            '~' => ptr.push_str("~0"),
+            '/' => ptr.push_str("~1"),
+            c => ptr.push(c),
+        }
+    }
+}
+
+fn push_index(ptr: &mut String, i: usize) {
+    use std::fmt::Write;
+    let _ = write!(ptr, "/{i}");
+}
+
+fn compile_at(v: &serde_json::Value, ptr: &mut String, errors: &mut Vec<LocatedError>) -> TValue {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => {
+            if !s.contains("<?") {
+                return TValue::Static(v.clone());
+            }
+            match Template::compile(s) {
+                Ok(Template::Plain(p)) => TValue::Static(J::String(p)),
+                Ok(t) => TValue::Template(Box::new(t)),
+                Err(es) => {
+                    errors.extend(es.into_iter().map(|error| LocatedError {
+                        pointer: ptr.clone(),
+                        error,
+                    }));
+                    TValue::Static(v.clone())
+                }
+            }
+        }
+        J::Array(items) => {
+            let compiled: Vec<TValue> = items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| {
+                    let len = ptr.len();
+                    push_index(ptr, i);
+                    let t = compile_at(it, ptr, errors);
+                    ptr.truncate(len);
+                    t
+                })
+                .collect();
+            if compiled.iter().all(TValue::is_static) {
+                TValue::Static(v.clone())
+            } else {
+                TValue::Array(compiled)
+            }
+        }
+        J::Object(m) => {
+            let compiled: Vec<(String, TValue)> = m
+                .iter()
+                .map(|(k, it)| {
+                    let len = ptr.len();
+                    push_key(ptr, k);
+                    let t = compile_at(it, ptr, errors);
+                    ptr.truncate(len);
+                    (k.clone(), t)
+                })
+                .collect();
+            if compiled.iter().all(|(_, t)| t.is_static()) {
+                TValue::Static(v.clone())
+            } else {
+                TValue::Object(compiled)
+            }
+        }
+        other => TValue::Static(other.clone()),
+    }
+}
+
+fn render_at(
+    t: &TValue,
+    scope: &Scope,
+    ptr: &mut String,
+    missing: &mut Vec<(String, MissingRead)>,
+) -> Result<serde_json::Value, LocatedError> {
+    use serde_json::Value as J;
+    match t {
+        TValue::Static(v) => Ok(v.clone()),
+        TValue::Template(tpl) => {
+            let mut m = Vec::new();
+            let r = tpl.render(scope, &mut m);
+            missing.extend(m.into_iter().map(|x| (ptr.clone(), x)));
+            r.map_err(|error| LocatedError {
+                pointer: ptr.clone(),
+                error,
+            })
+        }
+        TValue::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, it) in items.iter().enumerate() {
+                let len = ptr.len();
+                push_index(ptr, i);
+                out.push(render_at(it, scope, ptr, missing)?);
+                ptr.truncate(len);
+            }
+            Ok(J::Array(out))
+        }
+        TValue::Object(items) => {
+            let mut out = serde_json::Map::with_capacity(items.len());
+            for (k, it) in items {
+                let len = ptr.len();
+                push_key(ptr, k);
+                out.insert(k.clone(), render_at(it, scope, ptr, missing)?);
+                ptr.truncate(len);
+            }
+            Ok(J::Object(out))
+        }
+    }
+}
