@@ -23,5 +23,8 @@ pub mod template;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+
+pub use flow::{Diagnostic, Flow, LoadError, Severity};
+pub use interp::{Engine, RunOptions, RunOutcome, Store};
 #[cfg(feature = "cli")]
 pub mod sandbox;

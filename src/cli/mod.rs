@@ -1,1 +1,318 @@
-//! The command-line interface.
+//! The command-line interface: `check`, `render`, `run`, `sandbox`.
+//!
+//! Exit codes: 0 success; 1 a flow, context or integrations file that cannot be loaded
+//! (or, for `check`, any error found); 2 usage errors (clap). An action that fails at
+//! run time is a result in the output, not an exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::flow::{json, Diagnostic, Severity};
+use crate::interp::{Engine, RunOptions, Store};
+use crate::providers::Integrations;
+
+/// transbordo: validate, dry-run and run chatbot handoff flows.
+#[derive(Debug, Parser)]
+#[command(name = "transbordo", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate flows: every problem with file, line:column and JSON pointer.
+    Check {
+        /// Flow files (actions array or node).
+        #[arg(required = true)]
+        flows: Vec<PathBuf>,
+        /// A sample context document; its variables count as set.
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// Integrations TOML: unknown ids and unsupported parameters become problems.
+        #[arg(long)]
+        integrations: Option<PathBuf>,
+        /// `human` (miette) or `json` (an array of problems).
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Dry run: render the flow and print every request it would send; sends nothing.
+    Render {
+        /// The flow file.
+        flow: PathBuf,
+        /// Context document `{"contact","context","input","intent","entities"}`.
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// Integrations TOML (needed to render `start_live_chat` requests).
+        #[arg(long)]
+        integrations: Option<PathBuf>,
+        /// A missing value is an error instead of a warning.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run the flow for real: HTTP requests and handoffs are sent.
+    Run {
+        /// The flow file.
+        flow: PathBuf,
+        /// Context document.
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// Integrations TOML.
+        #[arg(long)]
+        integrations: Option<PathBuf>,
+        /// A missing value is an error instead of a warning.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Local fakes of LivePerson, Zendesk and an agent platform; play the agent.
+    Sandbox(crate::sandbox::SandboxArgs),
+}
+
+/// Parses the command line and runs it.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run(cli).await
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check {
+            flows,
+            context,
+            integrations,
+            format,
+        } => check(&flows, context.as_deref(), integrations.as_deref(), format),
+        Command::Render {
+            flow,
+            context,
+            integrations,
+            strict,
+        } => {
+            execute(
+                &flow,
+                context.as_deref(),
+                integrations.as_deref(),
+                strict,
+                true,
+            )
+            .await
+        }
+        Command::Run {
+            flow,
+            context,
+            integrations,
+            strict,
+        } => {
+            execute(
+                &flow,
+                context.as_deref(),
+                integrations.as_deref(),
+                strict,
+                false,
+            )
+            .await
+        }
+        Command::Sandbox(args) => crate::sandbox::run_cli(args).await,
+    }
+}
+
+/// A file that could not be used, already rendered for the terminal.
+struct Failure(String);
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure(format!("error: cannot read {}: {e}", path.display())))
+}
+
+/// Renders diagnostics the way a person reads them (miette, no colour when not a TTY).
+pub fn render_human(diags: &[Diagnostic], source: &Arc<String>) -> String {
+    use miette::{GraphicalReportHandler, GraphicalTheme};
+    let theme = if std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    for d in diags {
+        let report = d.report(source.clone());
+        let _ = handler.render_report(&mut out, &report);
+        out.push('\n');
+    }
+    out
+}
+
+fn load_context(path: Option<&Path>) -> Result<(Store, Option<Value>), Failure> {
+    let Some(path) = path else {
+        return Ok((Store::default(), None));
+    };
+    let text = read(path)?;
+    let name = path.display().to_string();
+    let node = json::parse(&text).map_err(|e| {
+        let (line, col) = json::line_col(&text, e.span.start);
+        Failure(format!(
+            "error: {name}:{line}:{col}: invalid context JSON: {}",
+            e.message
+        ))
+    })?;
+    let value = node.to_value();
+    let store = Store::from_json(&value).map_err(|e| {
+        let at = node.pointer(&e.pointer).map_or(0, |n| n.span.start);
+        let (line, col) = json::line_col(&text, at);
+        let ptr = if e.pointer.is_empty() {
+            String::new()
+        } else {
+            format!(" (at {})", e.pointer)
+        };
+        Failure(format!(
+            "error: {name}:{line}:{col}: invalid context{ptr}: {}",
+            e.message
+        ))
+    })?;
+    Ok((store, Some(value)))
+}
+
+fn load_integrations(path: Option<&Path>) -> Result<Option<Integrations>, Failure> {
+    let Some(path) = path else { return Ok(None) };
+    let text = read(path)?;
+    Integrations::from_toml_str(&text, &path.display().to_string())
+        .map(Some)
+        .map_err(|e| {
+            use miette::{GraphicalReportHandler, GraphicalTheme};
+            let mut out = String::new();
+            let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+                .with_width(100);
+            if handler.render_report(&mut out, &e).is_err() {
+                out = e.to_string();
+            }
+            Failure(out)
+        })
+}
+
+fn engine_for(integrations: Option<Integrations>) -> Engine {
+    match integrations {
+        Some(i) => Engine::new().with_integrations(i),
+        None => Engine::new(),
+    }
+}
+
+fn check(
+    flows: &[PathBuf],
+    context: Option<&Path>,
+    integrations: Option<&Path>,
+    format: Format,
+) -> ExitCode {
+    let prepared = load_context(context)
+        .and_then(|(_, sample)| Ok((sample, load_integrations(integrations)?)));
+    let (sample, integrations) = match prepared {
+        Ok(x) => x,
+        Err(Failure(msg)) => {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
+    let engine = engine_for(integrations);
+    let mut all: Vec<Diagnostic> = Vec::new();
+    let mut human = String::new();
+    for f in flows {
+        let name = f.display().to_string();
+        let text = match read(f) {
+            Ok(t) => t,
+            Err(Failure(msg)) => {
+                all.push(Diagnostic {
+                    severity: Severity::Error,
+                    code: "io::read",
+                    message: msg.trim_start_matches("error: ").to_string(),
+                    help: None,
+                    file: name,
+                    line: 0,
+                    column: 0,
+                    pointer: String::new(),
+                    string_column: None,
+                    span: (0, 0),
+                });
+                continue;
+            }
+        };
+        let diags = engine.check(&text, &name, sample.as_ref());
+        human.push_str(&render_human(&diags, &Arc::new(text)));
+        all.extend(diags);
+    }
+    let errors = all.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = all.len() - errors;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
+        ),
+        Format::Human => {
+            for d in all.iter().filter(|d| d.code == "io::read") {
+                println!("error: {}", d.message);
+            }
+            print!("{human}");
+            println!(
+                "{} file(s) checked: {errors} error(s), {warnings} warning(s)",
+                flows.len()
+            );
+        }
+    }
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn execute(
+    flow: &Path,
+    context: Option<&Path>,
+    integrations: Option<&Path>,
+    strict: bool,
+    dry_run: bool,
+) -> ExitCode {
+    let prepared = (|| -> Result<_, Failure> {
+        let text = read(flow)?;
+        let (store, _) = load_context(context)?;
+        let integrations = load_integrations(integrations)?;
+        Ok((text, store, integrations))
+    })();
+    let (text, store, integrations) = match prepared {
+        Ok(x) => x,
+        Err(Failure(msg)) => {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
+    let engine = engine_for(integrations);
+    let name = flow.display().to_string();
+    let loaded = match engine.load(&text, &name) {
+        Ok(f) => f,
+        Err(e) => {
+            eprint!("{}", render_human(&e.diagnostics, &e.source_text));
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = engine
+        .run(&loaded, store, &RunOptions { strict, dry_run })
+        .await;
+    let doc = if dry_run {
+        outcome.render_json()
+    } else {
+        outcome.run_json()
+    };
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    ExitCode::SUCCESS
+}

@@ -1,1 +1,14 @@
 //! Loading flow documents with positions, validation and diagnostics.
+//!
+//! A flow is JSON in one of two shapes (spec §1): an actions array, or a node
+//! `{"context","contact","actions","output"}`. [`load`] parses it with byte positions
+//! ([`json`]), compiles every template once, and checks everything that can be known
+//! before anything runs; every problem is a [`Diagnostic`] with line:column, JSON pointer
+//! and, for templates, the column inside the string.
+
+mod diagnostic;
+pub mod json;
+mod load;
+
+pub use diagnostic::{Diagnostic, DiagnosticReport, Severity};
+pub use load::{load, Flow, LoadError, LoadOptions};

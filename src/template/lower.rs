@@ -26,6 +26,8 @@ pub struct Lowered {
     pub map: Vec<(Range<usize>, Range<usize>)>,
     /// Unguarded path reads, indexed by the id passed to `js_read`.
     pub reads: Vec<Read>,
+    /// Every context variable read (`$x`, `context.x`), guarded or not, with its span.
+    pub context_vars: Vec<(String, Range<usize>)>,
 }
 
 /// Maps a byte range of the generated source to the span of the innermost original
@@ -46,6 +48,7 @@ pub fn lower(node: &Node, text: &str) -> Lowered {
         out: String::new(),
         map: Vec::new(),
         reads: Vec::new(),
+        context_vars: Vec::new(),
         text,
     };
     l.node(node, false);
@@ -53,6 +56,7 @@ pub fn lower(node: &Node, text: &str) -> Lowered {
         source: l.out,
         map: l.map,
         reads: l.reads,
+        context_vars: l.context_vars,
     }
 }
 
@@ -60,6 +64,7 @@ struct Lowerer<'a> {
     out: String,
     map: Vec<(Range<usize>, Range<usize>)>,
     reads: Vec<Read>,
+    context_vars: Vec<(String, Range<usize>)>,
     text: &'a str,
 }
 

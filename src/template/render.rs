@@ -21,6 +21,7 @@ pub struct CompiledExpr {
     offset: usize,
     map: Vec<(Range<usize>, Range<usize>)>,
     reads: Vec<Read>,
+    context_vars: Vec<(String, Range<usize>)>,
 }
 
 impl std::fmt::Debug for CompiledExpr {
@@ -56,7 +57,17 @@ impl CompiledExpr {
             offset,
             map: lowered.map,
             reads: lowered.reads,
+            context_vars: lowered.context_vars,
         })
+    }
+
+    /// Context variables this expression reads (`$x`, `context.x`), with their spans
+    /// inside the string value: for the load-time check of variables never written.
+    pub fn context_reads(&self) -> Vec<(String, Range<usize>)> {
+        self.context_vars
+            .iter()
+            .map(|(n, s)| (n.clone(), s.start + self.offset..s.end + self.offset))
+            .collect()
     }
 
     /// The expression text as written.

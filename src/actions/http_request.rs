@@ -1,0 +1,384 @@
+//! `http_request`: an axios-style request (`parameters.config`) sent with reqwest.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+
+use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
+use crate::interp::ActionCx;
+
+/// Used when `config.timeout` is absent: axios waits forever, a flow must not.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// The most a response body may hold before the action fails with `limit`.
+pub const MAX_RESPONSE_BYTES: usize = 5 << 20;
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// `http_request`.
+pub struct HttpRequest;
+
+/// Header names whose values are secrets: shown as `[redacted]` in traces and dry runs.
+fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "cookie"
+        || n.contains("token")
+        || n.contains("secret")
+        || n.contains("api-key")
+        || n.contains("apikey")
+        || n.contains("password")
+        || n.ends_with("-key")
+}
+
+/// Replaces secret header values in a headers object.
+pub fn redact_headers(headers: &Value) -> Value {
+    match headers {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_header(k) {
+                        json!("[redacted]")
+                    } else {
+                        v.clone()
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The request a config describes, validated.
+struct Prepared {
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: Vec<(String, String)>,
+    body: Option<Value>,
+    timeout: Duration,
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn prepare(params: &Map<String, Value>) -> Result<Prepared, ActionError> {
+    let config = params
+        .get("config")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ActionError::new(ErrorKind::Config, "`config` must be an object"))?;
+    let url_text = config
+        .get("url")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ActionError::new(ErrorKind::Config, "`config.url` is missing or empty"))?;
+    let mut url = reqwest::Url::parse(url_text).map_err(|e| {
+        ActionError::new(
+            ErrorKind::Config,
+            format!("`config.url` is not a valid URL ({e}): {url_text}"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ActionError::new(
+            ErrorKind::Config,
+            format!("`config.url` must be http or https, not {}", url.scheme()),
+        ));
+    }
+    if let Some(q) = config.get("params") {
+        match q {
+            Value::Object(m) => {
+                let mut pairs = url.query_pairs_mut();
+                for (k, v) in m {
+                    if !v.is_null() {
+                        pairs.append_pair(k, &scalar_text(v));
+                    }
+                }
+            }
+            Value::Null => {}
+            _ => {
+                return Err(ActionError::new(
+                    ErrorKind::Config,
+                    "`config.params` must be an object",
+                ))
+            }
+        }
+    }
+    let method_text = config
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("GET")
+        .to_ascii_uppercase();
+    if !METHODS.contains(&method_text.as_str()) {
+        return Err(ActionError::new(
+            ErrorKind::Config,
+            format!("`config.method` `{method_text}` is not an HTTP method"),
+        ));
+    }
+    let method = reqwest::Method::from_bytes(method_text.as_bytes())
+        .map_err(|_| ActionError::new(ErrorKind::Config, "invalid HTTP method"))?;
+    let mut headers = Vec::new();
+    match config.get("headers") {
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if !v.is_null() {
+                    headers.push((k.clone(), scalar_text(v)));
+                }
+            }
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => {
+            return Err(ActionError::new(
+                ErrorKind::Config,
+                "`config.headers` must be an object",
+            ))
+        }
+    }
+    let timeout = match config.get("timeout") {
+        None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
+        Some(v) => v.as_u64().filter(|t| *t > 0).ok_or_else(|| {
+            ActionError::new(
+                ErrorKind::Config,
+                "`config.timeout` must be a positive number of milliseconds",
+            )
+        })?,
+    };
+    let body = config.get("data").filter(|d| !d.is_null()).cloned();
+    Ok(Prepared {
+        method,
+        url,
+        headers,
+        body,
+        timeout: Duration::from_millis(timeout),
+    })
+}
+
+fn request_json(p: &Prepared) -> Value {
+    let headers: Map<String, Value> = p
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    json!({
+        "method": p.method.as_str(),
+        "url": p.url.as_str(),
+        "headers": redact_headers(&Value::Object(headers)),
+        "body": p.body.clone().unwrap_or(Value::Null),
+    })
+}
+
+#[async_trait]
+impl Action for HttpRequest {
+    fn name(&self) -> &str {
+        "http_request"
+    }
+
+    fn required(&self) -> &[&str] {
+        &["config"]
+    }
+
+    fn check(&self, params: &Map<String, Value>, _cx: &CheckCx<'_>) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        let Some(config) = params.get("config") else {
+            return out;
+        };
+        let Some(c) = config.as_object() else {
+            if !is_templated(config) {
+                out.push(ParamProblem::error(
+                    "/config",
+                    "`config` must be an object (an axios request config)",
+                ));
+            }
+            return out;
+        };
+        match c.get("url") {
+            None => out.push(ParamProblem::error("/config", "`config.url` is required")),
+            Some(u) if !is_templated(u) => {
+                if let Some(s) = u.as_str() {
+                    if let Err(e) = reqwest::Url::parse(s) {
+                        out.push(ParamProblem::error(
+                            "/config/url",
+                            format!("not a valid URL: {e}"),
+                        ));
+                    }
+                } else {
+                    out.push(ParamProblem::error("/config/url", "`url` must be a string"));
+                }
+            }
+            _ => {}
+        }
+        if let Some(m) = c.get("method").filter(|m| !is_templated(m)) {
+            let ok = m
+                .as_str()
+                .is_some_and(|s| METHODS.contains(&s.to_ascii_uppercase().as_str()));
+            if !ok {
+                out.push(ParamProblem::error(
+                    "/config/method",
+                    format!("`method` must be one of {}", METHODS.join(", ")),
+                ));
+            }
+        }
+        if let Some(t) = c.get("timeout").filter(|t| !is_templated(t)) {
+            if t.as_u64().is_none_or(|t| t == 0) {
+                out.push(ParamProblem::error(
+                    "/config/timeout",
+                    "`timeout` must be a positive number of milliseconds",
+                ));
+            }
+        }
+        for k in c.keys() {
+            if !matches!(
+                k.as_str(),
+                "url" | "method" | "headers" | "params" | "data" | "timeout"
+            ) {
+                out.push(ParamProblem::warning(
+                    format!("/config/{k}"),
+                    format!("unsupported axios option `{k}` (ignored)"),
+                ));
+            }
+        }
+        out
+    }
+
+    async fn run(
+        &self,
+        params: &Map<String, Value>,
+        cx: &mut ActionCx<'_>,
+    ) -> Result<Value, ActionError> {
+        let p = prepare(params)?;
+        if cx.dry_run() {
+            cx.record_request(None, None, request_json(&p));
+            cx.warn("dry run: http_request was not sent; its result is simulated");
+            return Ok(json!({"status": "ok", "statusCode": 200, "headers": {}, "body": null}));
+        }
+        let mut req = cx
+            .services()
+            .http
+            .request(p.method.clone(), p.url.clone())
+            .timeout(p.timeout);
+        for (k, v) in &p.headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = &p.body {
+            req = match b {
+                Value::String(s) => req.body(s.clone()),
+                other => req.json(other),
+            };
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                ActionError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no answer from {} within {} ms",
+                        p.url.host_str().unwrap_or(""),
+                        p.timeout.as_millis()
+                    ),
+                )
+            } else if e.is_builder() {
+                ActionError::new(ErrorKind::Config, format!("invalid request: {e}"))
+            } else {
+                ActionError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "could not reach {}: {}",
+                        p.url.host_str().unwrap_or(""),
+                        root_cause(&e)
+                    ),
+                )
+            }
+        })?;
+        let status = resp.status();
+        let headers: Map<String, Value> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    json!(String::from_utf8_lossy(v.as_bytes())),
+                )
+            })
+            .collect();
+        let is_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.contains("json"));
+        let bytes = read_limited(resp).await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = if is_json || looks_like_json(&text) {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        } else {
+            Value::String(text)
+        };
+        let mut result = json!({
+            "status": if status.is_success() { "ok" } else { "error" },
+            "statusCode": status.as_u16(),
+            "headers": redact_headers(&Value::Object(headers)),
+            "body": body,
+        });
+        if !status.is_success() {
+            let kind = match status.as_u16() {
+                401 | 403 => ErrorKind::Auth,
+                429 => ErrorKind::RateLimited,
+                s if s >= 500 => ErrorKind::Unavailable,
+                _ => ErrorKind::Rejected,
+            };
+            let err = ActionError::new(
+                kind,
+                format!("{} answered {}", p.url.host_str().unwrap_or(""), status),
+            )
+            .with_status(status.as_u16());
+            result["error"] = err.to_error_object();
+        }
+        Ok(result)
+    }
+}
+
+fn looks_like_json(t: &str) -> bool {
+    let t = t.trim_start();
+    t.starts_with('{') || t.starts_with('[')
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, ActionError> {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                out.extend_from_slice(&c);
+                if out.len() > MAX_RESPONSE_BYTES {
+                    return Err(ActionError::new(
+                        ErrorKind::Limit,
+                        format!("response body larger than {MAX_RESPONSE_BYTES} bytes"),
+                    ));
+                }
+            }
+            Ok(None) => return Ok(out),
+            Err(e) if e.is_timeout() => {
+                return Err(ActionError::new(
+                    ErrorKind::Timeout,
+                    "the response body did not arrive in time",
+                ))
+            }
+            Err(e) => {
+                return Err(ActionError::new(
+                    ErrorKind::Unavailable,
+                    format!("reading the response failed: {}", root_cause(&e)),
+                ))
+            }
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}

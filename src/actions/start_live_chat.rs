@@ -1,0 +1,193 @@
+//! `start_live_chat`: hands the conversation to human agents on the integration the
+//! flow names (LivePerson, Zendesk or the ALTU SDK connector).
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+
+use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
+use crate::flow::Severity;
+use crate::interp::ActionCx;
+use crate::providers::{self, HandoffCx, IntegrationId, ParamShape, ProviderKind};
+
+/// `start_live_chat`.
+pub struct StartLiveChat;
+
+/// The success result a dry run reports, in the provider's exact shape, so later
+/// templates (`$ticket.response.body.ticket.id`) render as they would in production.
+fn simulated_result(kind: ProviderKind, handoff_id: &str) -> Value {
+    match kind {
+        ProviderKind::LivePerson => {
+            json!({"status": "ok", "body": {"reqId": "2", "code": "OK", "body": {"conversationId": format!("{handoff_id}-conversation")}}})
+        }
+        ProviderKind::Zendesk => {
+            json!({"response": {"body": {"ticket": {"id": 0, "status": "new", "external_id": handoff_id}}, "status": "ok"}})
+        }
+        ProviderKind::AltuSdk => {
+            json!({"status": "ok", "body": {"conversationId": format!("{handoff_id}-conversation")}})
+        }
+    }
+}
+
+/// The error result in the provider's shape (Zendesk nests it under `response`).
+fn error_result(kind: Option<ProviderKind>, e: &ActionError) -> Value {
+    match kind {
+        Some(ProviderKind::Zendesk) => {
+            json!({"response": {"status": "error", "error": e.to_error_object()}})
+        }
+        _ => e.to_result(),
+    }
+}
+
+#[async_trait]
+impl Action for StartLiveChat {
+    fn name(&self) -> &str {
+        "start_live_chat"
+    }
+
+    fn required(&self) -> &[&str] {
+        &["integration_id"]
+    }
+
+    fn check(&self, params: &Map<String, Value>, cx: &CheckCx<'_>) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        let Some(id_value) = params.get("integration_id") else {
+            return out;
+        };
+        if is_templated(id_value) {
+            return out;
+        }
+        let Some(id) = IntegrationId::from_json(id_value) else {
+            out.push(ParamProblem::error(
+                "/integration_id",
+                "`integration_id` must be a number or a string",
+            ));
+            return out;
+        };
+        if !cx.has_integrations {
+            return out;
+        }
+        let Some(integration) = cx.services.integrations.get(&id) else {
+            let known: Vec<String> = cx
+                .services
+                .integrations
+                .ids()
+                .iter()
+                .map(|i| i.to_string())
+                .collect();
+            out.push(
+                ParamProblem::error("/integration_id", format!("unknown integration `{id}`"))
+                    .with_help(format!("integrations in the file: {}", known.join(", "))),
+            );
+            return out;
+        };
+        let shapes: Vec<(&str, ParamShape)> = params
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_templated(v) {
+                        ParamShape::Templated
+                    } else {
+                        ParamShape::Static(v.clone())
+                    },
+                )
+            })
+            .collect();
+        for p in providers::check_params(integration.provider, &shapes) {
+            let severity = match p.severity {
+                providers::Severity::Error => Severity::Error,
+                providers::Severity::Warning => Severity::Warning,
+            };
+            let pointer = if p.param.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", p.param.trim_start_matches('/'))
+            };
+            out.push(ParamProblem {
+                pointer,
+                message: p.message,
+                help: None,
+                severity,
+            });
+        }
+        out
+    }
+
+    async fn run(
+        &self,
+        params: &Map<String, Value>,
+        cx: &mut ActionCx<'_>,
+    ) -> Result<Value, ActionError> {
+        let id = params
+            .get("integration_id")
+            .and_then(IntegrationId::from_json)
+            .ok_or_else(|| {
+                ActionError::new(
+                    ErrorKind::Config,
+                    "`integration_id` is missing or not a number/string",
+                )
+            })?;
+        let services = cx.services().clone();
+        let Some(integration) = services.integrations.get(&id) else {
+            return Err(ActionError::new(
+                ErrorKind::Config,
+                format!("unknown integration `{id}`"),
+            ));
+        };
+        let handoff_id = if cx.dry_run() {
+            format!("dry-run-{}", cx.index())
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        };
+        let hcx = HandoffCx {
+            handoff_id: handoff_id.clone(),
+            conversation_id: cx.conversation_id().to_string(),
+            contact: cx.store.contact().clone(),
+        };
+        if cx.dry_run() {
+            let plan = match providers::plan_start(integration, params, &hcx) {
+                Ok(p) => p,
+                Err(e) => return Ok(error_result(Some(integration.provider), &e)),
+            };
+            for call in &plan.calls {
+                cx.record_request(
+                    Some(id.to_string()),
+                    Some(integration.provider.as_str()),
+                    call.to_json(),
+                );
+            }
+            for w in plan.warnings {
+                cx.warn(w);
+            }
+            return Ok(simulated_result(integration.provider, &handoff_id));
+        }
+        let outcome = services
+            .providers
+            .start_live_chat(integration, params, &hcx)
+            .await;
+        for w in outcome.warnings {
+            cx.warn(w);
+        }
+        if let Some(h) = outcome.handoff {
+            cx.set_handoff(h);
+        }
+        Ok(outcome.result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zendesk_errors_nest_under_response() {
+        let e = ActionError::new(ErrorKind::Auth, "bad token").with_status(401);
+        let v = error_result(Some(ProviderKind::Zendesk), &e);
+        assert_eq!(v["response"]["status"], "error");
+        assert_eq!(v["response"]["error"]["kind"], "auth");
+        assert_eq!(
+            error_result(Some(ProviderKind::LivePerson), &e)["status"],
+            "error"
+        );
+    }
+}

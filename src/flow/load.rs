@@ -1,0 +1,627 @@
+//! Loading a flow document: parse JSON with positions, recognise the two shapes
+//! (actions array, node), compile every template once, and validate everything that
+//! can be known before anything runs. All problems are collected, not just the first.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::diagnostic::{Diagnostic, Severity};
+use super::json::{self, Node, NodeKind};
+use crate::actions::{Action, CheckCx, Registry};
+use crate::interp::Services;
+use crate::template::{did_you_mean, LocatedError, TValue, TemplateErrorKind};
+
+/// A loaded, compiled flow: ready to run any number of times.
+pub struct Flow {
+    /// The file name given at load.
+    pub file: String,
+    /// The source text (kept for diagnostics).
+    pub source: Arc<String>,
+    /// Warnings found while loading.
+    pub warnings: Vec<Diagnostic>,
+    pub(crate) node: CompiledNode,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("file", &self.file)
+            .field("actions", &self.node.actions.len())
+            .finish()
+    }
+}
+
+impl Flow {
+    /// Number of actions.
+    pub fn action_count(&self) -> usize {
+        self.node.actions.len()
+    }
+
+    /// Names of the actions, in order.
+    pub fn action_names(&self) -> Vec<&str> {
+        self.node.actions.iter().map(|a| a.name.as_str()).collect()
+    }
+}
+
+/// A flow that could not be loaded: every problem found (errors and warnings).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} cannot be loaded: {} error(s)", file, diagnostics.iter().filter(|d| d.severity == Severity::Error).count())]
+pub struct LoadError {
+    /// The file name given at load.
+    pub file: String,
+    /// The source text.
+    pub source_text: Arc<String>,
+    /// Every problem, in document order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub(crate) struct CompiledNode {
+    pub(crate) context: Vec<(String, TValue, String)>,
+    pub(crate) contact: Vec<(String, TValue, String)>,
+    pub(crate) actions: Vec<CompiledAction>,
+    pub(crate) output: Vec<(TValue, String)>,
+}
+
+pub(crate) struct CompiledAction {
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    pub(crate) action: Arc<dyn Action>,
+    pub(crate) params: TValue,
+    pub(crate) result_variable: Option<String>,
+    pub(crate) pointer: String,
+}
+
+/// What loading may consult.
+pub struct LoadOptions<'a> {
+    /// Known actions.
+    pub registry: &'a Registry,
+    /// Services (integrations) for provider checks.
+    pub services: &'a Services,
+    /// Whether an integrations file was supplied.
+    pub has_integrations: bool,
+    /// A sample context document: variables present there are not reported as unset.
+    pub sample: Option<&'a Value>,
+}
+
+struct Loader<'a> {
+    src: &'a str,
+    file: &'a str,
+    root: Option<&'a Node>,
+    diags: Vec<Diagnostic>,
+    written: BTreeSet<String>,
+    read: Vec<(String, String, usize, usize)>,
+}
+
+impl Loader<'_> {
+    fn at(
+        &mut self,
+        severity: Severity,
+        code: &'static str,
+        pointer: &str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        let node = self.root.and_then(|r| r.pointer(pointer));
+        let (start, end) = node.map_or((0, 0), |n| (n.span.start, n.span.end));
+        self.push(
+            severity,
+            code,
+            pointer,
+            message.into(),
+            help,
+            start,
+            end.saturating_sub(start).max(1),
+            None,
+        );
+    }
+
+    /// Points at the key of a member rather than its value (unknown keys).
+    fn at_key(
+        &mut self,
+        severity: Severity,
+        code: &'static str,
+        parent: &str,
+        key: &str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        let member = self
+            .root
+            .and_then(|r| r.pointer(parent))
+            .and_then(|n| match &n.kind {
+                NodeKind::Object(ms) => ms.iter().rev().find(|m| m.key == key).map(|m| m.key_span),
+                _ => None,
+            });
+        let ptr = format!("{parent}/{}", json::escape_pointer_token(key));
+        let (start, len) = member.map_or((0, 1), |s| (s.start, s.end - s.start));
+        self.push(severity, code, &ptr, message.into(), help, start, len, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        severity: Severity,
+        code: &'static str,
+        pointer: &str,
+        message: String,
+        help: Option<String>,
+        start: usize,
+        len: usize,
+        string_column: Option<usize>,
+    ) {
+        let (line, column) = json::line_col(self.src, start);
+        self.diags.push(Diagnostic {
+            severity,
+            code,
+            message,
+            help,
+            file: self.file.to_string(),
+            line,
+            column,
+            pointer: pointer.to_string(),
+            string_column,
+            span: (start, len),
+        });
+    }
+
+    fn template_errors(&mut self, base: &str, errors: Vec<LocatedError>) {
+        for e in errors {
+            let pointer = format!("{base}{}", e.pointer);
+            let code = match e.error.kind {
+                TemplateErrorKind::Syntax => "template::syntax",
+                TemplateErrorKind::Unknown => "template::unknown",
+                TemplateErrorKind::Limit => "template::limit",
+                _ => "template::error",
+            };
+            let node = self.root.and_then(|r| r.pointer(&pointer));
+            let (start, end, col) = match node {
+                Some(n) if matches!(n.kind, NodeKind::String(_)) => {
+                    let s = json::string_source_offset(self.src, n.span, e.error.span.start);
+                    let t = json::string_source_offset(self.src, n.span, e.error.span.end);
+                    let decoded = match &n.kind {
+                        NodeKind::String(v) => {
+                            v.get(..e.error.span.start).map_or(0, |p| p.chars().count())
+                        }
+                        _ => 0,
+                    };
+                    (s, t.max(s + 1), Some(decoded + 1))
+                }
+                Some(n) => (n.span.start, n.span.end, None),
+                None => (0, 1, None),
+            };
+            self.push(
+                Severity::Error,
+                code,
+                &pointer,
+                e.error.message,
+                e.error.help,
+                start,
+                end - start,
+                col,
+            );
+        }
+    }
+
+    /// Compiles a value, reporting template errors under `pointer`, and notes the
+    /// variables it reads.
+    fn compile(&mut self, v: &Value, pointer: &str) -> TValue {
+        match TValue::compile(v) {
+            Ok(t) => {
+                let mut reads = Vec::new();
+                t.for_each_expr(&mut |p, e| {
+                    for (name, span) in e.context_reads() {
+                        reads.push((name, format!("{pointer}{p}"), span.start, span.end));
+                    }
+                });
+                self.read.extend(reads);
+                t
+            }
+            Err(errors) => {
+                self.template_errors(pointer, errors);
+                TValue::Static(Value::Null)
+            }
+        }
+    }
+}
+
+/// Loads `src` (named `file` in messages).
+pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadError> {
+    let source = Arc::new(src.to_string());
+    let fail = |diagnostics: Vec<Diagnostic>| LoadError {
+        file: file.to_string(),
+        source_text: source.clone(),
+        diagnostics,
+    };
+    let root = match json::parse(src) {
+        Ok(r) => r,
+        Err(e) => {
+            let (line, column) = json::line_col(src, e.span.start);
+            return Err(fail(vec![Diagnostic {
+                severity: Severity::Error,
+                code: "json::syntax",
+                message: e.message,
+                help: None,
+                file: file.to_string(),
+                line,
+                column,
+                pointer: String::new(),
+                string_column: None,
+                span: (
+                    e.span.start,
+                    (e.span.end.saturating_sub(e.span.start)).max(1),
+                ),
+            }]));
+        }
+    };
+    let value = root.to_value();
+    let mut l = Loader {
+        src,
+        file,
+        root: Some(&root),
+        diags: Vec::new(),
+        written: BTreeSet::new(),
+        read: Vec::new(),
+    };
+    report_duplicate_keys(&mut l, &root, String::new());
+
+    let mut node = CompiledNode {
+        context: Vec::new(),
+        contact: Vec::new(),
+        actions: Vec::new(),
+        output: Vec::new(),
+    };
+    match &value {
+        Value::Array(actions) => compile_actions(&mut l, actions, "", opts, &mut node),
+        Value::Object(m) => {
+            for k in m.keys() {
+                if !matches!(k.as_str(), "context" | "contact" | "actions" | "output") {
+                    let help = did_you_mean(k, ["context", "contact", "actions", "output"]).map(|s| format!("did you mean `{s}`?"));
+                    l.at_key(Severity::Warning, "flow::unknown_key", "", k, format!("unknown key `{k}` in the node (kept, not used)"), help);
+                }
+            }
+            for block in ["context", "contact"] {
+                match m.get(block) {
+                    None => {}
+                    Some(Value::Object(vars)) => {
+                        for (k, v) in vars {
+                            let ptr = format!("/{block}/{}", json::escape_pointer_token(k));
+                            let t = l.compile(v, &ptr);
+                            if block == "context" {
+                                l.written.insert(k.clone());
+                                node.context.push((k.clone(), t, ptr));
+                            } else {
+                                node.contact.push((k.clone(), t, ptr));
+                            }
+                        }
+                    }
+                    Some(_) => l.at(Severity::Error, "flow::shape", &format!("/{block}"), format!("`{block}` must be an object of variables"), None),
+                }
+            }
+            match m.get("actions") {
+                None => {}
+                Some(Value::Array(actions)) => compile_actions(&mut l, actions, "/actions", opts, &mut node),
+                Some(_) => l.at(Severity::Error, "flow::shape", "/actions", "`actions` must be an array", None),
+            }
+            match m.get("output") {
+                None => {}
+                Some(Value::Array(items)) => {
+                    for (i, it) in items.iter().enumerate() {
+                        let ptr = format!("/output/{i}");
+                        if !it.is_object() {
+                            l.at(Severity::Error, "flow::shape", &ptr, "an output item must be an object like {\"default\":{\"type\":\"text\",\"text\":\"…\"}}", None);
+                            continue;
+                        }
+                        let t = l.compile(it, &ptr);
+                        node.output.push((t, ptr));
+                    }
+                }
+                Some(_) => l.at(Severity::Error, "flow::shape", "/output", "`output` must be an array of output items", None),
+            }
+        }
+        _ => l.at(
+            Severity::Error,
+            "flow::shape",
+            "",
+            "a flow is an array of actions or a node object {\"context\",\"contact\",\"actions\",\"output\"}",
+            None,
+        ),
+    }
+
+    check_unset_variables(&mut l, opts.sample);
+    l.diags
+        .sort_by_key(|d| (d.span.0, d.severity == Severity::Warning));
+    let errors = l.diags.iter().any(|d| d.severity == Severity::Error);
+    if errors {
+        return Err(fail(l.diags));
+    }
+    Ok(Flow {
+        file: file.to_string(),
+        source: source.clone(),
+        warnings: l.diags,
+        node,
+    })
+}
+
+fn report_duplicate_keys(l: &mut Loader<'_>, n: &Node, ptr: String) {
+    match &n.kind {
+        NodeKind::Object(ms) => {
+            let mut seen = BTreeSet::new();
+            for m in ms {
+                let p = format!("{ptr}/{}", json::escape_pointer_token(&m.key));
+                if !seen.insert(m.key.as_str()) {
+                    let (line, column) = json::line_col(l.src, m.key_span.start);
+                    l.diags.push(Diagnostic {
+                        severity: Severity::Warning,
+                        code: "json::duplicate_key",
+                        message: format!("duplicate key `{}`: the last one wins", m.key),
+                        help: None,
+                        file: l.file.to_string(),
+                        line,
+                        column,
+                        pointer: p.clone(),
+                        string_column: None,
+                        span: (m.key_span.start, m.key_span.end - m.key_span.start),
+                    });
+                }
+                report_duplicate_keys(l, &m.value, p);
+            }
+        }
+        NodeKind::Array(items) => {
+            for (i, it) in items.iter().enumerate() {
+                report_duplicate_keys(l, it, format!("{ptr}/{i}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn compile_actions(
+    l: &mut Loader<'_>,
+    actions: &[Value],
+    base: &str,
+    opts: &LoadOptions<'_>,
+    node: &mut CompiledNode,
+) {
+    for (i, a) in actions.iter().enumerate() {
+        let ptr = format!("{base}/{i}");
+        let Some(obj) = a.as_object() else {
+            l.at(
+                Severity::Error,
+                "flow::shape",
+                &ptr,
+                "an action must be an object {\"name\",\"parameters\",\"result_variable\"}",
+                None,
+            );
+            continue;
+        };
+        for k in obj.keys() {
+            if !matches!(k.as_str(), "name" | "parameters" | "result_variable") {
+                let help = did_you_mean(k, ["name", "parameters", "result_variable"])
+                    .map(|s| format!("did you mean `{s}`?"));
+                l.at_key(
+                    Severity::Warning,
+                    "flow::unknown_key",
+                    &ptr,
+                    k,
+                    format!("unknown key `{k}` in the action (kept, not used)"),
+                    help,
+                );
+            }
+        }
+        let name = match obj.get("name") {
+            Some(Value::String(n)) => n.clone(),
+            Some(_) => {
+                l.at(
+                    Severity::Error,
+                    "flow::shape",
+                    &format!("{ptr}/name"),
+                    "`name` must be a string",
+                    None,
+                );
+                continue;
+            }
+            None => {
+                l.at(
+                    Severity::Error,
+                    "flow::missing_name",
+                    &ptr,
+                    "the action has no `name`",
+                    Some(format!(
+                        "known actions: {}",
+                        opts.registry.names().join(", ")
+                    )),
+                );
+                continue;
+            }
+        };
+        let result_variable = match obj.get("result_variable") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => {
+                l.at(
+                    Severity::Error,
+                    "flow::shape",
+                    &format!("{ptr}/result_variable"),
+                    "`result_variable` is empty",
+                    None,
+                );
+                None
+            }
+            Some(Value::String(s)) => {
+                let s = s.strip_prefix('$').unwrap_or(s);
+                l.written.insert(s.to_string());
+                Some(s.to_string())
+            }
+            Some(_) => {
+                l.at(
+                    Severity::Error,
+                    "flow::shape",
+                    &format!("{ptr}/result_variable"),
+                    "`result_variable` must be a string (a context variable name)",
+                    None,
+                );
+                None
+            }
+        };
+        let empty = Map::new();
+        let params = match obj.get("parameters") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(p)) => p,
+            Some(_) => {
+                l.at(
+                    Severity::Error,
+                    "flow::shape",
+                    &format!("{ptr}/parameters"),
+                    "`parameters` must be an object",
+                    None,
+                );
+                continue;
+            }
+        };
+        let Some(action) = opts.registry.get(&name).cloned() else {
+            let names = opts.registry.names();
+            let help = match did_you_mean(&name, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? known actions: {}", names.join(", ")),
+                None => format!("known actions: {}", names.join(", ")),
+            };
+            l.at(
+                Severity::Error,
+                "flow::unknown_action",
+                &format!("{ptr}/name"),
+                format!("unknown action `{name}`"),
+                Some(help),
+            );
+            continue;
+        };
+        let pptr = format!("{ptr}/parameters");
+        let params_ptr = if obj.contains_key("parameters") {
+            pptr.clone()
+        } else {
+            ptr.clone()
+        };
+        for req in action.required() {
+            if !params.contains_key(*req) {
+                l.at(
+                    Severity::Error,
+                    "flow::missing_parameter",
+                    &params_ptr,
+                    format!("`{name}` needs the parameter `{req}`"),
+                    None,
+                );
+            }
+        }
+        check_before_action_messages(l, params, &pptr);
+        let cx = CheckCx {
+            services: opts.services,
+            has_integrations: opts.has_integrations,
+        };
+        for p in action.check(params, &cx) {
+            let target = format!("{pptr}{}", p.pointer);
+            let exists = l.root.and_then(|r| r.pointer(&target)).is_some();
+            let code = if p.severity == Severity::Error {
+                "flow::parameter"
+            } else {
+                "flow::parameter_warning"
+            };
+            // Point at the parameter when it exists, else at the parameters object.
+            let (target, is_key) = if exists {
+                (target, true)
+            } else {
+                (params_ptr.clone(), false)
+            };
+            let _ = is_key;
+            l.at(p.severity, code, &target, p.message, p.help);
+        }
+        if name == "set_variables" {
+            if let Some(Value::Object(vars)) = params.get("context") {
+                l.written.extend(vars.keys().cloned());
+            }
+        }
+        let compiled = l.compile(&Value::Object(params.clone()), &pptr);
+        node.actions.push(CompiledAction {
+            index: i,
+            name,
+            action,
+            params: compiled,
+            result_variable,
+            pointer: ptr,
+        });
+    }
+}
+
+fn check_before_action_messages(l: &mut Loader<'_>, params: &Map<String, Value>, pptr: &str) {
+    let Some(m) = params.get("before_action_messages") else {
+        return;
+    };
+    let ptr = format!("{pptr}/before_action_messages");
+    match m {
+        Value::Array(items) => {
+            for (i, it) in items.iter().enumerate() {
+                if !it.is_string() && !it.is_object() {
+                    l.at(
+                        Severity::Error,
+                        "flow::parameter",
+                        &format!("{ptr}/{i}"),
+                        "a before_action_message must be a string (or an output item)",
+                        None,
+                    );
+                }
+            }
+        }
+        _ => l.at(
+            Severity::Error,
+            "flow::parameter",
+            &ptr,
+            "`before_action_messages` must be an array of strings",
+            None,
+        ),
+    }
+}
+
+/// Variables read (`$x`, `context.x`) that nothing in this flow writes and the sample
+/// context does not hold: likely typos, or set by another node.
+fn check_unset_variables(l: &mut Loader<'_>, sample: Option<&Value>) {
+    let reads = std::mem::take(&mut l.read);
+    let mut reported = BTreeSet::new();
+    for (name, pointer, s, e) in reads {
+        if l.written.contains(&name)
+            || sample
+                .and_then(|v| v.pointer(&format!("/context/{}", json::escape_pointer_token(&name))))
+                .is_some()
+        {
+            continue;
+        }
+        if !reported.insert(name.clone()) {
+            continue;
+        }
+        let node = l.root.and_then(|r| r.pointer(&pointer));
+        let (start, end, col) = match node {
+            Some(n) if matches!(n.kind, NodeKind::String(_)) => {
+                let a = json::string_source_offset(l.src, n.span, s);
+                let b = json::string_source_offset(l.src, n.span, e);
+                let col = match &n.kind {
+                    NodeKind::String(v) => v.get(..s).map_or(0, |p| p.chars().count()) + 1,
+                    _ => 1,
+                };
+                (a, b, Some(col))
+            }
+            Some(n) => (n.span.start, n.span.end, None),
+            None => (0, 1, None),
+        };
+        let candidates: Vec<String> = l.written.iter().cloned().collect();
+        let help = did_you_mean(&name, candidates.iter().map(String::as_str))
+            .map(|c| format!("did you mean `${c}`?"))
+            .or_else(|| Some("set it in a `context` block, a `result_variable`, or pass a sample with --context".to_string()));
+        l.push(
+            Severity::Warning,
+            "flow::unset_variable",
+            &pointer,
+            format!("`${name}` is read but never written by this flow"),
+            help,
+            start,
+            (end - start).max(1),
+            col,
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! [`Engine`]: the actions, the services, and the async run loop.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::{
+    millis_since, redact, ActionCx, Message, RunOutcome, Services, Store, TraceEntry, Warning,
+};
+use crate::actions::{Action, ActionError, ErrorKind, Registry};
+use crate::flow::{self, Diagnostic, Flow, LoadError, LoadOptions};
+use crate::providers::{Integrations, ProviderClient};
+use crate::template::{LocatedError, MissingRead};
+
+/// How one run behaves.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A missing value is an error instead of a warning (`--strict`).
+    pub strict: bool,
+    /// Send nothing: record the requests actions would make (`transbordo render`).
+    pub dry_run: bool,
+}
+
+/// The interpreter: registered actions plus the services they use. Cheap to clone and
+/// safe to share between tasks; one engine runs any number of flows concurrently.
+#[derive(Clone)]
+pub struct Engine {
+    registry: Registry,
+    services: Services,
+    has_integrations: bool,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
+impl Engine {
+    /// An engine with the built-in actions and no integrations.
+    pub fn new() -> Engine {
+        Engine {
+            registry: Registry::with_builtins(),
+            services: Services {
+                http: reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .build()
+                    .unwrap_or_default(),
+                integrations: Arc::new(Integrations::default()),
+                providers: ProviderClient::default(),
+            },
+            has_integrations: false,
+        }
+    }
+
+    /// Uses these live chat integrations (checked at load time, used at run time).
+    pub fn with_integrations(mut self, integrations: Integrations) -> Engine {
+        self.services.integrations = Arc::new(integrations);
+        self.has_integrations = true;
+        self
+    }
+
+    /// Replaces the provider clients (tests shrink their retry policy this way).
+    pub fn with_provider_client(mut self, client: ProviderClient) -> Engine {
+        self.services.providers = client;
+        self
+    }
+
+    /// Registers a host action (replacing a built-in of the same name).
+    pub fn register(mut self, action: impl Action + 'static) -> Engine {
+        self.registry.insert(Arc::new(action));
+        self
+    }
+
+    /// Known action names.
+    pub fn action_names(&self) -> Vec<&str> {
+        self.registry.names()
+    }
+
+    /// The services actions use.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Loads and compiles a flow document. `file` names it in diagnostics.
+    pub fn load(&self, src: &str, file: &str) -> Result<Flow, LoadError> {
+        self.load_with_sample(src, file, None)
+    }
+
+    /// Like [`Engine::load`], with a sample context document whose variables count as set.
+    pub fn load_with_sample(
+        &self,
+        src: &str,
+        file: &str,
+        sample: Option<&Value>,
+    ) -> Result<Flow, LoadError> {
+        let opts = LoadOptions {
+            registry: &self.registry,
+            services: &self.services,
+            has_integrations: self.has_integrations,
+            sample,
+        };
+        flow::load(src, file, &opts)
+    }
+
+    /// Every problem in a flow document, errors and warnings (what `transbordo check` shows).
+    pub fn check(&self, src: &str, file: &str, sample: Option<&Value>) -> Vec<Diagnostic> {
+        match self.load_with_sample(src, file, sample) {
+            Ok(f) => f.warnings,
+            Err(e) => e.diagnostics,
+        }
+    }
+
+    /// Runs a flow against a store.
+    pub async fn run(&self, flow: &Flow, store: Store, opts: &RunOptions) -> RunOutcome {
+        let mut r = Run {
+            store,
+            messages: Vec::new(),
+            requests: Vec::new(),
+            warnings: Vec::new(),
+            trace: Vec::new(),
+            handoff: None,
+        };
+        let node = &flow.node;
+        for (block, vars) in [("context", &node.context), ("contact", &node.contact)] {
+            for (key, tv, ptr) in vars {
+                let scope = r.store.scope(opts.strict);
+                let mut missing = Vec::new();
+                let rendered = tv.render(&scope, &mut missing);
+                drop(scope);
+                r.note_missing(None, ptr, missing);
+                match rendered {
+                    Ok(v) if block == "context" => r.store.set_context(key, v),
+                    Ok(v) => r.store.set_contact(key, v),
+                    Err(e) => r.warn(
+                        None,
+                        &format!("{ptr}{}", e.pointer),
+                        format!("not set: {}", e.error.message),
+                    ),
+                }
+            }
+        }
+        let conversation_id = r.store.conversation_id().unwrap_or("local").to_string();
+        for a in &node.actions {
+            let started = Instant::now();
+            let mut action_warnings = Vec::new();
+            let scope = r.store.scope(opts.strict);
+            let mut missing = Vec::new();
+            let rendered = a.params.render(&scope, &mut missing);
+            drop(scope);
+            for (p, m) in &missing {
+                let msg = missing_message(m);
+                action_warnings.push(msg.clone());
+                r.warn(Some(a.index), &format!("{}/parameters{p}", a.pointer), msg);
+            }
+            let (params_json, result) = match rendered {
+                Err(e) => (Value::Null, template_failure(&a.pointer, e)),
+                Ok(Value::Object(params)) => {
+                    r.send_before_messages(a.index, &params);
+                    let mut extra = Vec::new();
+                    let res = {
+                        let mut cx = ActionCx {
+                            index: a.index,
+                            name: &a.name,
+                            dry_run: opts.dry_run,
+                            store: &mut r.store,
+                            services: &self.services,
+                            messages: &mut r.messages,
+                            warnings: &mut extra,
+                            requests: &mut r.requests,
+                            handoff: &mut r.handoff,
+                            conversation_id: &conversation_id,
+                        };
+                        a.action.run(&params, &mut cx).await
+                    };
+                    for w in extra {
+                        r.warn(Some(a.index), &a.pointer, w.clone());
+                        action_warnings.push(w);
+                    }
+                    let result = res.unwrap_or_else(|e| e.to_result());
+                    (redact(&Value::Object(params)), result)
+                }
+                Ok(_) => (
+                    Value::Null,
+                    ActionError::new(ErrorKind::Config, "parameters must be an object").to_result(),
+                ),
+            };
+            if let Some(var) = &a.result_variable {
+                r.store.set_context(var, result.clone());
+            }
+            r.trace.push(TraceEntry {
+                index: a.index,
+                name: a.name.clone(),
+                parameters: params_json,
+                result,
+                warnings: action_warnings,
+                duration_ms: millis_since(started),
+            });
+        }
+        for (tv, ptr) in &node.output {
+            let scope = r.store.scope(opts.strict);
+            let mut missing = Vec::new();
+            let rendered = tv.render(&scope, &mut missing);
+            drop(scope);
+            r.note_missing(None, ptr, missing);
+            match rendered {
+                Ok(v) => r.messages.push(Message {
+                    action_index: None,
+                    source: "output".into(),
+                    message: v,
+                }),
+                Err(e) => r.warn(
+                    None,
+                    &format!("{ptr}{}", e.pointer),
+                    format!("output item not sent: {}", e.error.message),
+                ),
+            }
+        }
+        RunOutcome {
+            messages: r.messages,
+            requests: r.requests,
+            context: r.store.context().clone(),
+            contact: r.store.contact().clone(),
+            warnings: r.warnings,
+            trace: r.trace,
+            handoff: r.handoff,
+            store: r.store,
+        }
+    }
+}
+
+fn missing_message(m: &MissingRead) -> String {
+    if m.path == m.expression.trim() {
+        format!("`{}` is undefined", m.path)
+    } else {
+        format!("`{}` is undefined (in `{}`)", m.path, m.expression.trim())
+    }
+}
+
+/// A parameter template that failed at run time: the action does not run.
+fn template_failure(action_pointer: &str, e: LocatedError) -> Value {
+    let mut obj = ActionError::new(ErrorKind::Template, e.error.message.clone()).to_error_object();
+    if let Some(m) = obj.as_object_mut() {
+        m.insert(
+            "pointer".into(),
+            json!(format!("{action_pointer}/parameters{}", e.pointer)),
+        );
+    }
+    json!({"status": "error", "error": obj})
+}
+
+struct Run {
+    store: Store,
+    messages: Vec<Message>,
+    requests: Vec<super::RecordedRequest>,
+    warnings: Vec<Warning>,
+    trace: Vec<TraceEntry>,
+    handoff: Option<crate::providers::Handoff>,
+}
+
+impl Run {
+    fn warn(&mut self, action_index: Option<usize>, pointer: &str, message: String) {
+        self.warnings.push(Warning {
+            action_index,
+            pointer: pointer.to_string(),
+            message,
+        });
+    }
+
+    fn note_missing(
+        &mut self,
+        action_index: Option<usize>,
+        base: &str,
+        missing: Vec<(String, MissingRead)>,
+    ) {
+        for (p, m) in missing {
+            self.warn(action_index, &format!("{base}{p}"), missing_message(&m));
+        }
+    }
+
+    fn send_before_messages(&mut self, index: usize, params: &Map<String, Value>) {
+        let Some(Value::Array(items)) = params.get("before_action_messages") else {
+            return;
+        };
+        for it in items {
+            let message = match it {
+                Value::String(s) => json!({"type": "text", "text": s}),
+                Value::Object(_) => it.clone(),
+                Value::Null => continue,
+                other => json!({"type": "text", "text": super::display_value(other)}),
+            };
+            self.messages.push(Message {
+                action_index: Some(index),
+                source: "before_action_messages".into(),
+                message,
+            });
+        }
+    }
+}
