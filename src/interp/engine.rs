@@ -186,6 +186,11 @@ impl Engine {
                     ActionError::new(ErrorKind::Config, "parameters must be an object").to_result(),
                 ),
             };
+            if let Some(e) = failure_of(&result) {
+                let msg = format!("{} failed: {e}", a.name);
+                action_warnings.push(msg.clone());
+                r.warn(Some(a.index), &a.pointer, msg);
+            }
             if let Some(var) = &a.result_variable {
                 r.store.set_context(var, result.clone());
             }
@@ -228,6 +233,24 @@ impl Engine {
             store: r.store,
         }
     }
+}
+
+/// `kind: message` of a failed result, in either result shape (Zendesk nests it
+/// under `response`).
+fn failure_of(result: &Value) -> Option<String> {
+    let r = result
+        .get("response")
+        .filter(|r| r.is_object())
+        .unwrap_or(result);
+    if r.get("status").and_then(Value::as_str) != Some("error") {
+        return None;
+    }
+    let e = r.get("error")?;
+    Some(format!(
+        "{}: {}",
+        e.get("kind").and_then(Value::as_str).unwrap_or("error"),
+        e.get("message").and_then(Value::as_str).unwrap_or("")
+    ))
 }
 
 fn missing_message(m: &MissingRead) -> String {

@@ -126,23 +126,24 @@ pub fn handoff_json(h: &Handoff) -> Value {
 }
 
 impl RunOutcome {
-    /// The `transbordo render` document.
+    /// The `transbordo render` document. Secret-looking keys (`token`, `secret`,
+    /// `password`, …) in context and contact are shown as `[redacted]`.
     pub fn render_json(&self) -> Value {
         json!({
             "messages": self.messages,
             "requests": self.requests,
-            "context": self.context,
-            "contact": self.contact,
+            "context": redact(&self.context),
+            "contact": redact(&self.contact),
             "warnings": self.warnings,
         })
     }
 
-    /// The `transbordo run` document.
+    /// The `transbordo run` document (secret-looking keys redacted, as in `render`).
     pub fn run_json(&self) -> Value {
         json!({
             "messages": self.messages,
-            "context": self.context,
-            "contact": self.contact,
+            "context": redact(&self.context),
+            "contact": redact(&self.contact),
             "warnings": self.warnings,
             "handoff": self.handoff.as_ref().map(handoff_json),
         })
