@@ -43,6 +43,23 @@ impl Flow {
     pub fn action_names(&self) -> Vec<&str> {
         self.node.actions.iter().map(|a| a.name.as_str()).collect()
     }
+
+    /// Renders every action's parameters against one store, without running anything
+    /// (a preview; also what the render benchmark measures). Missing values are appended
+    /// to `missing` as (JSON pointer, read).
+    pub fn render_parameters(
+        &self,
+        store: &crate::interp::Store,
+        strict: bool,
+        missing: &mut Vec<(String, crate::template::MissingRead)>,
+    ) -> Vec<Result<Value, LocatedError>> {
+        let scope = store.scope(strict);
+        self.node
+            .actions
+            .iter()
+            .map(|a| a.params.render(&scope, missing))
+            .collect()
+    }
 }
 
 /// A flow that could not be loaded: every problem found (errors and warnings).
@@ -264,7 +281,7 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
         written: BTreeSet::new(),
         read: Vec::new(),
     };
-    report_duplicate_keys(&mut l, &root, String::new());
+    report_duplicate_keys(&mut l, &root);
 
     let mut node = CompiledNode {
         context: Vec::new(),
@@ -344,37 +361,66 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
     })
 }
 
-fn report_duplicate_keys(l: &mut Loader<'_>, n: &Node, ptr: String) {
-    match &n.kind {
-        NodeKind::Object(ms) => {
-            let mut seen = BTreeSet::new();
-            for m in ms {
-                let p = format!("{ptr}/{}", json::escape_pointer_token(&m.key));
-                if !seen.insert(m.key.as_str()) {
-                    let (line, column) = json::line_col(l.src, m.key_span.start);
-                    l.diags.push(Diagnostic {
-                        severity: Severity::Warning,
-                        code: "json::duplicate_key",
-                        message: format!("duplicate key `{}`: the last one wins", m.key),
-                        help: None,
-                        file: l.file.to_string(),
-                        line,
-                        column,
-                        pointer: p.clone(),
-                        string_column: None,
-                        span: (m.key_span.start, m.key_span.end - m.key_span.start),
-                    });
+/// Warns about duplicate object keys. Pointers are built only for the duplicates: this
+/// walks every node of the document, so it must not allocate per member.
+fn report_duplicate_keys(l: &mut Loader<'_>, root: &Node) {
+    fn walk<'n>(l: &mut Loader<'_>, n: &'n Node, path: &mut Vec<PathStep<'n>>) {
+        match &n.kind {
+            NodeKind::Object(ms) => {
+                let mut seen: Vec<&str> = Vec::with_capacity(ms.len());
+                for m in ms {
+                    path.push(PathStep::Key(&m.key));
+                    if seen.contains(&m.key.as_str()) {
+                        let (line, column) = json::line_col(l.src, m.key_span.start);
+                        l.diags.push(Diagnostic {
+                            severity: Severity::Warning,
+                            code: "json::duplicate_key",
+                            message: format!("duplicate key `{}`: the last one wins", m.key),
+                            help: None,
+                            file: l.file.to_string(),
+                            line,
+                            column,
+                            pointer: pointer_of(path),
+                            string_column: None,
+                            span: (m.key_span.start, m.key_span.end - m.key_span.start),
+                        });
+                    } else {
+                        seen.push(&m.key);
+                    }
+                    walk(l, &m.value, path);
+                    path.pop();
                 }
-                report_duplicate_keys(l, &m.value, p);
             }
-        }
-        NodeKind::Array(items) => {
-            for (i, it) in items.iter().enumerate() {
-                report_duplicate_keys(l, it, format!("{ptr}/{i}"));
+            NodeKind::Array(items) => {
+                for (i, it) in items.iter().enumerate() {
+                    path.push(PathStep::Index(i));
+                    walk(l, it, path);
+                    path.pop();
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
+    walk(l, root, &mut Vec::new());
+}
+
+enum PathStep<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn pointer_of(path: &[PathStep<'_>]) -> String {
+    let mut out = String::new();
+    for p in path {
+        match p {
+            PathStep::Key(k) => {
+                out.push('/');
+                out.push_str(&json::escape_pointer_token(k));
+            }
+            PathStep::Index(i) => out.push_str(&format!("/{i}")),
+        }
+    }
+    out
 }
 
 fn compile_actions(
@@ -464,10 +510,10 @@ fn compile_actions(
                 None
             }
         };
-        let empty = Map::new();
-        let params = match obj.get("parameters") {
+        let empty = Value::Object(Map::new());
+        let params_value = match obj.get("parameters") {
             None | Some(Value::Null) => &empty,
-            Some(Value::Object(p)) => p,
+            Some(v @ Value::Object(_)) => v,
             Some(_) => {
                 l.at(
                     Severity::Error,
@@ -478,6 +524,9 @@ fn compile_actions(
                 );
                 continue;
             }
+        };
+        let Value::Object(params) = params_value else {
+            continue;
         };
         let Some(action) = opts.registry.get(&name).cloned() else {
             let names = opts.registry.names();
@@ -538,7 +587,7 @@ fn compile_actions(
                 l.written.extend(vars.keys().cloned());
             }
         }
-        let compiled = l.compile(&Value::Object(params.clone()), &pptr);
+        let compiled = l.compile(params_value, &pptr);
         node.actions.push(CompiledAction {
             index: i,
             name,
