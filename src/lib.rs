@@ -13,6 +13,62 @@
 //! - [`interp`]: the async interpreter loop, the store, the run outcome;
 //! - [`actions`]: built-in actions and the trait hosts implement for their own;
 //! - [`providers`]: integrations, provider request builders and HTTP clients.
+//!
+//! ## Embedding
+//!
+//! Build one [`Engine`] (built-in actions, your own actions, integrations), load each
+//! flow once (templates are compiled at load), and run it per turn with the store of
+//! that conversation:
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use serde_json::{json, Map, Value};
+//! use transbordo::actions::{Action, ActionError};
+//! use transbordo::interp::ActionCx;
+//! use transbordo::{Engine, RunOptions, Store};
+//!
+//! /// A host action: the builder's serverless functions.
+//! struct CallFunction;
+//!
+//! #[async_trait]
+//! impl Action for CallFunction {
+//!     fn name(&self) -> &str { "call_function" }
+//!     fn required(&self) -> &[&str] { &["function"] }
+//!     async fn run(&self, params: &Map<String, Value>, _cx: &mut ActionCx<'_>) -> Result<Value, ActionError> {
+//!         Ok(json!({"status": "ok", "value": format!("ran {}", params["function"])}))
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let engine = Engine::new().register(CallFunction);
+//! let flow = engine.load(r#"{
+//!     "context": {"tries": "<? ($tries ?? 0) + 1 ?>"},
+//!     "actions": [
+//!         {"name": "call_function", "parameters": {"function": "<? contact.name | lower ?>"},
+//!          "result_variable": "fn"},
+//!         {"name": "send_message", "parameters": {"text": "<? $fn.value ?> (try <? $tries ?>)"}}
+//!     ]
+//! }"#, "node.json").expect("the flow is valid");
+//!
+//! let store = Store::from_json(&json!({"contact": {"name": "ANA"}})).unwrap();
+//! let outcome = engine.run(&flow, store, &RunOptions::default()).await;
+//! assert_eq!(outcome.messages[0].message, json!({"type": "text", "text": "ran \"ana\" (try 1)"}));
+//! assert_eq!(outcome.context["tries"], json!(1));
+//! assert!(outcome.handoff.is_none());
+//! // `outcome.store` is the store for the next turn.
+//! # });
+//! ```
+//!
+//! A flow that cannot be loaded returns every problem with its position:
+//!
+//! ```
+//! let err = transbordo::Engine::new()
+//!     .load(r#"[{"name": "send_mesage", "parameters": {}}]"#, "flow.json")
+//!     .unwrap_err();
+//! let d = &err.diagnostics[0];
+//! assert_eq!((d.line, d.column, d.pointer.as_str()), (1, 11, "/0/name"));
+//! assert_eq!(d.message, "unknown action `send_mesage`");
+//! ```
 #![deny(missing_docs)]
 
 pub mod actions;

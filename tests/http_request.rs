@@ -15,14 +15,31 @@ async fn server() -> SocketAddr {
     let app = Router::new()
         .route(
             "/echo",
-            post(|headers: HeaderMap, Query(q): Query<Value>, Json(body): Json<Value>| async move {
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                Json(json!({"received": body, "query": q, "auth_seen": !auth.is_empty()}))
-            }),
+            post(
+                |headers: HeaderMap, Query(q): Query<Value>, Json(body): Json<Value>| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    Json(json!({"received": body, "query": q, "auth_seen": !auth.is_empty()}))
+                },
+            ),
         )
         .route("/text", get(|| async { "plain answer" }))
-        .route("/missing", get(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such order"}))) }))
-        .route("/boom", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "try later") }))
+        .route(
+            "/missing",
+            get(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(json!({"error": "no such order"})),
+                )
+            }),
+        )
+        .route(
+            "/boom",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "try later") }),
+        )
         .route(
             "/slow",
             get(|| async {
@@ -30,7 +47,9 @@ async fn server() -> SocketAddr {
                 "late"
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -84,7 +103,10 @@ async fn non_2xx_is_an_error_result_with_status_code() {
     assert_eq!(r["body"], json!({"error": "no such order"}));
     assert_eq!(r["error"]["kind"], "rejected");
     assert_eq!(r["error"]["http_status"], 404);
-    assert!(out.warnings.iter().any(|w| w.message.contains("http_request failed: rejected")));
+    assert!(out
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("http_request failed: rejected")));
     let (r, _) = run_one(json!({"url": format!("http://{addr}/boom")})).await;
     assert_eq!(r["error"]["kind"], "unavailable");
     assert_eq!(r["body"], "try later");
@@ -96,7 +118,13 @@ async fn timeout_is_an_error_result() {
     let (r, _) = run_one(json!({"url": format!("http://{addr}/slow"), "timeout": 200})).await;
     assert_eq!(r["status"], "error");
     assert_eq!(r["error"]["kind"], "timeout");
-    assert!(r["error"]["message"].as_str().unwrap_or("").contains("200 ms"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("200 ms"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
