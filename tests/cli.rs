@@ -16,7 +16,12 @@ fn settings() -> insta::Settings {
 
 /// Runs the binary from the repository root; returns (exit code, stdout, stderr).
 fn transbordo(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).current_dir(ROOT).env("NO_COLOR", "1").output().expect("binary runs");
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(ROOT)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,27 +37,48 @@ fn tmp_file(name: &str, content: &str) -> tempfile::TempDir {
 
 #[test]
 fn check_valid_flow_exits_0() {
-    let (code, out, _) = transbordo(&["check", "examples/node.json", "--integrations", "tests/fixtures/integrations.toml", "--context", "examples/context.json"]);
+    let (code, out, _) = transbordo(&[
+        "check",
+        "examples/node.json",
+        "--integrations",
+        "tests/fixtures/integrations.toml",
+        "--context",
+        "examples/context.json",
+    ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.ends_with("1 file(s) checked: 0 error(s), 0 warning(s)\n"), "{out}");
+    assert!(
+        out.ends_with("1 file(s) checked: 0 error(s), 0 warning(s)\n"),
+        "{out}"
+    );
 }
 
 #[test]
 fn check_lists_every_problem_and_exits_1() {
-    let (code, out, _) = transbordo(&["check", "tests/fixtures/load_errors/unknown_action.json", "tests/fixtures/load_errors/trailing_comma.json"]);
+    let (code, out, _) = transbordo(&[
+        "check",
+        "tests/fixtures/load_errors/unknown_action.json",
+        "tests/fixtures/load_errors/trailing_comma.json",
+    ]);
     assert_eq!(code, 1);
     settings().bind(|| insta::assert_snapshot!(out));
 }
 
 #[test]
 fn check_json_format_is_an_array_of_problems() {
-    let (code, out, _) = transbordo(&["check", "--format", "json", "tests/fixtures/load_errors/template_errors.json"]);
+    let (code, out, _) = transbordo(&[
+        "check",
+        "--format",
+        "json",
+        "tests/fixtures/load_errors/template_errors.json",
+    ]);
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).expect("stdout is JSON");
     let arr = v.as_array().expect("array");
     assert!(arr.len() >= 3);
     for d in arr {
-        for key in ["severity", "code", "message", "file", "line", "column", "pointer"] {
+        for key in [
+            "severity", "code", "message", "file", "line", "column", "pointer",
+        ] {
             assert!(d.get(key).is_some(), "missing {key} in {d}");
         }
     }
@@ -78,8 +104,16 @@ fn render_example_prints_the_render_document() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("stdout is JSON");
-    let keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
-    assert_eq!(keys, ["messages", "requests", "context", "contact", "warnings"]);
+    let keys: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["messages", "requests", "context", "contact", "warnings"]
+    );
     assert!(!out.contains("zd-token-never-printed"));
     settings().bind(|| insta::assert_snapshot!(out));
 }
@@ -88,15 +122,31 @@ fn render_example_prints_the_render_document() {
 fn render_refuses_bad_inputs_with_exit_1() {
     let ctx = tmp_file("ctx.json", "{\"contact\": {\"name\": \"a\",}}");
     let ctx_path = ctx.path().join("ctx.json");
-    let (code, _, err) = transbordo(&["render", "examples/node.json", "--context", ctx_path.to_str().unwrap_or("")]);
+    let (code, _, err) = transbordo(&[
+        "render",
+        "examples/node.json",
+        "--context",
+        ctx_path.to_str().unwrap_or(""),
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("ctx.json:1:25: invalid context JSON: trailing comma before `}`"), "{err}");
+    assert!(
+        err.contains("ctx.json:1:25: invalid context JSON: trailing comma before `}`"),
+        "{err}"
+    );
 
     let ctx = tmp_file("ctx.json", "{\"contatc\": {}}");
     let ctx_path = ctx.path().join("ctx.json");
-    let (code, _, err) = transbordo(&["render", "examples/node.json", "--context", ctx_path.to_str().unwrap_or("")]);
+    let (code, _, err) = transbordo(&[
+        "render",
+        "examples/node.json",
+        "--context",
+        ctx_path.to_str().unwrap_or(""),
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("(at /contatc): unknown key `contatc` (did you mean `contact`?)"), "{err}");
+    assert!(
+        err.contains("(at /contatc): unknown key `contatc` (did you mean `contact`?)"),
+        "{err}"
+    );
 
     let (code, _, err) = transbordo(&["render", "tests/fixtures/load_errors/trailing_comma.json"]);
     assert_eq!(code, 1);
@@ -120,7 +170,10 @@ fn usage_errors_exit_2() {
 #[test]
 fn run_executes_http_request_for_real() {
     // A flow with only local actions: `run` executes it and prints the run document.
-    let dir = tmp_file("f.json", r#"[{"name":"set_variables","parameters":{"context":{"x":"<? 6 * 7 ?>"}}},{"name":"send_message","parameters":{"text":"x=<? $x ?>"}}]"#);
+    let dir = tmp_file(
+        "f.json",
+        r#"[{"name":"set_variables","parameters":{"context":{"x":"<? 6 * 7 ?>"}}},{"name":"send_message","parameters":{"text":"x=<? $x ?>"}}]"#,
+    );
     let f = dir.path().join("f.json");
     let (code, out, err) = transbordo(&["run", f.to_str().unwrap_or("")]);
     assert_eq!(code, 0, "{err}");

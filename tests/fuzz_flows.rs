@@ -23,7 +23,11 @@ fn corpus() -> Vec<String> {
     let mut out = Vec::new();
     for dir in ["examples", "tests/fixtures/load_errors"] {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-        let mut entries: Vec<_> = std::fs::read_dir(&root).expect("dir").flatten().map(|e| e.path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&root)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         entries.sort();
         for p in entries {
             if p.extension().and_then(|e| e.to_str()) == Some("json") {
@@ -32,16 +36,49 @@ fn corpus() -> Vec<String> {
         }
     }
     let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flows");
-    let mut entries: Vec<_> = std::fs::read_dir(&flows).expect("dir").flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&flows)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).expect("readable")).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).expect("readable")).expect("json");
         out.push(serde_json::to_string_pretty(&v["flow"]).expect("json"));
     }
     out
 }
 
-const NOISE: &[&str] = &["<?", "?>", "\\<?", "{", "}", "[", "]", ",", ":", "\"", "'", "$", "#", "@", "|", "(", ")", ".", "\\", "é", "\u{1F600}", "null", "1e999", "-", "??", "/", "\n"];
+const NOISE: &[&str] = &[
+    "<?",
+    "?>",
+    "\\<?",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "'",
+    "$",
+    "#",
+    "@",
+    "|",
+    "(",
+    ")",
+    ".",
+    "\\",
+    "é",
+    "\u{1F600}",
+    "null",
+    "1e999",
+    "-",
+    "??",
+    "/",
+    "\n",
+];
 
 fn mutate(rng: &mut XorShift, s: &str) -> String {
     let mut chars: Vec<char> = s.chars().collect();
@@ -65,9 +102,25 @@ fn mutate(rng: &mut XorShift, s: &str) -> String {
 
 #[tokio::test]
 async fn random_and_truncated_flows_fail_cleanly() {
-    let integrations_src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/integrations.toml")).expect("fixture");
-    let engine = Engine::new().with_integrations(Integrations::from_toml_str(&integrations_src, "i.toml").expect("loads"));
-    let store = Store::from_json(&serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/context.json")).expect("ctx")).expect("json")).expect("store");
+    let integrations_src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/integrations.toml"
+    ))
+    .expect("fixture");
+    let engine = Engine::new().with_integrations(
+        Integrations::from_toml_str(&integrations_src, "i.toml").expect("loads"),
+    );
+    let store = Store::from_json(
+        &serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/context.json"
+            ))
+            .expect("ctx"),
+        )
+        .expect("json"),
+    )
+    .expect("store");
     let mut rng = XorShift(0x5EED_1234_ABCD_0001);
     let mut inputs = Vec::new();
     for doc in corpus() {
@@ -85,7 +138,10 @@ async fn random_and_truncated_flows_fail_cleanly() {
     for src in &inputs {
         let diags = engine.check(src, "fuzz.json", None);
         for d in &diags {
-            assert!(d.span.0 <= src.len(), "span outside the document: {d:?}\n{src}");
+            assert!(
+                d.span.0 <= src.len(),
+                "span outside the document: {d:?}\n{src}"
+            );
             assert!(d.line >= 1 && d.column >= 1, "{d:?}");
             assert!(!d.message.is_empty());
         }
@@ -93,16 +149,31 @@ async fn random_and_truncated_flows_fail_cleanly() {
             Ok(flow) => {
                 loaded += 1;
                 for strict in [false, true] {
-                    let out = engine.run(&flow, store.clone(), &RunOptions { strict, dry_run: true }).await;
+                    let out = engine
+                        .run(
+                            &flow,
+                            store.clone(),
+                            &RunOptions {
+                                strict,
+                                dry_run: true,
+                            },
+                        )
+                        .await;
                     assert_eq!(out.trace.len(), flow.action_count());
                 }
             }
             Err(e) => {
                 refused += 1;
-                assert!(e.diagnostics.iter().any(|d| d.severity == transbordo::Severity::Error));
+                assert!(e
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.severity == transbordo::Severity::Error));
             }
         }
     }
     // The corpus mixes both outcomes: a test that never loads (or never refuses) proves little.
-    assert!(loaded > 50 && refused > 500, "loaded {loaded}, refused {refused}");
+    assert!(
+        loaded > 50 && refused > 500,
+        "loaded {loaded}, refused {refused}"
+    );
 }

@@ -59,6 +59,9 @@ enum Command {
         /// A missing value is an error instead of a warning.
         #[arg(long)]
         strict: bool,
+        /// Add the per-action trace (rendered parameters, result, warnings, duration).
+        #[arg(long)]
+        trace: bool,
     },
     /// Run the flow for real: HTTP requests and handoffs are sent.
     Run {
@@ -73,6 +76,9 @@ enum Command {
         /// A missing value is an error instead of a warning.
         #[arg(long)]
         strict: bool,
+        /// Add the per-action trace (rendered parameters, result, warnings, duration).
+        #[arg(long)]
+        trace: bool,
     },
     /// Local fakes of LivePerson, Zendesk and an agent platform; play the agent.
     Sandbox(crate::sandbox::SandboxArgs),
@@ -98,13 +104,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             context,
             integrations,
             strict,
+            trace,
         } => {
+            let opts = RunOptions {
+                strict,
+                dry_run: true,
+            };
             execute(
                 &flow,
                 context.as_deref(),
                 integrations.as_deref(),
-                strict,
-                true,
+                opts,
+                trace,
             )
             .await
         }
@@ -113,13 +124,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             context,
             integrations,
             strict,
+            trace,
         } => {
+            let opts = RunOptions {
+                strict,
+                dry_run: false,
+            };
             execute(
                 &flow,
                 context.as_deref(),
                 integrations.as_deref(),
-                strict,
-                false,
+                opts,
+                trace,
             )
             .await
         }
@@ -280,8 +296,8 @@ async fn execute(
     flow: &Path,
     context: Option<&Path>,
     integrations: Option<&Path>,
-    strict: bool,
-    dry_run: bool,
+    opts: RunOptions,
+    trace: bool,
 ) -> ExitCode {
     let prepared = (|| -> Result<_, Failure> {
         let text = read(flow)?;
@@ -305,14 +321,15 @@ async fn execute(
             return ExitCode::from(1);
         }
     };
-    let outcome = engine
-        .run(&loaded, store, &RunOptions { strict, dry_run })
-        .await;
-    let doc = if dry_run {
+    let outcome = engine.run(&loaded, store, &opts).await;
+    let mut doc = if opts.dry_run {
         outcome.render_json()
     } else {
         outcome.run_json()
     };
+    if trace {
+        doc["trace"] = serde_json::to_value(&outcome.trace).unwrap_or_default();
+    }
     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     ExitCode::SUCCESS
 }
