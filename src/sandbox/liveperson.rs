@@ -500,11 +500,16 @@ pub(crate) fn conversation_change(conv: &Conv, account: &str) -> Value {
     }
     participants.push(json!({"id": consumer, "role": "CONSUMER"}));
     let skill = v.skill_id.clone().unwrap_or_else(|| "-1".into());
+    let ttr = v
+        .details
+        .pointer("/request/ttrDefName")
+        .and_then(Value::as_str)
+        .unwrap_or("NORMAL");
     let mut dialog = json!({"dialogId": v.id, "dialogType": "MAIN", "channelType": "MESSAGING",
         "state": state, "creationTs": v.created_at_ms, "participantsDetails": participants});
     let mut details = json!({"skillId": skill, "brandId": account, "participants": participants,
         "dialogs": [], "state": state, "stage": state, "startTs": v.created_at_ms,
-        "metaDataLastUpdateTs": v.updated_at_ms, "ttr": {"ttrType": "NORMAL", "value": 3600}});
+        "metaDataLastUpdateTs": v.updated_at_ms, "ttr": {"ttrType": ttr, "value": 3600}});
     if v.agent.is_some() {
         details["conversationHandlerDetails"] = json!({"accountId": account, "skillId": skill});
     }
