@@ -24,10 +24,10 @@ pub struct SandboxArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// Base URL of the running sandbox.
-    #[arg(long, default_value = "http://127.0.0.1:8910")]
+    #[arg(long, default_value = "http://127.0.0.1:8910", global = true)]
     pub url: String,
     /// Print raw JSON instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -237,11 +237,11 @@ pub enum SandboxCommand {
         #[arg(value_enum)]
         provider: Provider,
         /// New target URL.
-        #[arg(long, conflicts_with = "no_url")]
-        url: Option<String>,
+        #[arg(long, conflicts_with = "no_target")]
+        target: Option<String>,
         /// Remove the target (record only).
         #[arg(long)]
-        no_url: bool,
+        no_target: bool,
         /// Deliver every notification twice.
         #[arg(long)]
         duplicate: Option<bool>,
@@ -498,8 +498,8 @@ async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
         }
         SandboxCommand::Webhook {
             provider,
-            url,
-            no_url,
+            target,
+            no_target,
             duplicate,
             out_of_order,
             signature_order,
@@ -507,7 +507,11 @@ async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
         } => {
             let c = SandboxControl::new(&conn.url);
             let patch = WebhookPatch {
-                url: if no_url { Some(None) } else { url.map(Some) },
+                url: if no_target {
+                    Some(None)
+                } else {
+                    target.map(Some)
+                },
                 duplicate,
                 out_of_order,
                 signature_order,
