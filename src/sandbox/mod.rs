@@ -13,6 +13,56 @@
 //! Agent actions produce each provider's own signed webhook notifications towards the
 //! configured targets; failed ones wait in an outbox for redelivery.
 //!
+//! # Control API
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /_sandbox` | [`SandboxInfo`]: URLs to put in an integrations file, webhook settings |
+//! | `GET /_sandbox/conversations?provider=&status=` | `{"conversations": [ConversationView]}` |
+//! | `GET /_sandbox/conversations/{id}` | one [`ConversationView`] (id = provider-side id) |
+//! | `POST /_sandbox/conversations/{id}/join` | [`JoinRequest`] → [`ActionResult`] |
+//! | `POST /_sandbox/conversations/{id}/say` | [`SayRequest`] → [`ActionResult`] (409 before a join) |
+//! | `POST /_sandbox/conversations/{id}/close` | [`CloseRequest`] `{"by":"agent"\|"user"\|"system"}` → [`ActionResult`] |
+//! | `GET /_sandbox/notifications` | every notification, `{"notifications": [NotificationView]}` |
+//! | `GET /_sandbox/outbox` | notifications whose last delivery failed |
+//! | `POST /_sandbox/outbox/redeliver`, `POST /_sandbox/outbox/{n}/redeliver` | deliver again |
+//! | `GET /_sandbox/webhooks`, `PUT /_sandbox/webhooks/{provider}` | [`WebhookTargets`] / [`WebhookPatch`] |
+//! | `GET`/`POST`/`DELETE /_sandbox/faults` | list / add a [`FaultRule`] / clear |
+//! | `POST /_sandbox/liveperson/tokens` | [`TokenSettings`]: AppJWT lifetime, expire issued tokens |
+//!
+//! Control errors are `{"error": "…"}` with 400, 404 or 409. The join/say/close answers come
+//! after the delivery attempts, so they show whether the target accepted each notification.
+//! Webhooks caused by provider API calls (a LivePerson conversation opened, a consumer
+//! message echoed or a consumer close, a Zendesk status changed through `PUT`) are delivered
+//! in the background.
+//!
+//! # Webhooks emitted
+//!
+//! - **LivePerson** (`x-liveperson-account-id`, `x-liveperson-client-id`,
+//!   `x-liveperson-signature: sha1=<base64 HMAC-SHA1(client_secret, body)>`):
+//!   `cqm.ExConversationChangeNotification` UPSERT on open (CONSUMER only), on join (with the
+//!   ASSIGNED_AGENT participant and `conversationHandlerDetails`) and on close (`state`/`stage`
+//!   `CLOSE`, `closeReason` AGENT (+ `closeReasonDescription: MANUAL_CLOSE`) / CONSUMER /
+//!   SYSTEM, dialog `closedBy`); `ms.MessagingEventNotification` ContentEvent for agent
+//!   messages (role ASSIGNED_AGENT) and the consumer's own echo (role CONSUMER; switch
+//!   [`LivePersonConfig::consumer_echo`]).
+//! - **Zendesk** (`X-Zendesk-Webhook-Signature` over timestamp ‖ body, or body ‖ timestamp
+//!   with [`SignatureOrder::BodyTimestamp`]; `X-Zendesk-Webhook-Signature-Timestamp`):
+//!   the event-subscribed envelope `{"type","account_id","id","subject":"zen:ticket:N","time",
+//!   "zendesk_event_version","detail":{…string ids, upper-case status…},"event":…}` with
+//!   `zen:event-type:ticket.status_changed` (`event: {"previous","current"}`, on join NEW→OPEN,
+//!   agent close →SOLVED, user/system close →CLOSED, and any status change through the API),
+//!   and `zen:event-type:ticket.comment_added` (`event: {"comment": {"id","body","is_public",
+//!   "author": {"id","is_staff","name"}}}`) for agent messages only (comments the API caller
+//!   adds do not produce one).
+//! - **ALTU** (`Authorization: Bearer <HS256 JWT, access_key, 60 s>`, `X-Access-Token`):
+//!   `{"event":"AGENT_JOINED"|"AGENT_MESSAGE"|"AGENT_CLOSED","event_id","conversation_id"
+//!   (the caller's id),"platform_conversation_id","agent":{"id","name"},"ts", "text"
+//!   (messages), "reason":"agent"|"user"|"system" (close)}`.
+//!
+//! With `duplicate`, every notification is sent twice; with `out_of_order`, after each
+//! notification the previous one of the same conversation is sent again (older after newer).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use transbordo::sandbox::{Sandbox, SandboxOptions};
