@@ -1,0 +1,213 @@
+//! Signatures the fakes produce and check: LivePerson's `x-liveperson-signature`, Zendesk's
+//! `X-Zendesk-Webhook-Signature`, and the HS256 JWTs of the ALTU connector protocol.
+//!
+//! Public so tests (and receivers under test) can check what the sandbox sends.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
+
+use super::model::SignatureOrder;
+
+type HmacSha1 = Hmac<sha1::Sha1>;
+type HmacSha256 = Hmac<sha2::Sha256>;
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac
+}
+
+/// `sha1=<base64(HMAC-SHA1(client_secret, body))>`, the `x-liveperson-signature` value.
+pub fn liveperson_signature(client_secret: &str, body: &[u8]) -> String {
+    let mut mac = <HmacSha1 as Mac>::new_from_slice(client_secret.as_bytes())
+        .expect("HMAC accepts any key length");
+    mac.update(body);
+    format!("sha1={}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// `base64(HMAC-SHA256(secret, timestamp ‖ body))` (or body ‖ timestamp), the
+/// `X-Zendesk-Webhook-Signature` value.
+pub fn zendesk_signature(
+    secret: &str,
+    timestamp: &str,
+    body: &[u8],
+    order: SignatureOrder,
+) -> String {
+    let parts: [&[u8]; 2] = match order {
+        SignatureOrder::TimestampBody => [timestamp.as_bytes(), body],
+        SignatureOrder::BodyTimestamp => [body, timestamp.as_bytes()],
+    };
+    STANDARD.encode(
+        hmac_sha256(secret.as_bytes(), &parts)
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+/// Why a JWT was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// Not three base64url parts of JSON.
+    #[error("malformed token")]
+    Malformed,
+    /// Header `alg` is not `HS256`.
+    #[error("unsupported algorithm")]
+    Algorithm,
+    /// The signature does not match the key.
+    #[error("bad signature")]
+    Signature,
+    /// A required claim is missing or not a number/string as required.
+    #[error("missing or invalid claim `{0}`")]
+    Claim(&'static str),
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `exp - iat` is over the allowed lifetime.
+    #[error("token lifetime too long")]
+    TooLongLived,
+    /// `iat` is in the future.
+    #[error("token issued in the future")]
+    NotYetValid,
+}
+
+/// Signs `claims` as an HS256 JWT (`{"alg":"HS256","typ":"JWT"}` header).
+pub fn sign_hs256(key: &[u8], claims: &Value) -> String {
+    sign_hs256_with_kid(key, None, claims)
+}
+
+/// Signs `claims` as an HS256 JWT, with an optional `kid` header.
+pub fn sign_hs256_with_kid(key: &[u8], kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Map::new();
+    header.insert("alg".into(), "HS256".into());
+    header.insert("typ".into(), "JWT".into());
+    if let Some(kid) = kid {
+        header.insert("kid".into(), kid.into());
+    }
+    let h = URL_SAFE_NO_PAD.encode(Value::Object(header).to_string());
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let input = format!("{h}.{c}");
+    let sig = hmac_sha256(key, &[input.as_bytes()])
+        .finalize()
+        .into_bytes();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// Checks an HS256 JWT's signature (constant time) and returns its claims. Does not look
+/// at `exp`: see [`verify_short_lived`].
+pub fn verify_hs256(key: &[u8], token: &str) -> Result<Map<String, Value>, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwtError::Malformed)?;
+    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+        return Err(JwtError::Algorithm);
+    }
+    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
+    let input = format!("{h}.{c}");
+    hmac_sha256(key, &[input.as_bytes()])
+        .verify_slice(&sig)
+        .map_err(|_| JwtError::Signature)?;
+    let claims: Value = URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwtError::Malformed)?;
+    match claims {
+        Value::Object(m) => Ok(m),
+        _ => Err(JwtError::Malformed),
+    }
+}
+
+/// Verifies a connector JWT: signature, `iat`, `exp` and `jti` present, not expired at `now`
+/// (seconds), `exp - iat ≤ max_lifetime_s`, `iat` not more than 60 s in the future.
+pub fn verify_short_lived(
+    key: &[u8],
+    token: &str,
+    now: u64,
+    max_lifetime_s: u64,
+) -> Result<Map<String, Value>, JwtError> {
+    let claims = verify_hs256(key, token)?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Claim("iat"))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Claim("exp"))?;
+    match claims.get("jti") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        _ => return Err(JwtError::Claim("jti")),
+    }
+    if exp <= now {
+        return Err(JwtError::Expired);
+    }
+    if exp < iat || exp - iat > max_lifetime_s {
+        return Err(JwtError::TooLongLived);
+    }
+    if iat > now + 60 {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// A fresh connector JWT: `iat` = now, `exp` = now + `ttl_s`, random `jti`.
+pub fn connector_token(key: &[u8], now: u64, ttl_s: u64) -> String {
+    sign_hs256(
+        key,
+        &serde_json::json!({"iat": now, "exp": now + ttl_s, "jti": uuid::Uuid::new_v4().to_string()}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zendesk_vectors() {
+        let secret = "HRkRd4BeOAoUkfZr-mhauJT64rvBASlJRoIyPsd3zeA=";
+        let body = br#"{"say": "hello"}"#;
+        let ts = "2021-07-25T10:00:00Z";
+        assert_eq!(
+            zendesk_signature(secret, ts, body, SignatureOrder::TimestampBody),
+            "Rry/4TtIdFyawtXXp8QdI6tlAUUQ/5kL1OTp5qo/ZIk="
+        );
+        assert_eq!(
+            zendesk_signature(secret, ts, body, SignatureOrder::BodyTimestamp),
+            "tRDSF7URY8BLCDlaBcQ7FHu051Zk+aAB0NKMP53teMw="
+        );
+    }
+
+    #[test]
+    fn jwt_roundtrip_and_tamper() {
+        let t = connector_token(b"k", 1000, 60);
+        assert!(verify_short_lived(b"k", &t, 1001, 60).is_ok());
+        assert_eq!(
+            verify_short_lived(b"other", &t, 1001, 60),
+            Err(JwtError::Signature)
+        );
+        assert_eq!(
+            verify_short_lived(b"k", &t, 1060, 60),
+            Err(JwtError::Expired)
+        );
+        let long = connector_token(b"k", 1000, 61);
+        assert_eq!(
+            verify_short_lived(b"k", &long, 1001, 60),
+            Err(JwtError::TooLongLived)
+        );
+        assert_eq!(verify_hs256(b"k", "a.b"), Err(JwtError::Malformed));
+    }
+}
