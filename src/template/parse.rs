@@ -182,7 +182,54 @@ pub fn parse_expression(src: &str) -> Result<Node, TemplateError> {
         .ok_or_else(|| {
             TemplateError::new(TemplateErrorKind::Syntax, "empty expression", 0..src.len())
         })?;
-    build_pipeline(expr)
+    let node = build_pipeline(expr)?;
+    match bare_regex(&node) {
+        Some(span) => Err(regex_misuse(span)),
+        None => Ok(node),
+    }
+}
+
+/// Finds a regex literal left as a plain value (`<? /a/ ?>`, `[/a/]`, `/a/ + 1`):
+/// `finish` turns every bare regex into a marker (`RegexMethod` `replace` without a
+/// replacement) and `build_method` consumes the markers that are valid arguments, so
+/// any marker still in the tree is a misuse.
+fn bare_regex(n: &Node) -> Option<Range<usize>> {
+    fn all<'a>(mut ns: impl Iterator<Item = &'a Node>) -> Option<Range<usize>> {
+        ns.find_map(bare_regex)
+    }
+    let step = |s: &Step| match s {
+        Step::Computed(e) => bare_regex(e),
+        _ => None,
+    };
+    match &n.expr {
+        Expr::RegexMethod {
+            method: Method::Replace,
+            arg: None,
+            ..
+        } => Some(n.span.clone()),
+        Expr::RegexMethod { target, arg, .. } => {
+            bare_regex(target).or_else(|| arg.as_deref().and_then(bare_regex))
+        }
+        Expr::Array(items) => all(items.iter()),
+        Expr::Object(items) => all(items.iter().map(|(_, v)| v)),
+        Expr::Path { steps, .. } => steps.iter().find_map(step),
+        Expr::Get(base, s) => bare_regex(base).or_else(|| step(s)),
+        Expr::Length(x) | Expr::Unary(_, x) => bare_regex(x),
+        Expr::RegexTest { arg, .. } => bare_regex(arg),
+        Expr::Binary(_, a, b) => bare_regex(a).or_else(|| bare_regex(b)),
+        Expr::Logic(_, ops) | Expr::Call(_, ops) => all(ops.iter()),
+        Expr::Cond(c, a, b) => all([&**c, &**a, &**b].into_iter()),
+        Expr::Method(_, t, args) | Expr::Filter(t, _, args) => {
+            bare_regex(t).or_else(|| all(args.iter()))
+        }
+        Expr::Null
+        | Expr::Undefined
+        | Expr::Bool(_)
+        | Expr::Number(_)
+        | Expr::Str(_)
+        | Expr::Intent(_)
+        | Expr::Entity(..) => None,
+    }
 }
 
 /// Rejects pathological nesting before pest recurses into it.
