@@ -478,9 +478,8 @@ fn build_env() -> Environment<'static> {
                 }
                 match &value {
                     None => true,
-                    Some(want) => {
-                        field("value").is_some_and(|v| to_js_string(&v).eq_ignore_ascii_case(want))
-                    }
+                    Some(want) => field("value")
+                        .is_some_and(|v| to_js_string(&v).to_lowercase() == want.to_lowercase()),
                 }
             })
         },

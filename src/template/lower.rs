@@ -213,7 +213,13 @@ impl Lowerer<'_> {
                     BinOp::Gt => "js_gt",
                     BinOp::Ge => "js_ge",
                 };
-                self.call(f, &[a, b], false);
+                // `x == null`, `x === undefined`, …: a test for absence, like `??`.
+                let absent = |n: &Node| matches!(n.expr, Expr::Null | Expr::Undefined);
+                let test = matches!(
+                    op,
+                    BinOp::Eq | BinOp::Ne | BinOp::StrictEq | BinOp::StrictNe
+                ) && (absent(a) || absent(b));
+                self.call(f, &[a, b], test);
             }
             Expr::Logic(op, operands) => self.logic(*op, operands, guarded),
             Expr::Cond(c, a, b) => {
@@ -292,7 +298,8 @@ impl Lowerer<'_> {
             }
             Expr::Filter(x, name, args) => {
                 self.out.push('(');
-                self.node(x, guarded);
+                // `x | default(…)` is a default for a missing `x`, like `??`.
+                self.node(x, guarded || matches!(name.as_str(), "default" | "d"));
                 self.out.push_str(")|");
                 self.out.push_str(name);
                 if !args.is_empty() {

@@ -105,7 +105,12 @@ pub fn split(s: &str) -> Result<Vec<Piece>, TemplateError> {
                 InputLocation::Span((a, _)) => a,
             };
             // The only way the split fails is an unterminated segment: point at its `<?`.
-            let open = s[..pos.min(s.len())].rfind("<?").unwrap_or(pos);
+            let pos = pos.min(s.len());
+            let open = if s[pos..].starts_with("<?") {
+                pos
+            } else {
+                s[..pos].rfind("<?").unwrap_or(pos)
+            };
             return Err(TemplateError::new(
                 TemplateErrorKind::Syntax,
                 "unterminated template segment: `<?` without a closing `?>`",
