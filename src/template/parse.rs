@@ -28,6 +28,10 @@ mod grammar {
 /// exhaust the parser's stack, never express something a flow needs.
 pub const MAX_NESTING: usize = 48;
 
+/// Most operator characters (`+ - * / % < > = ! & | ? .`, string contents included)
+/// accepted in one expression.
+pub const MAX_OPERATORS: usize = 512;
+
 /// Longest expression accepted, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
 
@@ -243,6 +247,20 @@ fn check_nesting(src: &str) -> Result<(), TemplateError> {
     let mut quote: Option<u8> = None;
     let bytes = src.as_bytes();
     let mut i = 0;
+    // Operators and member accesses each add a level to the tree (`1+1+1…`,
+    // `x.trim().trim()…`, `a?b:c?d:…`), which the parser, the lowering and
+    // minijinja's compiler all walk recursively: bound how many one expression has.
+    let operators = bytes
+        .iter()
+        .filter(|b| b"+-*/%<>=!&|?.".contains(b))
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(TemplateError::new(
+            TemplateErrorKind::Limit,
+            format!("expression has more than {MAX_OPERATORS} operators: split it up"),
+            0..src.len(),
+        ));
+    }
     while i < bytes.len() {
         let b = bytes[i];
         match quote {
