@@ -38,8 +38,39 @@ const ROOTS: [&str; 8] = [
     "entities",
 ];
 
+/// Expands `{"$repeat": [text, n]}` in a fixture store into `text` repeated `n` times,
+/// so limit tests need no megabyte fixtures.
+fn expand(v: &mut serde_json::Value) {
+    use serde_json::Value as J;
+    match v {
+        J::Object(m) => {
+            if let Some(J::Array(a)) = m.get("$repeat") {
+                if let [J::String(text), J::Number(n)] = a.as_slice() {
+                    let n = n.as_u64().expect("$repeat count") as usize;
+                    *v = J::String(text.repeat(n));
+                    return;
+                }
+            }
+            m.values_mut().for_each(expand);
+        }
+        J::Array(a) => a.iter_mut().for_each(expand),
+        _ => {}
+    }
+}
+
+/// Long results are shown by size and prefix, keeping snapshots readable.
+fn shown(v: &serde_json::Value) -> String {
+    let s = serde_json::to_string(v).unwrap_or_default();
+    if s.len() <= 400 {
+        return s;
+    }
+    let prefix: String = s.chars().take(40).collect();
+    format!("({} bytes) {prefix}…", s.len())
+}
+
 fn run_case(case: &serde_json::Value, strict_default: bool) -> String {
-    let store = case.get("store").cloned().unwrap_or_default();
+    let mut store = case.get("store").cloned().unwrap_or_default();
+    expand(&mut store);
     let strict = case
         .pointer("/$settings/strict")
         .and_then(|v| v.as_bool())
@@ -77,11 +108,7 @@ fn run_case(case: &serde_json::Value, strict_default: bool) -> String {
                 let mut missing = Vec::new();
                 match tpl.render(&scope, &mut missing) {
                     Ok(v) => {
-                        let _ = writeln!(
-                            out,
-                            "  => {}",
-                            serde_json::to_string(&v).unwrap_or_default()
-                        );
+                        let _ = writeln!(out, "  => {}", shown(&v));
                     }
                     Err(e) => {
                         let _ = writeln!(out, "  !! run error ({:?}): {}", e.kind, e.message);

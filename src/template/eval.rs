@@ -87,6 +87,24 @@ fn build_env() -> Environment<'static> {
     env.add_function("js_undefined", || Value::UNDEFINED);
     env.add_function("js_truthy", |v: Value| truthy(&v));
     env.add_function("js_present", |v: Value| !v.is_undefined() && !v.is_none());
+    env.add_function("js_tv", |v: Value| {
+        Value::from_object(Tested {
+            pass: truthy(&v),
+            value: v,
+        })
+    });
+    env.add_function("js_tp", |v: Value| {
+        Value::from_object(Tested {
+            pass: !v.is_undefined() && !v.is_none(),
+            value: v,
+        })
+    });
+    env.add_function("js_unwrap", |v: Value| {
+        match v.downcast_object_ref::<Tested>() {
+            Some(t) => t.value.clone(),
+            None => v,
+        }
+    });
     env.add_function("js_get", |v: Value, k: Value| get(&v, &k));
     env.add_function("js_length", |v: Value| -> Result<Value, Error> {
         match v.kind() {
@@ -192,7 +210,8 @@ fn build_env() -> Environment<'static> {
             }
         },
     );
-    env.add_function("js_split", |v: Value, sep: Option<Value>| {
+    env.add_function("js_split", |v: Value, rest: Rest<Value>| {
+        let sep = opt_arg(&rest, 0);
         str_method(&v, "split", |s| {
             let parts: Vec<Value> = match &sep {
                 None => vec![Value::from(s)],
@@ -211,7 +230,8 @@ fn build_env() -> Environment<'static> {
     });
     env.add_function(
         "js_join",
-        |v: Value, sep: Option<Value>| -> Result<Value, Error> {
+        |v: Value, rest: Rest<Value>| -> Result<Value, Error> {
+            let sep = opt_arg(&rest, 0);
             if v.kind() != ValueKind::Seq {
                 return Err(not_a_function(&v, "join"));
             }
@@ -243,7 +263,8 @@ fn build_env() -> Environment<'static> {
             Ok(Value::from(out))
         })
     });
-    env.add_function("js_substring", |v: Value, a: Value, b: Option<Value>| {
+    env.add_function("js_substring", |v: Value, a: Value, rest: Rest<Value>| {
+        let b = opt_arg(&rest, 0);
         str_method(&v, "substring", |s| {
             let units: Vec<u16> = s.encode_utf16().collect();
             let len = units.len() as f64;
@@ -271,7 +292,8 @@ fn build_env() -> Environment<'static> {
     });
     env.add_function(
         "js_slice",
-        |v: Value, a: Option<Value>, b: Option<Value>| -> Result<Value, Error> {
+        |v: Value, rest: Rest<Value>| -> Result<Value, Error> {
+            let (a, b) = (opt_arg(&rest, 0), opt_arg(&rest, 1));
             let resolve = |x: &Option<Value>, len: f64, default: f64| -> f64 {
                 match x {
                     Some(x) if !x.is_undefined() => {
@@ -321,19 +343,17 @@ fn build_env() -> Environment<'static> {
     });
     env.add_function(
         "js_to_fixed",
-        |v: Value, digits: Option<Value>| -> Result<Value, Error> {
+        |v: Value, rest: Rest<Value>| -> Result<Value, Error> {
             if v.kind() != ValueKind::Number {
                 return Err(not_a_function(&v, "toFixed"));
             }
-            let d = digits.as_ref().map_or(0.0, to_number);
+            // ToIntegerOrInfinity: undefined and NaN are 0, fractions truncate.
+            let d = opt_arg(&rest, 0).map_or(0.0, |d| to_number(&d));
+            let d = if d.is_nan() { 0.0 } else { d.trunc() };
             if !(0.0..=100.0).contains(&d) {
                 return Err(err("toFixed() digits argument must be between 0 and 100"));
             }
-            let n = to_number(&v);
-            if !n.is_finite() {
-                return Ok(Value::from(format_number(n)));
-            }
-            Ok(Value::from(format!("{:.*}", d as usize, n)))
+            Ok(Value::from(to_fixed(to_number(&v), d as usize)))
         },
     );
 
@@ -354,21 +374,24 @@ fn build_env() -> Environment<'static> {
             serde_json::from_str(&s).map_err(|e| err(format!("JSON.parse: {e}")))?;
         Ok(from_json_owned(parsed))
     });
-    env.add_function("js_number", |v: Option<Value>| {
-        num(v.as_ref().map_or(0.0, to_number))
+    // `Rest` rather than `Option`: minijinja's `Option` folds undefined and null into
+    // "absent", but `Number(undefined)` is NaN, `String(null)` is "null".
+    env.add_function("js_number", |v: Rest<Value>| {
+        num(v.first().map_or(0.0, to_number))
     });
-    env.add_function("js_string", |v: Option<Value>| {
-        Value::from(v.as_ref().map_or(String::new(), to_js_string))
+    env.add_function("js_string", |v: Rest<Value>| {
+        Value::from(v.first().map_or(String::new(), to_js_string))
     });
-    env.add_function("js_parse_int", |v: Value, radix: Option<Value>| {
-        num(parse_int(&to_js_string(&v), radix.as_ref().map(to_number)))
+    env.add_function("js_parse_int", |v: Value, radix: Rest<Value>| {
+        num(parse_int(
+            &to_js_string(&v),
+            opt_arg(&radix, 0).map_or(0.0, |r| to_number(&r)),
+        ))
     });
     env.add_function("js_parse_float", |v: Value| {
         num(parse_float(&to_js_string(&v)))
     });
-    env.add_function("js_math_round", |v: Value| {
-        num((to_number(&v) + 0.5).floor())
-    });
+    env.add_function("js_math_round", |v: Value| num(js_round(to_number(&v))));
     env.add_function("js_math_floor", |v: Value| num(to_number(&v).floor()));
     env.add_function("js_math_ceil", |v: Value| num(to_number(&v).ceil()));
     env.add_function("js_math_abs", |v: Value| num(to_number(&v).abs()));
@@ -455,14 +478,31 @@ fn build_env() -> Environment<'static> {
                 }
                 match &value {
                     None => true,
-                    Some(want) => {
-                        field("value").is_some_and(|v| to_js_string(&v).eq_ignore_ascii_case(want))
-                    }
+                    Some(want) => field("value")
+                        .is_some_and(|v| to_js_string(&v).to_lowercase() == want.to_lowercase()),
                 }
             })
         },
     );
     env
+}
+
+/// An operand of `||`, `&&` or `??` with the outcome of its JavaScript test as its
+/// minijinja truthiness, so minijinja's short-circuit `or`/`and` decide as JavaScript does.
+#[derive(Debug)]
+struct Tested {
+    value: Value,
+    pass: bool,
+}
+
+impl Object for Tested {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn is_true(self: &Arc<Self>) -> bool {
+        self.pass
+    }
 }
 
 fn limit_error() -> Error {
@@ -571,11 +611,8 @@ pub(crate) fn to_number(v: &Value) -> f64 {
             _ => f64::try_from(v.clone()).unwrap_or(f64::NAN),
         },
         ValueKind::String => string_to_number(v.as_str().unwrap_or("")),
-        ValueKind::Seq => match v.len() {
-            Some(0) => 0.0,
-            Some(1) => v.get_item_by_index(0).map_or(f64::NAN, |x| to_number(&x)),
-            _ => f64::NAN,
-        },
+        // ToPrimitive: an array is its joined string (`[]` → 0, `['7']` → 7, `[1, 2]` → NaN).
+        ValueKind::Seq => string_to_number(&to_js_string(v)),
         _ => f64::NAN,
     }
 }
@@ -645,33 +682,47 @@ fn parse_float(s: &str) -> f64 {
     t[..end].parse::<f64>().unwrap_or(f64::NAN)
 }
 
-fn parse_int(s: &str, radix: Option<f64>) -> f64 {
+/// JavaScript `parseInt(s, radix)`; `radix` 0 (or absent, or NaN) means "10, or 16
+/// after a `0x` prefix". Any other radix outside 2..=36 gives NaN; only radix 16
+/// (explicit or implied) strips a `0x` prefix.
+fn parse_int(s: &str, radix: f64) -> f64 {
     let t = s.trim_start();
     let (neg, t) = match t.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    let mut radix = radix
-        .filter(|r| !r.is_nan() && *r != 0.0)
-        .map_or(10, |r| r as u32);
-    let mut t = t;
-    if (radix == 16 || radix == 10 && radix_unset(&t.to_ascii_lowercase()))
-        && (t.starts_with("0x") || t.starts_with("0X"))
-    {
-        radix = 16;
-        t = &t[2..];
-    }
-    if !(2..=36).contains(&radix) {
-        return f64::NAN;
-    }
-    let digits: String = t.chars().take_while(|c| c.is_digit(radix)).collect();
+    // ToInt32 of the radix (NaN and infinities become 0).
+    let r = if radix.is_finite() {
+        radix.trunc().rem_euclid(4_294_967_296.0) as u32 as i32
+    } else {
+        0
+    };
+    let radix: u32 = match r {
+        0 => 10,
+        2..=36 => r as u32,
+        _ => return f64::NAN,
+    };
+    let hex_prefix = t.starts_with("0x") || t.starts_with("0X");
+    let (radix, t) = if hex_prefix && (r == 0 || r == 16) {
+        (16, &t[2..])
+    } else {
+        (radix, t)
+    };
+    let digits: &str = &t[..t
+        .char_indices()
+        .find(|(_, c)| !c.is_digit(radix))
+        .map_or(t.len(), |(i, _)| i)];
     if digits.is_empty() {
         return f64::NAN;
     }
-    let mut n = 0f64;
-    for c in digits.chars() {
-        n = n * radix as f64 + c.to_digit(radix).unwrap_or(0) as f64;
-    }
+    let n = if radix == 10 {
+        // Decimal digits convert exactly rounded, as JavaScript requires.
+        digits.parse::<f64>().unwrap_or(f64::NAN)
+    } else {
+        digits.chars().fold(0f64, |n, c| {
+            n * f64::from(radix) + f64::from(c.to_digit(radix).unwrap_or(0))
+        })
+    };
     if neg {
         -n
     } else {
@@ -679,8 +730,62 @@ fn parse_int(s: &str, radix: Option<f64>) -> f64 {
     }
 }
 
-fn radix_unset(t: &str) -> bool {
-    t.starts_with("0x")
+/// JavaScript `Math.round`: halves round towards +Infinity (`-2.5` → `-2`).
+fn js_round(x: f64) -> f64 {
+    if !x.is_finite() || x.fract() == 0.0 {
+        return x;
+    }
+    let f = x.floor();
+    // `x - f` is exact for every non-integral double, unlike `x + 0.5`.
+    if x - f >= 0.5 {
+        f + 1.0
+    } else {
+        f
+    }
+}
+
+/// JavaScript `Number.prototype.toFixed`: rounds the exact binary value, ties away
+/// from zero (`(2.5).toFixed(0)` is `"3"`, where Rust's formatting gives `"2"`).
+fn to_fixed(x: f64, digits: usize) -> String {
+    if !x.is_finite() || x.abs() >= 1e21 {
+        return format_number(x);
+    }
+    // Every double has a finite decimal expansion of at most 1074 fraction digits.
+    let exact = format!("{:.1100}", x.abs());
+    let (int, frac) = exact.split_once('.').unwrap_or((&exact, ""));
+    let mut out: Vec<u8> = int.bytes().chain(frac.bytes().take(digits)).collect();
+    if frac.as_bytes().get(digits).is_some_and(|d| *d >= b'5') {
+        let mut i = out.len();
+        loop {
+            if i == 0 {
+                out.insert(0, b'1');
+                break;
+            }
+            i -= 1;
+            if out[i] == b'9' {
+                out[i] = b'0';
+            } else {
+                out[i] += 1;
+                break;
+            }
+        }
+    }
+    let split = out.len() - digits;
+    let mut s = String::with_capacity(out.len() + 2);
+    if x < 0.0 {
+        s.push('-');
+    }
+    s.push_str(std::str::from_utf8(&out[..split]).unwrap_or("0"));
+    if digits > 0 {
+        s.push('.');
+        s.push_str(std::str::from_utf8(&out[split..]).unwrap_or(""));
+    }
+    s
+}
+
+/// Argument `i` of a `Rest`, keeping `undefined` and `null` distinct from "not given".
+fn opt_arg(rest: &Rest<Value>, i: usize) -> Option<Value> {
+    rest.get(i).cloned()
 }
 
 /// Formats a number the way JavaScript's `String(n)` does.
@@ -699,10 +804,10 @@ pub(crate) fn format_number(n: f64) -> String {
         return "0".into();
     }
     let abs = n.abs();
-    if n.fract() == 0.0 && abs < 1e21 {
-        return format!("{n:.0}");
-    }
-    if (1e-7..1e21).contains(&abs) {
+    // Rust's `Display` writes the shortest round-trip digits, padded with zeros for
+    // large integers (`1152921504606847000`), as JavaScript does; `{:.0}` would
+    // write the exact binary value instead.
+    if (1e-6..1e21).contains(&abs) {
         return format!("{n}");
     }
     // Exponent form: Rust writes `1e21` / `1.5e-7`; JavaScript writes `1e+21` / `1.5e-7`.
@@ -781,11 +886,25 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
     if prim(ka) && prim(kb) {
         return to_number(a) == to_number(b);
     }
-    // An object against a primitive compares its string form, as ToPrimitive does.
-    to_js_string(a) == to_js_string(b)
+    if !prim(ka) && !prim(kb) {
+        return false; // an array and an object
+    }
+    // An object against a primitive: its ToPrimitive (string form), compared again
+    // (`[] == 0` and `[] == false` are true, `[1] == '1'` too).
+    loose_eq(&to_primitive(a), &to_primitive(b))
+}
+
+/// ToPrimitive: arrays and objects become their string form, as `valueOf` of a
+/// plain array or object is the value itself.
+fn to_primitive(v: &Value) -> Value {
+    match v.kind() {
+        ValueKind::Seq | ValueKind::Map => Value::from(to_js_string(v)),
+        _ => v.clone(),
+    }
 }
 
 fn compare(a: &Value, b: &Value, f: impl Fn(std::cmp::Ordering) -> bool) -> bool {
+    let (a, b) = (&to_primitive(a), &to_primitive(b));
     if a.kind() == ValueKind::String && b.kind() == ValueKind::String {
         return f(a.as_str().cmp(&b.as_str()));
     }
@@ -838,6 +957,9 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
             if v.is_integer() {
                 if let Some(i) = v.as_i64() {
                     return J::from(i);
+                }
+                if let Ok(u) = u64::try_from(v.clone()) {
+                    return J::from(u);
                 }
             }
             let f = to_number(v);
@@ -962,7 +1084,16 @@ impl Object for JsonView {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         match self.node() {
             serde_json::Value::Object(m) => {
-                let k = key.as_str()?;
+                // `obj[0]` reads the key "0", as in JavaScript.
+                let owned;
+                let k = match key.as_str() {
+                    Some(k) => k,
+                    None if key.kind() == ValueKind::Number => {
+                        owned = format_number(to_number(key));
+                        owned.as_str()
+                    }
+                    None => return None,
+                };
                 let (k, _) = m.get_key_value(k)?;
                 Some(scalar_or_view(JsonView {
                     root: self.root.clone(),
@@ -970,7 +1101,11 @@ impl Object for JsonView {
                 }))
             }
             serde_json::Value::Array(a) => {
-                let i = key.as_usize()?;
+                // `arr['1']` is `arr[1]`: a canonical index string reads the element.
+                let i = key.as_usize().or_else(|| {
+                    let s = key.as_str()?;
+                    s.parse::<usize>().ok().filter(|i| i.to_string() == s)
+                })?;
                 a.get(i)?;
                 Some(scalar_or_view(JsonView {
                     root: self.root.clone(),

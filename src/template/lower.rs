@@ -218,7 +218,13 @@ impl Lowerer<'_> {
                     BinOp::Gt => "js_gt",
                     BinOp::Ge => "js_ge",
                 };
-                self.call(f, &[a, b], false);
+                // `x == null`, `x === undefined`, …: a test for absence, like `??`.
+                let absent = |n: &Node| matches!(n.expr, Expr::Null | Expr::Undefined);
+                let test = matches!(
+                    op,
+                    BinOp::Eq | BinOp::Ne | BinOp::StrictEq | BinOp::StrictNe
+                ) && (absent(a) || absent(b));
+                self.call(f, &[a, b], test);
             }
             Expr::Logic(op, operands) => self.logic(*op, operands, guarded),
             Expr::Cond(c, a, b) => {
@@ -297,7 +303,8 @@ impl Lowerer<'_> {
             }
             Expr::Filter(x, name, args) => {
                 self.out.push('(');
-                self.node(x, guarded);
+                // `x | default(…)` is a default for a missing `x`, like `??`.
+                self.node(x, guarded || matches!(name.as_str(), "default" | "d"));
                 self.out.push_str(")|");
                 self.out.push_str(name);
                 if !args.is_empty() {
@@ -314,41 +321,29 @@ impl Lowerer<'_> {
         }
     }
 
-    /// `a || b || c` → `(a if js_truthy(a) else (b if js_truthy(b) else c))`:
-    /// minijinja's conditional expression short-circuits like JavaScript does, and
-    /// returns the operand itself, not a boolean.
+    /// `a || b || c` → `js_unwrap(js_tv(a) or js_tv(b) or c)`: minijinja's `or`/`and`
+    /// short-circuit and return an operand, as JavaScript's do; `js_tv` wraps an
+    /// operand in a value whose minijinja truthiness is its JavaScript truthiness
+    /// (`js_tp`: "is present", for `??`), and `js_unwrap` takes the operand back out.
+    /// Every operand is emitted once, so the source stays linear in the input.
     fn logic(&mut self, op: LogicOp, operands: &[Node], guarded: bool) {
         let Some((last, init)) = operands.split_last() else {
             self.out.push_str("js_undefined()");
             return;
         };
+        let (test, joiner) = match op {
+            LogicOp::Or => ("js_tv(", " or "),
+            LogicOp::And => ("js_tv(", " and "),
+            LogicOp::Coalesce => ("js_tp(", " or "),
+        };
+        self.out.push_str("js_unwrap(");
         for o in init {
-            self.out.push('(');
-            match op {
-                LogicOp::Or => {
-                    self.node(o, true);
-                    self.out.push_str(" if js_truthy(");
-                    self.node(o, true);
-                    self.out.push_str(") else ");
-                }
-                LogicOp::Coalesce => {
-                    self.node(o, true);
-                    self.out.push_str(" if js_present(");
-                    self.node(o, true);
-                    self.out.push_str(") else ");
-                }
-                LogicOp::And => {
-                    // `a && b` is b when a is truthy, else a: emit the negated test.
-                    self.node(o, true);
-                    self.out.push_str(" if not js_truthy(");
-                    self.node(o, true);
-                    self.out.push_str(") else ");
-                }
-            }
+            self.out.push_str(test);
+            self.node(o, true);
+            self.out.push(')');
+            self.out.push_str(joiner);
         }
         self.node(last, guarded);
-        for _ in init {
-            self.out.push(')');
-        }
+        self.out.push(')');
     }
 }

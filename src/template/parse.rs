@@ -28,6 +28,10 @@ mod grammar {
 /// exhaust the parser's stack, never express something a flow needs.
 pub const MAX_NESTING: usize = 48;
 
+/// Most operator characters (`+ - * / % < > = ! & | ? .`, string contents included)
+/// accepted in one expression.
+pub const MAX_OPERATORS: usize = 512;
+
 /// Longest expression accepted, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
 
@@ -175,7 +179,12 @@ pub fn split_with_grammar(s: &str) -> Result<Vec<Piece>, TemplateError> {
                 InputLocation::Span((a, _)) => a,
             };
             // The only way the split fails is an unterminated segment: point at its `<?`.
-            let open = s[..pos.min(s.len())].rfind("<?").unwrap_or(pos);
+            let pos = pos.min(s.len());
+            let open = if s[pos..].starts_with("<?") {
+                pos
+            } else {
+                s[..pos].rfind("<?").unwrap_or(pos)
+            };
             return Err(unterminated(s, open));
         }
     };
@@ -251,7 +260,54 @@ pub fn parse_expression(src: &str) -> Result<Node, TemplateError> {
         .ok_or_else(|| {
             TemplateError::new(TemplateErrorKind::Syntax, "empty expression", 0..src.len())
         })?;
-    build_pipeline(expr)
+    let node = build_pipeline(expr)?;
+    match bare_regex(&node) {
+        Some(span) => Err(regex_misuse(span)),
+        None => Ok(node),
+    }
+}
+
+/// Finds a regex literal left as a plain value (`<? /a/ ?>`, `[/a/]`, `/a/ + 1`):
+/// `finish` turns every bare regex into a marker (`RegexMethod` `replace` without a
+/// replacement) and `build_method` consumes the markers that are valid arguments, so
+/// any marker still in the tree is a misuse.
+fn bare_regex(n: &Node) -> Option<Range<usize>> {
+    fn all<'a>(mut ns: impl Iterator<Item = &'a Node>) -> Option<Range<usize>> {
+        ns.find_map(bare_regex)
+    }
+    let step = |s: &Step| match s {
+        Step::Computed(e) => bare_regex(e),
+        _ => None,
+    };
+    match &n.expr {
+        Expr::RegexMethod {
+            method: Method::Replace,
+            arg: None,
+            ..
+        } => Some(n.span.clone()),
+        Expr::RegexMethod { target, arg, .. } => {
+            bare_regex(target).or_else(|| arg.as_deref().and_then(bare_regex))
+        }
+        Expr::Array(items) => all(items.iter()),
+        Expr::Object(items) => all(items.iter().map(|(_, v)| v)),
+        Expr::Path { steps, .. } => steps.iter().find_map(step),
+        Expr::Get(base, s) => bare_regex(base).or_else(|| step(s)),
+        Expr::Length(x) | Expr::Unary(_, x) => bare_regex(x),
+        Expr::RegexTest { arg, .. } => bare_regex(arg),
+        Expr::Binary(_, a, b) => bare_regex(a).or_else(|| bare_regex(b)),
+        Expr::Logic(_, ops) | Expr::Call(_, ops) => all(ops.iter()),
+        Expr::Cond(c, a, b) => all([&**c, &**a, &**b].into_iter()),
+        Expr::Method(_, t, args) | Expr::Filter(t, _, args) => {
+            bare_regex(t).or_else(|| all(args.iter()))
+        }
+        Expr::Null
+        | Expr::Undefined
+        | Expr::Bool(_)
+        | Expr::Number(_)
+        | Expr::Str(_)
+        | Expr::Intent(_)
+        | Expr::Entity(..) => None,
+    }
 }
 
 /// `contact.extra.cidade` or `$var.field`: the most common template by far, built
@@ -309,6 +365,20 @@ fn check_nesting(src: &str) -> Result<(), TemplateError> {
     let mut quote: Option<u8> = None;
     let bytes = src.as_bytes();
     let mut i = 0;
+    // Operators and member accesses each add a level to the tree (`1+1+1…`,
+    // `x.trim().trim()…`, `a?b:c?d:…`), which the parser, the lowering and
+    // minijinja's compiler all walk recursively: bound how many one expression has.
+    let operators = bytes
+        .iter()
+        .filter(|b| b"+-*/%<>=!&|?.".contains(b))
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(TemplateError::new(
+            TemplateErrorKind::Limit,
+            format!("expression has more than {MAX_OPERATORS} operators: split it up"),
+            0..src.len(),
+        ));
+    }
     while i < bytes.len() {
         let b = bytes[i];
         match quote {

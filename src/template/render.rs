@@ -39,6 +39,17 @@ impl CompiledExpr {
     pub fn compile(text: &str, offset: usize) -> Result<CompiledExpr, TemplateError> {
         let node = parse_expression(text).map_err(|e| e.shifted(offset))?;
         let lowered = lower(&node, text);
+        // minijinja's compiler recurses per bracket level, and a level of the source
+        // may lower to several (`a || b` → `js_unwrap(js_tv(a) or b)`): bound the
+        // lowered depth so compiling never exhausts a thread's stack.
+        if bracket_depth(&lowered.source) > MAX_LOWERED_DEPTH {
+            return Err(TemplateError::new(
+                TemplateErrorKind::Limit,
+                "expression nested too deeply: split it up or use fewer parentheses",
+                0..text.len(),
+            )
+            .shifted(offset));
+        }
         let expr = ENV
             .compile_expression_owned(lowered.source.clone())
             .map_err(|e| {
@@ -127,6 +138,38 @@ impl CompiledExpr {
         };
         TemplateError::new(kind, message, span).shifted(self.offset)
     }
+}
+
+/// Deepest bracket nesting of lowered minijinja source (debug builds overflow a
+/// 2 MiB stack in minijinja's parser at about 95).
+const MAX_LOWERED_DEPTH: usize = 64;
+
+/// Maximum `(`/`[`/`{` depth of lowered source, outside its (JSON-style) string literals.
+fn bracket_depth(src: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_str, mut escaped) = (false, false);
+    for b in src.bytes() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// A missing value read in lenient mode: becomes a warning in the trace.
