@@ -1,1 +1,3 @@
 //! Loading flow documents with positions, validation and diagnostics.
+
+pub mod json;
