@@ -107,11 +107,12 @@ pub fn parse(src: &str) -> Result<Node, JsonError> {
     if src.starts_with('\u{feff}') {
         p.pos = 3;
     }
+    let first = p.pos;
     p.skip_ws();
     if p.pos >= p.b.len() {
         return Err(JsonError::new(
             "empty document: expected a JSON value",
-            Span::new(p.pos, p.pos),
+            Span::new(first, first),
         ));
     }
     let node = p.parse_value()?;
@@ -728,7 +729,7 @@ impl<'a> Parser<'a> {
                 _ => {
                     return Err(JsonError::new(
                         format!(
-                            "lone surrogate `{}` in string (a high surrogate must be followed by a `\\uDC00`-`\\uDFFF` escape)",
+                            "lone surrogate `{}` in string (expected a `\\uDC00`-`\\uDFFF` escape after it)",
                             self.src.get(at..at + 6).unwrap_or("\\u")
                         ),
                         Span::new(at, at + 6),
