@@ -107,11 +107,12 @@ pub fn parse(src: &str) -> Result<Node, JsonError> {
     if src.starts_with('\u{feff}') {
         p.pos = 3;
     }
+    let first = p.pos;
     p.skip_ws();
     if p.pos >= p.b.len() {
         return Err(JsonError::new(
             "empty document: expected a JSON value",
-            Span::new(p.pos, p.pos),
+            Span::new(first, first),
         ));
     }
     let node = p.parse_value()?;
@@ -374,6 +375,15 @@ struct Parser<'a> {
 enum Container {
     Array,
     Object,
+}
+
+/// An open array or object on the parser's explicit stack.
+struct Frame {
+    start: usize,
+    kind: Container,
+    items: Vec<Node>,
+    members: Vec<Member>,
+    key: Option<(String, Span)>,
 }
 
 impl<'a> Parser<'a> {
@@ -719,7 +729,7 @@ impl<'a> Parser<'a> {
                 _ => {
                     return Err(JsonError::new(
                         format!(
-                            "lone surrogate `{}` in string (a high surrogate must be followed by a `\\uDC00`-`\\uDFFF` escape)",
+                            "lone surrogate `{}` in string (expected a `\\uDC00`-`\\uDFFF` escape after it)",
                             self.src.get(at..at + 6).unwrap_or("\\u")
                         ),
                         Span::new(at, at + 6),
@@ -766,13 +776,7 @@ impl<'a> Parser<'a> {
 
     fn parse_container(&mut self) -> Result<Node, JsonError> {
         // An explicit stack of open containers keeps recursion out of the parser entirely.
-        let mut stack: Vec<(
-            usize,
-            Container,
-            Vec<Node>,
-            Vec<Member>,
-            Option<(String, Span)>,
-        )> = Vec::new();
+        let mut stack: Vec<Frame> = Vec::new();
         // Start with the container at the current position.
         let mut pending: Option<Node> = None;
         'outer: loop {
@@ -799,7 +803,13 @@ impl<'a> Parser<'a> {
                         });
                     } else {
                         let key = self.parse_key(None)?;
-                        stack.push((start, Container::Object, Vec::new(), Vec::new(), Some(key)));
+                        stack.push(Frame {
+                            start,
+                            kind: Container::Object,
+                            items: Vec::new(),
+                            members: Vec::new(),
+                            key: Some(key),
+                        });
                     }
                 } else if self.peek() == Some(b']') {
                     self.pos += 1;
@@ -809,7 +819,13 @@ impl<'a> Parser<'a> {
                         kind: NodeKind::Array(Vec::new()),
                     });
                 } else {
-                    stack.push((start, Container::Array, Vec::new(), Vec::new(), None));
+                    stack.push(Frame {
+                        start,
+                        kind: Container::Array,
+                        items: Vec::new(),
+                        members: Vec::new(),
+                        key: None,
+                    });
                 }
                 if pending.is_none() {
                     // Parse values until one needs a new container.
@@ -827,18 +843,18 @@ impl<'a> Parser<'a> {
                 let Some(top) = stack.last_mut() else {
                     return Ok(value);
                 };
-                match top.1 {
-                    Container::Array => top.2.push(value),
+                match top.kind {
+                    Container::Array => top.items.push(value),
                     Container::Object => {
-                        let (key, key_span) = top.4.take().unwrap_or_default();
-                        top.3.push(Member {
+                        let (key, key_span) = top.key.take().unwrap_or_default();
+                        top.members.push(Member {
                             key,
                             key_span,
                             value,
                         });
                     }
                 }
-                let is_obj = matches!(top.1, Container::Object);
+                let is_obj = matches!(top.kind, Container::Object);
                 self.skip_ws();
                 let close = if is_obj { b'}' } else { b']' };
                 match self.peek() {
@@ -855,7 +871,7 @@ impl<'a> Parser<'a> {
                         if is_obj {
                             let key = self.parse_key(Some(comma))?;
                             if let Some(top) = stack.last_mut() {
-                                top.4 = Some(key);
+                                top.key = Some(key);
                             }
                         } else if self.pos >= self.b.len() {
                             return Err(self.eof_error("a JSON value"));
@@ -868,15 +884,14 @@ impl<'a> Parser<'a> {
                     Some(c) if c == close => {
                         self.pos += 1;
                         self.depth -= 1;
-                        let Some((start, kind, items, members, _)) = stack.pop() else {
+                        let Some(frame) = stack.pop() else {
                             continue 'outer;
                         };
-                        let span = Span::new(start, self.pos);
                         pending = Some(Node {
-                            span,
-                            kind: match kind {
-                                Container::Array => NodeKind::Array(items),
-                                Container::Object => NodeKind::Object(members),
+                            span: Span::new(frame.start, self.pos),
+                            kind: match frame.kind {
+                                Container::Array => NodeKind::Array(frame.items),
+                                Container::Object => NodeKind::Object(frame.members),
                             },
                         });
                     }
