@@ -1,1 +1,21 @@
 //! Integrations, provider request builders and HTTP clients.
+//!
+//! - [`config`]: the integrations file ([`Integrations`]), ids, secrets;
+//! - [`request`]: provider requests as data ([`plan_start`], [`check_params`]);
+//! - [`liveperson`], [`zendesk`], [`altu`]: per-provider builders, shared by the plan and
+//!   the real client so the bodies are built in one place.
+
+pub mod altu;
+pub mod config;
+pub mod liveperson;
+pub mod request;
+pub mod zendesk;
+
+pub use config::{
+    AltuSettings, ConfigError, Integration, IntegrationId, Integrations, LivePersonSettings,
+    ProviderKind, ProviderSettings, Secret, ZendeskSettings,
+};
+pub use request::{
+    check_params, plan_start, CallBody, HandoffCx, HeaderValue, ParamProblem, ParamShape,
+    ProviderCall, Severity, StartPlan,
+};
