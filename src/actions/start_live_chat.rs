@@ -70,9 +70,8 @@ impl Action for StartLiveChat {
             let known: Vec<String> = cx
                 .services
                 .integrations
-                .ids()
                 .iter()
-                .map(|i| i.to_string())
+                .map(|i| i.id.to_string())
                 .collect();
             out.push(
                 ParamProblem::error("/integration_id", format!("unknown integration `{id}`"))

@@ -1,0 +1,177 @@
+//! ALTU SDK connector request builders: our own protocol, `docs/connector-protocol.md`.
+//!
+//! Every event is one `POST {webhook_url}` with a JSON envelope
+//! `{"event","event_id","conversation_id","integration_id"?,"platform_conversation_id"?,"data"}`
+//! and `Authorization: Bearer <HS256 JWT>` (filled in at send time). `event_id` is derived
+//! from the handoff id, so a retried delivery carries the same id and the platform can
+//! drop the duplicate.
+
+use serde_json::{json, Map, Value};
+
+use crate::actions::ActionError;
+use crate::providers::config::{AltuSettings, IntegrationId, ProviderKind};
+use crate::providers::request::{
+    config_err, contact_text, id_value, ignored_param_warnings, is_absent, limited_json, opt,
+    text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
+};
+
+/// Parameters the connector understands (besides the common ones).
+pub const PARAMS: &[&str] = &["skill_id", "skillId", "extra_info", "contact_info"];
+
+/// Seed rule: `extra_info` / `contact_info` JSON longer than this is sent empty.
+pub const JSON_LIMIT: usize = 1024;
+
+/// Event names we send.
+pub mod events {
+    /// Opens a conversation with an agent.
+    pub const OPEN_CONVERSATION: &str = "OPEN_CONVERSATION";
+    /// A message from the user to the agent.
+    pub const USER_MESSAGE: &str = "USER_MESSAGE";
+    /// We end the conversation (user left, timeout, …).
+    pub const CLOSE_CONVERSATION: &str = "CLOSE_CONVERSATION";
+}
+
+/// Validates one literal parameter value (load-time check and run time share it).
+pub fn check_value(name: &str, v: &Value) -> Result<(), ActionError> {
+    if is_absent(v) {
+        return Ok(());
+    }
+    match name {
+        "skill_id" | "skillId" => id_value(name, v).map(|_| ()),
+        "start_message" => text_value(name, v).map(|_| ()),
+        "extra_info" => match v {
+            Value::Object(_) | Value::Array(_) | Value::String(_) | Value::Number(_) => Ok(()),
+            _ => Err(config_err(format!(
+                "`extra_info` must be an object, array, string or number, got {}",
+                type_name(v)
+            ))),
+        },
+        "contact_info" => match v {
+            Value::Object(_) | Value::Array(_) => Ok(()),
+            _ => Err(config_err(format!(
+                "`contact_info` must be an object or an array, got {}",
+                type_name(v)
+            ))),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// The `OPEN_CONVERSATION` event and the warnings it produced.
+pub fn open_event(
+    integration_id: &IntegrationId,
+    params: &Map<String, Value>,
+    cx: &HandoffCx,
+) -> Result<(Value, Vec<String>), ActionError> {
+    let mut warnings = ignored_param_warnings(ProviderKind::AltuSdk, params);
+    for (k, v) in params {
+        if PARAMS.contains(&k.as_str()) || k == "start_message" {
+            check_value(k, v)?;
+        }
+    }
+    let mut data = Map::new();
+    let skill = match (opt(params, "skill_id"), opt(params, "skillId")) {
+        (Some(a), Some(_)) => {
+            warnings.push("both `skill_id` and `skillId` given: `skill_id` is used".to_string());
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    };
+    if let Some(s) = skill {
+        data.insert("skill_id".into(), id_value("skill_id", s)?);
+    }
+    if let Some(m) = opt(params, "start_message") {
+        let t = text_value("start_message", m)?;
+        data.insert("start_message".into(), json!(t));
+    }
+    for k in ["extra_info", "contact_info"] {
+        if let Some(v) = opt(params, k) {
+            let s = limited_json(
+                k,
+                v,
+                JSON_LIMIT,
+                ProviderKind::AltuSdk.as_str(),
+                &mut warnings,
+            );
+            data.insert(k.into(), json!(s));
+        }
+    }
+    let mut user = Map::new();
+    for k in ["name", "email", "phone"] {
+        if let Some(v) = contact_text(&cx.contact, k) {
+            user.insert(k.into(), json!(v));
+        }
+    }
+    if !user.is_empty() {
+        data.insert("user".into(), Value::Object(user));
+    }
+    data.insert("bot_conversation_id".into(), json!(cx.conversation_id));
+    let ev = json!({
+        "event": events::OPEN_CONVERSATION,
+        "event_id": format!("{}:open", cx.handoff_id),
+        "conversation_id": cx.handoff_id,
+        "integration_id": integration_id.as_str(),
+        "data": data,
+    });
+    Ok((ev, warnings))
+}
+
+/// A `USER_MESSAGE` event; `seq` numbers the user's messages in this conversation, so
+/// `event_id` is stable across retries of the same message.
+pub fn user_message_event(
+    handoff_id: &str,
+    platform_conversation_id: &str,
+    seq: u64,
+    text: &str,
+) -> Value {
+    json!({
+        "event": events::USER_MESSAGE,
+        "event_id": format!("{handoff_id}:msg:{seq}"),
+        "conversation_id": handoff_id,
+        "platform_conversation_id": platform_conversation_id,
+        "data": { "text": text },
+    })
+}
+
+/// A `CLOSE_CONVERSATION` event; `reason` is `user_closed`, `timeout`,
+/// `user_inactivity_timeout` or `error`.
+pub fn close_event(handoff_id: &str, platform_conversation_id: &str, reason: &str) -> Value {
+    json!({
+        "event": events::CLOSE_CONVERSATION,
+        "event_id": format!("{handoff_id}:close"),
+        "conversation_id": handoff_id,
+        "platform_conversation_id": platform_conversation_id,
+        "data": { "reason": reason },
+    })
+}
+
+/// One event delivery: `POST {webhook_url}` with a Bearer JWT.
+pub fn event_call(s: &AltuSettings, step: &'static str, event: Value) -> ProviderCall {
+    ProviderCall {
+        step,
+        method: "POST",
+        url: s.webhook_url.clone(),
+        headers: vec![
+            (
+                "Content-Type".into(),
+                HeaderValue::Plain("application/json".into()),
+            ),
+            ("Authorization".into(), HeaderValue::Secret),
+        ],
+        body: CallBody::Json(event),
+    }
+}
+
+/// The plan: one `OPEN_CONVERSATION` delivery.
+pub fn plan(
+    s: &AltuSettings,
+    integration_id: &IntegrationId,
+    params: &Map<String, Value>,
+    cx: &HandoffCx,
+) -> Result<StartPlan, ActionError> {
+    let (ev, warnings) = open_event(integration_id, params, cx)?;
+    Ok(StartPlan {
+        calls: vec![event_call(s, "open", ev)],
+        warnings,
+    })
+}

@@ -1,0 +1,396 @@
+//! LivePerson Connector API request builders (provider-contracts §1).
+//!
+//! Call order: CSDS → AppJWT (Sentinel) → ConsumerJWS (IdP) → CONVERSATION → SEND.
+//!
+//! Mapping decisions (documented in `docs/connector-protocol.md` too):
+//! - `ext_consumer_id` = `contact.id`, else `contact.phone`, else `contact.email`, else the
+//!   builder's conversation id: the most stable identifier of the person we have.
+//! - The contact goes into `userprofile.SetUserProfile`: `firstName`/`lastName` (name split
+//!   at the first space), `privateData.mobileNum`/`mail`, and the `personal` SDE
+//!   (`firstname`, `lastname`, `contacts[{email,phone}]`) so agents see it in the
+//!   consumer-info widget.
+//! - `extra_info` (compact JSON, ≤ 256 characters, else `""` and a warning) goes into the
+//!   SetUserProfile `description`, the free-text field shown to agents.
+//! - `agent` (number or string, kept as given) goes into
+//!   `cm.ConsumerRequestConversation.body.conversationContext` as
+//!   `{"type":"CustomContext","agentId":…}`, with `ttrDefName` left at LivePerson's
+//!   default; routing rules on the account match it. **[INFERRED]**: confirm on a sandbox.
+//! - `skill_id` (kept as given) → `skillId`, default `"-1"`; `campaign_info.campaign_id` /
+//!   `engagement_id` → `campaignInfo` (left out when both are unset).
+
+use serde_json::{json, Map, Value};
+
+use crate::actions::ActionError;
+use crate::providers::config::{LivePersonSettings, ProviderKind};
+use crate::providers::request::{
+    config_err, contact_text, id_value, ignored_param_warnings, is_absent, limited_json, opt,
+    text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
+};
+
+/// Parameters LivePerson understands (besides the common ones).
+pub const PARAMS: &[&str] = &["skill_id", "agent", "campaign_info", "extra_info"];
+
+/// Seed rule: `extra_info` JSON longer than this is replaced by an empty value.
+pub const EXTRA_INFO_LIMIT: usize = 256;
+
+/// `reqId` of the SetUserProfile entry in the CONVERSATION array.
+pub const PROFILE_REQ_ID: &str = "1";
+/// `reqId` of the ConsumerRequestConversation entry; the result is matched on it.
+pub const REQUEST_CONVERSATION_REQ_ID: &str = "2";
+
+/// Everything a handoff sends, computed once from the parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LpStart {
+    /// The consumer identity for the ConsumerJWS.
+    pub ext_consumer_id: String,
+    /// The CONVERSATION request array.
+    pub conversation_body: Value,
+    /// The first message to the agent, when non-empty.
+    pub start_message: Option<String>,
+    /// Warnings for the trace.
+    pub warnings: Vec<String>,
+}
+
+/// Validates one literal parameter value (load-time check and run time share it).
+pub fn check_value(name: &str, v: &Value) -> Result<(), ActionError> {
+    if is_absent(v) {
+        return Ok(());
+    }
+    match name {
+        "skill_id" | "agent" => id_value(name, v).map(|_| ()),
+        "start_message" => text_value(name, v).map(|_| ()),
+        "campaign_info" => campaign_info(v).map(|_| ()),
+        "extra_info" => extra_info_type(v),
+        _ => Ok(()),
+    }
+}
+
+fn extra_info_type(v: &Value) -> Result<(), ActionError> {
+    match v {
+        Value::Object(_) | Value::Array(_) | Value::String(_) | Value::Number(_) => Ok(()),
+        _ => Err(config_err(format!(
+            "`extra_info` must be an object, array, string or number, got {}",
+            type_name(v)
+        ))),
+    }
+}
+
+fn campaign_info(v: &Value) -> Result<Option<Value>, ActionError> {
+    let Value::Object(o) = v else {
+        return Err(config_err(format!(
+            "`campaign_info` must be an object {{campaign_id, engagement_id}}, got {}",
+            type_name(v)
+        )));
+    };
+    let mut out = Map::new();
+    for (k, wire) in [
+        ("campaign_id", "campaignId"),
+        ("engagement_id", "engagementId"),
+    ] {
+        if let Some(x) = o.get(k).filter(|x| !is_absent(x)) {
+            out.insert(wire.into(), id_value(&format!("campaign_info.{k}"), x)?);
+        }
+    }
+    Ok((!out.is_empty()).then_some(Value::Object(out)))
+}
+
+/// The consumer identity: contact id, phone, email, else the conversation id.
+pub fn ext_consumer_id(cx: &HandoffCx) -> String {
+    ["id", "phone", "email"]
+        .iter()
+        .find_map(|k| contact_text(&cx.contact, k))
+        .unwrap_or_else(|| cx.conversation_id.clone())
+}
+
+/// Builds the handoff's bodies from the rendered parameters.
+pub fn prepare_start(
+    s: &LivePersonSettings,
+    params: &Map<String, Value>,
+    cx: &HandoffCx,
+) -> Result<LpStart, ActionError> {
+    let mut warnings = ignored_param_warnings(ProviderKind::LivePerson, params);
+    for (k, v) in params {
+        if PARAMS.contains(&k.as_str()) || k == "start_message" {
+            check_value(k, v)?;
+        }
+    }
+
+    let mut profile = Map::new();
+    let name = contact_text(&cx.contact, "name");
+    let (first, last) = match &name {
+        Some(n) => match n.split_once(' ') {
+            Some((f, l)) => (Some(f.to_string()), Some(l.trim().to_string())),
+            None => (Some(n.clone()), None),
+        },
+        None => (None, None),
+    };
+    let email = contact_text(&cx.contact, "email");
+    let phone = contact_text(&cx.contact, "phone");
+    if let Some(f) = &first {
+        profile.insert("firstName".into(), json!(f));
+    }
+    if let Some(l) = &last {
+        profile.insert("lastName".into(), json!(l));
+    }
+    if let Some(x) = opt(params, "extra_info") {
+        let text = limited_json(
+            "extra_info",
+            x,
+            EXTRA_INFO_LIMIT,
+            ProviderKind::LivePerson.as_str(),
+            &mut warnings,
+        );
+        profile.insert("description".into(), json!(text));
+    }
+    let mut private = Map::new();
+    if let Some(p) = &phone {
+        private.insert("mobileNum".into(), json!(p));
+    }
+    if let Some(e) = &email {
+        private.insert("mail".into(), json!(e));
+    }
+    if !private.is_empty() {
+        profile.insert("privateData".into(), Value::Object(private));
+    }
+    let mut personal = Map::new();
+    if let Some(f) = &first {
+        personal.insert("firstname".into(), json!(f));
+    }
+    if let Some(l) = &last {
+        personal.insert("lastname".into(), json!(l));
+    }
+    let mut contact = Map::new();
+    if let Some(e) = &email {
+        contact.insert("email".into(), json!(e));
+    }
+    if let Some(p) = &phone {
+        contact.insert("phone".into(), json!(p));
+    }
+    if !contact.is_empty() {
+        personal.insert("contacts".into(), json!([contact]));
+    }
+    if !personal.is_empty() {
+        profile.insert(
+            "authenticatedData".into(),
+            json!({ "lp_sdes": [ { "type": "personal", "personal": personal } ] }),
+        );
+    }
+
+    let mut req = Map::new();
+    req.insert("brandId".into(), json!(s.account_id));
+    req.insert("channelType".into(), json!("MESSAGING"));
+    let skill = match opt(params, "skill_id") {
+        Some(v) => id_value("skill_id", v)?,
+        None => json!("-1"),
+    };
+    req.insert("skillId".into(), skill);
+    if let Some(ci) = opt(params, "campaign_info") {
+        if let Some(c) = campaign_info(ci)? {
+            req.insert("campaignInfo".into(), c);
+        }
+    }
+    if let Some(a) = opt(params, "agent") {
+        req.insert(
+            "conversationContext".into(),
+            json!({ "type": "CustomContext", "agentId": id_value("agent", a)? }),
+        );
+    }
+
+    let conversation_body = json!([
+        { "kind": "req", "id": PROFILE_REQ_ID, "type": "userprofile.SetUserProfile", "body": profile },
+        { "kind": "req", "id": REQUEST_CONVERSATION_REQ_ID, "type": "cm.ConsumerRequestConversation", "body": req },
+    ]);
+    let start_message = match opt(params, "start_message") {
+        Some(v) => Some(text_value("start_message", v)?).filter(|t| !t.is_empty()),
+        None => None,
+    };
+    Ok(LpStart {
+        ext_consumer_id: ext_consumer_id(cx),
+        conversation_body,
+        start_message,
+        warnings,
+    })
+}
+
+/// `https` normally; `http` when the CSDS URL is plain http (a local fake).
+pub fn scheme(s: &LivePersonSettings) -> &'static str {
+    if s.csds_url.starts_with("http://") {
+        "http"
+    } else {
+        "https"
+    }
+}
+
+/// The base URL of a discovered service domain (`{scheme}://{host}`).
+pub fn service_base(s: &LivePersonSettings, host: &str) -> String {
+    format!("{}://{}", scheme(s), host)
+}
+
+/// CSDS: all service domains of the account.
+pub fn csds_call(s: &LivePersonSettings) -> ProviderCall {
+    ProviderCall {
+        step: "csds",
+        method: "GET",
+        url: format!(
+            "{}/api/account/{}/service/baseURI.json?version=1.0",
+            s.csds_url, s.account_id
+        ),
+        headers: vec![(
+            "Accept".into(),
+            HeaderValue::Plain("application/json".into()),
+        )],
+        body: CallBody::None,
+    }
+}
+
+/// Sentinel AppJWT (client credentials in the form body; both redacted here).
+pub fn app_jwt_call(s: &LivePersonSettings, sentinel_base: &str) -> ProviderCall {
+    ProviderCall {
+        step: "app_jwt",
+        method: "POST",
+        url: format!(
+            "{sentinel_base}/sentinel/api/account/{}/app/token?v=1.0&grant_type=client_credentials",
+            s.account_id
+        ),
+        headers: vec![(
+            "Content-Type".into(),
+            HeaderValue::Plain("application/x-www-form-urlencoded".into()),
+        )],
+        body: CallBody::Form(vec![
+            ("client_id".into(), REDACTED.into()),
+            ("client_secret".into(), REDACTED.into()),
+        ]),
+    }
+}
+
+/// IdP ConsumerJWS for one consumer (`Authorization` = AppJWT).
+pub fn consumer_jws_call(
+    s: &LivePersonSettings,
+    idp_base: &str,
+    ext_consumer_id: &str,
+) -> ProviderCall {
+    ProviderCall {
+        step: "consumer_jws",
+        method: "POST",
+        url: format!("{idp_base}/api/account/{}/consumer?v=1.0", s.account_id),
+        headers: vec![
+            (
+                "Content-Type".into(),
+                HeaderValue::Plain("application/json".into()),
+            ),
+            ("Authorization".into(), HeaderValue::Secret),
+        ],
+        body: CallBody::Json(json!({ "ext_consumer_id": ext_consumer_id })),
+    }
+}
+
+fn send_api_headers() -> Vec<(String, HeaderValue)> {
+    vec![
+        (
+            "Content-Type".into(),
+            HeaderValue::Plain("application/json".into()),
+        ),
+        ("Authorization".into(), HeaderValue::Secret),
+        ("X-LP-ON-BEHALF".into(), HeaderValue::Secret),
+    ]
+}
+
+/// CONVERSATION: SetUserProfile + ConsumerRequestConversation.
+pub fn conversation_call(s: &LivePersonSettings, msg_base: &str, body: Value) -> ProviderCall {
+    ProviderCall {
+        step: "conversation",
+        method: "POST",
+        url: format!(
+            "{msg_base}/api/account/{}/messaging/consumer/conversation?v=3",
+            s.account_id
+        ),
+        headers: send_api_headers(),
+        body: CallBody::Json(body),
+    }
+}
+
+fn send_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    step: &'static str,
+    body: Value,
+) -> ProviderCall {
+    ProviderCall {
+        step,
+        method: "POST",
+        url: format!(
+            "{msg_base}/api/account/{}/messaging/consumer/conversation/send?v=3",
+            s.account_id
+        ),
+        headers: send_api_headers(),
+        body: CallBody::Json(body),
+    }
+}
+
+/// SEND `ms.PublishEvent` text message on the MAIN dialog.
+pub fn publish_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    conversation_id: &str,
+    req_id: &str,
+    text: &str,
+) -> ProviderCall {
+    send_call(
+        s,
+        msg_base,
+        "send",
+        json!({
+            "kind": "req", "id": req_id, "type": "ms.PublishEvent",
+            "body": {
+                "dialogId": conversation_id,
+                "event": { "type": "ContentEvent", "contentType": "text/plain", "message": text }
+            }
+        }),
+    )
+}
+
+/// SEND `cm.UpdateConversationField` CLOSE (the object form, as LivePerson's examples).
+pub fn close_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    conversation_id: &str,
+    req_id: &str,
+) -> ProviderCall {
+    send_call(
+        s,
+        msg_base,
+        "close",
+        json!({
+            "kind": "req", "id": req_id, "type": "cm.UpdateConversationField",
+            "body": {
+                "conversationId": conversation_id,
+                "conversationField": { "field": "ConversationStateField", "conversationState": "CLOSE" }
+            }
+        }),
+    )
+}
+
+/// The plan: every call with discovered domains and tokens as placeholders.
+pub fn plan(
+    s: &LivePersonSettings,
+    params: &Map<String, Value>,
+    cx: &HandoffCx,
+) -> Result<StartPlan, ActionError> {
+    let p = prepare_start(s, params, cx)?;
+    let sentinel = service_base(s, "{sentinel}");
+    let idp = service_base(s, "{idp}");
+    let msg = service_base(s, "{asyncMessagingEnt}");
+    let mut calls = vec![
+        csds_call(s),
+        app_jwt_call(s, &sentinel),
+        consumer_jws_call(s, &idp, &p.ext_consumer_id),
+        conversation_call(s, &msg, p.conversation_body.clone()),
+    ];
+    if let Some(text) = &p.start_message {
+        calls.push(publish_call(s, &msg, "{conversationId}", "3", text));
+    }
+    Ok(StartPlan {
+        calls,
+        warnings: p.warnings,
+    })
+}

@@ -1,0 +1,372 @@
+//! Zendesk Support request builders (provider-contracts §2).
+//!
+//! Requester, in order of preference:
+//! 1. `requester_id` given → used as is; with `user_fields`, `PUT /api/v2/users/{id}.json`
+//!    first (Zendesk does not update an existing user from a ticket's `requester{}`);
+//! 2. the contact has an email, a phone or an id → `POST /api/v2/users/create_or_update.json`
+//!    (`name` = contact name, else email, else phone; `external_id` = contact id) with the
+//!    `user_fields`, then the ticket with the returned `user.id`;
+//! 3. otherwise the ticket has no requester (the API user) and a warning is recorded.
+//!
+//! The first comment: `start_message`, else the subject, else
+//! "Atendimento transferido pelo chatbot"; it is a **private** note (`public: false`): it
+//! is addressed to the agent (seed: "Mensagem para o agente"), and a public first comment
+//! would be emailed to the requester. The ticket's `external_id` is the handoff id, and the
+//! create carries `Idempotency-Key: {handoff_id}` so a retried create never makes a second
+//! ticket. Ids (`assignee_id`, `group_id`, …, custom field ids) are sent as given: Zendesk
+//! accepts numbers and numeric strings.
+
+use serde_json::{json, Map, Value};
+
+use crate::actions::ActionError;
+use crate::providers::config::{ProviderKind, ZendeskSettings};
+use crate::providers::request::{
+    config_err, contact_text, id_text, id_value, ignored_param_warnings, is_absent, opt,
+    text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
+};
+
+/// Parameters Zendesk understands (besides the common ones).
+pub const PARAMS: &[&str] = &[
+    "subject",
+    "tags",
+    "custom_fields",
+    "user_fields",
+    "assignee_id",
+    "brand_id",
+    "requester_id",
+    "ticket_form_id",
+    "group_id",
+];
+
+/// First comment when neither `start_message` nor `subject` is set.
+pub const DEFAULT_COMMENT: &str = "Atendimento transferido pelo chatbot";
+
+const ID_PARAMS: &[&str] = &[
+    "assignee_id",
+    "brand_id",
+    "group_id",
+    "ticket_form_id",
+    "requester_id",
+];
+
+/// Validates one literal parameter value (load-time check and run time share it).
+pub fn check_value(name: &str, v: &Value) -> Result<(), ActionError> {
+    if is_absent(v) {
+        return Ok(());
+    }
+    match name {
+        "subject" | "start_message" => text_value(name, v).map(|_| ()),
+        "tags" => tags(v).map(|_| ()),
+        "custom_fields" => custom_fields(v).map(|_| ()),
+        "user_fields" => match v {
+            Value::Object(_) => Ok(()),
+            _ => Err(config_err(format!(
+                "`user_fields` must be an object of user field keys to values, got {}",
+                type_name(v)
+            ))),
+        },
+        n if ID_PARAMS.contains(&n) => id_value(n, v).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+fn tags(v: &Value) -> Result<Value, ActionError> {
+    match v {
+        Value::Array(a) => {
+            for (i, t) in a.iter().enumerate() {
+                if !t.is_string() {
+                    return Err(config_err(format!(
+                        "`tags` must be an array of strings; item {i} is {}",
+                        type_name(t)
+                    )));
+                }
+            }
+            Ok(v.clone())
+        }
+        _ => Err(config_err(format!(
+            "`tags` must be an array of strings, got {}",
+            type_name(v)
+        ))),
+    }
+}
+
+fn custom_fields(v: &Value) -> Result<Value, ActionError> {
+    let Value::Array(a) = v else {
+        return Err(config_err(format!(
+            "`custom_fields` must be an array of {{id, value}} objects, got {}",
+            type_name(v)
+        )));
+    };
+    for (i, f) in a.iter().enumerate() {
+        let ok = match f {
+            Value::Object(o) => {
+                o.contains_key("value")
+                    && o.get("id").is_some_and(|id| id_value("id", id).is_ok())
+                    && o.keys().all(|k| k == "id" || k == "value")
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(config_err(format!(
+                "`custom_fields` must be an array of {{id, value}} objects; item {i} is not (id must be a number or string, and only `id` and `value` are allowed)"
+            )));
+        }
+    }
+    Ok(v.clone())
+}
+
+/// How the ticket gets its requester.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Requester {
+    /// A known Zendesk user id; `Some(body)` = a user update to send first.
+    Id(Value, Option<Value>),
+    /// Upsert this user (`{"user":{…}}`) and use the returned `user.id`.
+    Upsert(Value),
+    /// No requester: the API user is the requester.
+    None,
+}
+
+/// Everything a handoff sends, computed once from the parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZdStart {
+    /// How the requester is found.
+    pub requester: Requester,
+    /// The `ticket` object without `requester_id` (added by [`ticket_body`]).
+    pub ticket: Map<String, Value>,
+    /// Warnings for the trace.
+    pub warnings: Vec<String>,
+}
+
+/// Builds the handoff's bodies from the rendered parameters.
+pub fn prepare_start(params: &Map<String, Value>, cx: &HandoffCx) -> Result<ZdStart, ActionError> {
+    let mut warnings = ignored_param_warnings(ProviderKind::Zendesk, params);
+    for (k, v) in params {
+        if PARAMS.contains(&k.as_str()) || k == "start_message" {
+            check_value(k, v)?;
+        }
+    }
+    let subject = match opt(params, "subject") {
+        Some(v) => Some(text_value("subject", v)?).filter(|s| !s.is_empty()),
+        None => None,
+    };
+    if subject.is_none() {
+        warnings.push(
+            "`subject` is empty: Zendesk derives the ticket subject from the first comment"
+                .to_string(),
+        );
+    }
+    let start = match opt(params, "start_message") {
+        Some(v) => Some(text_value("start_message", v)?).filter(|s| !s.is_empty()),
+        None => None,
+    };
+    let comment = start
+        .or_else(|| subject.clone())
+        .unwrap_or_else(|| DEFAULT_COMMENT.to_string());
+
+    let mut t = Map::new();
+    if let Some(s) = &subject {
+        t.insert("subject".into(), json!(s));
+    }
+    t.insert(
+        "comment".into(),
+        json!({ "body": comment, "public": false }),
+    );
+    if let Some(v) = opt(params, "tags") {
+        t.insert("tags".into(), tags(v)?);
+    }
+    if let Some(v) = opt(params, "custom_fields") {
+        t.insert("custom_fields".into(), custom_fields(v)?);
+    }
+    for k in ["assignee_id", "brand_id", "group_id", "ticket_form_id"] {
+        if let Some(v) = opt(params, k) {
+            t.insert(k.into(), id_value(k, v)?);
+        }
+    }
+    t.insert("external_id".into(), json!(cx.handoff_id));
+
+    let user_fields = opt(params, "user_fields").cloned();
+    let requester = if let Some(id) = opt(params, "requester_id") {
+        let id = id_value("requester_id", id)?;
+        Requester::Id(
+            id,
+            user_fields.map(|uf| json!({ "user": { "user_fields": uf } })),
+        )
+    } else {
+        let email = contact_text(&cx.contact, "email");
+        let phone = contact_text(&cx.contact, "phone");
+        let external = contact_text(&cx.contact, "id");
+        if email.is_some() || phone.is_some() || external.is_some() {
+            let name = contact_text(&cx.contact, "name")
+                .or_else(|| email.clone())
+                .or_else(|| phone.clone())
+                .or_else(|| external.clone())
+                .unwrap_or_default();
+            let mut u = Map::new();
+            u.insert("name".into(), json!(name));
+            if let Some(e) = email {
+                u.insert("email".into(), json!(e));
+            }
+            if let Some(p) = phone {
+                u.insert("phone".into(), json!(p));
+            }
+            if let Some(x) = external {
+                u.insert("external_id".into(), json!(x));
+            }
+            if let Some(uf) = user_fields {
+                u.insert("user_fields".into(), uf);
+            }
+            Requester::Upsert(json!({ "user": u }))
+        } else {
+            warnings.push(
+                "the contact has no email, phone or id: the ticket is created without a requester (the API user)"
+                    .to_string(),
+            );
+            if user_fields.is_some() {
+                warnings.push(
+                    "`user_fields` ignored: there is no requester to set them on".to_string(),
+                );
+            }
+            Requester::None
+        }
+    };
+    Ok(ZdStart {
+        requester,
+        ticket: t,
+        warnings,
+    })
+}
+
+/// The ticket create body with the requester (if any) in place.
+pub fn ticket_body(p: &ZdStart, requester_id: Option<Value>) -> Value {
+    let mut t = p.ticket.clone();
+    if let Some(r) = requester_id {
+        // requester_id goes right after the fields given by the flow, before external_id.
+        let at = t.keys().position(|k| k == "external_id").unwrap_or(t.len());
+        t.shift_insert(at, "requester_id".into(), r);
+    }
+    json!({ "ticket": t })
+}
+
+fn headers() -> Vec<(String, HeaderValue)> {
+    vec![
+        ("Authorization".into(), HeaderValue::Secret),
+        (
+            "Content-Type".into(),
+            HeaderValue::Plain("application/json".into()),
+        ),
+        (
+            "Accept".into(),
+            HeaderValue::Plain("application/json".into()),
+        ),
+    ]
+}
+
+/// `PUT /api/v2/users/{id}.json` (user fields on an existing requester).
+pub fn update_user_call(s: &ZendeskSettings, user_id: &Value, body: Value) -> ProviderCall {
+    ProviderCall {
+        step: "user_update",
+        method: "PUT",
+        url: format!("{}/api/v2/users/{}.json", s.base_url, id_text(user_id)),
+        headers: headers(),
+        body: CallBody::Json(body),
+    }
+}
+
+/// `POST /api/v2/users/create_or_update.json`.
+pub fn upsert_user_call(s: &ZendeskSettings, body: Value) -> ProviderCall {
+    ProviderCall {
+        step: "user_upsert",
+        method: "POST",
+        url: format!("{}/api/v2/users/create_or_update.json", s.base_url),
+        headers: headers(),
+        body: CallBody::Json(body),
+    }
+}
+
+/// `POST /api/v2/tickets.json` with `Idempotency-Key`.
+pub fn ticket_call(s: &ZendeskSettings, body: Value, idempotency_key: &str) -> ProviderCall {
+    let mut h = headers();
+    h.push((
+        "Idempotency-Key".into(),
+        HeaderValue::Plain(idempotency_key.to_string()),
+    ));
+    ProviderCall {
+        step: "ticket",
+        method: "POST",
+        url: format!("{}/api/v2/tickets.json", s.base_url),
+        headers: h,
+        body: CallBody::Json(body),
+    }
+}
+
+/// `PUT /api/v2/tickets/{id}.json` adding a public comment authored by the requester.
+pub fn comment_call(
+    s: &ZendeskSettings,
+    ticket_id: &str,
+    author_id: Option<&Value>,
+    text: &str,
+) -> ProviderCall {
+    let mut c = Map::new();
+    c.insert("body".into(), json!(text));
+    if let Some(a) = author_id {
+        c.insert("author_id".into(), a.clone());
+    }
+    c.insert("public".into(), json!(true));
+    ProviderCall {
+        step: "comment",
+        method: "PUT",
+        url: format!("{}/api/v2/tickets/{ticket_id}.json", s.base_url),
+        headers: headers(),
+        body: CallBody::Json(json!({ "ticket": { "comment": c } })),
+    }
+}
+
+/// `PUT /api/v2/tickets/{id}.json` setting the status (`solved` to close).
+pub fn status_call(s: &ZendeskSettings, ticket_id: &str, status: &str) -> ProviderCall {
+    ProviderCall {
+        step: "status",
+        method: "PUT",
+        url: format!("{}/api/v2/tickets/{ticket_id}.json", s.base_url),
+        headers: headers(),
+        body: CallBody::Json(json!({ "ticket": { "status": status } })),
+    }
+}
+
+/// `GET /api/v2/tickets/{id}.json` (status polling).
+pub fn show_ticket_call(s: &ZendeskSettings, ticket_id: &str) -> ProviderCall {
+    ProviderCall {
+        step: "ticket_show",
+        method: "GET",
+        url: format!("{}/api/v2/tickets/{ticket_id}.json", s.base_url),
+        headers: headers(),
+        body: CallBody::None,
+    }
+}
+
+/// The plan: user calls (if any) then the ticket; an upserted requester is `"{user.id}"`.
+pub fn plan(
+    s: &ZendeskSettings,
+    params: &Map<String, Value>,
+    cx: &HandoffCx,
+) -> Result<StartPlan, ActionError> {
+    let p = prepare_start(params, cx)?;
+    let mut calls = Vec::new();
+    let requester = match &p.requester {
+        Requester::Id(id, update) => {
+            if let Some(body) = update {
+                calls.push(update_user_call(s, id, body.clone()));
+            }
+            Some(id.clone())
+        }
+        Requester::Upsert(body) => {
+            calls.push(upsert_user_call(s, body.clone()));
+            Some(json!("{user.id}"))
+        }
+        Requester::None => None,
+    };
+    calls.push(ticket_call(s, ticket_body(&p, requester), &cx.handoff_id));
+    Ok(StartPlan {
+        calls,
+        warnings: p.warnings,
+    })
+}
