@@ -81,7 +81,7 @@ enum Command {
         trace: bool,
     },
     /// Local fakes of LivePerson, Zendesk and an agent platform; play the agent.
-    Sandbox(crate::sandbox::SandboxArgs),
+    Sandbox(Box<crate::sandbox::SandboxArgs>),
 }
 
 /// Parses the command line and runs it.
@@ -139,7 +139,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
-        Command::Sandbox(args) => crate::sandbox::run_cli(args).await,
+        Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
     }
 }
 
