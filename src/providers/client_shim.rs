@@ -22,7 +22,17 @@ pub struct ProviderClient {
     _private: (),
 }
 impl ProviderClient {
-    pub async fn start_live_chat(&self, _i: &Integration, _p: &Map<String, Value>, _cx: &HandoffCx) -> StartOutcome {
-        StartOutcome { result: ActionError::new(ErrorKind::Unavailable, "provider clients not built yet").to_result(), handoff: None, warnings: vec![] }
+    pub async fn start_live_chat(
+        &self,
+        _i: &Integration,
+        _p: &Map<String, Value>,
+        _cx: &HandoffCx,
+    ) -> StartOutcome {
+        StartOutcome {
+            result: ActionError::new(ErrorKind::Unavailable, "provider clients not built yet")
+                .to_result(),
+            handoff: None,
+            warnings: vec![],
+        }
     }
 }
