@@ -116,17 +116,17 @@ pub fn open_event(
     Ok((ev, warnings))
 }
 
-/// A `USER_MESSAGE` event; `seq` numbers the user's messages in this conversation, so
-/// `event_id` is stable across retries of the same message.
+/// A `USER_MESSAGE` event; `message_id` is unique per user message, so `event_id` stays
+/// the same across retries of one delivery and differs between messages.
 pub fn user_message_event(
     handoff_id: &str,
     platform_conversation_id: &str,
-    seq: u64,
+    message_id: &str,
     text: &str,
 ) -> Value {
     json!({
         "event": events::USER_MESSAGE,
-        "event_id": format!("{handoff_id}:msg:{seq}"),
+        "event_id": format!("{handoff_id}:msg:{message_id}"),
         "conversation_id": handoff_id,
         "platform_conversation_id": platform_conversation_id,
         "data": { "text": text },

@@ -57,7 +57,8 @@ impl fmt::Display for Secret {
 
 /// The id a flow uses to pick an integration. Flows write it as a number or a string
 /// (`7` and `"7"` are the same integration), so it is normalised to its decimal text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct IntegrationId(String);
 
 impl IntegrationId {
@@ -101,13 +102,16 @@ impl fmt::Display for IntegrationId {
 }
 
 /// Which provider an integration talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub enum ProviderKind {
     /// LivePerson Messaging, Connector API.
+    #[serde(rename = "liveperson")]
     LivePerson,
     /// Zendesk Support (tickets).
+    #[serde(rename = "zendesk")]
     Zendesk,
     /// Our generic agent-platform connector (`docs/connector-protocol.md`).
+    #[serde(rename = "altu_sdk")]
     AltuSdk,
 }
 
