@@ -10,7 +10,7 @@ use super::{
 };
 use crate::actions::{Action, ActionError, ErrorKind, Registry};
 use crate::flow::{self, Diagnostic, Flow, LoadError, LoadOptions};
-use crate::providers::{Integrations, ProviderClient};
+use crate::providers::{Integrations, ProviderClient, RetryPolicy};
 use crate::template::{LocatedError, MissingRead};
 
 /// How one run behaves.
@@ -39,19 +39,33 @@ impl Default for Engine {
 
 impl Engine {
     /// An engine with the built-in actions and no integrations.
+    ///
+    /// # Panics
+    /// When the HTTP clients cannot be built (the TLS backend fails to initialise), as
+    /// `reqwest::Client::new()` does; [`Engine::try_new`] returns that error instead.
     pub fn new() -> Engine {
-        Engine {
+        match Engine::try_new() {
+            Ok(e) => e,
+            Err(e) => panic!("cannot build the HTTP clients: {e}"),
+        }
+    }
+
+    /// An engine with the built-in actions and no integrations, or why the HTTP clients
+    /// could not be built.
+    pub fn try_new() -> Result<Engine, ActionError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| ActionError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
+        Ok(Engine {
             registry: Registry::with_builtins(),
             services: Services {
-                http: reqwest::Client::builder()
-                    .connect_timeout(std::time::Duration::from_secs(5))
-                    .build()
-                    .unwrap_or_default(),
+                http,
                 integrations: Arc::new(Integrations::default()),
-                providers: ProviderClient::default(),
+                providers: ProviderClient::new(RetryPolicy::default())?,
             },
             has_integrations: false,
-        }
+        })
     }
 
     /// Uses these live chat integrations (checked at load time, used at run time).

@@ -26,8 +26,3 @@ pub use request::{
     check_params, plan_start, CallBody, HandoffCx, HeaderValue, ParamProblem, ParamShape,
     ProviderCall, Severity, StartPlan,
 };
-
-// TEMPORARY until the providers branch delivers its clients (step 2): the types the
-// interpreter uses for live handoffs.
-mod client_shim;
-pub use client_shim::{Handoff, ProviderClient, StartOutcome};
