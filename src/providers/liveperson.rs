@@ -2,7 +2,7 @@
 //!
 //! Call order: CSDS → AppJWT (Sentinel) → ConsumerJWS (IdP) → CONVERSATION → SEND.
 //!
-//! Mapping decisions (documented in `docs/connector-protocol.md` too):
+//! Mapping decisions (also in the appendix of `docs/connector-protocol.md`):
 //! - `ext_consumer_id` = `contact.id`, else `contact.phone`, else `contact.email`, else the
 //!   builder's conversation id: the most stable identifier of the person we have.
 //! - The contact goes into `userprofile.SetUserProfile`: `firstName`/`lastName` (name split
