@@ -14,7 +14,7 @@
 //! - `agent` (number or string, kept as given) goes into
 //!   `cm.ConsumerRequestConversation.body.conversationContext` as
 //!   `{"type":"CustomContext","agentId":…}`, with `ttrDefName` left at LivePerson's
-//!   default; routing rules on the account match it. **[INFERRED]**: confirm on a sandbox.
+//!   default; routing rules on the account match it. **\[INFERRED\]**: confirm on a sandbox.
 //! - `skill_id` (kept as given) → `skillId`, default `"-1"`; `campaign_info.campaign_id` /
 //!   `engagement_id` → `campaignInfo` (left out when both are unset).
 
