@@ -2,7 +2,7 @@
 //!
 //! Call order: CSDS → AppJWT (Sentinel) → ConsumerJWS (IdP) → CONVERSATION → SEND.
 //!
-//! Mapping decisions (documented in `docs/connector-protocol.md` too):
+//! Mapping decisions (also in the appendix of `docs/connector-protocol.md`):
 //! - `ext_consumer_id` = `contact.id`, else `contact.phone`, else `contact.email`, else the
 //!   builder's conversation id: the most stable identifier of the person we have.
 //! - The contact goes into `userprofile.SetUserProfile`: `firstName`/`lastName` (name split
@@ -14,7 +14,7 @@
 //! - `agent` (number or string, kept as given) goes into
 //!   `cm.ConsumerRequestConversation.body.conversationContext` as
 //!   `{"type":"CustomContext","agentId":…}`, with `ttrDefName` left at LivePerson's
-//!   default; routing rules on the account match it. **[INFERRED]**: confirm on a sandbox.
+//!   default; routing rules on the account match it. **\[INFERRED\]**: confirm on a sandbox.
 //! - `skill_id` (kept as given) → `skillId`, default `"-1"`; `campaign_info.campaign_id` /
 //!   `engagement_id` → `campaignInfo` (left out when both are unset).
 
