@@ -39,10 +39,48 @@ impl ProviderKind {
         }
     }
 }
+#[derive(Clone)]
+pub struct Secret(String);
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+#[derive(Debug, Clone)]
+pub enum ProviderSettings {
+    LivePerson {
+        account_id: String,
+        client_id: String,
+        client_secret: Secret,
+    },
+    Zendesk {
+        webhook_secret: Option<Secret>,
+    },
+    AltuSdk {
+        access_key: Secret,
+        access_token: Secret,
+    },
+}
 #[derive(Debug, Clone)]
 pub struct Integration {
     pub id: IntegrationId,
     pub provider: ProviderKind,
+    pub wait_timeout_s: u64,
+    pub user_inactivity_timeout_s: u64,
+    pub settings: ProviderSettings,
+}
+/// Shim: `"${NAME}"` reads the environment (missing → empty).
+fn shim_str(t: &toml::Value, k: &str) -> String {
+    let v = t.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+    match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+        Some(name) => std::env::var(name).unwrap_or_default(),
+        None => v.to_string(),
+    }
 }
 #[derive(Debug, Clone, Default)]
 pub struct Integrations {
@@ -71,9 +109,29 @@ impl Integrations {
                 Some("zendesk") => ProviderKind::Zendesk,
                 _ => ProviderKind::AltuSdk,
             };
+            let secs = |k: &str| t.get(k).and_then(|x| x.as_integer()).unwrap_or(0).max(0) as u64;
+            let settings = match provider {
+                ProviderKind::LivePerson => ProviderSettings::LivePerson {
+                    account_id: shim_str(&t, "account_id"),
+                    client_id: shim_str(&t, "client_id"),
+                    client_secret: Secret(shim_str(&t, "client_secret")),
+                },
+                ProviderKind::Zendesk => ProviderSettings::Zendesk {
+                    webhook_secret: Some(shim_str(&t, "webhook_secret"))
+                        .filter(|s| !s.is_empty())
+                        .map(Secret),
+                },
+                ProviderKind::AltuSdk => ProviderSettings::AltuSdk {
+                    access_key: Secret(shim_str(&t, "access_key")),
+                    access_token: Secret(shim_str(&t, "access_token")),
+                },
+            };
             list.push(Integration {
                 id: IntegrationId(id),
                 provider,
+                wait_timeout_s: secs("wait_timeout_s"),
+                user_inactivity_timeout_s: secs("user_inactivity_timeout_s"),
+                settings,
             });
         }
         Ok(Integrations { list })
