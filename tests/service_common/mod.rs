@@ -188,6 +188,11 @@ impl Receiver {
         (format!("http://{addr}/events"), self)
     }
 
+    /// The handler, for tests that serve the receiver themselves.
+    pub fn handle_pub(&self, headers: HeaderMap, body: Bytes) -> StatusCode {
+        self.handle(headers, body)
+    }
+
     fn handle(&self, headers: HeaderMap, body: Bytes) -> StatusCode {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let h = |n: &str| {
