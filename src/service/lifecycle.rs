@@ -323,37 +323,30 @@ impl ServiceState {
         })
     }
 
-    /// Fires a due deadline (scheduler).
+    /// Fires a due deadline (scheduler). A timer that finds nothing to do (the chat
+    /// moved on) is dropped.
     pub async fn fire(&self, due: &DueDeadline) -> Result<(), StoreError> {
-        let Some(chat) = self.inner.store.get(&due.live_chat_id).await? else {
-            return Ok(());
+        let store = &self.inner.store;
+        let Some(chat) = store.get(&due.live_chat_id).await? else {
+            return store.drop_deadline(&due.live_chat_id, due.deadline).await;
         };
-        match due.deadline.kind {
-            DeadlineKind::Wait => {
-                self.end_with_close(
-                    &chat,
-                    EndStatus::Timeout,
-                    Some(ChatState::Waiting),
-                    Some(due.deadline),
-                )
-                .await?;
-            }
-            DeadlineKind::Inactivity => {
-                self.end_with_close(
-                    &chat,
-                    EndStatus::UserInactivityTimeout,
-                    Some(ChatState::WithAgent),
-                    Some(due.deadline),
-                )
-                .await?;
-            }
+        let (pending, expect) = match due.deadline.kind {
+            DeadlineKind::Wait => (EndStatus::Timeout, ChatState::Waiting),
+            DeadlineKind::Inactivity => (EndStatus::UserInactivityTimeout, ChatState::WithAgent),
             DeadlineKind::Close => {
                 if chat.state == ChatState::Closing {
                     self.finish_close(&chat).await?;
-                } else if chat.state == ChatState::Ended {
-                    // Stale watchdog (should not exist); End drops deadlines.
+                } else {
+                    store.drop_deadline(&chat.id, due.deadline).await?;
                 }
+                return Ok(());
             }
+        };
+        let done = self
+            .end_with_close(&chat, pending, Some(expect), Some(due.deadline))
+            .await?;
+        if done.is_none() {
+            store.drop_deadline(&chat.id, due.deadline).await?;
         }
         Ok(())
     }

@@ -510,6 +510,18 @@ impl LiveChatStore for SqliteStore {
         .await
     }
 
+    async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2 AND due_at = ?3",
+                params![id, deadline.kind.as_str(), deadline.due_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn due_deadlines(&self, now: i64) -> Result<Vec<DueDeadline>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(

@@ -347,6 +347,8 @@ pub trait LiveChatStore: Send + Sync {
     ) -> Result<Applied, StoreError>;
     /// Records `(source, id)`; false when it was already recorded (replay).
     async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Drops one exact deadline (a timer that found nothing to do), so it does not fire again.
+    async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError>;
     /// Deadlines due at `now`.
     async fn due_deadlines(&self, now: i64) -> Result<Vec<DueDeadline>, StoreError>;
     /// The earliest pending deadline.

@@ -62,12 +62,20 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
             for d in due {
                 let st = state.clone();
                 set.spawn(async move {
-                    if let Err(e) = st.fire(&d).await {
+                    let r = st.fire(&d).await;
+                    if let Err(e) = &r {
                         eprintln!("transbordo serve: timer for {}: {e}", d.live_chat_id);
                     }
+                    r.is_ok()
                 });
             }
-            while set.join_next().await.is_some() {}
+            let mut failed = false;
+            while let Some(r) = set.join_next().await {
+                failed |= !matches!(r, Ok(true));
+            }
+            if failed && !pause(ERROR_PAUSE, state.timers_notify(), &mut stop).await {
+                return;
+            }
             continue;
         }
         let next = state.store().next_deadline().await.ok().flatten();
