@@ -84,3 +84,5 @@ pub use flow::{Diagnostic, Flow, LoadError, Severity};
 pub use interp::{Engine, RunOptions, RunOutcome, Store};
 #[cfg(feature = "cli")]
 pub mod sandbox;
+#[cfg(feature = "cli")]
+pub mod service;

@@ -82,6 +82,8 @@ enum Command {
     },
     /// Local fakes of LivePerson, Zendesk and an agent platform; play the agent.
     Sandbox(Box<crate::sandbox::SandboxArgs>),
+    /// The live chat lifecycle service: runs flows, relays, webhooks, timeouts, re-entry.
+    Serve(crate::service::ServeArgs),
 }
 
 /// Parses the command line and runs it.
@@ -140,6 +142,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             .await
         }
         Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
+        Command::Serve(args) => crate::service::run_cli(args).await,
     }
 }
 

@@ -1,0 +1,263 @@
+//! Webhook authentication: checked on the raw body bytes, before anything is parsed,
+//! with constant-time comparisons (`Mac::verify_slice`).
+//!
+//! - LivePerson: `x-liveperson-signature: sha1=<base64(HMAC-SHA1(client_secret, body))>`.
+//! - Zendesk: `X-Zendesk-Webhook-Signature: base64(HMAC-SHA256(secret, TIMESTAMP ‖ BODY))`
+//!   with `X-Zendesk-Webhook-Signature-Timestamp` (ISO-8601) inside a replay window.
+//! - ALTU SDK connector: `Authorization: Bearer <JWT>`, HS256 with `access_key`, claims
+//!   `iat`, `exp` (lifetime ≤ 60 s), `jti` (single use; checked by the caller against
+//!   the seen-events table), accepted within a clock skew.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha1::Sha1;
+use sha2::Sha256;
+
+/// Why a webhook was not believed. Messages never include secrets or signatures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The signature or token header is missing.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// The header is not in the expected format.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// The signature does not match.
+    #[error("signature mismatch")]
+    BadSignature,
+    /// The timestamp or token is outside the accepted window.
+    #[error("{0}")]
+    Expired(String),
+    /// The integration has no secret to verify with.
+    #[error("no webhook secret configured for this integration")]
+    NoSecret,
+}
+
+fn mac256(key: &str) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"))
+}
+
+/// The LivePerson header value for `body`: `sha1=<base64>`.
+pub fn liveperson_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(body);
+    format!("sha1={}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Verifies `x-liveperson-signature` over the raw body.
+pub fn verify_liveperson(secret: &str, header: Option<&str>, body: &[u8]) -> Result<(), AuthError> {
+    let header = header.ok_or(AuthError::Missing("x-liveperson-signature"))?;
+    let b64 = header
+        .trim()
+        .strip_prefix("sha1=")
+        .ok_or(AuthError::Malformed("x-liveperson-signature"))?;
+    let sig = STANDARD
+        .decode(b64)
+        .map_err(|_| AuthError::Malformed("x-liveperson-signature"))?;
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(body);
+    mac.verify_slice(&sig).map_err(|_| AuthError::BadSignature)
+}
+
+/// The Zendesk signature: `base64(HMAC-SHA256(secret, timestamp ‖ body))`.
+pub fn zendesk_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = mac256(secret);
+    mac.update(timestamp.as_bytes());
+    mac.update(body);
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Verifies a Zendesk webhook: signature over timestamp ‖ body, and the timestamp
+/// within `window_s` of `now_ms` (either direction).
+pub fn verify_zendesk(
+    secret: &str,
+    signature: Option<&str>,
+    timestamp: Option<&str>,
+    body: &[u8],
+    now_ms: i64,
+    window_s: u64,
+) -> Result<(), AuthError> {
+    let signature = signature.ok_or(AuthError::Missing("x-zendesk-webhook-signature"))?;
+    let timestamp = timestamp.ok_or(AuthError::Missing("x-zendesk-webhook-signature-timestamp"))?;
+    let sig = STANDARD
+        .decode(signature.trim())
+        .map_err(|_| AuthError::Malformed("x-zendesk-webhook-signature"))?;
+    let mut mac = mac256(secret);
+    mac.update(timestamp.as_bytes());
+    mac.update(body);
+    mac.verify_slice(&sig)
+        .map_err(|_| AuthError::BadSignature)?;
+    let ts = parse_rfc3339_ms(timestamp.trim()).ok_or(AuthError::Malformed(
+        "x-zendesk-webhook-signature-timestamp",
+    ))?;
+    if (now_ms - ts).unsigned_abs() > window_s.saturating_mul(1000) {
+        return Err(AuthError::Expired(format!(
+            "timestamp outside the {window_s} s replay window"
+        )));
+    }
+    Ok(())
+}
+
+/// Claims of a verified connector JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtClaims {
+    /// Issued at (Unix s).
+    pub iat: i64,
+    /// Expires (Unix s).
+    pub exp: i64,
+    /// Unique token id, single use.
+    pub jti: String,
+}
+
+/// Longest accepted token lifetime (`exp - iat`).
+pub const JWT_MAX_LIFETIME_S: i64 = 60;
+
+/// Makes an HS256 JWT (what the connector side sends; also used by tests and fakes).
+pub fn sign_jwt(key: &str, claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = mac256(key);
+    mac.update(signing_input.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+/// Verifies `Authorization: Bearer <JWT>` (HS256 only; `alg` must say so), its
+/// lifetime and the clock skew. The caller checks `jti` for replay.
+pub fn verify_jwt(
+    key: &str,
+    authorization: Option<&str>,
+    now_s: i64,
+    skew_s: i64,
+) -> Result<JwtClaims, AuthError> {
+    let auth = authorization.ok_or(AuthError::Missing("authorization"))?;
+    let token = auth
+        .trim()
+        .strip_prefix("Bearer ")
+        .ok_or(AuthError::Malformed("authorization"))?
+        .trim();
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed("authorization"));
+    };
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| AuthError::Malformed("authorization"))?;
+    let mut mac = mac256(key);
+    mac.update(h.as_bytes());
+    mac.update(b".");
+    mac.update(p.as_bytes());
+    mac.verify_slice(&sig)
+        .map_err(|_| AuthError::BadSignature)?;
+    let decode = |part: &str| -> Result<Value, AuthError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| AuthError::Malformed("authorization"))?;
+        serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("authorization"))
+    };
+    let header = decode(h)?;
+    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+        return Err(AuthError::Malformed("authorization"));
+    }
+    let claims = decode(p)?;
+    let iat = claims.get("iat").and_then(Value::as_i64);
+    let exp = claims.get("exp").and_then(Value::as_i64);
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty());
+    let (Some(iat), Some(exp), Some(jti)) = (iat, exp, jti) else {
+        return Err(AuthError::Malformed("authorization"));
+    };
+    if exp <= iat || exp - iat > JWT_MAX_LIFETIME_S {
+        return Err(AuthError::Expired(format!(
+            "token lifetime must be 1..={JWT_MAX_LIFETIME_S} s"
+        )));
+    }
+    if now_s + skew_s < iat {
+        return Err(AuthError::Expired("token issued in the future".into()));
+    }
+    if now_s - skew_s > exp {
+        return Err(AuthError::Expired("token expired".into()));
+    }
+    Ok(JwtClaims {
+        iat,
+        exp,
+        jti: jti.to_string(),
+    })
+}
+
+/// Parses an RFC 3339 / ISO-8601 UTC-or-offset timestamp (`2021-07-25T10:00:00Z`,
+/// `…T10:00:00.123+02:00`) to Unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        let first3: String = frac.chars().chain("000".chars()).take(3).collect();
+        millis = first3.parse().ok()?;
+    }
+    let offset_s = match s.get(i..)? {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let oh: i64 = o.get(1..3)?.parse().ok()?;
+            let om: i64 = o.get(4..6)?.parse().ok()?;
+            let v = oh * 3600 + om * 60;
+            if o.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
+    Some(secs * 1000 + millis)
+}

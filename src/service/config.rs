@@ -1,0 +1,333 @@
+//! The service configuration file (TOML). See `examples/service.toml`.
+//!
+//! Relative paths (`database`, `integrations`, `flows_dir`) are relative to the config
+//! file's directory. String values written `"${NAME}"` are read from the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::providers::Integrations;
+
+/// A config file that cannot be used. Messages carry `file:line:col` where the problem
+/// has a position, and never the value of a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file cannot be read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Invalid TOML or a bad value.
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based.
+        line: usize,
+        /// 1-based.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The integrations file named by the config is invalid.
+    #[error("integrations file {path}: {message}")]
+    Integrations {
+        /// The file.
+        path: String,
+        /// The loader's message.
+        message: String,
+    },
+}
+
+/// The builder's side: where events go and how they are signed.
+#[derive(Clone)]
+pub struct BuilderConfig {
+    /// Events are POSTed here.
+    pub callback_url: String,
+    /// Key of `X-Transbordo-Signature` (never printed).
+    pub signing_secret: String,
+}
+
+impl std::fmt::Debug for BuilderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuilderConfig")
+            .field("callback_url", &self.callback_url)
+            .field("signing_secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Outbox delivery knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryConfig {
+    /// First retry delay; doubles per failed attempt.
+    pub initial_backoff: Duration,
+    /// Retry delay cap.
+    pub max_backoff: Duration,
+    /// Per-attempt HTTP timeout.
+    pub timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Webhook authentication knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookConfig {
+    /// Zendesk signature timestamps older/newer than this are refused.
+    pub zendesk_replay_window_s: u64,
+    /// Clock skew accepted on connector JWT `iat`/`exp`.
+    pub jwt_clock_skew_s: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            zendesk_replay_window_s: 300,
+            jwt_clock_skew_s: 30,
+        }
+    }
+}
+
+/// Everything `transbordo serve` needs.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// Address to bind (`127.0.0.1:8920`).
+    pub listen: SocketAddr,
+    /// SQLite file (created on first start).
+    pub database: PathBuf,
+    /// The integrations file it was loaded from.
+    pub integrations_path: PathBuf,
+    /// The live chat integrations.
+    pub integrations: Arc<Integrations>,
+    /// Flow files the builder may name with `flow_file` (none: inline flows only).
+    pub flows_dir: Option<PathBuf>,
+    /// Events out.
+    pub builder: BuilderConfig,
+    /// Outbox retry policy.
+    pub delivery: DeliveryConfig,
+    /// Webhook authentication windows.
+    pub webhooks: WebhookConfig,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("integrations_path", &self.integrations_path)
+            .field("flows_dir", &self.flows_dir)
+            .field("builder", &self.builder)
+            .field("delivery", &self.delivery)
+            .field("webhooks", &self.webhooks)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    database: Option<Spanned<String>>,
+    integrations: Spanned<String>,
+    flows_dir: Option<Spanned<String>>,
+    builder: RawBuilder,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    webhooks: RawWebhooks,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuilder {
+    callback_url: Spanned<String>,
+    signing_secret: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    zendesk_replay_window_s: Option<u64>,
+    jwt_clock_skew_s: Option<u64>,
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+impl ServiceConfig {
+    /// Reads and validates a config file (and the integrations file it names).
+    pub fn from_file(path: &Path) -> Result<ServiceConfig, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        ServiceConfig::from_toml_str(&src, &path.display().to_string(), base)
+    }
+
+    /// Parses a config document; `name` labels errors, `base_dir` anchors relative paths.
+    pub fn from_toml_str(
+        src: &str,
+        name: &str,
+        base_dir: &Path,
+    ) -> Result<ServiceConfig, ConfigError> {
+        let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, column) = span.map(|s| line_col(src, s.start)).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                file: name.to_string(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(src).map_err(|e| invalid(e.span(), e.message().to_string()))?;
+        let expand = |v: &Spanned<String>, key: &str| -> Result<String, ConfigError> {
+            let s = v.get_ref();
+            match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                Some(var) => match std::env::var(var) {
+                    Ok(val) if !val.is_empty() => Ok(val),
+                    _ => Err(invalid(
+                        Some(v.span()),
+                        format!("`{key}`: environment variable {var} is not set"),
+                    )),
+                },
+                None => Ok(s.clone()),
+            }
+        };
+        let resolve = |p: String| -> PathBuf {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let listen_s = match &raw.listen {
+            Some(l) => expand(l, "listen")?,
+            None => "127.0.0.1:8920".to_string(),
+        };
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid(
+                raw.listen.as_ref().map(|l| l.span()),
+                format!("`listen`: `{listen_s}` is not an address like 127.0.0.1:8920"),
+            )
+        })?;
+        let database = resolve(match &raw.database {
+            Some(d) => expand(d, "database")?,
+            None => "transbordo.db".to_string(),
+        });
+        let integrations_path = resolve(expand(&raw.integrations, "integrations")?);
+        let isrc = std::fs::read_to_string(&integrations_path).map_err(|e| {
+            invalid(
+                Some(raw.integrations.span()),
+                format!(
+                    "`integrations`: cannot read {}: {e}",
+                    integrations_path.display()
+                ),
+            )
+        })?;
+        let integrations =
+            Integrations::from_toml_str(&isrc, &integrations_path.display().to_string()).map_err(
+                |e| ConfigError::Integrations {
+                    path: integrations_path.display().to_string(),
+                    message: e.to_string(),
+                },
+            )?;
+        let flows_dir = match &raw.flows_dir {
+            Some(f) => {
+                let dir = resolve(expand(f, "flows_dir")?);
+                if !dir.is_dir() {
+                    return Err(invalid(
+                        Some(f.span()),
+                        format!("`flows_dir`: {} is not a directory", dir.display()),
+                    ));
+                }
+                Some(dir)
+            }
+            None => None,
+        };
+        let callback_url = expand(&raw.builder.callback_url, "builder.callback_url")?;
+        if reqwest::Url::parse(&callback_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(true)
+        {
+            return Err(invalid(
+                Some(raw.builder.callback_url.span()),
+                format!("`builder.callback_url`: `{callback_url}` is not an http(s) URL"),
+            ));
+        }
+        let signing_secret = expand(&raw.builder.signing_secret, "builder.signing_secret")?;
+        if signing_secret.is_empty() {
+            return Err(invalid(
+                Some(raw.builder.signing_secret.span()),
+                "`builder.signing_secret` is empty".into(),
+            ));
+        }
+        let d = DeliveryConfig::default();
+        let ms = Duration::from_millis;
+        let delivery = DeliveryConfig {
+            initial_backoff: raw
+                .delivery
+                .initial_backoff_ms
+                .map(ms)
+                .unwrap_or(d.initial_backoff),
+            max_backoff: raw.delivery.max_backoff_ms.map(ms).unwrap_or(d.max_backoff),
+            timeout: raw.delivery.timeout_ms.map(ms).unwrap_or(d.timeout),
+        };
+        let w = WebhookConfig::default();
+        Ok(ServiceConfig {
+            listen,
+            database,
+            integrations_path,
+            integrations: Arc::new(integrations),
+            flows_dir,
+            builder: BuilderConfig {
+                callback_url,
+                signing_secret,
+            },
+            delivery,
+            webhooks: WebhookConfig {
+                zendesk_replay_window_s: raw
+                    .webhooks
+                    .zendesk_replay_window_s
+                    .unwrap_or(w.zendesk_replay_window_s),
+                jwt_clock_skew_s: raw.webhooks.jwt_clock_skew_s.unwrap_or(w.jwt_clock_skew_s),
+            },
+        })
+    }
+}

@@ -1,0 +1,405 @@
+//! The live chat state machine: waiting → with_agent → (closing →) ended.
+//!
+//! All transitions go through [`LiveChatStore::apply`], which is conditional and atomic,
+//! so every live chat ends exactly once whatever order events, timers and requests
+//! race in. Rules:
+//! - A timer only fires if its exact deadline is still pending and the chat is in the
+//!   state it guards (a wait timer after the agent joined does nothing).
+//! - Ending because of *us* (timeout, inactivity, user close) first claims the chat
+//!   (`closing`, with the status it will end with), then closes the provider
+//!   conversation, then ends: with that status if the close worked, `error` if not.
+//!   A provider close event arriving meanwhile (the echo of our own close) ends it with
+//!   the claimed status. A `close` watchdog deadline resumes an interrupted close after
+//!   a crash.
+//! - A failure relaying a user message ends the chat with `error` (best-effort close).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::config::ServiceConfig;
+use super::provider::LiveChatTransport;
+use super::store::{
+    Applied, Change, ChatState, DeadlineKind, DueDeadline, EndStatus, Guard, LiveChatRecord,
+    LiveChatStore, NewLiveChat, StoreError,
+};
+use super::webhooks::{EndHint, EventKind, ProviderEvent};
+use crate::actions::ActionError;
+use crate::interp::Engine;
+use crate::providers::Handoff;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a lifecycle operation did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// The conversation has no open live chat.
+    #[error("the conversation has no open live chat")]
+    NoLiveChat,
+    /// The conversation already has an open live chat.
+    #[error("the conversation already has an open live chat")]
+    AlreadyOpen,
+    /// The integration of a handoff is not configured.
+    #[error("unknown integration `{0}`")]
+    UnknownIntegration(String),
+    /// The provider failed; the live chat ended with `error`.
+    #[error("provider error: {0}")]
+    Provider(ActionError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What processing a provider event did (for logs and tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventOutcome {
+    /// State changed.
+    Applied,
+    /// A duplicate (dedup key seen before).
+    Duplicate,
+    /// Older than what was already applied.
+    Stale,
+    /// Not applicable in the current state (e.g. after the end).
+    Ignored,
+    /// No live chat for that provider conversation.
+    Unknown,
+}
+
+struct Inner {
+    config: ServiceConfig,
+    engine: Engine,
+    store: Arc<dyn LiveChatStore>,
+    transport: Arc<dyn LiveChatTransport>,
+    timers: Notify,
+    outbox: Notify,
+    runs: Mutex<HashSet<String>>,
+    http: reqwest::Client,
+}
+
+/// Everything the handlers and background tasks share. Cheap to clone.
+#[derive(Clone)]
+pub struct ServiceState {
+    inner: Arc<Inner>,
+}
+
+/// Marks a conversation's run in progress; released on drop.
+pub(crate) struct RunGuard {
+    state: ServiceState,
+    conversation_id: String,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = self.state.inner.runs.lock() {
+            runs.remove(&self.conversation_id);
+        }
+    }
+}
+
+impl ServiceState {
+    /// Assembles the state. `engine` runs the flows (with the integrations and any host
+    /// actions), `store` keeps the state, `transport` talks to providers.
+    pub fn new(
+        config: ServiceConfig,
+        engine: Engine,
+        store: Arc<dyn LiveChatStore>,
+        transport: Arc<dyn LiveChatTransport>,
+    ) -> ServiceState {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(config.delivery.timeout)
+            .build()
+            .unwrap_or_default();
+        ServiceState {
+            inner: Arc::new(Inner {
+                config,
+                engine,
+                store,
+                transport,
+                timers: Notify::new(),
+                outbox: Notify::new(),
+                runs: Mutex::new(HashSet::new()),
+                http,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// The interpreter.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn LiveChatStore> {
+        &self.inner.store
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn timers_notify(&self) -> &Notify {
+        &self.inner.timers
+    }
+
+    pub(crate) fn outbox_notify(&self) -> &Notify {
+        &self.inner.outbox
+    }
+
+    fn changed(&self) {
+        self.inner.timers.notify_one();
+        self.inner.outbox.notify_one();
+    }
+
+    pub(crate) fn begin_run(&self, conversation_id: &str) -> Option<RunGuard> {
+        let mut runs = self.inner.runs.lock().ok()?;
+        if !runs.insert(conversation_id.to_string()) {
+            return None;
+        }
+        Some(RunGuard {
+            state: self.clone(),
+            conversation_id: conversation_id.to_string(),
+        })
+    }
+
+    /// The open (waiting, with_agent or closing) live chat of a conversation.
+    pub async fn open_chat(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        Ok(self
+            .inner
+            .store
+            .latest_for_conversation(conversation_id)
+            .await?
+            .filter(|c| c.state != ChatState::Ended))
+    }
+
+    /// Starts tracking a live chat after a successful `start_live_chat`.
+    pub async fn start_live_chat(
+        &self,
+        conversation_id: &str,
+        handoff: &Handoff,
+    ) -> Result<LiveChatRecord, LifecycleError> {
+        let integration = self
+            .inner
+            .config
+            .integrations
+            .get(&handoff.integration_id)
+            .ok_or_else(|| {
+                LifecycleError::UnknownIntegration(handoff.integration_id.to_string())
+            })?;
+        let new = NewLiveChat {
+            id: handoff.handoff_id.clone(),
+            conversation_id: conversation_id.to_string(),
+            provider: handoff.provider.as_str().to_string(),
+            integration_id: handoff.integration_id.to_string(),
+            provider_conversation_id: handoff.provider_conversation_id.clone(),
+            wait_timeout_s: integration.wait_timeout_s,
+            user_inactivity_timeout_s: integration.user_inactivity_timeout_s,
+            handoff: serde_json::to_string(handoff).ok(),
+        };
+        let rec = match self.inner.store.create(new, now_ms()).await {
+            Ok(r) => r,
+            Err(StoreError::AlreadyOpen) => return Err(LifecycleError::AlreadyOpen),
+            Err(e) => return Err(e.into()),
+        };
+        self.changed();
+        Ok(rec)
+    }
+
+    /// Relays a user message; resets the inactivity deadline. A provider failure ends
+    /// the chat with `error`.
+    pub async fn user_message(
+        &self,
+        conversation_id: &str,
+        text: &str,
+    ) -> Result<LiveChatRecord, LifecycleError> {
+        let chat = self
+            .open_chat(conversation_id)
+            .await?
+            .filter(|c| c.state.is_open())
+            .ok_or(LifecycleError::NoLiveChat)?;
+        match self.inner.transport.send_user_message(&chat, text).await {
+            Ok(()) => {
+                let r = self
+                    .inner
+                    .store
+                    .apply(&chat.id, Change::UserActivity, Guard::default(), now_ms())
+                    .await?;
+                self.changed();
+                match r {
+                    Applied::Done(c) | Applied::Ignored(c) => Ok(c),
+                    _ => Ok(chat),
+                }
+            }
+            Err(e) => {
+                self.end_with_close(&chat, EndStatus::Error, None, None)
+                    .await?;
+                Err(LifecycleError::Provider(e))
+            }
+        }
+    }
+
+    /// The user closes: claim, close the provider conversation, end `user_closed`
+    /// (`error` if the close failed).
+    pub async fn user_close(
+        &self,
+        conversation_id: &str,
+    ) -> Result<LiveChatRecord, LifecycleError> {
+        let chat = self
+            .open_chat(conversation_id)
+            .await?
+            .filter(|c| c.state.is_open())
+            .ok_or(LifecycleError::NoLiveChat)?;
+        match self
+            .end_with_close(&chat, EndStatus::UserClosed, None, None)
+            .await?
+        {
+            Some(c) => Ok(c),
+            None => Err(LifecycleError::NoLiveChat),
+        }
+    }
+
+    /// Claim → close → end. Returns the final record, or `None` when the claim lost
+    /// (the chat had moved on).
+    async fn end_with_close(
+        &self,
+        chat: &LiveChatRecord,
+        pending: EndStatus,
+        expect: Option<ChatState>,
+        deadline: Option<super::store::Deadline>,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        let claim = Change::Claim {
+            pending,
+            expect,
+            deadline,
+        };
+        let claimed = match self
+            .inner
+            .store
+            .apply(&chat.id, claim, Guard::default(), now_ms())
+            .await?
+        {
+            Applied::Done(c) => c,
+            _ => return Ok(None),
+        };
+        self.changed();
+        self.finish_close(&claimed).await.map(Some)
+    }
+
+    /// Closes the provider conversation of a `closing` chat and ends it.
+    async fn finish_close(&self, chat: &LiveChatRecord) -> Result<LiveChatRecord, StoreError> {
+        let pending = chat.pending_end.unwrap_or(EndStatus::Error);
+        let status = match self.inner.transport.close(chat).await {
+            Ok(()) => pending,
+            Err(_) => EndStatus::Error,
+        };
+        let change = Change::End {
+            status,
+            pending_wins: false,
+        };
+        let r = self
+            .inner
+            .store
+            .apply(&chat.id, change, Guard::default(), now_ms())
+            .await?;
+        self.changed();
+        Ok(match r {
+            Applied::Done(c) | Applied::Ignored(c) => c,
+            _ => chat.clone(),
+        })
+    }
+
+    /// Fires a due deadline (scheduler). A timer that finds nothing to do (the chat
+    /// moved on) is dropped.
+    pub async fn fire(&self, due: &DueDeadline) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let Some(chat) = store.get(&due.live_chat_id).await? else {
+            return store.drop_deadline(&due.live_chat_id, due.deadline).await;
+        };
+        let (pending, expect) = match due.deadline.kind {
+            DeadlineKind::Wait => (EndStatus::Timeout, ChatState::Waiting),
+            DeadlineKind::Inactivity => (EndStatus::UserInactivityTimeout, ChatState::WithAgent),
+            DeadlineKind::Close => {
+                if chat.state == ChatState::Closing {
+                    self.finish_close(&chat).await?;
+                } else {
+                    store.drop_deadline(&chat.id, due.deadline).await?;
+                }
+                return Ok(());
+            }
+        };
+        let done = self
+            .end_with_close(&chat, pending, Some(expect), Some(due.deadline))
+            .await?;
+        if done.is_none() {
+            store.drop_deadline(&chat.id, due.deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies an authenticated provider event. `source` namespaces its dedup key
+    /// (e.g. `liveperson:7`).
+    pub async fn provider_event(
+        &self,
+        integration_id: &str,
+        source: &str,
+        ev: ProviderEvent,
+    ) -> Result<EventOutcome, StoreError> {
+        let Some(chat) = self
+            .inner
+            .store
+            .find_by_provider(integration_id, &ev.provider_conversation_id)
+            .await?
+        else {
+            return Ok(EventOutcome::Unknown);
+        };
+        let change = match ev.kind {
+            EventKind::AgentJoined(agent) => Change::AgentJoined { agent },
+            EventKind::AgentMessage { text, agent } => Change::AgentMessage { text, agent },
+            EventKind::Ended(hint) => Change::End {
+                status: match hint {
+                    EndHint::Status(s) => s,
+                    EndHint::ProviderClosed => match chat.state {
+                        ChatState::Waiting => EndStatus::Error,
+                        _ => EndStatus::AgentClosed,
+                    },
+                },
+                pending_wins: true,
+            },
+        };
+        let guard = Guard {
+            dedup: ev.dedup_id.map(|d| (source.to_string(), d)),
+            provider_ts: ev.provider_ts,
+        };
+        let r = self
+            .inner
+            .store
+            .apply(&chat.id, change, guard, now_ms())
+            .await?;
+        Ok(match r {
+            Applied::Done(_) => {
+                self.changed();
+                EventOutcome::Applied
+            }
+            Applied::Duplicate => EventOutcome::Duplicate,
+            Applied::Stale => EventOutcome::Stale,
+            Applied::Ignored(_) => EventOutcome::Ignored,
+            Applied::NotFound => EventOutcome::Unknown,
+        })
+    }
+}

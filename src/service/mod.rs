@@ -1,0 +1,163 @@
+//! The lifecycle service (`transbordo serve`): runs flows for the builder, keeps each
+//! live chat's state after `start_live_chat`, relays messages both ways, ends every live
+//! chat exactly once, and calls the builder back with signed events.
+//!
+//! Pieces:
+//! - [`config`]: the TOML config ([`ServiceConfig`]);
+//! - [`store`]: the durable state behind [`LiveChatStore`], [`sqlite`]: its SQLite impl;
+//! - [`lifecycle`]: the state machine ([`ServiceState`]);
+//! - [`webhooks`] and [`auth`]: provider events in, authenticated on the raw bytes;
+//! - [`events`]: events out (shapes and signature); [`workers`]: timers and the outbox;
+//! - [`provider`]: the [`LiveChatTransport`] seam to the provider clients;
+//! - [`secrets`]: where each integration keeps its webhook secret.
+//!
+//! ## HTTP API
+//! - `GET /healthz` → `{"status":"ok"}`
+//! - `POST /v1/conversations/{id}/run` `{"flow": <doc> | "flow_file": "x.json",
+//!   "context": {...}, "strict": false}` → the run document plus `live_chat`
+//!   (409 `live_chat_open` while a live chat is open, 409 `run_in_progress`).
+//! - `POST /v1/conversations/{id}/messages` `{"text"}` → relayed to the agent
+//!   (409 `no_live_chat`; 502 `provider_error`, the chat then ends with `error`).
+//! - `POST /v1/conversations/{id}/close` → the user closes (`user_closed`).
+//! - `GET /v1/conversations/{id}/live_chat` → state, ids, timestamps, deadlines.
+//! - `POST /webhooks/{liveperson|zendesk|altu}/{integration_id}` → provider events.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod lifecycle;
+pub mod provider;
+pub mod secrets;
+pub mod sqlite;
+pub mod store;
+pub mod webhooks;
+pub mod workers;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub use config::{ConfigError, ServiceConfig};
+pub use lifecycle::{now_ms, ServiceState};
+pub use provider::LiveChatTransport;
+pub use sqlite::SqliteStore;
+pub use store::{LiveChatRecord, LiveChatStore, StoreError};
+
+use crate::interp::Engine;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The config file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Binding or serving.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP clients could not be built.
+    #[error("cannot start: {0}")]
+    Startup(String),
+}
+
+/// The HTTP router over a state (for tests: serve it on any listener).
+pub fn app(state: ServiceState) -> axum::Router {
+    api::router(state)
+}
+
+/// Runs the service from a config: opens (creating) the database, binds `listen`,
+/// serves until `shutdown` resolves, then finishes in-flight requests and stops the
+/// timer and outbox workers.
+pub async fn serve(
+    config: ServiceConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let store = SqliteStore::open(&config.database).await?;
+    let engine = Engine::try_new()
+        .map_err(|e| ServiceError::Startup(e.to_string()))?
+        .with_integrations((*config.integrations).clone());
+    let transport = provider::ProviderTransport::new(
+        engine.services().providers.clone(),
+        config.integrations.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let state = ServiceState::new(config, engine, Arc::new(store), Arc::new(transport));
+    serve_with(state, listener, shutdown).await
+}
+
+/// Like [`serve`] with everything injected: the state (engine with host actions,
+/// store, transport) and a bound listener.
+pub async fn serve_with(
+    state: ServiceState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(workers::run_scheduler(state.clone(), stop_rx.clone()));
+    let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx));
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    let _ = outbox.await;
+    served.map_err(ServiceError::Io)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// `transbordo serve` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The service config (TOML; see examples/service.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// `transbordo serve`: exit 0 after a clean shutdown, 1 on a config, database or bind error.
+pub async fn run_cli(args: ServeArgs) -> ExitCode {
+    let config = match ServiceConfig::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "transbordo serve: listening on http://{} (database {})",
+        config.listen,
+        config.database.display()
+    );
+    match serve(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! [`LiveChatStore`] over one SQLite file (rusqlite, bundled SQLite). Each call runs on
+//! `spawn_blocking` with the connection behind a mutex, so the async runtime never
+//! blocks on disk. WAL journal: a killed process loses nothing that was committed.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use super::events;
+use super::store::{
+    Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError,
+};
+
+/// Schema migrations, applied in order and recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_handoff",
+        include_str!("../../migrations/0002_handoff.sql"),
+    ),
+];
+
+/// Seen-event ids older than this are pruned at start (providers stop retrying long before).
+const SEEN_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating on first start) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let mut conn = Connection::open(&path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            migrate(&mut conn)?;
+            let cutoff = super::now_ms() - SEEN_RETENTION_MS;
+            conn.execute("DELETE FROM seen_events WHERE seen_at < ?1", [cutoff])?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Applied migration versions (for tests and diagnostics).
+    pub async fn migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.call(|c| {
+            let mut st =
+                c.prepare("SELECT version, name FROM schema_migrations ORDER BY version")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Task("database mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Database(format!("migration {name}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![version, name, super::now_ms()],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+const CHAT_COLUMNS: &str =
+    "id, conversation_id, provider, integration_id, provider_conversation_id, \
+     state, pending_end, end_status, wait_timeout_s, user_inactivity_timeout_s, last_provider_ts, \
+     created_at, agent_joined_at, last_user_message_at, ended_at, handoff";
+
+fn read_chat(r: &Row<'_>) -> rusqlite::Result<Result<LiveChatRecord, StoreError>> {
+    let state: String = r.get(5)?;
+    let pending: Option<String> = r.get(6)?;
+    let end: Option<String> = r.get(7)?;
+    let id: String = r.get(0)?;
+    let Some(state) = ChatState::parse(&state) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "live chat {id}: unknown state `{state}`"
+        ))));
+    };
+    let status = |s: Option<String>| -> Result<Option<EndStatus>, StoreError> {
+        match s {
+            None => Ok(None),
+            Some(s) => EndStatus::parse(&s)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt(format!("live chat: unknown status `{s}`"))),
+        }
+    };
+    let (pending_end, end_status) = match (status(pending), status(end)) {
+        (Ok(p), Ok(e)) => (p, e),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+    };
+    let wait: i64 = r.get(8)?;
+    let inactivity: i64 = r.get(9)?;
+    Ok(Ok(LiveChatRecord {
+        id,
+        conversation_id: r.get(1)?,
+        provider: r.get(2)?,
+        integration_id: r.get(3)?,
+        provider_conversation_id: r.get(4)?,
+        state,
+        pending_end,
+        end_status,
+        wait_timeout_s: wait.max(0) as u64,
+        user_inactivity_timeout_s: inactivity.max(0) as u64,
+        last_provider_ts: r.get(10)?,
+        created_at: r.get(11)?,
+        agent_joined_at: r.get(12)?,
+        last_user_message_at: r.get(13)?,
+        ended_at: r.get(14)?,
+        handoff: r.get(15)?,
+    }))
+}
+
+fn query_chat(
+    c: &Connection,
+    where_sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Option<LiveChatRecord>, StoreError> {
+    let sql = format!("SELECT {CHAT_COLUMNS} FROM live_chats WHERE {where_sql}");
+    let row = c.query_row(&sql, args, read_chat).optional()?;
+    row.transpose()
+}
+
+fn chat_by_id(c: &Connection, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
+    query_chat(c, "id = ?1", &[&id])
+}
+
+fn set_deadline(
+    tx: &Transaction<'_>,
+    id: &str,
+    kind: DeadlineKind,
+    due: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at",
+        params![id, kind.as_str(), due],
+    )?;
+    Ok(())
+}
+
+fn drop_deadline(tx: &Transaction<'_>, id: &str, kind: DeadlineKind) -> Result<(), StoreError> {
+    tx.execute(
+        "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2",
+        params![id, kind.as_str()],
+    )?;
+    Ok(())
+}
+
+fn enqueue(
+    tx: &Transaction<'_>,
+    conversation_id: &str,
+    event_id: &str,
+    body: &serde_json::Value,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO outbox (event_id, conversation_id, body, created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![event_id, conversation_id, body.to_string(), now],
+    )?;
+    Ok(())
+}
+
+/// Joins: waiting → with_agent, wait deadline dropped, inactivity deadline set.
+fn join(
+    tx: &Transaction<'_>,
+    chat: &LiveChatRecord,
+    agent: &super::store::AgentInfo,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE live_chats SET state = 'with_agent', agent_joined_at = ?2 WHERE id = ?1 AND state = 'waiting'",
+        params![chat.id, now],
+    )?;
+    drop_deadline(tx, &chat.id, DeadlineKind::Wait)?;
+    if chat.user_inactivity_timeout_s > 0 {
+        let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+        set_deadline(tx, &chat.id, DeadlineKind::Inactivity, due)?;
+    }
+    let event_id = events::new_event_id();
+    let body = events::agent_joined(chat, agent, &event_id, now);
+    enqueue(tx, &chat.conversation_id, &event_id, &body, now)
+}
+
+fn apply_tx(
+    c: &mut Connection,
+    id: &str,
+    change: Change,
+    guard: Guard,
+    now: i64,
+) -> Result<Applied, StoreError> {
+    let tx = c.transaction()?;
+    let Some(chat) = chat_by_id(&tx, id)? else {
+        return Ok(Applied::NotFound);
+    };
+    if let Some((source, event_id)) = &guard.dedup {
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
+            params![source, event_id, now],
+        )?;
+        if n == 0 {
+            return Ok(Applied::Duplicate);
+        }
+    }
+    if let Some(ts) = guard.provider_ts {
+        if chat.last_provider_ts.is_some_and(|last| ts <= last) {
+            tx.commit()?; // keep the dedup record
+            return Ok(Applied::Stale);
+        }
+        tx.execute(
+            "UPDATE live_chats SET last_provider_ts = ?2 WHERE id = ?1",
+            params![id, ts],
+        )?;
+    }
+    let applied = match change {
+        Change::AgentJoined { agent } => {
+            if chat.state == ChatState::Waiting {
+                join(&tx, &chat, &agent, now)?;
+                true
+            } else {
+                false
+            }
+        }
+        Change::AgentMessage { text, agent } => {
+            if chat.state.is_open() {
+                if chat.state == ChatState::Waiting {
+                    join(&tx, &chat, &agent, now)?;
+                }
+                let event_id = events::new_event_id();
+                let body = events::agent_message(&chat, &text, &agent, &event_id, now);
+                enqueue(&tx, &chat.conversation_id, &event_id, &body, now)?;
+                true
+            } else {
+                false
+            }
+        }
+        Change::UserActivity => {
+            if chat.state.is_open() {
+                tx.execute(
+                    "UPDATE live_chats SET last_user_message_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                if chat.state == ChatState::WithAgent && chat.user_inactivity_timeout_s > 0 {
+                    let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+                    set_deadline(&tx, id, DeadlineKind::Inactivity, due)?;
+                }
+                true
+            } else {
+                false
+            }
+        }
+        Change::Claim {
+            pending,
+            expect,
+            deadline,
+        } => {
+            let state_ok = match expect {
+                Some(s) => chat.state == s,
+                None => chat.state.is_open(),
+            };
+            let deadline_ok = match deadline {
+                None => true,
+                Some(d) => {
+                    let due: Option<i64> = tx
+                        .query_row(
+                            "SELECT due_at FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2",
+                            params![id, d.kind.as_str()],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    due == Some(d.due_at)
+                }
+            };
+            if state_ok && deadline_ok {
+                tx.execute(
+                    "UPDATE live_chats SET state = 'closing', pending_end = ?2 WHERE id = ?1",
+                    params![id, pending.as_str()],
+                )?;
+                tx.execute("DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
+                // Watchdog: if this close is interrupted (crash), the scheduler resumes it.
+                set_deadline(&tx, id, DeadlineKind::Close, now + 30_000)?;
+                true
+            } else {
+                false
+            }
+        }
+        Change::End {
+            status,
+            pending_wins,
+        } => {
+            if chat.state == ChatState::Ended {
+                false
+            } else {
+                let status = match (chat.state, chat.pending_end, pending_wins) {
+                    (ChatState::Closing, Some(p), true) => p,
+                    _ => status,
+                };
+                let n = tx.execute(
+                    "UPDATE live_chats SET state = 'ended', end_status = ?2, ended_at = ?3
+                     WHERE id = ?1 AND state != 'ended'",
+                    params![id, status.as_str(), now],
+                )?;
+                if n == 1 {
+                    tx.execute("DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
+                    let event_id = events::new_event_id();
+                    let body = events::live_chat_ended(&chat, status, &event_id, now);
+                    enqueue(&tx, &chat.conversation_id, &event_id, &body, now)?;
+                }
+                n == 1
+            }
+        }
+    };
+    let after =
+        chat_by_id(&tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("{id} vanished")))?;
+    tx.commit()?;
+    Ok(if applied {
+        Applied::Done(after)
+    } else {
+        Applied::Ignored(after)
+    })
+}
+
+fn read_deadline(kind: String, due_at: i64) -> Result<Deadline, StoreError> {
+    let kind = DeadlineKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown deadline kind `{kind}`")))?;
+    Ok(Deadline { kind, due_at })
+}
+
+const OUTBOX_HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND o.seq = (
+       SELECT MIN(i.seq) FROM outbox i
+       WHERE i.conversation_id = o.conversation_id AND i.delivered_at IS NULL)";
+
+#[async_trait]
+impl LiveChatStore for SqliteStore {
+    async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let res = tx.execute(
+                "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
+                   provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s, created_at,
+                   handoff)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)",
+                params![
+                    chat.id,
+                    chat.conversation_id,
+                    chat.provider,
+                    chat.integration_id,
+                    chat.provider_conversation_id,
+                    chat.wait_timeout_s as i64,
+                    chat.user_inactivity_timeout_s as i64,
+                    now,
+                    chat.handoff
+                ],
+            );
+            match res {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::AlreadyOpen)
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if chat.wait_timeout_s > 0 {
+                let due = now + (chat.wait_timeout_s as i64) * 1000;
+                set_deadline(&tx, &chat.id, DeadlineKind::Wait, due)?;
+            }
+            let rec = chat_by_id(&tx, &chat.id)?
+                .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
+            tx.commit()?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn latest_for_conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        let conv = conversation_id.to_string();
+        self.call(move |c| {
+            query_chat(
+                c,
+                "conversation_id = ?1 ORDER BY (state != 'ended') DESC, created_at DESC, rowid DESC LIMIT 1",
+                &[&conv],
+            )
+        })
+        .await
+    }
+
+    async fn find_by_provider(
+        &self,
+        integration_id: &str,
+        provider_conversation_id: &str,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        let (i, p) = (
+            integration_id.to_string(),
+            provider_conversation_id.to_string(),
+        );
+        self.call(move |c| {
+            query_chat(
+                c,
+                "integration_id = ?1 AND provider_conversation_id = ?2
+                 ORDER BY (state != 'ended') DESC, created_at DESC, rowid DESC LIMIT 1",
+                &[&i, &p],
+            )
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| chat_by_id(c, &id)).await
+    }
+
+    async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT kind, due_at FROM deadlines WHERE live_chat_id = ?1 ORDER BY due_at",
+            )?;
+            let rows = st
+                .query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(|(k, d)| read_deadline(k, d)).collect()
+        })
+        .await
+    }
+
+    async fn apply(
+        &self,
+        id: &str,
+        change: Change,
+        guard: Guard,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| apply_tx(c, &id, change, guard, now))
+            .await
+    }
+
+    async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+        let (s, i) = (source.to_string(), id.to_string());
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
+                params![s, i, now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2 AND due_at = ?3",
+                params![id, deadline.kind.as_str(), deadline.due_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_deadlines(&self, now: i64) -> Result<Vec<DueDeadline>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT live_chat_id, kind, due_at FROM deadlines WHERE due_at <= ?1 ORDER BY due_at LIMIT 256",
+            )?;
+            let rows = st
+                .query_map([now], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(id, k, d)| {
+                    Ok(DueDeadline {
+                        live_chat_id: id,
+                        deadline: read_deadline(k, d)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT MIN(due_at) FROM deadlines", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn outbox_heads(&self, now: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.call(move |c| {
+            let sql = format!(
+                "SELECT o.seq, o.event_id, o.conversation_id, o.body, o.attempts {OUTBOX_HEADS}
+                 AND o.next_attempt_at <= ?1 ORDER BY o.seq LIMIT ?2"
+            );
+            let mut st = c.prepare(&sql)?;
+            let rows = st
+                .query_map(params![now, limit as i64], |r| {
+                    Ok(OutboxEvent {
+                        seq: r.get(0)?,
+                        event_id: r.get(1)?,
+                        conversation_id: r.get(2)?,
+                        body: r.get(3)?,
+                        attempts: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|c| {
+            let sql = format!("SELECT MIN(o.next_attempt_at) {OUTBOX_HEADS}");
+            Ok(c.query_row(&sql, [], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE outbox SET delivered_at = ?2 WHERE seq = ?1 AND delivered_at IS NULL",
+                params![seq, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
+        let error = error.chars().take(500).collect::<String>();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                 WHERE seq = ?1 AND delivered_at IS NULL",
+                params![seq, next_at, error],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,400 @@
+//! The durable state behind ONE trait ([`LiveChatStore`]), so a server database can
+//! replace SQLite later. Every state change, its deadlines, its outbox events and its
+//! dedup record are written in one transaction ([`LiveChatStore::apply`]).
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Where a live chat is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatState {
+    /// Handed off, no agent yet (the wait timeout runs).
+    Waiting,
+    /// An agent joined (the user inactivity timeout runs, where configured).
+    WithAgent,
+    /// We decided to end it and are closing the provider conversation.
+    Closing,
+    /// Ended; the `live_chat_ended` event is in the outbox. Terminal.
+    Ended,
+}
+
+impl ChatState {
+    /// The name stored in the database and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatState::Waiting => "waiting",
+            ChatState::WithAgent => "with_agent",
+            ChatState::Closing => "closing",
+            ChatState::Ended => "ended",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<ChatState> {
+        Some(match s {
+            "waiting" => ChatState::Waiting,
+            "with_agent" => ChatState::WithAgent,
+            "closing" => ChatState::Closing,
+            "ended" => ChatState::Ended,
+            _ => return None,
+        })
+    }
+
+    /// Waiting or with an agent: user messages are relayed.
+    pub fn is_open(self) -> bool {
+        matches!(self, ChatState::Waiting | ChatState::WithAgent)
+    }
+}
+
+/// How a live chat ended: the `input.live_chat.status` of the re-entry (spec §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndStatus {
+    /// The agent (or the provider on the agent's side) closed it.
+    AgentClosed,
+    /// The user closed it.
+    UserClosed,
+    /// No agent joined within `wait_timeout_s`.
+    Timeout,
+    /// The user was silent for `user_inactivity_timeout_s` while with the agent.
+    UserInactivityTimeout,
+    /// Anything unexpected after the handoff started.
+    Error,
+}
+
+impl EndStatus {
+    /// The wire and database name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndStatus::AgentClosed => "agent_closed",
+            EndStatus::UserClosed => "user_closed",
+            EndStatus::Timeout => "timeout",
+            EndStatus::UserInactivityTimeout => "user_inactivity_timeout",
+            EndStatus::Error => "error",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<EndStatus> {
+        Some(match s {
+            "agent_closed" => EndStatus::AgentClosed,
+            "user_closed" => EndStatus::UserClosed,
+            "timeout" => EndStatus::Timeout,
+            "user_inactivity_timeout" => EndStatus::UserInactivityTimeout,
+            "error" => EndStatus::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Which timer a deadline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineKind {
+    /// No agent joined in time → `timeout`.
+    Wait,
+    /// The user was silent too long while with the agent → `user_inactivity_timeout`.
+    Inactivity,
+    /// Watchdog of a close in progress: resumes it after a crash or restart.
+    Close,
+}
+
+impl DeadlineKind {
+    /// The database name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadlineKind::Wait => "wait",
+            DeadlineKind::Inactivity => "inactivity",
+            DeadlineKind::Close => "close",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<DeadlineKind> {
+        Some(match s {
+            "wait" => DeadlineKind::Wait,
+            "inactivity" => DeadlineKind::Inactivity,
+            "close" => DeadlineKind::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// One live chat as stored. This is also what the transport gets to address the
+/// provider conversation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveChatRecord {
+    /// The handoff id (unique per `start_live_chat` success).
+    pub id: String,
+    /// The builder's conversation.
+    pub conversation_id: String,
+    /// `liveperson`, `zendesk` or `altu_sdk`.
+    pub provider: String,
+    /// The integration it runs on.
+    pub integration_id: String,
+    /// The provider's id (LivePerson conversationId, Zendesk ticket id, connector id).
+    pub provider_conversation_id: String,
+    /// The state.
+    pub state: ChatState,
+    /// For `closing`: the status it will end with.
+    pub pending_end: Option<EndStatus>,
+    /// For `ended`: how it ended.
+    pub end_status: Option<EndStatus>,
+    /// From the integration at handoff time (0 = none).
+    pub wait_timeout_s: u64,
+    /// From the integration at handoff time (0 = none).
+    pub user_inactivity_timeout_s: u64,
+    /// Newest provider ordering timestamp applied (LivePerson `metaDataLastUpdateTs`).
+    pub last_provider_ts: Option<i64>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub agent_joined_at: Option<i64>,
+    /// Unix ms.
+    pub last_user_message_at: Option<i64>,
+    /// Unix ms.
+    pub ended_at: Option<i64>,
+    /// The interpreter's handoff as JSON (what the provider transport needs).
+    #[serde(skip)]
+    pub handoff: Option<String>,
+}
+
+/// A pending timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// Which timer.
+    pub kind: DeadlineKind,
+    /// Unix ms.
+    pub due_at: i64,
+}
+
+/// A due timer of some live chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDeadline {
+    /// The live chat.
+    pub live_chat_id: String,
+    /// Which timer, when.
+    pub deadline: Deadline,
+}
+
+/// A live chat to create after a successful `start_live_chat`.
+#[derive(Debug, Clone)]
+pub struct NewLiveChat {
+    /// The handoff id.
+    pub id: String,
+    /// The builder's conversation.
+    pub conversation_id: String,
+    /// Provider name.
+    pub provider: String,
+    /// Integration id.
+    pub integration_id: String,
+    /// Provider conversation id.
+    pub provider_conversation_id: String,
+    /// 0 = none.
+    pub wait_timeout_s: u64,
+    /// 0 = none.
+    pub user_inactivity_timeout_s: u64,
+    /// The interpreter's handoff as JSON.
+    pub handoff: Option<String>,
+}
+
+/// Who the agent is, when the provider says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgentInfo {
+    /// Provider's agent id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A state change. The store applies it only when it makes sense in the current state
+/// (otherwise [`Applied::Ignored`]) and writes its deadlines and outbox events with it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An agent took the conversation: waiting → with_agent, wait deadline dropped,
+    /// inactivity deadline set; an `agent_joined` event is queued.
+    AgentJoined {
+        /// Who.
+        agent: AgentInfo,
+    },
+    /// An agent message for the user; queued as `agent_message`. Implies
+    /// [`Change::AgentJoined`] when still waiting. Dropped once closing or ended.
+    AgentMessage {
+        /// Message text.
+        text: String,
+        /// Who.
+        agent: AgentInfo,
+    },
+    /// The user sent a message: resets the inactivity deadline (with_agent only).
+    UserActivity,
+    /// Claim the chat for closing: waiting/with_agent → closing with `pending`; when
+    /// `expect` is given the chat must be in that state and, with `deadline`, that
+    /// exact deadline must still be pending (a timer that lost a race does nothing).
+    Claim {
+        /// The status to end with once closed.
+        pending: EndStatus,
+        /// Required current state.
+        expect: Option<ChatState>,
+        /// Required pending deadline.
+        deadline: Option<Deadline>,
+    },
+    /// End the chat (exactly once): queue `live_chat_ended`, drop deadlines. When the
+    /// chat is `closing` and `pending_wins`, its pending status is used instead (the
+    /// provider's close event echoing our own close).
+    End {
+        /// The status.
+        status: EndStatus,
+        /// See above.
+        pending_wins: bool,
+    },
+}
+
+/// Conditions attached to a change coming from a provider.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// `(source, event id)`: applied at most once; recorded with the change.
+    pub dedup: Option<(String, String)>,
+    /// Provider ordering timestamp: a change not newer than the last applied one is stale.
+    pub provider_ts: Option<i64>,
+}
+
+/// What [`LiveChatStore::apply`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Applied; the record after the change.
+    Done(LiveChatRecord),
+    /// The dedup key was seen before; nothing changed.
+    Duplicate,
+    /// Older than what was already applied; nothing changed.
+    Stale,
+    /// Does not apply in the current state (e.g. a timer after the agent joined).
+    Ignored(LiveChatRecord),
+    /// No such live chat.
+    NotFound,
+}
+
+/// An undelivered outbox event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// Delivery order (global; per conversation is what matters).
+    pub seq: i64,
+    /// `X-Transbordo-Event-Id`.
+    pub event_id: String,
+    /// The builder's conversation.
+    pub conversation_id: String,
+    /// The JSON body, exactly as it will be signed and sent.
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// Database failures. Never carries secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A row that cannot be read back (corrupt or written by a newer version).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database has migrations this binary does not know.
+    #[error("database schema version {found} is newer than this program's ({known})")]
+    TooNew {
+        /// In the database.
+        found: i64,
+        /// Known here.
+        known: i64,
+    },
+    /// This conversation already has an open live chat.
+    #[error("conversation already has an open live chat")]
+    AlreadyOpen,
+    /// The blocking task died.
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// The durable state of the service. Implementations must make [`apply`] atomic
+/// (state + deadlines + outbox + dedup in one transaction) and must not block the
+/// async runtime.
+///
+/// [`apply`]: LiveChatStore::apply
+#[async_trait]
+pub trait LiveChatStore: Send + Sync {
+    /// Creates a live chat in `waiting`, with its wait deadline when `wait_timeout_s > 0`.
+    async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError>;
+    /// The newest live chat of a conversation (open or ended).
+    async fn latest_for_conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<LiveChatRecord>, StoreError>;
+    /// The newest live chat for a provider conversation on an integration.
+    async fn find_by_provider(
+        &self,
+        integration_id: &str,
+        provider_conversation_id: &str,
+    ) -> Result<Option<LiveChatRecord>, StoreError>;
+    /// A live chat by id.
+    async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError>;
+    /// Pending deadlines of a live chat.
+    async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError>;
+    /// Applies a change atomically (see [`Change`], [`Guard`]).
+    async fn apply(
+        &self,
+        id: &str,
+        change: Change,
+        guard: Guard,
+        now: i64,
+    ) -> Result<Applied, StoreError>;
+    /// Records `(source, id)`; false when it was already recorded (replay).
+    async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Drops one exact deadline (a timer that found nothing to do), so it does not fire again.
+    async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError>;
+    /// Deadlines due at `now`.
+    async fn due_deadlines(&self, now: i64) -> Result<Vec<DueDeadline>, StoreError>;
+    /// The earliest pending deadline.
+    async fn next_deadline(&self) -> Result<Option<i64>, StoreError>;
+    /// The oldest undelivered event of each conversation, if due at `now`.
+    async fn outbox_heads(&self, now: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// When the next head is due (the earliest `next_attempt_at` among heads).
+    async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError>;
+    /// Marks an event delivered.
+    async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError>;
+    /// Records a failed attempt and when to try again.
+    async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;
+}
+
+/// The public JSON view of a live chat (`GET /v1/conversations/{id}/live_chat`).
+pub fn record_json(r: &LiveChatRecord, deadlines: &[Deadline]) -> Value {
+    let dl = |k: DeadlineKind| {
+        deadlines
+            .iter()
+            .find(|d| d.kind == k)
+            .map(|d| json!(d.due_at))
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "handoff_id": r.id,
+        "conversation_id": r.conversation_id,
+        "state": r.state.as_str(),
+        "status": r.end_status.map(|s| s.as_str()),
+        "pending_status": r.pending_end.map(|s| s.as_str()),
+        "provider": r.provider,
+        "integration_id": r.integration_id,
+        "provider_conversation_id": r.provider_conversation_id,
+        "wait_timeout_s": r.wait_timeout_s,
+        "user_inactivity_timeout_s": r.user_inactivity_timeout_s,
+        "created_at_ms": r.created_at,
+        "agent_joined_at_ms": r.agent_joined_at,
+        "last_user_message_at_ms": r.last_user_message_at,
+        "ended_at_ms": r.ended_at,
+        "deadlines": {
+            "wait_ms": dl(DeadlineKind::Wait),
+            "inactivity_ms": dl(DeadlineKind::Inactivity),
+        },
+    })
+}

@@ -1,0 +1,362 @@
+//! Provider webhook bodies → [`ProviderEvent`]s. Parsing only (authentication is in
+//! [`super::auth`], effects in [`super::lifecycle`]). Unknown event types are ignored
+//! (an empty list), a body that is not the documented shape is a [`ParseError`] (400).
+//!
+//! ## LivePerson (`POST /webhooks/liveperson/{integration_id}`)
+//! - `ms.MessagingEventNotification`: each change whose `originatorMetadata.role` is
+//!   `ASSIGNED_AGENT` (or `AGENT`/`MANAGER`) with a `ContentEvent` of `text/plain` is an
+//!   agent message (CONSUMER echoes and other roles/events ignored). Dedup key
+//!   `ms:<conversationId|dialogId>:<sequence>`.
+//! - `cqm.ExConversationChangeNotification`, change `UPSERT`: `state`/`stage` `CLOSE` →
+//!   the conversation ended, with `closeReason` mapped as: `AGENT` → `agent_closed`,
+//!   `CONSUMER` → `user_closed`, anything else (`SYSTEM`, `MANAGER`, missing, unknown)
+//!   → [`EndHint::ProviderClosed`] (`agent_closed` when an agent had joined, `error`
+//!   while still waiting). Open with an `ASSIGNED_AGENT` participant → agent joined.
+//!   Change `DELETE` → `error` (the provider lost it). `metaDataLastUpdateTs` orders the
+//!   updates (older ones dropped); dedup key `cqm:<convId>:<ts>:<state>`.
+//!
+//! ## Zendesk (`POST /webhooks/zendesk/{integration_id}`)
+//! - Event-subscribed `zen:event-type:ticket.status_changed` (ticket `detail.id`, status
+//!   `detail.status` or `event.current`): `SOLVED`/`CLOSED` → `agent_closed`;
+//!   `OPEN`/`PENDING`/`HOLD` with a `detail.assignee_id` → agent joined. Dedup by `id`.
+//! - Event-subscribed `zen:event-type:ticket.comment_added`: the comment is
+//!   `event.comment` (or `detail.comment`) `{body, is_public, author:{id, name, is_staff
+//!   | role}}`; a public comment by staff (`is_staff: true` or role `agent`/`admin`) is
+//!   an agent message. Private notes and requester comments are ignored.
+//! - Trigger-connected bodies (`{"ticket_id","status","assignee_id"?,"event_id"?}`):
+//!   the same status rules; dedup by `event_id`, else `<ticket_id>:<status>`.
+//!
+//! ## ALTU SDK connector (`POST /webhooks/altu/{integration_id}`)
+//! `{"event":"AGENT_JOINED"|"AGENT_MESSAGE"|"AGENT_CLOSED","event_id","conversation_id",
+//! "text"?, "agent":{"id","name"}?}`; dedup by `event_id` (required).
+
+use serde_json::Value;
+
+use super::store::{AgentInfo, EndStatus};
+
+/// How a provider says a conversation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndHint {
+    /// A definite status.
+    Status(EndStatus),
+    /// Closed by the platform (not the agent, not the user): `agent_closed` when an
+    /// agent had joined, `error` while still waiting.
+    ProviderClosed,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// An agent took the conversation.
+    AgentJoined(AgentInfo),
+    /// An agent wrote to the user.
+    AgentMessage {
+        /// The text.
+        text: String,
+        /// Who.
+        agent: AgentInfo,
+    },
+    /// The provider conversation ended.
+    Ended(EndHint),
+}
+
+/// One event about one provider conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderEvent {
+    /// The provider's conversation (ticket) id.
+    pub provider_conversation_id: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// Dedup key (unique per provider event).
+    pub dedup_id: Option<String>,
+    /// Ordering timestamp (LivePerson `metaDataLastUpdateTs`).
+    pub provider_ts: Option<i64>,
+}
+
+/// A body that is not the documented shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed webhook body: {0}")]
+pub struct ParseError(pub String);
+
+fn bad(msg: impl Into<String>) -> ParseError {
+    ParseError(msg.into())
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ParseError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
+/// A string or a number, as a string (ids come both ways).
+fn id_str(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn agent_from(v: Option<&Value>) -> AgentInfo {
+    let Some(v) = v else {
+        return AgentInfo::default();
+    };
+    AgentInfo {
+        id: id_str(v.get("id")),
+        name: v.get("name").and_then(Value::as_str).map(str::to_string),
+    }
+}
+
+/// LivePerson notification body → events.
+pub fn parse_liveperson(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
+    let v = json_body(body)?;
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("missing `type`"))?;
+    let changes = v
+        .get("body")
+        .and_then(|b| b.get("changes"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("missing `body.changes` array"))?;
+    let mut out = Vec::new();
+    match kind {
+        "ms.MessagingEventNotification" => {
+            for c in changes {
+                let role = c
+                    .get("originatorMetadata")
+                    .and_then(|m| m.get("role"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !matches!(role, "ASSIGNED_AGENT" | "AGENT" | "MANAGER") {
+                    continue;
+                }
+                let Some(ev) = c.get("event") else { continue };
+                if ev.get("type").and_then(Value::as_str) != Some("ContentEvent") {
+                    continue;
+                }
+                let ct = ev
+                    .get("contentType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("text/plain");
+                if ct != "text/plain" {
+                    continue;
+                }
+                let Some(text) = ev.get("message").and_then(Value::as_str) else {
+                    continue;
+                };
+                let conv = id_str(c.get("conversationId"))
+                    .or_else(|| id_str(c.get("dialogId")))
+                    .ok_or_else(|| bad("message change without `conversationId`/`dialogId`"))?;
+                let seq = id_str(c.get("sequence"));
+                let agent_id = id_str(c.get("originatorId"))
+                    .or_else(|| id_str(c.get("originatorMetadata").and_then(|m| m.get("id"))));
+                out.push(ProviderEvent {
+                    dedup_id: seq.map(|s| format!("ms:{conv}:{s}")),
+                    provider_conversation_id: conv,
+                    kind: EventKind::AgentMessage {
+                        text: text.to_string(),
+                        agent: AgentInfo {
+                            id: agent_id,
+                            name: None,
+                        },
+                    },
+                    provider_ts: None,
+                });
+            }
+        }
+        "cqm.ExConversationChangeNotification" => {
+            for c in changes {
+                let ctype = c.get("type").and_then(Value::as_str).unwrap_or("");
+                let Some(result) = c.get("result") else {
+                    return Err(bad("conversation change without `result`"));
+                };
+                let conv = id_str(result.get("convId"))
+                    .ok_or_else(|| bad("conversation change without `result.convId`"))?;
+                let details = result.get("conversationDetails");
+                let d = |k: &str| details.and_then(|x| x.get(k));
+                let ts = d("metaDataLastUpdateTs").and_then(Value::as_i64);
+                let state = d("state").and_then(Value::as_str).unwrap_or("");
+                let stage = d("stage").and_then(Value::as_str).unwrap_or("");
+                let event = match ctype {
+                    "DELETE" => Some(EventKind::Ended(EndHint::Status(EndStatus::Error))),
+                    "UPSERT" if state == "CLOSE" || stage == "CLOSE" => {
+                        let reason = d("closeReason").and_then(Value::as_str).unwrap_or("");
+                        Some(EventKind::Ended(match reason {
+                            "AGENT" => EndHint::Status(EndStatus::AgentClosed),
+                            "CONSUMER" => EndHint::Status(EndStatus::UserClosed),
+                            _ => EndHint::ProviderClosed,
+                        }))
+                    }
+                    "UPSERT" => d("participants")
+                        .and_then(Value::as_array)
+                        .and_then(|ps| {
+                            ps.iter().find(|p| {
+                                p.get("role").and_then(Value::as_str) == Some("ASSIGNED_AGENT")
+                            })
+                        })
+                        .map(|p| {
+                            EventKind::AgentJoined(AgentInfo {
+                                id: id_str(p.get("id")),
+                                name: None,
+                            })
+                        }),
+                    _ => None,
+                };
+                if let Some(kind) = event {
+                    out.push(ProviderEvent {
+                        dedup_id: Some(format!(
+                            "cqm:{conv}:{}:{ctype}:{state}",
+                            ts.map(|t| t.to_string()).unwrap_or_default()
+                        )),
+                        provider_conversation_id: conv,
+                        kind,
+                        provider_ts: ts,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+fn zendesk_status(
+    ticket: String,
+    status: &str,
+    assignee: Option<String>,
+    dedup: String,
+) -> Option<ProviderEvent> {
+    let kind = match status.to_ascii_lowercase().as_str() {
+        "solved" | "closed" => EventKind::Ended(EndHint::Status(EndStatus::AgentClosed)),
+        "open" | "pending" | "hold" if assignee.is_some() => EventKind::AgentJoined(AgentInfo {
+            id: assignee,
+            name: None,
+        }),
+        _ => return None,
+    };
+    Some(ProviderEvent {
+        provider_conversation_id: ticket,
+        kind,
+        dedup_id: Some(dedup),
+        provider_ts: None,
+    })
+}
+
+/// Zendesk webhook body (event-subscribed or trigger template) → events.
+pub fn parse_zendesk(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
+    let v = json_body(body)?;
+    if !v.is_object() {
+        return Err(bad("expected a JSON object"));
+    }
+    let assignee_of = |x: Option<&Value>| id_str(x.and_then(|d| d.get("assignee_id")));
+    match v.get("type").and_then(Value::as_str) {
+        Some("zen:event-type:ticket.status_changed") => {
+            let detail = v.get("detail").ok_or_else(|| bad("missing `detail`"))?;
+            let ticket = id_str(detail.get("id")).ok_or_else(|| bad("missing `detail.id`"))?;
+            let status = detail
+                .get("status")
+                .and_then(Value::as_str)
+                .or_else(|| {
+                    v.get("event")
+                        .and_then(|e| e.get("current"))
+                        .and_then(Value::as_str)
+                })
+                .ok_or_else(|| bad("missing `detail.status`"))?;
+            let dedup = id_str(v.get("id")).unwrap_or_else(|| format!("{ticket}:{status}"));
+            Ok(
+                zendesk_status(ticket.clone(), status, assignee_of(Some(detail)), dedup)
+                    .into_iter()
+                    .collect(),
+            )
+        }
+        Some("zen:event-type:ticket.comment_added") => {
+            let detail = v.get("detail").ok_or_else(|| bad("missing `detail`"))?;
+            let ticket = id_str(detail.get("id"))
+                .or_else(|| id_str(detail.get("ticket_id")))
+                .ok_or_else(|| bad("missing `detail.id`"))?;
+            let comment = v
+                .get("event")
+                .and_then(|e| e.get("comment"))
+                .or_else(|| detail.get("comment"))
+                .ok_or_else(|| bad("missing `event.comment`"))?;
+            let text = comment
+                .get("body")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("missing `comment.body`"))?;
+            let public = comment
+                .get("is_public")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            let author = comment.get("author");
+            let staff = author
+                .and_then(|a| a.get("is_staff"))
+                .and_then(Value::as_bool)
+                == Some(true)
+                || matches!(
+                    author.and_then(|a| a.get("role")).and_then(Value::as_str),
+                    Some("agent" | "admin")
+                );
+            if !public || !staff {
+                return Ok(vec![]);
+            }
+            let dedup = id_str(v.get("id"))
+                .or_else(|| id_str(comment.get("id")).map(|c| format!("comment:{c}")))
+                .ok_or_else(|| bad("missing event `id`"))?;
+            Ok(vec![ProviderEvent {
+                provider_conversation_id: ticket,
+                kind: EventKind::AgentMessage {
+                    text: text.to_string(),
+                    agent: agent_from(author),
+                },
+                dedup_id: Some(dedup),
+                provider_ts: None,
+            }])
+        }
+        Some(_) => Ok(vec![]),
+        None => {
+            let ticket =
+                id_str(v.get("ticket_id")).ok_or_else(|| bad("missing `ticket_id` (or `type`)"))?;
+            let status = v
+                .get("status")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("missing `status`"))?;
+            let dedup = id_str(v.get("event_id"))
+                .unwrap_or_else(|| format!("{ticket}:{}", status.to_ascii_lowercase()));
+            Ok(
+                zendesk_status(ticket.clone(), status, assignee_of(Some(&v)), dedup)
+                    .into_iter()
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// ALTU SDK connector event → events.
+pub fn parse_altu(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
+    let v = json_body(body)?;
+    let event = v
+        .get("event")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("missing `event`"))?;
+    let event_id = id_str(v.get("event_id")).ok_or_else(|| bad("missing `event_id`"))?;
+    let conv = id_str(v.get("conversation_id")).ok_or_else(|| bad("missing `conversation_id`"))?;
+    let agent = agent_from(v.get("agent"));
+    let kind = match event {
+        "AGENT_JOINED" => EventKind::AgentJoined(agent),
+        "AGENT_MESSAGE" => EventKind::AgentMessage {
+            text: v
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("AGENT_MESSAGE without `text`"))?
+                .to_string(),
+            agent,
+        },
+        "AGENT_CLOSED" => EventKind::Ended(EndHint::Status(EndStatus::AgentClosed)),
+        _ => return Ok(vec![]),
+    };
+    Ok(vec![ProviderEvent {
+        provider_conversation_id: conv,
+        kind,
+        dedup_id: Some(event_id),
+        provider_ts: None,
+    }])
+}

@@ -1,0 +1,178 @@
+//! Background tasks: the deadline scheduler and the outbox delivery worker. Both read
+//! their work from the store (so they pick up where a previous process stopped), sleep
+//! until the next due time or a notification, and stop between units of work when
+//! shutdown is signalled.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::events::sign_event;
+use super::lifecycle::{now_ms, ServiceState};
+use super::store::OutboxEvent;
+
+/// How long to sleep when there is nothing scheduled (a safety net; notifications wake earlier).
+const IDLE: Duration = Duration::from_secs(30);
+/// Pause after a storage error before trying again.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+fn until(at: Option<i64>) -> Duration {
+    match at {
+        Some(t) => Duration::from_millis((t - now_ms()).clamp(0, IDLE.as_millis() as i64) as u64),
+        None => IDLE,
+    }
+}
+
+/// Waits for `d`, a notification or shutdown. Returns false on shutdown.
+async fn pause(
+    d: Duration,
+    notify: &tokio::sync::Notify,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = notify.notified() => true,
+        r = stop.changed() => r.is_ok() && !*stop.borrow(),
+    }
+}
+
+/// Fires due deadlines until shutdown. Overdue deadlines (from before a restart) fire at once.
+pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let due = match state.store().due_deadlines(now_ms()).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("transbordo serve: scheduler: {e}");
+                if !pause(ERROR_PAUSE, state.timers_notify(), &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if !due.is_empty() {
+            let mut set = JoinSet::new();
+            for d in due {
+                let st = state.clone();
+                set.spawn(async move {
+                    let r = st.fire(&d).await;
+                    if let Err(e) = &r {
+                        eprintln!("transbordo serve: timer for {}: {e}", d.live_chat_id);
+                    }
+                    r.is_ok()
+                });
+            }
+            let mut failed = false;
+            while let Some(r) = set.join_next().await {
+                failed |= !matches!(r, Ok(true));
+            }
+            if failed && !pause(ERROR_PAUSE, state.timers_notify(), &mut stop).await {
+                return;
+            }
+            continue;
+        }
+        let next = state.store().next_deadline().await.ok().flatten();
+        if !pause(until(next), state.timers_notify(), &mut stop).await {
+            return;
+        }
+    }
+}
+
+fn backoff(state: &ServiceState, attempts: u32) -> Duration {
+    let d = state.config().delivery;
+    let factor = 1u32.checked_shl(attempts.min(20)).unwrap_or(u32::MAX);
+    d.initial_backoff.saturating_mul(factor).min(d.max_backoff)
+}
+
+async fn deliver(state: &ServiceState, ev: &OutboxEvent) -> Result<(), String> {
+    let cfg = &state.config().builder;
+    let ts = (now_ms() / 1000).to_string();
+    let sig = sign_event(&cfg.signing_secret, &ts, ev.body.as_bytes());
+    let resp = state
+        .http()
+        .post(&cfg.callback_url)
+        .header("content-type", "application/json")
+        .header("x-transbordo-event-id", &ev.event_id)
+        .header("x-transbordo-timestamp", &ts)
+        .header("x-transbordo-signature", sig)
+        .body(ev.body.clone())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("builder answered {}", resp.status()))
+    }
+}
+
+/// Delivers outbox events until shutdown: the oldest undelivered event of each
+/// conversation, conversations in parallel; a failing (or slow) event holds back only
+/// its own conversation. On shutdown, attempts in flight are finished first.
+pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
+    let mut inflight: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut set: JoinSet<()> = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let mut wait = match state.store().outbox_heads(now_ms(), 64).await {
+            Ok(heads) => {
+                for ev in heads {
+                    if inflight.values().any(|c| *c == ev.conversation_id) {
+                        continue;
+                    }
+                    let st = state.clone();
+                    let conv = ev.conversation_id.clone();
+                    let handle = set.spawn(async move { attempt(&st, &ev).await });
+                    inflight.insert(handle.id(), conv);
+                }
+                until(state.store().outbox_next_wake().await.ok().flatten())
+            }
+            Err(e) => {
+                eprintln!("transbordo serve: outbox: {e}");
+                ERROR_PAUSE
+            }
+        };
+        if !inflight.is_empty() && wait.is_zero() {
+            // Heads due now are all in flight: wait for one of them instead of spinning.
+            wait = IDLE;
+        }
+        tokio::select! {
+            Some(done) = set.join_next_with_id(), if !set.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                inflight.remove(&id);
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.outbox_notify().notified() => {}
+            r = stop.changed() => if r.is_err() { break },
+        }
+    }
+    while set.join_next().await.is_some() {}
+}
+
+async fn attempt(st: &ServiceState, ev: &OutboxEvent) {
+    let res = deliver(st, ev).await;
+    let store = st.store();
+    let r = match res {
+        Ok(()) => store.outbox_delivered(ev.seq, now_ms()).await,
+        Err(msg) => {
+            let wait = backoff(st, ev.attempts);
+            let next = now_ms() + wait.as_millis() as i64;
+            store.outbox_failed(ev.seq, next, &msg).await
+        }
+    };
+    if let Err(e) = r {
+        eprintln!("transbordo serve: outbox {}: {e}", ev.event_id);
+    }
+}

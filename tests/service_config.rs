@@ -1,0 +1,77 @@
+//! The service config: the shipped example, paths, env expansion, errors with line:col.
+
+use std::path::Path;
+
+use transbordo::service::{ConfigError, ServiceConfig};
+
+const INTEGRATIONS: &str = "[[integration]]\nid = 7\nprovider = \"liveperson\"\naccount_id = \"1\"\nclient_id = \"c\"\nclient_secret = \"x\"\nwait_timeout_s = 5\n";
+
+fn dir_with_integrations(name: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join(name), INTEGRATIONS).unwrap();
+    d
+}
+
+#[test]
+fn shipped_example_parses() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/service.toml"
+    ))
+    .unwrap();
+    let d = dir_with_integrations("sandbox-integrations.toml");
+    std::env::set_var("BUILDER_SECRET", "s3cr3t-value");
+    let c = ServiceConfig::from_toml_str(&src, "service.toml", d.path()).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8920");
+    assert_eq!(c.database, d.path().join("transbordo.db"));
+    assert_eq!(c.builder.signing_secret, "s3cr3t-value");
+    assert_eq!(c.delivery.initial_backoff.as_millis(), 500);
+    assert_eq!(c.webhooks.zendesk_replay_window_s, 300);
+    // Secrets stay out of Debug output.
+    assert!(!format!("{c:?}").contains("s3cr3t-value"));
+}
+
+fn err(src: &str, base: &Path) -> String {
+    match ServiceConfig::from_toml_str(src, "svc.toml", base) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("expected an error for {src}"),
+    }
+}
+
+#[test]
+fn errors_point_at_line_and_column() {
+    let d = dir_with_integrations("i.toml");
+    let ok = "integrations = \"i.toml\"\n[builder]\ncallback_url = \"http://127.0.0.1:9/e\"\nsigning_secret = \"s\"\n";
+    assert!(ServiceConfig::from_toml_str(ok, "svc.toml", d.path()).is_ok());
+    let e = err(&format!("listen = \"nope\"\n{ok}"), d.path());
+    assert!(e.starts_with("svc.toml:1:10: `listen`"), "{e}");
+    let e = err(&ok.replace("http://127.0.0.1:9/e", "ftp://x"), d.path());
+    assert!(e.starts_with("svc.toml:3:16:"), "{e}");
+    let e = err(
+        &ok.replace("\"s\"", "\"${TRANSBORDO_TEST_UNSET_VAR}\""),
+        d.path(),
+    );
+    assert!(
+        e.starts_with("svc.toml:4:18:") && e.contains("TRANSBORDO_TEST_UNSET_VAR"),
+        "{e}"
+    );
+    let e = err(&format!("{ok}bogus = 1\n"), d.path());
+    assert!(e.starts_with("svc.toml:5:1:") && e.contains("bogus"), "{e}");
+    let e = err(&ok.replace("i.toml", "missing.toml"), d.path());
+    assert!(
+        e.starts_with("svc.toml:1:16:") && e.contains("missing.toml"),
+        "{e}"
+    );
+    let e = err("integrations = \"i.toml\"\n", d.path());
+    assert!(e.contains("builder"), "{e}");
+    let e = err("listen = [\n", d.path());
+    assert!(e.starts_with("svc.toml:"), "{e}");
+    let e = err(&format!("flows_dir = \"nowhere\"\n{ok}"), d.path());
+    assert!(e.starts_with("svc.toml:1:13:"), "{e}");
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let e = ServiceConfig::from_file(Path::new("/nonexistent/service.toml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Io { .. }));
+}
