@@ -402,6 +402,12 @@ timeout_ms = 3000
     /// Waits until the sandbox delivered every webhook it produced (none in flight) and
     /// lets the service act on the last ones; then nothing more may arrive.
     async fn settle(&self) {
+        self.webhooks_sent().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    /// Waits until no sandbox webhook is in flight (each was delivered or failed).
+    async fn webhooks_sent(&self) {
         eventually("sandbox webhooks delivered", || async {
             let n = self.sb.notifications().await.expect("notifications");
             n.iter()
@@ -409,7 +415,6 @@ timeout_ms = 3000
                 .then_some(())
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     /// The re-entry statuses the builder received for `conv`, checking the event shape.
@@ -880,6 +885,7 @@ async fn sigkill_mid_live_chat_then_restart_loses_and_doubles_nothing() {
         "the machine is too slow: the wait timeout fired before the kill"
     );
 
+    w.webhooks_sent().await; // e.g. the echo of the user's message
     w.kill(); // SIGKILL mid live chat, with undelivered events in the outbox
     assert!(w.rx.events().is_empty());
 
