@@ -272,6 +272,15 @@ async fn altu_connector_opens_a_conversation_with_contact_info() {
         "{}",
         seen.details
     );
+    // Sent as compact JSON text (protocol §4), parsed back by the sandbox.
+    assert!(seen.details["data"]["contact_info"].is_string());
+    assert_eq!(
+        seen.details["contact_info"]["cpf"], "123.456.789-00",
+        "{}",
+        seen.details
+    );
+    assert_eq!(seen.skill_id.as_deref(), Some("vendas"));
+    assert_eq!(seen.transcript[0].text, "Novo atendimento");
     assert_eq!(out["handoff"]["provider"], "altu_sdk");
     e.sandbox.shutdown().await;
 }

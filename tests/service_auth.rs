@@ -145,3 +145,42 @@ fn rfc3339_timestamps() {
         assert_eq!(auth::parse_rfc3339_ms(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn connector_claim_binding() {
+    let now = 1_700_000_000;
+    let claims = |patch: serde_json::Value| {
+        let mut c = json!({"iss": "altu", "aud": "https://proxy:8443/webhooks/altu/3/",
+            "sub": "tok", "iat": now, "exp": now + 30, "jti": "j", "conversation_id": "h1"});
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let t = auth::sign_jwt("k", &c);
+        auth::verify_jwt("k", Some(&format!("Bearer {t}")), now, 30).unwrap()
+    };
+    let check =
+        |c: &auth::JwtClaims| auth::check_connector_claims(c, "tok", "/webhooks/altu/3", "h1");
+    assert_eq!(check(&claims(json!({}))), Ok(()));
+    assert_eq!(
+        check(&claims(json!({"sub": "x"}))),
+        Err(auth::AuthError::Claim("sub"))
+    );
+    assert_eq!(
+        check(&claims(json!({"iss": "transbordo"}))),
+        Err(auth::AuthError::Claim("iss"))
+    );
+    assert_eq!(
+        check(&claims(json!({"iss": ""}))),
+        Err(auth::AuthError::Claim("iss"))
+    );
+    assert_eq!(
+        check(&claims(json!({"aud": "https://proxy/webhooks/altu/4"}))),
+        Err(auth::AuthError::Claim("aud"))
+    );
+    assert_eq!(
+        check(&claims(json!({"conversation_id": "h2"}))),
+        Err(auth::AuthError::Claim("conversation_id"))
+    );
+    assert_eq!(auth::url_path("http://127.0.0.1:1/a/b?x=1"), "/a/b");
+    assert_eq!(auth::url_path("/a/b/"), "/a/b");
+}

@@ -208,11 +208,17 @@ async fn inactivity_timeout_resets_on_user_messages() {
     let (_dir, rx, cfg) = setup().await;
     let t = Arc::new(Recorder::default());
     let svc = start(&cfg, t.clone()).await;
-    start_chat(&svc.base, "c-inact", 3).await;
-    let ev = json!({"event": "AGENT_JOINED", "event_id": "e1", "conversation_id": "pc-c-inact",
-                    "agent": {"id": "a1", "name": "Bia"}});
-    let (s, r) = altu_webhook(&svc.base, 3, &ev, &altu_token("j1")).await;
-    assert_eq!((s, &r["events"]), (200, &json!(["applied"])), "{r}");
+    let v = start_chat(&svc.base, "c-inact", 3).await;
+    let hid = v["live_chat"]["handoff_id"].as_str().unwrap().to_string();
+    let ev = altu_event(
+        "AGENT_JOINED",
+        "e1",
+        &hid,
+        "pc-c-inact",
+        json!({"agent": {"id": "a1", "name": "Bia"}}),
+    );
+    let (s, r) = altu_webhook(&svc.base, 3, &ev, &altu_token("j1", &hid)).await;
+    assert_eq!((s, &r), (200, &json!({"ok": true, "events": ["applied"]})));
     // Keep the user active for ~1.5 s (inactivity timeout is 1 s).
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -338,24 +344,99 @@ async fn forged_unsigned_and_replayed_webhooks_are_refused_and_change_nothing() 
     let (s, _) = send_raw(&svc.base, "/webhooks/zendesk/1", &[], raw.as_bytes()).await;
     assert_eq!(s, 401);
 
-    // ALTU: wrong key, expired, too long-lived, replayed jti.
-    let ev = json!({"event": "AGENT_CLOSED", "event_id": "x1", "conversation_id": "pc-c-al"});
+    // ALTU (protocol §3): every failed check is 401 and changes nothing.
+    let hid = |v: &serde_json::Value| v["live_chat"]["handoff_id"].as_str().unwrap().to_string();
+    let al = hid(&get(&svc.base, "/v1/conversations/c-al/live_chat").await.1);
+    let lp = hid(&get(&svc.base, "/v1/conversations/c-lp/live_chat").await.1);
+    let ev = altu_event(
+        "AGENT_CLOSED",
+        "x1",
+        &al,
+        "pc-c-al",
+        json!({"reason": "resolved"}),
+    );
     let now = transbordo::service::now_ms() / 1000;
-    let wrong_key = transbordo::service::auth::sign_jwt(
-        "other",
-        &json!({"iat": now, "exp": now + 30, "jti": "a"}),
+    let none_alg = format!(
+        "{}.{}.",
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(altu_claims("n", &al).to_string().as_bytes())
     );
-    let expired = transbordo::service::auth::sign_jwt(
-        ALTU_KEY,
-        &json!({"iat": now - 200, "exp": now - 150, "jti": "b"}),
+    // Our own (transbordo → platform) token, replayed at us.
+    let ours = transbordo::providers::jwt::sign_hs256(
+        &transbordo::providers::jwt::connector_claims(
+            "transbordo",
+            "http://127.0.0.1:9/webhooks/altu/3",
+            ALTU_ACCESS_TOKEN,
+            &al,
+            now as u64,
+            60,
+        ),
+        ALTU_KEY.as_bytes(),
     );
-    let long = transbordo::service::auth::sign_jwt(
-        ALTU_KEY,
-        &json!({"iat": now, "exp": now + 3600, "jti": "c"}),
-    );
-    for tok in [wrong_key, expired, long, "garbage".to_string()] {
-        let (s, _) = altu_webhook(&svc.base, 3, &ev, &tok).await;
-        assert_eq!(s, 401);
+    let forged = [
+        ("wrong key", altu_token_with("other", "a", &al, json!({}))),
+        (
+            "expired",
+            altu_token_with(
+                ALTU_KEY,
+                "b",
+                &al,
+                json!({"iat": now - 200, "exp": now - 150}),
+            ),
+        ),
+        (
+            "too long-lived",
+            altu_token_with(ALTU_KEY, "c", &al, json!({"exp": now + 3600})),
+        ),
+        (
+            "no jti",
+            altu_token_with(ALTU_KEY, "d", &al, json!({"jti": null})),
+        ),
+        (
+            "wrong sub",
+            altu_token_with(ALTU_KEY, "e", &al, json!({"sub": "other"})),
+        ),
+        (
+            "no sub",
+            altu_token_with(ALTU_KEY, "f", &al, json!({"sub": null})),
+        ),
+        ("other conversation", altu_token("g", &lp)),
+        (
+            "no conversation claim",
+            altu_token_with(ALTU_KEY, "h", &al, json!({"conversation_id": null})),
+        ),
+        (
+            "no iss",
+            altu_token_with(ALTU_KEY, "i", &al, json!({"iss": null})),
+        ),
+        (
+            "our iss",
+            altu_token_with(ALTU_KEY, "j", &al, json!({"iss": "transbordo"})),
+        ),
+        ("our own token", ours),
+        (
+            "other aud path",
+            altu_token_with(
+                ALTU_KEY,
+                "k",
+                &al,
+                json!({"aud": "https://x/webhooks/altu/4"}),
+            ),
+        ),
+        (
+            "no aud",
+            altu_token_with(ALTU_KEY, "l", &al, json!({"aud": null})),
+        ),
+        ("alg none", none_alg),
+        ("garbage", "garbage".to_string()),
+    ];
+    for (name, tok) in &forged {
+        let (s, e) = altu_webhook(&svc.base, 3, &ev, tok).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{name}: {e}"
+        );
     }
     let (s, _) = send_raw(
         &svc.base,
@@ -364,7 +445,15 @@ async fn forged_unsigned_and_replayed_webhooks_are_refused_and_change_nothing() 
         ev.to_string().as_bytes(),
     )
     .await;
-    assert_eq!(s, 401);
+    assert_eq!(s, 401, "unsigned");
+    // A token signed for another body: the binding to the conversation fails.
+    let other_body = altu_event("AGENT_CLOSED", "x1", &lp, "pc-c-lp", json!({}));
+    assert_eq!(
+        altu_webhook(&svc.base, 3, &other_body, &altu_token("m", &al))
+            .await
+            .0,
+        401
+    );
 
     // Nothing changed.
     for conv in ["c-lp", "c-zd", "c-al"] {
@@ -372,11 +461,23 @@ async fn forged_unsigned_and_replayed_webhooks_are_refused_and_change_nothing() 
         assert_eq!(lc["live_chat"]["state"], "waiting", "{conv}");
     }
 
-    // Now properly signed: applied; a replayed token is refused even with a new event id.
-    let tok = altu_token("once");
-    assert_eq!(altu_webhook(&svc.base, 3, &ev, &tok).await.0, 200);
-    let ev2 = json!({"event": "AGENT_CLOSED", "event_id": "x2", "conversation_id": "pc-c-al"});
+    // Now properly signed: applied; a replayed token is refused even with a new event id;
+    // a retry (same event id, fresh token) is a duplicate; later events are ignored.
+    let tok = altu_token("once", &al);
+    assert_eq!(
+        altu_webhook(&svc.base, 3, &ev, &tok).await,
+        (200, json!({"ok": true, "events": ["applied"]}))
+    );
+    let ev2 = altu_event("USER_CLOSED", "x2", &al, "pc-c-al", json!({}));
     assert_eq!(altu_webhook(&svc.base, 3, &ev2, &tok).await.0, 401);
+    assert_eq!(
+        altu_webhook(&svc.base, 3, &ev, &altu_token("retry", &al)).await,
+        (200, json!({"ok": true, "events": ["duplicate"]}))
+    );
+    assert_eq!(
+        altu_webhook(&svc.base, 3, &ev2, &altu_token("late", &al)).await,
+        (200, json!({"ok": true, "events": ["ignored"]}))
+    );
     let (s, r) = zd_webhook(&svc.base, 1, &solved, &zendesk_now()).await;
     assert_eq!((s, &r["events"]), (200, &json!(["applied"])));
     let (s, r) = zd_webhook(&svc.base, 1, &solved, &zendesk_now()).await;
@@ -577,4 +678,135 @@ async fn api_errors_are_json_4xx() {
     assert_eq!((s, h), (200, json!({"status": "ok"})));
     svc.stop().await;
     let _ = dir;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altu_connector_events_follow_the_protocol() {
+    let (_dir, rx, cfg) = setup().await;
+    let svc = start(&cfg, Arc::new(Recorder::default())).await;
+    let mut hids = Vec::new();
+    for c in ["c-a1", "c-a2", "c-a3"] {
+        let v = start_chat(&svc.base, c, 3).await;
+        hids.push(v["live_chat"]["handoff_id"].as_str().unwrap().to_string());
+    }
+    let (a1, a2, a3) = (&hids[0], &hids[1], &hids[2]);
+    let mut n = 0;
+    let mut send = |ev: serde_json::Value, conv: &str| {
+        n += 1;
+        let tok = altu_token(&format!("t{n}"), conv);
+        let base = svc.base.clone();
+        async move { altu_webhook(&base, 3, &ev, &tok).await }
+    };
+    let ok = |e: &str| json!({"ok": true, "events": [e]});
+
+    // Malformed → 400 (with a valid token), nothing changes.
+    for bad in [
+        altu_event("AGENT_DANCED", "b1", a1, "pc-c-a1", json!({})),
+        json!({"event": "AGENT_JOINED", "event_id": "b2", "conversation_id": a1, "data": {}}),
+        json!({"event": "AGENT_JOINED", "conversation_id": a1, "platform_conversation_id": "pc-c-a1"}),
+        altu_event("AGENT_JOINED", "b3", a1, "pc-c-a1", json!("x")),
+        altu_event(
+            "AGENT_MESSAGE",
+            "b4",
+            a1,
+            "pc-c-a1",
+            json!({"agent": {"id": "a-1"}}),
+        ),
+    ] {
+        let (s, e) = send(bad.clone(), a1).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("malformed_event")),
+            "{bad}"
+        );
+    }
+    // Unknown platform conversation, or a platform id of another conversation → 404.
+    let (s, e) = send(
+        altu_event("AGENT_JOINED", "u1", a1, "pc-nope", json!({})),
+        a1,
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_conversation"))
+    );
+    let (s, _) = send(
+        altu_event("AGENT_JOINED", "u2", a2, "pc-c-a1", json!({})),
+        a2,
+    )
+    .await;
+    assert_eq!(s, 404);
+    for c in ["c-a1", "c-a2", "c-a3"] {
+        let (_, lc) = get(&svc.base, &format!("/v1/conversations/{c}/live_chat")).await;
+        assert_eq!(lc["live_chat"]["state"], "waiting", "{c}");
+    }
+
+    // c-a1: join, a message in `data`, one in the draft's top-level form, agent close.
+    let join = altu_event(
+        "AGENT_JOINED",
+        "j",
+        a1,
+        "pc-c-a1",
+        json!({"agent": {"id": "a-1", "name": "Ana"}}),
+    );
+    assert_eq!(send(join, a1).await, (200, ok("applied")));
+    let msg = altu_event(
+        "AGENT_MESSAGE",
+        "m1",
+        a1,
+        "pc-c-a1",
+        json!({"text": "Olá, sou a Ana", "agent": {"id": "a-1"}}),
+    );
+    assert_eq!(send(msg.clone(), a1).await, (200, ok("applied")));
+    assert_eq!(send(msg, a1).await, (200, ok("duplicate")));
+    let draft = json!({"event": "AGENT_MESSAGE", "event_id": "m2", "conversation_id": a1,
+        "platform_conversation_id": "pc-c-a1", "text": "Tudo bem?", "agent": {"id": "a-1"}});
+    assert_eq!(send(draft, a1).await, (200, ok("applied")));
+    let closed = altu_event(
+        "AGENT_CLOSED",
+        "c",
+        a1,
+        "pc-c-a1",
+        json!({"reason": "resolved"}),
+    );
+    assert_eq!(send(closed, a1).await, (200, ok("applied")));
+    // c-a2: the user left on the platform side; c-a3: the platform lost it.
+    let uc = altu_event("USER_CLOSED", "uc", a2, "pc-c-a2", json!({}));
+    assert_eq!(send(uc, a2).await, (200, ok("applied")));
+    let err = altu_event(
+        "ERROR",
+        "er",
+        a3,
+        "pc-c-a3",
+        json!({"code": "lost", "message": "gone"}),
+    );
+    assert_eq!(send(err, a3).await, (200, ok("applied")));
+
+    assert!(
+        wait_for(Duration::from_secs(5), || ["c-a1", "c-a2", "c-a3"]
+            .iter()
+            .all(|c| rx.ended(c).len() == 1))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a1_events = rx.for_conv("c-a1");
+    let types: Vec<&str> = a1_events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "agent_joined",
+            "agent_message",
+            "agent_message",
+            "live_chat_ended"
+        ]
+    );
+    assert_eq!(a1_events[1]["text"], "Olá, sou a Ana");
+    assert_eq!(a1_events[2]["text"], "Tudo bem?");
+    assert_eq!(rx.ended("c-a1"), vec!["agent_closed"]);
+    assert_eq!(rx.ended("c-a2"), vec!["user_closed"]);
+    assert_eq!(rx.ended("c-a3"), vec!["error"]);
+    svc.stop().await;
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 pub use engine::{Engine, RunOptions};
-pub use store::{Store, StoreError, STORE_KEYS};
+pub use store::{store_keys, Store, StoreError};
 
 use crate::providers::{Handoff, Integrations, ProviderClient};
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::template::ast::Root;
 use crate::template::Scope;
 
 /// Why a context document (the CTX file) was refused.
@@ -17,19 +18,6 @@ pub struct StoreError {
     pub message: String,
 }
 
-/// The keys a context document may have; anything else is refused so typos surface.
-pub const STORE_KEYS: [&str; 9] = [
-    "contact",
-    "context",
-    "input",
-    "intent",
-    "intents",
-    "confidence",
-    "score_level",
-    "entities",
-    "conversation_id",
-];
-
 /// The data a run reads and writes. Roots are shared with template scopes (`Arc`), and
 /// copied on write only while a scope still holds them.
 #[derive(Debug, Clone)]
@@ -40,16 +28,24 @@ pub struct Store {
 
 const CONTACT: usize = 0;
 const CONTEXT: usize = 1;
-const NAMES: [&str; 8] = [
-    "contact",
-    "context",
-    "input",
-    "intent",
-    "intents",
-    "confidence",
-    "score_level",
-    "entities",
-];
+/// The roots, in `Root::ALL` order: the template language and the store share one list.
+const NAMES: [&str; 8] = {
+    let mut out = [""; 8];
+    let mut i = 0;
+    while i < 8 {
+        out[i] = Root::ALL[i].name();
+        i += 1;
+    }
+    out
+};
+
+/// Besides the roots, a context document may name the builder's conversation.
+const CONVERSATION_ID: &str = "conversation_id";
+
+/// The keys a context document may have; anything else is refused so typos surface.
+pub fn store_keys() -> impl Iterator<Item = &'static str> {
+    NAMES.into_iter().chain(std::iter::once(CONVERSATION_ID))
+}
 
 impl Default for Store {
     fn default() -> Self {
@@ -82,7 +78,7 @@ impl Store {
         let mut s = Store::default();
         for (k, v) in obj {
             let Some(i) = NAMES.iter().position(|n| n == k) else {
-                if k == "conversation_id" {
+                if k == CONVERSATION_ID {
                     s.conversation_id = match v {
                         Value::String(c) => Some(c.clone()),
                         Value::Number(n) => Some(n.to_string()),
@@ -95,14 +91,14 @@ impl Store {
                     };
                     continue;
                 }
-                let hint = crate::template::did_you_mean(k, STORE_KEYS.iter().copied())
+                let hint = crate::template::did_you_mean(k, store_keys())
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
                 return Err(StoreError {
                     pointer: format!("/{k}"),
                     message: format!(
                         "unknown key `{k}`{hint}; a context document has {}",
-                        STORE_KEYS.join(", ")
+                        store_keys().collect::<Vec<_>>().join(", ")
                     ),
                 });
             };
@@ -194,7 +190,7 @@ impl Store {
             .map(|(n, r)| (n.to_string(), (**r).clone()))
             .collect();
         if let Some(c) = &self.conversation_id {
-            m.insert("conversation_id".into(), Value::String(c.clone()));
+            m.insert(CONVERSATION_ID.into(), Value::String(c.clone()));
         }
         Value::Object(m)
     }

@@ -13,6 +13,7 @@
 //! Any string value written exactly `"${NAME}"` is read from the environment at load time.
 //! Every credential is held in a [`Secret`], whose `Debug`/`Display` print `[redacted]`.
 
+use crate::flow::json::line_col;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -239,26 +240,6 @@ impl ConfigError {
             span: span.map(|r| SourceSpan::from((r.start, r.end.saturating_sub(r.start).max(1)))),
         }
     }
-}
-
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(src.len());
-    let before = &src[..floor_char_boundary(src, offset)];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
-}
-
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 #[derive(Deserialize)]

@@ -224,6 +224,11 @@ impl Transport {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let declared_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.contains("json"));
         let text = match resp.text().await {
             Ok(t) => t,
             Err(e) => {
@@ -238,6 +243,22 @@ impl Transport {
         let json = serde_json::from_str::<Value>(&text).ok();
         let r = HttpResponse { status, json, text };
         if (200..300).contains(&status) {
+            // A success declared as JSON that does not parse was cut in transit: the
+            // request was processed, so only an idempotent call may be sent again (a
+            // Zendesk create with its Idempotency-Key replays the original answer).
+            if declared_json && r.json.is_none() && !r.text.is_empty() && retry == Retry::Safe {
+                let err = ActionError::new(
+                    ErrorKind::Unavailable,
+                    format!("{label}: unexpected answer from the provider (malformed JSON)"),
+                )
+                .with_status(status)
+                .with_body(r.body_value());
+                return Ok(Attempt::Failed {
+                    err,
+                    retryable: true,
+                    retry_after: None,
+                });
+            }
             return Ok(Attempt::Done(r));
         }
         let kind = match status {

@@ -1,33 +1,52 @@
-//! The agent platform behind the ALTU SDK connector, after the draft of
-//! `docs/connector-protocol.md`. Kept in one file so it is easy to adjust when the
-//! protocol settles.
+//! The agent platform behind the ALTU SDK connector, following `docs/connector-protocol.md`
+//! (v1) in both directions. Kept in one file so it is easy to adjust with the protocol.
 //!
-//! Inbound (`POST /altu/events`): `Authorization: Bearer <HS256 JWT signed with access_key>`
-//! (claims `iat`, `exp` ≤ `iat` + 60 s, `jti`), `X-Access-Token: <access_token>`, body
-//! `{"event": "OPEN_CONVERSATION" | "USER_MESSAGE" | "CLOSE_CONVERSATION", "event_id", "conversation_id", …}`.
+//! Inbound (`POST /altu/events`, protocol §2–§4): `Authorization: Bearer <JWT>`, HS256 with
+//! `access_key`; claims `iss` = `"transbordo"`, `aud` = the URL the request was sent to
+//! (only its path, `/altu/events`, is compared, so proxies and published ports do not
+//! matter), `sub` = `access_token`, `iat`, `exp` (≤ `iat` + 60 s, 30 s clock skew), `jti`
+//! (single use) and `conversation_id` (= the envelope's). Any failed check → `401
+//! {"error":"invalid_token"}`, changing nothing. Body: the envelope
+//! `{"event","event_id","conversation_id","platform_conversation_id"?,"integration_id"?,"data"}`:
+//! - `OPEN_CONVERSATION`, `data` `{skill_id?, start_message?, extra_info?, contact_info?
+//!   (compact JSON text), user?: {name,email,phone}, bot_conversation_id?}` → `201
+//!   {"conversation_id": "altu-<uuid>"}`; the conversation's `details` show what arrived
+//!   (`data` as sent, plus `extra_info` / `contact_info` parsed back from their JSON text).
+//!   A second OPEN for the same `conversation_id` with a new `event_id` → `409`.
+//! - `USER_MESSAGE` `data.text` → `200`; `409` once the conversation is closed.
+//! - `CLOSE_CONVERSATION` `data.reason?` → `200`, also when it was already closed.
 //!
-//! Outbound (to the ALTU webhook target): the same headers, body
-//! `{"event": "AGENT_JOINED" | "AGENT_MESSAGE" | "AGENT_CLOSED", "event_id", "conversation_id"
-//! (ours), "platform_conversation_id", "agent": {"id","name"}, "text"? , "reason"?, "ts"}`.
+//! Both later events need `platform_conversation_id`, which must name a conversation opened
+//! with that `conversation_id` (else `404`). A replayed `event_id` gets the first answer
+//! again and changes nothing. Malformed bodies → `400 {"error":"invalid_request"}`.
+//!
+//! Outbound (to the ALTU webhook target, protocol §5): the same envelope and JWT rules with
+//! `iss` = `"altu"`, `aud` = the target URL: `AGENT_JOINED` `data {"agent":{id,name}}`,
+//! `AGENT_MESSAGE` `data {"text","agent":{id,name}}`, `AGENT_CLOSED` `data {"reason":
+//! "agent"|"system"}` (closed by the agent or the platform) and `USER_CLOSED` `data {}`
+//! (closed through the control API with `by: user`).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::control::AgentAction;
 use super::model::{AgentView, CloseReason, ConversationStatus, JoinRequest, Provider};
-use super::signing::verify_short_lived;
+use super::signing::{url_path, verify_connector, JwtError, CONNECTOR_SKEW_S};
 use super::state::{AppState, Conv, Inner};
 use super::util::{header_str, json, now_ms, now_s};
 
-/// Longest accepted JWT lifetime.
-const MAX_JWT_LIFETIME_S: u64 = 60;
+/// `iss` of the tokens transbordo sends us.
+pub(crate) const CLIENT_ISSUER: &str = "transbordo";
+
+/// `iss` of the tokens we send.
+pub(crate) const PLATFORM_ISSUER: &str = "altu";
 
 /// The ALTU route.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -45,31 +64,63 @@ fn invalid_request(description: &str) -> Response {
     )
 }
 
+fn unknown_conversation() -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        json!({"error": "unknown_conversation"}),
+    )
+}
+
 fn str_field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-async fn events(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let cfg = &st.cfg.altu;
-    if header_str(&headers, "x-access-token") != Some(cfg.access_token.as_str()) {
-        return invalid_token();
+/// Protocol §3 checks that do not need the body: signature, times, `iss`, `aud`, `sub`.
+fn check_token(
+    key: &[u8],
+    access_token: &str,
+    request_path: &str,
+    token: &str,
+    now: u64,
+) -> Result<Map<String, Value>, JwtError> {
+    let claims = verify_connector(key, token, now)?;
+    let claim = |k: &str| claims.get(k).and_then(Value::as_str);
+    if claim("iss") != Some(CLIENT_ISSUER) {
+        return Err(JwtError::Mismatch("iss"));
     }
+    if claim("aud").map(url_path) != Some(url_path(request_path)) {
+        return Err(JwtError::Mismatch("aud"));
+    }
+    if claim("sub") != Some(access_token) {
+        return Err(JwtError::Mismatch("sub"));
+    }
+    Ok(claims)
+}
+
+async fn events(
+    State(st): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cfg = &st.cfg.altu;
     let Some(jwt) = header_str(&headers, "authorization").and_then(|h| h.strip_prefix("Bearer "))
     else {
         return invalid_token();
     };
-    if verify_short_lived(
+    let now = now_s();
+    let Ok(claims) = check_token(
         cfg.access_key.as_bytes(),
+        &cfg.access_token,
+        uri.path(),
         jwt.trim(),
-        now_s(),
-        MAX_JWT_LIFETIME_S,
-    )
-    .is_err()
-    {
+        now,
+    ) else {
         return invalid_token();
-    }
+    };
     let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return invalid_request("the body must be a JSON object"),
         Err(e) => return invalid_request(&format!("malformed JSON: {e}")),
     };
     let (Some(event), Some(event_id), Some(ours)) = (
@@ -79,49 +130,85 @@ async fn events(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     ) else {
         return invalid_request("event, event_id and conversation_id are required");
     };
+    // The token is bound to one conversation.
+    if claims.get("conversation_id").and_then(Value::as_str) != Some(ours) {
+        return invalid_token();
+    }
+    let (Some(jti), Some(exp)) = (
+        claims.get("jti").and_then(Value::as_str),
+        claims.get("exp").and_then(Value::as_u64),
+    ) else {
+        return invalid_token();
+    };
     let mut inner = st.lock();
+    inner.altu.jtis.retain(|_, until| *until >= now);
+    if inner.altu.jtis.contains_key(jti) {
+        return invalid_token();
+    }
+    inner
+        .altu
+        .jtis
+        .insert(jti.to_string(), exp + CONNECTOR_SKEW_S);
     if let Some((status, answer)) = inner.altu.events.get(event_id) {
         return json(
             StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
             answer.clone(),
         );
     }
+    let empty = Value::Object(Map::new());
+    let data = match v.get("data") {
+        Some(d @ Value::Object(_)) => d,
+        None | Some(Value::Null) => &empty,
+        Some(_) => return invalid_request("`data` must be an object"),
+    };
     let (status, answer) = match event {
-        "OPEN_CONVERSATION" => open(&mut inner, &v, ours),
+        "OPEN_CONVERSATION" => match open(&mut inner, &v, data, ours) {
+            Ok(r) => r,
+            Err(r) => return r,
+        },
         "USER_MESSAGE" | "CLOSE_CONVERSATION" => {
-            let Some(pid) = inner.altu.by_ext.get(ours).cloned() else {
-                return json(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": "unknown_conversation"}),
-                );
+            let Some(pid) = str_field(&v, "platform_conversation_id") else {
+                return invalid_request("platform_conversation_id is required");
             };
-            let Some(conv) = inner.convs.get_mut(&pid) else {
-                return json(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": "unknown_conversation"}),
-                );
+            let Some(conv) = inner.convs.get_mut(pid) else {
+                return unknown_conversation();
             };
-            if conv.is_closed() {
-                return json(
-                    StatusCode::CONFLICT,
-                    json!({"error": "conversation_closed"}),
-                );
+            if conv.view.provider != Provider::Altu
+                || conv.view.external_id.as_deref() != Some(ours)
+            {
+                return unknown_conversation();
             }
             if event == "USER_MESSAGE" {
-                let text = v
-                    .get("text")
-                    .or_else(|| v.pointer("/message/text"))
-                    .or_else(|| v.get("message"))
-                    .and_then(Value::as_str);
-                let Some(text) = text else {
-                    return invalid_request("USER_MESSAGE needs `text`");
+                let Some(text) = data.get("text").and_then(Value::as_str) else {
+                    return invalid_request("USER_MESSAGE needs `data.text` (a string)");
                 };
+                if conv.is_closed() {
+                    return json(
+                        StatusCode::CONFLICT,
+                        json!({"error": "conversation_closed"}),
+                    );
+                }
                 conv.say("consumer", text);
             } else {
-                conv.view.status = ConversationStatus::Closed;
-                conv.view.close_reason = Some(CloseReason::User);
-                conv.view.updated_at_ms = now_ms();
+                let reason = match data.get("reason") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(r)) => Some(r.clone()),
+                    Some(_) => return invalid_request("`data.reason` must be a string"),
+                };
+                // Closing an already-closed conversation is not an error (§4).
+                if !conv.is_closed() {
+                    conv.view.status = ConversationStatus::Closed;
+                    conv.view.close_reason = Some(match reason.as_deref() {
+                        None | Some("user_closed") => CloseReason::User,
+                        Some(_) => CloseReason::System,
+                    });
+                    conv.view.updated_at_ms = now_ms();
+                    if let Some(d) = conv.view.details.as_object_mut() {
+                        d.insert("close_reason".into(), json!(reason));
+                    }
+                }
             }
+            let pid = conv.view.id.clone();
             (
                 StatusCode::OK,
                 json!({"conversation_id": pid, "status": "ok"}),
@@ -138,36 +225,76 @@ async fn events(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     json(status, answer)
 }
 
-fn open(inner: &mut Inner, v: &Value, ours: &str) -> (StatusCode, Value) {
+/// A JSON-text field (`extra_info`, `contact_info`) parsed back for `details`; text that is
+/// not JSON (e.g. `""`, sent when over the size limit) is kept as it arrived.
+fn json_text(data: &Value, k: &str) -> Result<Value, Response> {
+    match data.get(k) {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::String(s)) => Ok(serde_json::from_str(s).unwrap_or_else(|_| json!(s))),
+        Some(_) => Err(invalid_request(&format!(
+            "`data.{k}` must be a string of compact JSON text"
+        ))),
+    }
+}
+
+fn open(
+    inner: &mut Inner,
+    v: &Value,
+    data: &Value,
+    ours: &str,
+) -> Result<(StatusCode, Value), Response> {
     if let Some(pid) = inner.altu.by_ext.get(ours) {
-        return (
+        return Ok((
             StatusCode::CONFLICT,
             json!({"error": "conversation_exists", "conversation_id": pid}),
-        );
+        ));
     }
-    let pid = format!("altu-{}", uuid::Uuid::new_v4());
-    let pick = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    let details = json!({"contact": pick("contact"), "skill_id": pick("skill_id"),
-        "start_message": pick("start_message"), "extra_info": pick("extra_info"),
-        "contact_info": pick("contact_info")});
-    let mut conv = Conv::new(Provider::Altu, pid.clone(), details);
-    conv.view.external_id = Some(ours.to_string());
-    conv.view.skill_id = match v.get("skill_id") {
+    let extra_info = json_text(data, "extra_info")?;
+    let contact_info = json_text(data, "contact_info")?;
+    let skill_id = match data.get("skill_id") {
+        None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+        Some(_) => {
+            return Err(invalid_request(
+                "`data.skill_id` must be a string or number",
+            ))
+        }
     };
-    conv.view.consumer_id = v.get("contact").and_then(|c| c.get("id")).map(|id| {
-        id.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| id.to_string())
+    let user = match data.get("user") {
+        None | Some(Value::Null) => Value::Null,
+        Some(u @ Value::Object(_)) => u.clone(),
+        Some(_) => return Err(invalid_request("`data.user` must be an object")),
+    };
+    let start_message = match data.get("start_message") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(invalid_request("`data.start_message` must be a string")),
+    };
+    let pid = format!("altu-{}", uuid::Uuid::new_v4());
+    let details = json!({
+        "integration_id": v.get("integration_id").cloned().unwrap_or(Value::Null),
+        "data": data,
+        "skill_id": data.get("skill_id").cloned().unwrap_or(Value::Null),
+        "start_message": start_message,
+        "extra_info": extra_info,
+        "contact_info": contact_info,
+        "user": user,
+        "bot_conversation_id": data.get("bot_conversation_id").cloned().unwrap_or(Value::Null),
     });
-    if let Some(m) = str_field(v, "start_message") {
+    let mut conv = Conv::new(Provider::Altu, pid.clone(), details);
+    conv.view.external_id = Some(ours.to_string());
+    conv.view.skill_id = skill_id;
+    conv.view.consumer_id = ["email", "phone", "name"]
+        .iter()
+        .find_map(|k| str_field(&user, k))
+        .map(str::to_string);
+    if let Some(m) = start_message.as_deref().filter(|m| !m.is_empty()) {
         conv.say("bot", m);
     }
     inner.altu.by_ext.insert(ours.to_string(), pid.clone());
     inner.convs.insert(pid.clone(), conv);
-    (StatusCode::CREATED, json!({ "conversation_id": pid }))
+    Ok((StatusCode::CREATED, json!({ "conversation_id": pid })))
 }
 
 /// Makes up the agent for a join.
@@ -186,28 +313,37 @@ pub(crate) fn new_agent(inner: &mut Inner, req: &JoinRequest) -> AgentView {
     }
 }
 
-/// Outbound event of an agent action.
+/// Outbound event of an agent action (protocol §5 envelope; the JWT is made per delivery
+/// attempt, see `webhooks`).
 pub(crate) fn notify(inner: &mut Inner, id: &str, action: &AgentAction) -> Vec<u64> {
     let Some(conv) = inner.convs.get(id) else {
         return Vec::new();
     };
     let v = &conv.view;
-    let mut body = json!({"event_id": uuid::Uuid::new_v4().to_string(), "conversation_id": v.external_id,
-        "platform_conversation_id": v.id, "agent": v.agent, "ts": now_ms()});
-    let (event, kind) = match action {
-        AgentAction::Join(_) => ("AGENT_JOINED", "altu.agent_joined"),
-        AgentAction::Say(text) => {
-            body["text"] = json!(text);
-            ("AGENT_MESSAGE", "altu.agent_message")
-        }
-        AgentAction::Close(by) => {
-            body["reason"] = json!(by);
-            ("AGENT_CLOSED", "altu.agent_closed")
-        }
+    let agent = v
+        .agent
+        .as_ref()
+        .map(|a| json!({"id": a.id, "name": a.name}));
+    let (event, kind, data) = match action {
+        AgentAction::Join(_) => (
+            "AGENT_JOINED",
+            "altu.agent_joined",
+            json!({ "agent": agent }),
+        ),
+        AgentAction::Say(text) => (
+            "AGENT_MESSAGE",
+            "altu.agent_message",
+            json!({"text": text, "agent": agent}),
+        ),
+        AgentAction::Close(CloseReason::User) => ("USER_CLOSED", "altu.user_closed", json!({})),
+        AgentAction::Close(by) => ("AGENT_CLOSED", "altu.agent_closed", json!({ "reason": by })),
     };
-    let mut full = json!({ "event": event });
-    if let (Some(dst), Value::Object(src)) = (full.as_object_mut(), body) {
-        dst.extend(src);
-    }
-    vec![inner.push_note(Provider::Altu, id, kind, full, None)]
+    let body = json!({
+        "event": event,
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "conversation_id": v.external_id,
+        "platform_conversation_id": v.id,
+        "data": data,
+    });
+    vec![inner.push_note(Provider::Altu, id, kind, body, None)]
 }

@@ -7,7 +7,7 @@
 //!   CONVERSATION and SEND (`/api/account/{account}/messaging/consumer/conversation[/send]`);
 //! - the **Zendesk** Support API: `/api/v2/users/create_or_update`, `/api/v2/users/{id}`,
 //!   `/api/v2/tickets`, `/api/v2/tickets/{id}` (all with or without `.json`);
-//! - the **ALTU** agent platform: `POST /altu/events`;
+//! - the **ALTU** agent platform: `POST /altu/events` (`docs/connector-protocol.md`);
 //! - the **control API** under `/_sandbox` (see [`SandboxControl`]).
 //!
 //! Agent actions produce each provider's own signed webhook notifications towards the
@@ -55,10 +55,13 @@
 //!   and `zen:event-type:ticket.comment_added` (`event: {"comment": {"id","body","is_public",
 //!   "author": {"id","is_staff","name"}}}`) for agent messages only (comments the API caller
 //!   adds do not produce one).
-//! - **ALTU** (`Authorization: Bearer <HS256 JWT, access_key, 60 s>`, `X-Access-Token`):
-//!   `{"event":"AGENT_JOINED"|"AGENT_MESSAGE"|"AGENT_CLOSED","event_id","conversation_id"
-//!   (the caller's id),"platform_conversation_id","agent":{"id","name"},"ts", "text"
-//!   (messages), "reason":"agent"|"user"|"system" (close)}`.
+//! - **ALTU** (`docs/connector-protocol.md` §5; `Authorization: Bearer <HS256 JWT>` signed
+//!   with `access_key`, claims `iss: "altu"`, `aud` = the target URL, `sub` = `access_token`,
+//!   `iat`, `exp` = `iat` + 60, a fresh `jti` per attempt, `conversation_id`): the envelope
+//!   `{"event","event_id","conversation_id" (the caller's id),"platform_conversation_id",
+//!   "data"}` with `AGENT_JOINED` (`data.agent {id,name}`), `AGENT_MESSAGE` (`data.text`,
+//!   `data.agent`), `AGENT_CLOSED` (`data.reason`: `"agent"` | `"system"`) and
+//!   `USER_CLOSED` (`data: {}`, a close with `by: user`).
 //!
 //! With `duplicate`, every notification is sent twice; with `out_of_order`, after each
 //! notification the previous one of the same conversation is sent again (older after newer).

@@ -66,7 +66,7 @@ pub enum ConversationStatus {
 pub enum CloseReason {
     /// The agent closed it (LivePerson `AGENT`, Zendesk `solved`, ALTU `AGENT_CLOSED`).
     Agent,
-    /// The user (consumer) closed it (LivePerson `CONSUMER`).
+    /// The user (consumer) closed it (LivePerson `CONSUMER`, ALTU `USER_CLOSED`).
     User,
     /// The platform closed it (LivePerson `SYSTEM`).
     System,
@@ -119,7 +119,9 @@ pub struct ConversationView {
     pub updated_at_ms: u64,
     /// Messages in order.
     pub transcript: Vec<TranscriptEntry>,
-    /// Provider-specific data (LivePerson request fields, the Zendesk ticket, ALTU contact data).
+    /// Provider-specific data (LivePerson request fields, the Zendesk ticket; ALTU: the
+    /// `OPEN_CONVERSATION` `data` as received plus `user`, `skill_id`, `start_message` and
+    /// `extra_info` / `contact_info` parsed back from their JSON text).
     pub details: Value,
 }
 
@@ -147,7 +149,8 @@ pub struct NotificationView {
     /// The provider-side conversation id.
     pub conversation_id: String,
     /// A short name: `lp.conversation_change`, `lp.message`, `zendesk.status_changed`,
-    /// `zendesk.comment_added`, `altu.agent_joined`, `altu.agent_message`, `altu.agent_closed`.
+    /// `zendesk.comment_added`, `altu.agent_joined`, `altu.agent_message`, `altu.agent_closed`,
+    /// `altu.user_closed`.
     pub kind: String,
     /// The target URL at the last attempt (`None`: no target configured).
     pub target: Option<String>,
@@ -332,7 +335,7 @@ impl Default for ZendeskConfig {
 /// ALTU agent platform fake configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AltuConfig {
-    /// `X-Access-Token` value the platform expects.
+    /// The integration's `access_token`: the JWT claim `sub` in both directions.
     pub access_token: String,
     /// HS256 key of the JWTs in both directions.
     pub access_key: String,

@@ -74,6 +74,12 @@ pub enum JwtError {
     /// `iat` is in the future.
     #[error("token issued in the future")]
     NotYetValid,
+    /// A claim (`iss`, `aud`, `sub`, `conversation_id`) has an unexpected value.
+    #[error("unexpected claim `{0}`")]
+    Mismatch(&'static str),
+    /// The `jti` was already used.
+    #[error("token replayed")]
+    Replay,
 }
 
 /// Signs `claims` as an HS256 JWT (`{"alg":"HS256","typ":"JWT"}` header).
@@ -164,7 +170,88 @@ pub fn verify_short_lived(
     Ok(claims)
 }
 
-/// A fresh connector JWT: `iat` = now, `exp` = now + `ttl_s`, random `jti`.
+/// Clock skew the connector protocol allows (`docs/connector-protocol.md` §3).
+pub const CONNECTOR_SKEW_S: u64 = 30;
+
+/// Longest connector token lifetime (`exp - iat`).
+pub const CONNECTOR_MAX_LIFETIME_S: u64 = 60;
+
+/// Verifies a connector JWT per `docs/connector-protocol.md` §3, rules 1–4: HS256 only,
+/// signature, `iat`/`exp`/`jti` present, `exp - iat` ≤ 60 s, and at most 30 s of clock skew
+/// (refused when `now > exp + 30` or `iat > now + 30`). The caller checks `iss`, `aud`,
+/// `sub`, `conversation_id` and the `jti` replay.
+pub fn verify_connector(key: &[u8], token: &str, now: u64) -> Result<Map<String, Value>, JwtError> {
+    let claims = verify_hs256(key, token)?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Claim("iat"))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Claim("exp"))?;
+    match claims.get("jti") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        _ => return Err(JwtError::Claim("jti")),
+    }
+    if exp < iat || exp - iat > CONNECTOR_MAX_LIFETIME_S {
+        return Err(JwtError::TooLongLived);
+    }
+    if now > exp + CONNECTOR_SKEW_S {
+        return Err(JwtError::Expired);
+    }
+    if iat > now + CONNECTOR_SKEW_S {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// The path part of a URL (`https://h:1/a/b?q` → `/a/b`; a bare path is returned as is),
+/// without a trailing `/`. Used to compare `aud` with the URL a request was sent to while
+/// ignoring the host and port (proxies, published ports).
+pub fn url_path(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            match after.find('/') {
+                Some(j) => &after[j..],
+                None => "",
+            }
+        }
+        None => url,
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let p = rest[..end].trim_end_matches('/');
+    if p.is_empty() {
+        "/"
+    } else {
+        p
+    }
+}
+
+/// The claims of a connector event token (protocol §3): `iss`, `aud` (the URL the request
+/// goes to), `sub` (the integration's `access_token`), `iat` = `now`, `exp` = `now` +
+/// `ttl_s`, a fresh UUID v4 `jti`, and `conversation_id` (the envelope's).
+pub fn connector_claims(
+    iss: &str,
+    aud: &str,
+    sub: &str,
+    conversation_id: &str,
+    now: u64,
+    ttl_s: u64,
+) -> Value {
+    serde_json::json!({
+        "iss": iss,
+        "aud": aud,
+        "sub": sub,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "conversation_id": conversation_id,
+    })
+}
+
+/// A fresh connector JWT without the binding claims: `iat` = now, `exp` = now + `ttl_s`, random `jti`.
 pub fn connector_token(key: &[u8], now: u64, ttl_s: u64) -> String {
     sign_hs256(
         key,
@@ -209,5 +296,23 @@ mod tests {
             Err(JwtError::TooLongLived)
         );
         assert_eq!(verify_hs256(b"k", "a.b"), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn connector_rules_and_url_path() {
+        let t = sign_hs256(b"k", &connector_claims("a", "u", "s", "c", 1000, 60));
+        assert!(verify_connector(b"k", &t, 1090).is_ok());
+        assert_eq!(verify_connector(b"k", &t, 1091), Err(JwtError::Expired));
+        assert!(verify_connector(b"k", &t, 970).is_ok());
+        assert_eq!(verify_connector(b"k", &t, 969), Err(JwtError::NotYetValid));
+        let long = sign_hs256(b"k", &connector_claims("a", "u", "s", "c", 1000, 61));
+        assert_eq!(
+            verify_connector(b"k", &long, 1000),
+            Err(JwtError::TooLongLived)
+        );
+        assert_eq!(url_path("http://127.0.0.1:9/altu/events"), "/altu/events");
+        assert_eq!(url_path("https://x/altu/events/?a=1"), "/altu/events");
+        assert_eq!(url_path("https://x"), "/");
+        assert_eq!(url_path("/altu/events"), "/altu/events");
     }
 }

@@ -81,6 +81,8 @@ pub(crate) struct AltuState {
     pub events: HashMap<String, (u16, Value)>,
     /// Our `conversation_id` → platform id.
     pub by_ext: HashMap<String, String>,
+    /// Accepted JWT `jti` → until when (unix s) it is remembered (replay refusal).
+    pub jtis: HashMap<String, u64>,
     pub next_agent: u64,
 }
 
@@ -231,6 +233,7 @@ impl AppState {
                 altu: AltuState {
                     events: HashMap::new(),
                     by_ext: HashMap::new(),
+                    jtis: HashMap::new(),
                     next_agent: 1,
                 },
                 convs: IndexMap::new(),

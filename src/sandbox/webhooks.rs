@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::model::{DeliveryState, Provider};
-use super::signing::{connector_token, liveperson_signature, zendesk_signature};
+use super::signing::{connector_claims, liveperson_signature, sign_hs256, zendesk_signature};
 use super::state::{AppState, Inner, Note};
 use super::util::{now_s, rfc3339};
 
@@ -59,6 +59,7 @@ fn previous_of(inner: &Inner, note: &Note) -> Option<u64> {
 fn headers_for(
     st: &AppState,
     note: &Note,
+    url: &str,
     order: super::model::SignatureOrder,
 ) -> BTreeMap<String, String> {
     let mut h = BTreeMap::new();
@@ -98,10 +99,25 @@ fn headers_for(
             h.insert("x-zendesk-webhook-signature-timestamp".into(), ts);
         }
         Provider::Altu => {
+            // Protocol §3/§5: a fresh token (new `jti`) per attempt, bound to the target
+            // URL and to our caller's `conversation_id`.
             let cfg = &st.cfg.altu;
-            let jwt = connector_token(cfg.access_key.as_bytes(), now_s(), 60);
+            let conversation_id = note
+                .view
+                .body
+                .get("conversation_id")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default();
+            let claims = connector_claims(
+                super::altu::PLATFORM_ISSUER,
+                url,
+                &cfg.access_token,
+                conversation_id,
+                now_s(),
+                60,
+            );
+            let jwt = sign_hs256(cfg.access_key.as_bytes(), &claims);
             h.insert("authorization".into(), format!("Bearer {jwt}"));
-            h.insert("x-access-token".into(), cfg.access_token.clone());
         }
     }
     h
@@ -125,7 +141,7 @@ pub(crate) async fn deliver(st: &Arc<AppState>, id: u64) -> bool {
             }
             return false;
         };
-        let headers = headers_for(st, note, settings.signature_order);
+        let headers = headers_for(st, note, &url, settings.signature_order);
         let raw = note.raw.clone();
         if let Some(n) = inner.note_mut(id) {
             n.view.headers = headers.clone();

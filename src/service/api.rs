@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -396,9 +396,15 @@ async fn webhook_zendesk(
     .await
 }
 
+/// ALTU connector events (`docs/connector-protocol.md` §3, §5): `401` unless the token
+/// passes every check (signature, times, `sub`, `iss`, `aud`, `conversation_id`, single-use
+/// `jti`), `400` for a malformed body, `404` when no live chat has that
+/// `platform_conversation_id` and `conversation_id`, else `200 {"ok":true,"events":[…]}`
+/// (`applied`, `duplicate`, `stale` or `ignored` after the end).
 async fn webhook_altu(
     State(state): State<ServiceState>,
     Path(iid): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -406,7 +412,9 @@ async fn webhook_altu(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let Some(key) = secrets::altu_access_key(&i) else {
+    let (Some(key), Some(access_token)) =
+        (secrets::altu_access_key(&i), secrets::altu_access_token(&i))
+    else {
         return unauthorized(auth::AuthError::NoSecret);
     };
     let skew = state.config().webhooks.jwt_clock_skew_s as i64;
@@ -419,25 +427,63 @@ async fn webhook_altu(
         Ok(c) => c,
         Err(e) => return unauthorized(e),
     };
-    // Parse before burning the token id, so a malformed body can be fixed and resent.
-    let parsed = webhooks::parse_altu(&body);
-    if parsed.is_ok() {
-        match state
-            .store()
-            .mark_seen(&format!("altu-jti:{}", i.id), &claims.jti, now_ms())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "token already used (jti replay)",
-                )
-            }
-            Err(e) => return internal(e),
+    let ev = match webhooks::parse_altu(&body) {
+        Ok(ev) => ev,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "malformed_event", e.to_string()),
+    };
+    if let Err(e) =
+        auth::check_connector_claims(&claims, access_token, uri.path(), &ev.conversation_id)
+    {
+        return unauthorized(e);
+    }
+    // Burn the token id only once everything else checked out, so a malformed body can be
+    // fixed and resent.
+    match state
+        .store()
+        .mark_seen(&format!("altu-jti:{}", i.id), &claims.jti, now_ms())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "token already used (jti replay)",
+            )
         }
+        Err(e) => return internal(e),
+    }
+    let integration_id = i.id.to_string();
+    let unknown = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "unknown_conversation",
+            "no live chat for that platform_conversation_id and conversation_id",
+        )
+    };
+    match state
+        .store()
+        .find_by_provider(&integration_id, &ev.event.provider_conversation_id)
+        .await
+    {
+        Ok(Some(chat)) if chat.id == ev.conversation_id => {}
+        Ok(_) => return unknown(),
+        Err(e) => return internal(e),
     }
     let source = format!("altu:{}", i.id);
-    apply_events(&state, &i.id.to_string(), &source, parsed).await
+    let outcome = match state
+        .provider_event(&integration_id, &source, ev.event)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return internal(e),
+    };
+    let name = match outcome {
+        EventOutcome::Applied => "applied",
+        EventOutcome::Duplicate => "duplicate",
+        EventOutcome::Stale => "stale",
+        EventOutcome::Ignored => "ignored",
+        EventOutcome::Unknown => return unknown(),
+    };
+    Json(json!({"ok": true, "events": [name]})).into_response()
 }

@@ -4,9 +4,13 @@
 //! - LivePerson: `x-liveperson-signature: sha1=<base64(HMAC-SHA1(client_secret, body))>`.
 //! - Zendesk: `X-Zendesk-Webhook-Signature: base64(HMAC-SHA256(secret, TIMESTAMP ‖ BODY))`
 //!   with `X-Zendesk-Webhook-Signature-Timestamp` (ISO-8601) inside a replay window.
-//! - ALTU SDK connector: `Authorization: Bearer <JWT>`, HS256 with `access_key`, claims
-//!   `iat`, `exp` (lifetime ≤ 60 s), `jti` (single use; checked by the caller against
-//!   the seen-events table), accepted within a clock skew.
+//! - ALTU SDK connector (`docs/connector-protocol.md` §3, §5): `Authorization: Bearer
+//!   <JWT>`, HS256 with `access_key`, claims `iat`, `exp` (lifetime ≤ 60 s), `jti` (single
+//!   use; checked by the caller against the seen-events table), accepted within a clock
+//!   skew ([`verify_jwt`]); then [`check_connector_claims`]: `sub` = the integration's
+//!   `access_token`, `iss` present and not ours (`"transbordo"`, so our own tokens cannot be
+//!   replayed at us), the path of `aud` = the request path (host and port ignored, so
+//!   proxies do not matter) and `conversation_id` = the envelope's.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -34,6 +38,9 @@ pub enum AuthError {
     /// The integration has no secret to verify with.
     #[error("no webhook secret configured for this integration")]
     NoSecret,
+    /// A token claim is missing or has an unexpected value.
+    #[error("unexpected or missing claim `{0}`")]
+    Claim(&'static str),
 }
 
 fn mac256(key: &str) -> Hmac<Sha256> {
@@ -113,6 +120,62 @@ pub struct JwtClaims {
     pub exp: i64,
     /// Unique token id, single use.
     pub jti: String,
+    /// Issuer (the platform's name), if present.
+    pub iss: Option<String>,
+    /// Audience (the URL the token was made for), if present.
+    pub aud: Option<String>,
+    /// Subject (the integration's `access_token`), if present.
+    pub sub: Option<String>,
+    /// The conversation the token is bound to, if present.
+    pub conversation_id: Option<String>,
+}
+
+/// Our own `iss` (see `crate::providers::client::CONNECTOR_ISSUER`): refused on inbound
+/// tokens, so a token we sent to the platform cannot be replayed at us.
+pub const OWN_ISSUER: &str = crate::providers::client::CONNECTOR_ISSUER;
+
+/// The path part of a URL (`https://h:1/a/b?q` → `/a/b`; a bare path is kept), without a
+/// trailing `/`.
+pub fn url_path(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            after.find('/').map_or("", |j| &after[j..])
+        }
+        None => url,
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let p = rest[..end].trim_end_matches('/');
+    if p.is_empty() {
+        "/"
+    } else {
+        p
+    }
+}
+
+/// The connector binding checks of protocol §3 on verified claims: `sub` = `access_token`,
+/// `iss` present and not [`OWN_ISSUER`], `aud`'s path = `request_path` (host ignored),
+/// `conversation_id` = the envelope's `conversation_id`.
+pub fn check_connector_claims(
+    claims: &JwtClaims,
+    access_token: &str,
+    request_path: &str,
+    conversation_id: &str,
+) -> Result<(), AuthError> {
+    if claims.sub.as_deref() != Some(access_token) {
+        return Err(AuthError::Claim("sub"));
+    }
+    match claims.iss.as_deref() {
+        Some(iss) if !iss.is_empty() && iss != OWN_ISSUER => {}
+        _ => return Err(AuthError::Claim("iss")),
+    }
+    if claims.aud.as_deref().map(url_path) != Some(url_path(request_path)) {
+        return Err(AuthError::Claim("aud"));
+    }
+    if claims.conversation_id.as_deref() != Some(conversation_id) {
+        return Err(AuthError::Claim("conversation_id"));
+    }
+    Ok(())
 }
 
 /// Longest accepted token lifetime (`exp - iat`).
@@ -189,10 +252,15 @@ pub fn verify_jwt(
     if now_s - skew_s > exp {
         return Err(AuthError::Expired("token expired".into()));
     }
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
     Ok(JwtClaims {
         iat,
         exp,
         jti: jti.to_string(),
+        iss: text("iss"),
+        aud: text("aud"),
+        sub: text("sub"),
+        conversation_id: text("conversation_id"),
     })
 }
 

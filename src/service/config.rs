@@ -3,6 +3,7 @@
 //! Relative paths (`database`, `integrations`, `flows_dir`) are relative to the config
 //! file's directory. String values written `"${NAME}"` are read from the environment.
 
+use crate::flow::json::line_col;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,18 +175,6 @@ struct RawDelivery {
 struct RawWebhooks {
     zendesk_replay_window_s: Option<u64>,
     jwt_clock_skew_s: Option<u64>,
-}
-
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let before = &src[..offset.min(src.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
 }
 
 impl ServiceConfig {

@@ -32,3 +32,11 @@ pub fn altu_access_key(i: &Integration) -> Option<&str> {
         _ => None,
     }
 }
+
+/// ALTU SDK connector: `access_token`, the `sub` claim of the platform's tokens.
+pub fn altu_access_token(i: &Integration) -> Option<&str> {
+    match &i.settings {
+        ProviderSettings::AltuSdk(a) => Some(a.access_token.expose()).filter(|s| !s.is_empty()),
+        _ => None,
+    }
+}

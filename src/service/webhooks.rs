@@ -27,8 +27,14 @@
 //!   the same status rules; dedup by `event_id`, else `<ticket_id>:<status>`.
 //!
 //! ## ALTU SDK connector (`POST /webhooks/altu/{integration_id}`)
-//! `{"event":"AGENT_JOINED"|"AGENT_MESSAGE"|"AGENT_CLOSED","event_id","conversation_id",
-//! "text"?, "agent":{"id","name"}?}`; dedup by `event_id` (required).
+//! The envelope of `docs/connector-protocol.md` §2/§5: `{"event","event_id",
+//! "conversation_id" (our handoff id),"platform_conversation_id","data"}`, all but `data`
+//! required. Events: `AGENT_JOINED` (`data.agent {id,name}`), `AGENT_MESSAGE`
+//! (`data.text`, `data.agent`), `AGENT_CLOSED` → `agent_closed` (`data.reason`, free
+//! text, ignored), `USER_CLOSED` → `user_closed`, `ERROR` → `error`. For drafts of the
+//! protocol, `text` / `agent` / `reason` are also read at the top level when `data` lacks
+//! them. An unknown `event` is malformed (400: new events come only with a new protocol
+//! version); unknown fields are ignored. Dedup by `event_id`.
 
 use serde_json::Value;
 
@@ -330,33 +336,59 @@ pub fn parse_zendesk(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
     }
 }
 
-/// ALTU SDK connector event → events.
-pub fn parse_altu(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
+/// One ALTU connector event: the envelope's `conversation_id` (our handoff id, which the
+/// token must be bound to) and what it says about the platform conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AltuEvent {
+    /// The envelope's `conversation_id` (transbordo's handoff id).
+    pub conversation_id: String,
+    /// The event; `provider_conversation_id` is the envelope's `platform_conversation_id`.
+    pub event: ProviderEvent,
+}
+
+/// ALTU SDK connector event body → the event (protocol §5).
+pub fn parse_altu(body: &[u8]) -> Result<AltuEvent, ParseError> {
     let v = json_body(body)?;
+    if !v.is_object() {
+        return Err(bad("expected a JSON object"));
+    }
     let event = v
         .get("event")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("missing `event`"))?;
     let event_id = id_str(v.get("event_id")).ok_or_else(|| bad("missing `event_id`"))?;
     let conv = id_str(v.get("conversation_id")).ok_or_else(|| bad("missing `conversation_id`"))?;
-    let agent = agent_from(v.get("agent"));
+    let platform = id_str(v.get("platform_conversation_id"))
+        .ok_or_else(|| bad("missing `platform_conversation_id`"))?;
+    let data = match v.get("data") {
+        None | Some(Value::Null) => None,
+        Some(d @ Value::Object(_)) => Some(d),
+        Some(_) => return Err(bad("`data` must be an object")),
+    };
+    // `data.<k>`, else the draft's top-level `<k>`.
+    let field = |k: &str| data.and_then(|d| d.get(k)).or_else(|| v.get(k));
+    let agent = agent_from(field("agent"));
     let kind = match event {
         "AGENT_JOINED" => EventKind::AgentJoined(agent),
         "AGENT_MESSAGE" => EventKind::AgentMessage {
-            text: v
-                .get("text")
+            text: field("text")
                 .and_then(Value::as_str)
-                .ok_or_else(|| bad("AGENT_MESSAGE without `text`"))?
+                .ok_or_else(|| bad("AGENT_MESSAGE without `data.text`"))?
                 .to_string(),
             agent,
         },
         "AGENT_CLOSED" => EventKind::Ended(EndHint::Status(EndStatus::AgentClosed)),
-        _ => return Ok(vec![]),
+        "USER_CLOSED" => EventKind::Ended(EndHint::Status(EndStatus::UserClosed)),
+        "ERROR" => EventKind::Ended(EndHint::Status(EndStatus::Error)),
+        other => return Err(bad(format!("unknown event `{other}`"))),
     };
-    Ok(vec![ProviderEvent {
-        provider_conversation_id: conv,
-        kind,
-        dedup_id: Some(event_id),
-        provider_ts: None,
-    }])
+    Ok(AltuEvent {
+        conversation_id: conv,
+        event: ProviderEvent {
+            provider_conversation_id: platform,
+            kind,
+            dedup_id: Some(event_id),
+            provider_ts: None,
+        },
+    })
 }

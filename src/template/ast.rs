@@ -46,7 +46,7 @@ impl Root {
     ];
 
     /// The name as written in expressions.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Root::Contact => "contact",
             Root::Context => "context",

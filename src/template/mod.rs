@@ -4,7 +4,7 @@
 //! the JavaScript-flavoured expressions with the pest grammar in
 //! `grammar/template.pest`; [`lower`] turns the tree into minijinja expression source
 //! whose operators call JavaScript-semantics functions; [`eval`] holds the one shared
-//! minijinja environment; [`render`] compiles whole JSON values once and renders them
+//! minijinja environment; `render` compiles whole JSON values once and renders them
 //! many times, applying the typing rule.
 //!
 //! ```

@@ -471,9 +471,55 @@ pub async fn zd_webhook(base: &str, integration: u32, body: &Value, ts: &str) ->
     .await
 }
 
-pub fn altu_token(jti: &str) -> String {
+/// Integration 3's `access_token` (the `sub` of the platform's tokens).
+pub const ALTU_ACCESS_TOKEN: &str = "tok";
+
+/// The claims the platform puts in a token for integration 3 (protocol §3/§5): `iss`
+/// "altu", `aud` our receiver URL (any host: only the path is compared), `sub` the
+/// access token, 30 s lifetime, `conversation_id` = our handoff id.
+pub fn altu_claims(jti: &str, conversation_id: &str) -> Value {
     let now = (transbordo::service::now_ms() / 1000) as i64;
-    auth::sign_jwt(ALTU_KEY, &json!({"iat": now, "exp": now + 30, "jti": jti}))
+    json!({"iss": "altu", "aud": "https://transbordo.example.com/webhooks/altu/3",
+           "sub": ALTU_ACCESS_TOKEN, "iat": now, "exp": now + 30, "jti": jti,
+           "conversation_id": conversation_id})
+}
+
+/// A valid platform token for integration 3 and conversation (handoff) `conversation_id`.
+pub fn altu_token(jti: &str, conversation_id: &str) -> String {
+    auth::sign_jwt(ALTU_KEY, &altu_claims(jti, conversation_id))
+}
+
+/// `altu_claims` with some claims replaced (`Value::Null` removes one), signed with `key`.
+pub fn altu_token_with(key: &str, jti: &str, conversation_id: &str, patch: Value) -> String {
+    let mut c = altu_claims(jti, conversation_id);
+    if let (Some(m), Value::Object(p)) = (c.as_object_mut(), patch) {
+        for (k, v) in p {
+            if v.is_null() {
+                m.remove(&k);
+            } else {
+                m.insert(k, v);
+            }
+        }
+    }
+    auth::sign_jwt(key, &c)
+}
+
+/// base64url without padding (for hand-made tokens).
+pub fn base64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A platform → transbordo event envelope (protocol §2/§5).
+pub fn altu_event(
+    event: &str,
+    event_id: &str,
+    handoff_id: &str,
+    platform_conversation_id: &str,
+    data: Value,
+) -> Value {
+    json!({"event": event, "event_id": event_id, "conversation_id": handoff_id,
+           "platform_conversation_id": platform_conversation_id, "data": data})
 }
 
 pub async fn altu_webhook(base: &str, integration: u32, body: &Value, token: &str) -> (u16, Value) {
