@@ -975,7 +975,6 @@ async fn sigkill_mid_live_chat_then_restart_loses_and_doubles_nothing() {
 // ALTU SDK connector
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the ALTU protocol alignment"]
 async fn altu_agent_joins_talks_and_closes_agent_closed() {
     let w = World::start(Timers::default()).await;
     let id = pc(&w.start_chat("altu-agent", ALTU).await);
@@ -992,11 +991,7 @@ async fn altu_agent_joins_talks_and_closes_agent_closed() {
     let (s, v) = w.user_says("altu-agent", "oi Gabi").await;
     assert_eq!(s, 200, "{v}");
     let c = w.provider_conv(&id).await;
-    assert!(
-        c.transcript.iter().any(|t| t.text == "oi Gabi"),
-        "{:?}",
-        c.transcript
-    );
+    assert!(transcript_has(&c, "consumer", "oi Gabi"), "{c:?}");
     w.sb.close(&id, CloseReason::Agent).await.expect("close");
     w.wait_kinds(
         "altu-agent",
@@ -1012,7 +1007,6 @@ async fn altu_agent_joins_talks_and_closes_agent_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the ALTU protocol alignment"]
 async fn altu_user_silent_with_agent_user_inactivity_timeout() {
     let w = World::start(Timers {
         altu_inactivity: 1,
@@ -1028,5 +1022,10 @@ async fn altu_user_silent_with_agent_user_inactivity_timeout() {
         .await;
     let c = w.provider_conv(&id).await;
     assert_eq!(c.status, ConversationStatus::Closed, "closed by us");
+    assert_eq!(
+        c.details["close_reason"], "user_inactivity_timeout",
+        "{:?}",
+        c.details
+    );
     w.shutdown().await;
 }
