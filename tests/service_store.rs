@@ -192,3 +192,57 @@ async fn timer_claims_are_conditional_and_dedup_holds() {
     assert_eq!(h.len(), 1);
     assert!(h[0].body.contains("agent_joined"));
 }
+
+/// Two different LivePerson changes stamped in the same millisecond (a join, then the
+/// close) must both apply; only strictly older updates are stale.
+#[tokio::test]
+async fn same_millisecond_changes_both_apply_older_ones_are_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+    s.create(chat("h1", "c1", 0), 0).await.unwrap();
+    let guard = |id: &str, ts: i64| Guard {
+        dedup: Some(("lp".into(), id.into())),
+        provider_ts: Some(ts),
+    };
+    let joined = s
+        .apply(
+            "h1",
+            Change::AgentJoined {
+                agent: AgentInfo::default(),
+            },
+            guard("join", 5_000),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(joined, Applied::Done(ref c) if c.state == ChatState::WithAgent));
+    let older = s
+        .apply(
+            "h1",
+            Change::AgentMessage {
+                text: "old".into(),
+                agent: AgentInfo::default(),
+            },
+            guard("old", 4_999),
+            11,
+        )
+        .await
+        .unwrap();
+    assert_eq!(older, Applied::Stale);
+    let closed = s
+        .apply(
+            "h1",
+            Change::End {
+                status: EndStatus::AgentClosed,
+                pending_wins: false,
+            },
+            guard("close", 5_000),
+            12,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, Applied::Done(ref c) if c.state == ChatState::Ended),
+        "{closed:?}"
+    );
+}

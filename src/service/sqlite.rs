@@ -272,7 +272,7 @@ fn apply_tx(
         }
     }
     if let Some(ts) = guard.provider_ts {
-        if chat.last_provider_ts.is_some_and(|last| ts <= last) {
+        if chat.last_provider_ts.is_some_and(|last| ts < last) {
             tx.commit()?; // keep the dedup record
             return Ok(Applied::Stale);
         }

@@ -258,7 +258,8 @@ pub enum Change {
 pub struct Guard {
     /// `(source, event id)`: applied at most once; recorded with the change.
     pub dedup: Option<(String, String)>,
-    /// Provider ordering timestamp: a change not newer than the last applied one is stale.
+    /// Provider ordering timestamp: a change older than the last applied one is stale
+    /// (equal is not: two changes can share a millisecond; exact repeats are `dedup`'s job).
     pub provider_ts: Option<i64>,
 }
 
