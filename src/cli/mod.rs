@@ -29,6 +29,25 @@ enum Format {
     Json,
 }
 
+/// What `render` and `run` take: the same inputs, dry or for real.
+#[derive(Debug, clap::Args)]
+struct Execute {
+    /// The flow file.
+    flow: PathBuf,
+    /// Context document `{"contact","context","input","intent","entities"}`.
+    #[arg(long)]
+    context: Option<PathBuf>,
+    /// Integrations TOML (`render` needs it to show `start_live_chat` requests).
+    #[arg(long)]
+    integrations: Option<PathBuf>,
+    /// A missing value is an error instead of a warning.
+    #[arg(long)]
+    strict: bool,
+    /// Add the per-action trace (rendered parameters, result, warnings, duration).
+    #[arg(long)]
+    trace: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate flows: every problem with file, line:column and JSON pointer.
@@ -47,39 +66,9 @@ enum Command {
         format: Format,
     },
     /// Dry run: render the flow and print every request it would send; sends nothing.
-    Render {
-        /// The flow file.
-        flow: PathBuf,
-        /// Context document `{"contact","context","input","intent","entities"}`.
-        #[arg(long)]
-        context: Option<PathBuf>,
-        /// Integrations TOML (needed to render `start_live_chat` requests).
-        #[arg(long)]
-        integrations: Option<PathBuf>,
-        /// A missing value is an error instead of a warning.
-        #[arg(long)]
-        strict: bool,
-        /// Add the per-action trace (rendered parameters, result, warnings, duration).
-        #[arg(long)]
-        trace: bool,
-    },
+    Render(Execute),
     /// Run the flow for real: HTTP requests and handoffs are sent.
-    Run {
-        /// The flow file.
-        flow: PathBuf,
-        /// Context document.
-        #[arg(long)]
-        context: Option<PathBuf>,
-        /// Integrations TOML.
-        #[arg(long)]
-        integrations: Option<PathBuf>,
-        /// A missing value is an error instead of a warning.
-        #[arg(long)]
-        strict: bool,
-        /// Add the per-action trace (rendered parameters, result, warnings, duration).
-        #[arg(long)]
-        trace: bool,
-    },
+    Run(Execute),
     /// Local fakes of LivePerson, Zendesk and an agent platform; play the agent.
     Sandbox(Box<crate::sandbox::SandboxArgs>),
     /// The live chat lifecycle service: runs flows, relays, webhooks, timeouts, re-entry.
@@ -101,46 +90,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             integrations,
             format,
         } => check(&flows, context.as_deref(), integrations.as_deref(), format),
-        Command::Render {
-            flow,
-            context,
-            integrations,
-            strict,
-            trace,
-        } => {
-            let opts = RunOptions {
-                strict,
-                dry_run: true,
-            };
-            execute(
-                &flow,
-                context.as_deref(),
-                integrations.as_deref(),
-                opts,
-                trace,
-            )
-            .await
-        }
-        Command::Run {
-            flow,
-            context,
-            integrations,
-            strict,
-            trace,
-        } => {
-            let opts = RunOptions {
-                strict,
-                dry_run: false,
-            };
-            execute(
-                &flow,
-                context.as_deref(),
-                integrations.as_deref(),
-                opts,
-                trace,
-            )
-            .await
-        }
+        Command::Render(args) => execute(args, true).await,
+        Command::Run(args) => execute(args, false).await,
         Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
         Command::Serve(args) => crate::service::run_cli(args).await,
     }
@@ -295,13 +246,17 @@ fn check(
     }
 }
 
-async fn execute(
-    flow: &Path,
-    context: Option<&Path>,
-    integrations: Option<&Path>,
-    opts: RunOptions,
-    trace: bool,
-) -> ExitCode {
+async fn execute(args: Execute, dry_run: bool) -> ExitCode {
+    let Execute {
+        flow,
+        context,
+        integrations,
+        strict,
+        trace,
+    } = args;
+    let (flow, context, integrations) =
+        (flow.as_path(), context.as_deref(), integrations.as_deref());
+    let opts = RunOptions { strict, dry_run };
     let prepared = (|| -> Result<_, Failure> {
         let text = read(flow)?;
         let (store, _) = load_context(context)?;

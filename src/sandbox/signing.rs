@@ -105,7 +105,7 @@ pub fn sign_hs256_with_kid(key: &[u8], kid: Option<&str>, claims: &Value) -> Str
 }
 
 /// Checks an HS256 JWT's signature (constant time) and returns its claims. Does not look
-/// at `exp`: see [`verify_short_lived`].
+/// at `exp`: see [`verify_connector`].
 pub fn verify_hs256(key: &[u8], token: &str) -> Result<Map<String, Value>, JwtError> {
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) =
@@ -135,39 +135,6 @@ pub fn verify_hs256(key: &[u8], token: &str) -> Result<Map<String, Value>, JwtEr
         Value::Object(m) => Ok(m),
         _ => Err(JwtError::Malformed),
     }
-}
-
-/// Verifies a connector JWT: signature, `iat`, `exp` and `jti` present, not expired at `now`
-/// (seconds), `exp - iat ≤ max_lifetime_s`, `iat` not more than 60 s in the future.
-pub fn verify_short_lived(
-    key: &[u8],
-    token: &str,
-    now: u64,
-    max_lifetime_s: u64,
-) -> Result<Map<String, Value>, JwtError> {
-    let claims = verify_hs256(key, token)?;
-    let iat = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or(JwtError::Claim("iat"))?;
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .ok_or(JwtError::Claim("exp"))?;
-    match claims.get("jti") {
-        Some(Value::String(s)) if !s.is_empty() => {}
-        _ => return Err(JwtError::Claim("jti")),
-    }
-    if exp <= now {
-        return Err(JwtError::Expired);
-    }
-    if exp < iat || exp - iat > max_lifetime_s {
-        return Err(JwtError::TooLongLived);
-    }
-    if iat > now + 60 {
-        return Err(JwtError::NotYetValid);
-    }
-    Ok(claims)
 }
 
 /// Clock skew the connector protocol allows (`docs/connector-protocol.md` §3).
@@ -281,18 +248,17 @@ mod tests {
     #[test]
     fn jwt_roundtrip_and_tamper() {
         let t = connector_token(b"k", 1000, 60);
-        assert!(verify_short_lived(b"k", &t, 1001, 60).is_ok());
+        assert!(verify_connector(b"k", &t, 1001).is_ok());
         assert_eq!(
-            verify_short_lived(b"other", &t, 1001, 60),
+            verify_connector(b"other", &t, 1001),
             Err(JwtError::Signature)
         );
-        assert_eq!(
-            verify_short_lived(b"k", &t, 1060, 60),
-            Err(JwtError::Expired)
-        );
+        // Expired only past exp + the 30 s skew the protocol allows.
+        assert!(verify_connector(b"k", &t, 1090).is_ok());
+        assert_eq!(verify_connector(b"k", &t, 1091), Err(JwtError::Expired));
         let long = connector_token(b"k", 1000, 61);
         assert_eq!(
-            verify_short_lived(b"k", &long, 1001, 60),
+            verify_connector(b"k", &long, 1001),
             Err(JwtError::TooLongLived)
         );
         assert_eq!(verify_hs256(b"k", "a.b"), Err(JwtError::Malformed));
