@@ -12,7 +12,8 @@
 //!   replayed at us), the path of `aud` = the request path (host and port ignored, so
 //!   proxies do not matter) and `conversation_id` = the envelope's.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use crate::providers::jwt;
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -183,17 +184,13 @@ pub const JWT_MAX_LIFETIME_S: i64 = 60;
 
 /// Makes an HS256 JWT (what the connector side sends; also used by tests and fakes).
 pub fn sign_jwt(key: &str, claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signing_input = format!("{header}.{payload}");
-    let mut mac = mac256(key);
-    mac.update(signing_input.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{sig}")
+    jwt::sign_hs256(claims, key.as_bytes())
 }
 
 /// Verifies `Authorization: Bearer <JWT>` (HS256 only; `alg` must say so), its
-/// lifetime and the clock skew. The caller checks `jti` for replay.
+/// lifetime and the clock skew. The caller checks `jti` for replay. Signature and
+/// decoding are the provider client's (`providers::jwt`), so both directions of the
+/// connector verify tokens with one implementation.
 pub fn verify_jwt(
     key: &str,
     authorization: Option<&str>,
@@ -206,32 +203,10 @@ pub fn verify_jwt(
         .strip_prefix("Bearer ")
         .ok_or(AuthError::Malformed("authorization"))?
         .trim();
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::Malformed("authorization"));
-    };
-    let sig = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| AuthError::Malformed("authorization"))?;
-    let mut mac = mac256(key);
-    mac.update(h.as_bytes());
-    mac.update(b".");
-    mac.update(p.as_bytes());
-    mac.verify_slice(&sig)
-        .map_err(|_| AuthError::BadSignature)?;
-    let decode = |part: &str| -> Result<Value, AuthError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|_| AuthError::Malformed("authorization"))?;
-        serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("authorization"))
-    };
-    let header = decode(h)?;
-    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
-        return Err(AuthError::Malformed("authorization"));
-    }
-    let claims = decode(p)?;
+    let claims = jwt::verify_hs256(token, key.as_bytes()).map_err(|e| match e {
+        jwt::JwtError::Signature => AuthError::BadSignature,
+        _ => AuthError::Malformed("authorization"),
+    })?;
     let iat = claims.get("iat").and_then(Value::as_i64);
     let exp = claims.get("exp").and_then(Value::as_i64);
     let jti = claims
