@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use transbordo::template::ast::Root;
 use transbordo::template::{Scope, Template};
 
 fn settings() -> insta::Settings {
@@ -26,17 +27,6 @@ fn caret(src: &str, span: &std::ops::Range<usize>) -> String {
         "^".repeat(width)
     )
 }
-
-const ROOTS: [&str; 8] = [
-    "contact",
-    "context",
-    "input",
-    "intent",
-    "intents",
-    "confidence",
-    "score_level",
-    "entities",
-];
 
 /// Expands `{"$repeat": [text, n]}` in a fixture store into `text` repeated `n` times,
 /// so limit tests need no megabyte fixtures.
@@ -75,12 +65,17 @@ fn run_case(case: &serde_json::Value, strict_default: bool) -> String {
         .pointer("/$settings/strict")
         .and_then(|v| v.as_bool())
         .unwrap_or(strict_default);
-    let roots = ROOTS
+    let roots = Root::ALL
         .iter()
         .map(|r| {
             (
-                *r,
-                Arc::new(store.get(*r).cloned().unwrap_or(serde_json::Value::Null)),
+                r.name(),
+                Arc::new(
+                    store
+                        .get(r.name())
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null),
+                ),
             )
         })
         .collect();
