@@ -221,7 +221,7 @@ async fn run(State(state): State<ServiceState>, Path(id): Path<String>, body: By
             store,
             &RunOptions {
                 strict,
-                dry_run: false,
+                ..RunOptions::default()
             },
         )
         .await;
