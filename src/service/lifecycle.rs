@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::config::ServiceConfig;
+use super::limits::RateLimiter;
+use super::metrics::Metrics;
 use super::provider::LiveChatTransport;
 use super::store::{
     Applied, Change, ChatState, DeadlineKind, DueDeadline, EndStatus, Guard, LiveChatRecord,
@@ -82,6 +84,8 @@ struct Inner {
     outbox: Notify,
     runs: Mutex<HashSet<String>>,
     http: reqwest::Client,
+    limiter: RateLimiter,
+    metrics: Metrics,
 }
 
 /// Everything the handlers and background tasks share. Cheap to clone.
@@ -120,7 +124,6 @@ impl ServiceState {
             .unwrap_or_default();
         ServiceState {
             inner: Arc::new(Inner {
-                config,
                 engine,
                 store,
                 transport,
@@ -128,6 +131,12 @@ impl ServiceState {
                 outbox: Notify::new(),
                 runs: Mutex::new(HashSet::new()),
                 http,
+                metrics: Metrics::new(),
+                limiter: RateLimiter::new(
+                    config.api.messages_per_minute,
+                    config.api.messages_burst,
+                ),
+                config,
             }),
         }
     }
@@ -145,6 +154,84 @@ impl ServiceState {
     /// The store.
     pub fn store(&self) -> &Arc<dyn LiveChatStore> {
         &self.inner.store
+    }
+
+    /// The metrics of this process.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Logs a state change and counts ends and agent joins.
+    fn observe(&self, before: &LiveChatRecord, after: &LiveChatRecord, cause: &str) {
+        if before.agent_joined_at.is_none() {
+            if let Some(at) = after.agent_joined_at {
+                let secs = (at - after.created_at).max(0) as f64 / 1000.0;
+                self.inner.metrics.agent_joined(&after.provider, secs);
+            }
+        }
+        if before.state == after.state {
+            return;
+        }
+        let status = after.end_status.or(after.pending_end).map(|s| s.as_str());
+        tracing::info!(
+            conversation_id = %after.conversation_id,
+            handoff_id = %after.id,
+            provider = %after.provider,
+            integration_id = %after.integration_id,
+            from = before.state.as_str(),
+            to = after.state.as_str(),
+            status,
+            cause,
+            "state change"
+        );
+        if after.state == ChatState::Ended {
+            let secs =
+                (after.ended_at.unwrap_or_else(now_ms) - after.created_at).max(0) as f64 / 1000.0;
+            self.inner
+                .metrics
+                .ended(&after.provider, status.unwrap_or("error"), secs);
+        }
+    }
+
+    /// Runs a provider operation of the transport, timing and logging it.
+    async fn provider_call<F>(
+        &self,
+        chat: &LiveChatRecord,
+        operation: &str,
+        call: F,
+    ) -> Result<(), ActionError>
+    where
+        F: std::future::Future<Output = Result<(), ActionError>>,
+    {
+        let start = std::time::Instant::now();
+        let r = call.await;
+        let secs = start.elapsed().as_secs_f64();
+        let outcome = match &r {
+            Ok(()) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        self.inner
+            .metrics
+            .provider_request(&chat.provider, operation, outcome, secs);
+        let status = r.as_ref().err().and_then(|e| e.http_status);
+        let error = r.as_ref().err().map(|e| e.message.as_str());
+        tracing::info!(
+            conversation_id = %chat.conversation_id,
+            handoff_id = %chat.id,
+            provider = %chat.provider,
+            integration_id = %chat.integration_id,
+            operation,
+            outcome,
+            status,
+            error,
+            duration_ms = secs * 1000.0,
+            "provider call"
+        );
+        r
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -217,6 +304,14 @@ impl ServiceState {
             Err(StoreError::AlreadyOpen) => return Err(LifecycleError::AlreadyOpen),
             Err(e) => return Err(e.into()),
         };
+        tracing::info!(
+            conversation_id = %rec.conversation_id,
+            handoff_id = %rec.id,
+            provider = %rec.provider,
+            integration_id = %rec.integration_id,
+            to = rec.state.as_str(),
+            "live chat started"
+        );
         self.changed();
         Ok(rec)
     }
@@ -233,8 +328,21 @@ impl ServiceState {
             .await?
             .filter(|c| c.state.is_open())
             .ok_or(LifecycleError::NoLiveChat)?;
-        match self.inner.transport.send_user_message(&chat, text).await {
+        let sent = self.provider_call(
+            &chat,
+            "send",
+            self.inner.transport.send_user_message(&chat, text),
+        );
+        match sent.await {
             Ok(()) => {
+                tracing::debug!(
+                    conversation_id = %chat.conversation_id,
+                    handoff_id = %chat.id,
+                    provider = %chat.provider,
+                    integration_id = %chat.integration_id,
+                    text_len = text.chars().count(),
+                    "user message relayed"
+                );
                 let r = self
                     .inner
                     .store
@@ -297,6 +405,7 @@ impl ServiceState {
             Applied::Done(c) => c,
             _ => return Ok(None),
         };
+        self.observe(chat, &claimed, pending.as_str());
         self.changed();
         self.finish_close(&claimed).await.map(Some)
     }
@@ -304,7 +413,8 @@ impl ServiceState {
     /// Closes the provider conversation of a `closing` chat and ends it.
     async fn finish_close(&self, chat: &LiveChatRecord) -> Result<LiveChatRecord, StoreError> {
         let pending = chat.pending_end.unwrap_or(EndStatus::Error);
-        let status = match self.inner.transport.close(chat).await {
+        let closed = self.provider_call(chat, "close", self.inner.transport.close(chat));
+        let status = match closed.await {
             Ok(()) => pending,
             Err(_) => EndStatus::Error,
         };
@@ -317,6 +427,9 @@ impl ServiceState {
             .store
             .apply(&chat.id, change, Guard::default(), now_ms())
             .await?;
+        if let Applied::Done(c) = &r {
+            self.observe(chat, c, "closed");
+        }
         self.changed();
         Ok(match r {
             Applied::Done(c) | Applied::Ignored(c) => c,
@@ -328,9 +441,21 @@ impl ServiceState {
     /// moved on) is dropped.
     pub async fn fire(&self, due: &DueDeadline) -> Result<(), StoreError> {
         let store = &self.inner.store;
+        let kind = due.deadline.kind.as_str();
+        self.inner.metrics.timer(kind);
         let Some(chat) = store.get(&due.live_chat_id).await? else {
+            tracing::info!(handoff_id = %due.live_chat_id, kind, "timer fired (no such live chat)");
             return store.drop_deadline(&due.live_chat_id, due.deadline).await;
         };
+        tracing::info!(
+            conversation_id = %chat.conversation_id,
+            handoff_id = %chat.id,
+            provider = %chat.provider,
+            integration_id = %chat.integration_id,
+            kind,
+            state = chat.state.as_str(),
+            "timer fired"
+        );
         let (pending, expect) = match due.deadline.kind {
             DeadlineKind::Wait => (EndStatus::Timeout, ChatState::Waiting),
             DeadlineKind::Inactivity => (EndStatus::UserInactivityTimeout, ChatState::WithAgent),
@@ -368,6 +493,11 @@ impl ServiceState {
         else {
             return Ok(EventOutcome::Unknown);
         };
+        let cause = match &ev.kind {
+            EventKind::AgentJoined(_) => "agent_joined",
+            EventKind::AgentMessage { .. } => "agent_message",
+            EventKind::Ended(_) => "provider_ended",
+        };
         let change = match ev.kind {
             EventKind::AgentJoined(agent) => Change::AgentJoined { agent },
             EventKind::AgentMessage { text, agent } => Change::AgentMessage { text, agent },
@@ -392,7 +522,8 @@ impl ServiceState {
             .apply(&chat.id, change, guard, now_ms())
             .await?;
         Ok(match r {
-            Applied::Done(_) => {
+            Applied::Done(after) => {
+                self.observe(&chat, &after, cause);
                 self.changed();
                 EventOutcome::Applied
             }

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use super::events;
 use super::store::{
     Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError, StoreStats,
 };
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
@@ -601,6 +601,29 @@ impl LiveChatStore for SqliteStore {
                 params![seq, now],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT provider, state, COUNT(*) FROM live_chats WHERE state != 'ended'
+                 GROUP BY provider, state ORDER BY provider, state",
+            )?;
+            let open = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let (outbox_pending, outbox_oldest_created_at) = c.query_row(
+                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(StoreStats {
+                open,
+                outbox_pending,
+                outbox_oldest_created_at,
+            })
         })
         .await
     }

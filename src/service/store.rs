@@ -293,6 +293,17 @@ pub struct OutboxEvent {
     pub attempts: u32,
 }
 
+/// Counts for `GET /metrics`, read from the store so they hold across replicas.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreStats {
+    /// `(provider, state, count)` of the live chats not ended.
+    pub open: Vec<(String, String, i64)>,
+    /// Undelivered outbox events.
+    pub outbox_pending: i64,
+    /// When the oldest undelivered event was queued (Unix ms).
+    pub outbox_oldest_created_at: Option<i64>,
+}
+
 /// Database failures. Never carries secrets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -367,6 +378,13 @@ pub trait LiveChatStore: Send + Sync {
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError>;
     /// Records a failed attempt and when to try again.
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;
+    /// Open live chats by provider and state, and the outbox backlog (for `/metrics`).
+    /// The default says the store cannot tell (the gauges are then left out).
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Err(StoreError::Database(
+            "this store does not report statistics".into(),
+        ))
+    }
 }
 
 /// The public JSON view of a live chat (`GET /v1/conversations/{id}/live_chat`).

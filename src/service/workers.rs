@@ -50,7 +50,7 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
         let due = match state.store().due_deadlines(now_ms()).await {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("transbordo serve: scheduler: {e}");
+                tracing::error!(error = %e, "scheduler: the store failed");
                 if !pause(ERROR_PAUSE, state.timers_notify(), &mut stop).await {
                     return;
                 }
@@ -64,7 +64,7 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
                 set.spawn(async move {
                     let r = st.fire(&d).await;
                     if let Err(e) = &r {
-                        eprintln!("transbordo serve: timer for {}: {e}", d.live_chat_id);
+                        tracing::error!(handoff_id = %d.live_chat_id, error = %e, "timer failed");
                     }
                     r.is_ok()
                 });
@@ -105,7 +105,7 @@ async fn deliver(state: &ServiceState, ev: &OutboxEvent) -> Result<(), String> {
         .body(ev.body.clone())
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
     if resp.status().is_success() {
         Ok(())
     } else {
@@ -137,7 +137,7 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
                 until(state.store().outbox_next_wake().await.ok().flatten())
             }
             Err(e) => {
-                eprintln!("transbordo serve: outbox: {e}");
+                tracing::error!(error = %e, "outbox: the store failed");
                 ERROR_PAUSE
             }
         };
@@ -162,17 +162,42 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
 }
 
 async fn attempt(st: &ServiceState, ev: &OutboxEvent) {
+    let start = std::time::Instant::now();
     let res = deliver(st, ev).await;
+    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let store = st.store();
+    let attempt = ev.attempts + 1;
     let r = match res {
-        Ok(()) => store.outbox_delivered(ev.seq, now_ms()).await,
+        Ok(()) => {
+            st.metrics().delivery("delivered");
+            tracing::info!(
+                conversation_id = %ev.conversation_id,
+                event_id = %ev.event_id,
+                attempt,
+                duration_ms,
+                result = "delivered",
+                "outbox delivery"
+            );
+            store.outbox_delivered(ev.seq, now_ms()).await
+        }
         Err(msg) => {
             let wait = backoff(st, ev.attempts);
             let next = now_ms() + wait.as_millis() as i64;
+            st.metrics().delivery("failed");
+            tracing::warn!(
+                conversation_id = %ev.conversation_id,
+                event_id = %ev.event_id,
+                attempt,
+                duration_ms,
+                result = "failed",
+                error = %msg,
+                retry_in_ms = wait.as_millis() as u64,
+                "outbox delivery"
+            );
             store.outbox_failed(ev.seq, next, &msg).await
         }
     };
     if let Err(e) = r {
-        eprintln!("transbordo serve: outbox {}: {e}", ev.event_id);
+        tracing::error!(event_id = %ev.event_id, error = %e, "outbox: recording the attempt failed");
     }
 }
