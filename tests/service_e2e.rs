@@ -1180,5 +1180,58 @@ async fn metrics_count_a_scenario() {
     // The time to agent is between the handoff and the scrape.
     let tta = sample(&m, &format!("transbordo_time_to_agent_seconds_sum{{{lp}}}"));
     assert!(tta > 0.0 && tta < 10.0, "{tta}");
+
+    // The same story in m-agent's timeline, with the real provider HTTP attempts.
+    let (s, t) = get(&w.base, "/v1/conversations/m-agent/timeline").await;
+    assert_eq!(s, 200, "{t}");
+    let h = &t["handoffs"][0];
+    assert_eq!(h["status"], "agent_closed", "{t:#}");
+    let entries = h["entries"].as_array().expect("entries");
+    let calls: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "provider_call")
+        .collect();
+    let ops: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .map(|c| c["operation"].as_str().expect("operation"))
+        .collect();
+    assert_eq!(ops, ["send", "start"].into_iter().collect(), "{calls:#?}");
+    for c in &calls {
+        let status = c["status"].as_u64().expect("status");
+        assert!((200..300).contains(&status), "{c}");
+        assert_eq!(c["attempt"], 1, "{c}");
+        assert!(c["method"].is_string() && c["step"].is_string(), "{c}");
+        let url = c["url"].as_str().expect("url");
+        assert!(
+            url.starts_with("http://127.0.0.1:") && !url.contains('?'),
+            "{c}"
+        );
+    }
+    let deliveries: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e["kind"] == "delivery")
+        .map(|e| {
+            (
+                e["event_type"].as_str().expect("type").to_string(),
+                e["result"].as_str().expect("result").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("agent_joined", "failed"),
+        ("agent_joined", "delivered"),
+        ("agent_message", "delivered"),
+        ("live_chat_ended", "delivered"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(deliveries, want);
+    let failed = entries
+        .iter()
+        .find(|e| e["kind"] == "delivery" && e["result"] == "failed")
+        .expect("failed attempt");
+    assert_eq!(failed["answer"], "builder answered 503 Service Unavailable");
     w.shutdown().await;
 }

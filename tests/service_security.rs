@@ -170,6 +170,7 @@ fn an_open_api_is_only_allowed_on_loopback() {
             "127.0.0.1:8920",
             "[http_request]\nallow = [\"api.example.com\", \"10.0.0.0/99\"]\n",
         ),
+        config_error("127.0.0.1:8920", "[timeline]\nretention_days = 0\n"),
     ];
     settings().bind(|| insta::assert_snapshot!("config_errors", errors.join("\n")));
     // The token's value never shows in the config's Debug output.

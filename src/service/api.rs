@@ -27,9 +27,11 @@ use serde_json::{json, Value};
 use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
 use super::secrets;
-use super::store::{record_json, LiveChatRecord};
+use super::store::{record_json, LiveChatRecord, TimelineEntry};
+use super::timeline;
 use super::webhooks::{self, ProviderEvent};
 use crate::interp::{RunOptions, Store};
+use crate::providers::observe;
 use crate::providers::{Integration, IntegrationId, ProviderKind};
 
 /// The router over a state (see [`super::app`]).
@@ -43,6 +45,7 @@ pub(crate) fn router(state: ServiceState) -> Router {
         .route("/v1/conversations/{id}/messages", post(message))
         .route("/v1/conversations/{id}/close", post(close))
         .route("/v1/conversations/{id}/live_chat", get(live_chat))
+        .route("/v1/conversations/{id}/timeline", get(timeline_route))
         .layer(DefaultBodyLimit::max(cfg.api.max_body_bytes))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let webhooks = Router::new()
@@ -283,6 +286,53 @@ fn observe_run(state: &ServiceState, conversation_id: &str, run: &crate::interp:
     }
 }
 
+/// The run that started a handoff, and its provider calls, in the handoff's timeline.
+async fn record_run(
+    state: &ServiceState,
+    conversation_id: &str,
+    handoff_id: &str,
+    flow: &str,
+    at: i64,
+    run: &crate::interp::RunOutcome,
+    calls: &[observe::CallRecord],
+) {
+    let actions: Vec<Value> = run
+        .trace
+        .iter()
+        .map(|t| {
+            json!({
+                "index": t.index,
+                "name": t.name,
+                "parameters": t.parameters,
+                "status": t.result.get("status"),
+                "error_kind": t.result.pointer("/error/kind"),
+                "duration_ms": timeline::round_ms(t.duration_ms),
+            })
+        })
+        .collect();
+    let mut entries = vec![TimelineEntry {
+        live_chat_id: handoff_id.to_string(),
+        conversation_id: conversation_id.to_string(),
+        at,
+        kind: "run".into(),
+        data: json!({"flow": flow, "actions": actions}),
+    }];
+    entries.extend(timeline::calls(handoff_id, conversation_id, "start", calls));
+    state.record(entries).await;
+}
+
+async fn timeline_route(State(state): State<ServiceState>, Path(id): Path<String>) -> Response {
+    match timeline::view(&state, &id).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no_timeline",
+            "nothing recorded for this conversation (no live chat, or pruned)",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
 /// Ready when the store answers a query.
 async fn readyz(State(state): State<ServiceState>) -> Response {
     match state.store().next_deadline().await {
@@ -450,18 +500,25 @@ async fn run(
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_context", e.to_string()),
     };
     store.set_conversation_id(id.clone());
-    let outcome = state
-        .engine()
-        .run(
-            &flow,
-            store,
-            &RunOptions {
-                strict,
-                dry_run: false,
-            },
+    let started_at = now_ms();
+    let opts = RunOptions {
+        strict,
+        dry_run: false,
+    };
+    let (outcome, calls) = observe::collect(state.engine().run(&flow, store, &opts)).await;
+    observe_run(&state, &id, &outcome);
+    if let Some(h) = &outcome.handoff {
+        record_run(
+            &state,
+            &id,
+            &h.handoff_id,
+            &file,
+            started_at,
+            &outcome,
+            &calls,
         )
         .await;
-    observe_run(&state, &id, &outcome);
+    }
     let mut doc = outcome.run_json();
     let live = match &outcome.handoff {
         Some(h) => match state.start_live_chat(&id, h).await {

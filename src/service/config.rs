@@ -150,6 +150,24 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
+/// The per-conversation timeline (`[timeline]`).
+#[derive(Debug, Clone, Copy)]
+pub struct TimelineConfig {
+    /// Entries older than this many days are deleted (checked hourly).
+    pub retention_days: u32,
+    /// Keep the text of relayed messages (default: only their length).
+    pub include_text: bool,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        TimelineConfig {
+            retention_days: 30,
+            include_text: false,
+        }
+    }
+}
+
 /// Shortest accepted API token: guessing must be hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -176,6 +194,8 @@ pub struct ServiceConfig {
     pub api: ApiConfig,
     /// Where `http_request` may go (`[http_request] allow`).
     pub http_guard: HttpGuard,
+    /// Timeline retention and content.
+    pub timeline: TimelineConfig,
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -190,6 +210,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("webhooks", &self.webhooks)
             .field("api", &self.api)
             .field("http_guard", &self.http_guard)
+            .field("timeline", &self.timeline)
             .finish()
     }
 }
@@ -210,6 +231,15 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     http_request: RawHttpRequest,
+    #[serde(default)]
+    timeline: RawTimeline,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeline {
+    retention_days: Option<Spanned<u32>>,
+    include_text: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -435,6 +465,20 @@ impl ServiceConfig {
             allow.push(v);
         }
         let http_guard = HttpGuard::new(&allow).map_err(|e| invalid(None, e.to_string()))?;
+        let t = TimelineConfig::default();
+        let timeline = TimelineConfig {
+            retention_days: match &raw.timeline.retention_days {
+                None => t.retention_days,
+                Some(d) if *d.get_ref() >= 1 => *d.get_ref(),
+                Some(d) => {
+                    return Err(invalid(
+                        Some(d.span()),
+                        "`timeline.retention_days` must be at least 1".into(),
+                    ))
+                }
+            },
+            include_text: raw.timeline.include_text.unwrap_or(t.include_text),
+        };
         Ok(ServiceConfig {
             listen,
             database,
@@ -460,6 +504,7 @@ impl ServiceConfig {
             },
             api,
             http_guard,
+            timeline,
         })
     }
 }

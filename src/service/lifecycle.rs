@@ -26,10 +26,13 @@ use super::store::{
     Applied, Change, ChatState, DeadlineKind, DueDeadline, EndStatus, Guard, LiveChatRecord,
     LiveChatStore, NewLiveChat, StoreError,
 };
+use super::timeline;
 use super::webhooks::{EndHint, EventKind, ProviderEvent};
 use crate::actions::ActionError;
 use crate::interp::Engine;
+use crate::providers::observe;
 use crate::providers::Handoff;
+use serde_json::json;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
@@ -161,8 +164,8 @@ impl ServiceState {
         &self.inner.metrics
     }
 
-    /// Logs a state change and counts ends and agent joins.
-    fn observe(&self, before: &LiveChatRecord, after: &LiveChatRecord, cause: &str) {
+    /// Logs a state change, adds it to the timeline and counts ends and agent joins.
+    async fn observe(&self, before: &LiveChatRecord, after: &LiveChatRecord, cause: &str) {
         if before.agent_joined_at.is_none() {
             if let Some(at) = after.agent_joined_at {
                 let secs = (at - after.created_at).max(0) as f64 / 1000.0;
@@ -184,6 +187,13 @@ impl ServiceState {
             cause,
             "state change"
         );
+        self.record(vec![timeline::entry(
+            after,
+            "state",
+            json!({"from": before.state.as_str(), "to": after.state.as_str(), "status": status,
+                   "cause": cause}),
+        )])
+        .await;
         if after.state == ChatState::Ended {
             let secs =
                 (after.ended_at.unwrap_or_else(now_ms) - after.created_at).max(0) as f64 / 1000.0;
@@ -204,7 +214,7 @@ impl ServiceState {
         F: std::future::Future<Output = Result<(), ActionError>>,
     {
         let start = std::time::Instant::now();
-        let r = call.await;
+        let (r, attempts) = observe::collect(call).await;
         let secs = start.elapsed().as_secs_f64();
         let outcome = match &r {
             Ok(()) => "ok",
@@ -227,6 +237,17 @@ impl ServiceState {
             duration_ms = secs * 1000.0,
             "provider call"
         );
+        let mut entries = timeline::calls(&chat.id, &chat.conversation_id, operation, &attempts);
+        if entries.is_empty() {
+            // A transport without HTTP (or one that failed before sending): one summary line.
+            entries.push(timeline::entry(
+                chat,
+                "provider_call",
+                json!({"operation": operation, "outcome": outcome, "status": status,
+                       "error": error, "duration_ms": timeline::round_ms(secs * 1000.0)}),
+            ));
+        }
+        self.record(entries).await;
         r
     }
 
@@ -312,6 +333,13 @@ impl ServiceState {
             to = rec.state.as_str(),
             "live chat started"
         );
+        self.record(vec![timeline::entry(
+            &rec,
+            "state",
+            json!({"from": null, "to": rec.state.as_str(), "cause": "handoff",
+                   "provider_conversation_id": rec.provider_conversation_id}),
+        )])
+        .await;
         self.changed();
         Ok(rec)
     }
@@ -343,6 +371,9 @@ impl ServiceState {
                     text_len = text.chars().count(),
                     "user message relayed"
                 );
+                let m = timeline::message(self, "to_agent", text);
+                self.record(vec![timeline::entry(&chat, "message", m)])
+                    .await;
                 let r = self
                     .inner
                     .store
@@ -405,7 +436,7 @@ impl ServiceState {
             Applied::Done(c) => c,
             _ => return Ok(None),
         };
-        self.observe(chat, &claimed, pending.as_str());
+        self.observe(chat, &claimed, pending.as_str()).await;
         self.changed();
         self.finish_close(&claimed).await.map(Some)
     }
@@ -428,7 +459,7 @@ impl ServiceState {
             .apply(&chat.id, change, Guard::default(), now_ms())
             .await?;
         if let Applied::Done(c) = &r {
-            self.observe(chat, c, "closed");
+            self.observe(chat, c, "closed").await;
         }
         self.changed();
         Ok(match r {
@@ -456,6 +487,12 @@ impl ServiceState {
             state = chat.state.as_str(),
             "timer fired"
         );
+        self.record(vec![timeline::entry(
+            &chat,
+            "timer",
+            json!({"timer": kind, "state": chat.state.as_str()}),
+        )])
+        .await;
         let (pending, expect) = match due.deadline.kind {
             DeadlineKind::Wait => (EndStatus::Timeout, ChatState::Waiting),
             DeadlineKind::Inactivity => (EndStatus::UserInactivityTimeout, ChatState::WithAgent),
@@ -498,6 +535,10 @@ impl ServiceState {
             EventKind::AgentMessage { .. } => "agent_message",
             EventKind::Ended(_) => "provider_ended",
         };
+        let relayed = match &ev.kind {
+            EventKind::AgentMessage { text, .. } => Some(timeline::message(self, "to_user", text)),
+            _ => None,
+        };
         let change = match ev.kind {
             EventKind::AgentJoined(agent) => Change::AgentJoined { agent },
             EventKind::AgentMessage { text, agent } => Change::AgentMessage { text, agent },
@@ -521,16 +562,33 @@ impl ServiceState {
             .store
             .apply(&chat.id, change, guard, now_ms())
             .await?;
-        Ok(match r {
-            Applied::Done(after) => {
-                self.observe(&chat, &after, cause);
-                self.changed();
-                EventOutcome::Applied
-            }
+        let outcome = match &r {
+            Applied::Done(_) => EventOutcome::Applied,
             Applied::Duplicate => EventOutcome::Duplicate,
             Applied::Stale => EventOutcome::Stale,
             Applied::Ignored(_) => EventOutcome::Ignored,
             Applied::NotFound => EventOutcome::Unknown,
-        })
+        };
+        let result = match outcome {
+            EventOutcome::Applied => "applied",
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Stale => "stale",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::Unknown => "unknown_conversation",
+        };
+        let mut entries = vec![timeline::entry(
+            &chat,
+            "webhook",
+            json!({"source": source, "event": cause, "result": result}),
+        )];
+        if let (Some(m), EventOutcome::Applied) = (relayed, &outcome) {
+            entries.push(timeline::entry(&chat, "message", m));
+        }
+        self.record(entries).await;
+        if let Applied::Done(after) = &r {
+            self.observe(&chat, after, cause).await;
+            self.changed();
+        }
+        Ok(outcome)
     }
 }

@@ -33,6 +33,7 @@ pub mod provider;
 pub mod secrets;
 pub mod sqlite;
 pub mod store;
+pub mod timeline;
 pub mod webhooks;
 pub mod workers;
 
@@ -115,13 +116,15 @@ pub async fn serve_with(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(workers::run_scheduler(state.clone(), stop_rx.clone()));
-    let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx));
+    let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx.clone()));
+    let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx));
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = outbox.await;
+    let _ = pruner.await;
     served.map_err(ServiceError::Io)
 }
 
