@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
+use super::openapi::*;
 use super::secrets;
 use super::store::{record_json, LiveChatRecord, TimelineEntry};
 use super::timeline;
@@ -61,6 +62,7 @@ pub(crate) fn router(state: ServiceState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .merge(v1)
         .merge(webhooks)
         .fallback(not_found)
@@ -172,9 +174,17 @@ fn internal(e: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
 }
 
-fn json_object(body: &Bytes) -> Result<serde_json::Map<String, Value>, Response> {
+/// The body as a JSON object with only the `known` keys (a typo is an error, not ignored).
+fn json_object(body: &Bytes, known: &[&str]) -> Result<serde_json::Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Object(m)) => match m.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown field `{k}`; expected one of: {}", known.join(", ")),
+            )),
+            None => Ok(m),
+        },
         Ok(_) => Err(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -188,12 +198,41 @@ fn json_object(body: &Bytes) -> Result<serde_json::Map<String, Value>, Response>
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object))
+)]
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process answers", body = Health))
+)]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Prometheus / OpenMetrics text; `503` when the store does not answer (the gauges
 /// come from it).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 503, description = "`not_ready`: the store does not answer", body = ErrorBody),
+    )
+)]
 async fn metrics(State(state): State<ServiceState>) -> Response {
     match state
         .metrics()
@@ -321,6 +360,18 @@ async fn record_run(
     state.record(entries).await;
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/timeline",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    responses(
+        (status = 200, description = "Every handoff and what happened to it", body = Timeline),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`no_timeline`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn timeline_route(State(state): State<ServiceState>, Path(id): Path<String>) -> Response {
     match timeline::view(&state, &id).await {
         Ok(Some(v)) => Json(v).into_response(),
@@ -334,6 +385,15 @@ async fn timeline_route(State(state): State<ServiceState>, Path(id): Path<String
 }
 
 /// Ready when the store answers a query.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The store answers", body = Ready),
+        (status = 503, description = "`not_ready`", body = ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<ServiceState>) -> Response {
     match state.store().next_deadline().await {
         Ok(_) => Json(json!({"status": "ready", "store": "ok"})).into_response(),
@@ -387,6 +447,24 @@ fn safe_flow_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/run",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    request_body(content = RunRequest, description = "The flow (inline or a file under flows_dir) and its context"),
+    responses(
+        (status = 200, description = "The run document; `live_chat` when a handoff started", body = RunResponse),
+        (status = 400, description = "Malformed request (`bad_request`, `bad_context`, `bad_flow_file`, `flows_dir_not_configured`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`flow_not_found`", body = ErrorBody),
+        (status = 409, description = "`live_chat_open` or `run_in_progress`", body = ErrorBody),
+        (status = 413, description = "Body over `[api] max_run_body_bytes`", body = ErrorBody),
+        (status = 422, description = "`flow_invalid`, with the diagnostics", body = ErrorBody),
+        (status = 502, description = "`provider_error`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn run(
     State(state): State<ServiceState>,
     Path(id): Path<String>,
@@ -396,11 +474,12 @@ async fn run(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let req = match json_object(&body) {
+    let req = match json_object(&body, &["flow", "flow_file", "context", "strict"]) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let (src, file) = match (req.get("flow"), req.get("flow_file")) {
+    let present = |k: &str| req.get(k).filter(|v| !v.is_null());
+    let (src, file) = match (present("flow"), present("flow_file")) {
         (Some(_), Some(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -531,6 +610,24 @@ async fn run(
     Json(doc).into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/messages",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    request_body(content = MessageRequest, description = "The user's message"),
+    responses(
+        (status = 200, description = "Relayed to the agent", body = MessageResponse),
+        (status = 400, description = "`bad_request`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 409, description = "`no_live_chat`", body = ErrorBody),
+        (status = 413, description = "Body over `[api] max_body_bytes`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, see `Retry-After`", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds until a message is accepted again"))),
+        (status = 502, description = "`provider_error`: the live chat ended with `error`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn message(
     State(state): State<ServiceState>,
     Path(id): Path<String>,
@@ -540,7 +637,7 @@ async fn message(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let req = match json_object(&body) {
+    let req = match json_object(&body, &["text"]) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -579,6 +676,18 @@ async fn message(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/close",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    responses(
+        (status = 200, description = "Closed: the live chat ended `user_closed` (or `error` when the provider close failed)", body = LiveChatResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 409, description = "`no_live_chat`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn close(State(state): State<ServiceState>, Path(id): Path<String>) -> Response {
     match state.user_close(&id).await {
         Ok(chat) => Json(json!({"live_chat": chat_view(&state, &chat).await})).into_response(),
@@ -586,6 +695,18 @@ async fn close(State(state): State<ServiceState>, Path(id): Path<String>) -> Res
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/live_chat",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    responses(
+        (status = 200, description = "The conversation's newest live chat", body = LiveChatResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`no_live_chat`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn live_chat(State(state): State<ServiceState>, Path(id): Path<String>) -> Response {
     match state.store().latest_for_conversation(&id).await {
         Ok(Some(chat)) => {
@@ -733,6 +854,21 @@ async fn apply_events(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/liveperson/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("x-liveperson-signature" = Option<String>, Header, description = "`sha1=<base64 HMAC-SHA1(client_secret, raw body)>`")),
+    request_body(content = Value, description = "A LivePerson notification"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
 async fn webhook_liveperson(
     State(state): State<ServiceState>,
     Path(iid): Path<String>,
@@ -765,6 +901,22 @@ async fn webhook_liveperson(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/zendesk/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("x-zendesk-webhook-signature" = Option<String>, Header, description = "base64 HMAC-SHA256(webhook_secret, timestamp + body)"),
+        ("x-zendesk-webhook-signature-timestamp" = Option<String>, Header, description = "RFC 3339, within the replay window")),
+    request_body(content = Value, description = "A Zendesk webhook (event-subscribed or trigger)"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
 async fn webhook_zendesk(
     State(state): State<ServiceState>,
     Path(iid): Path<String>,
@@ -807,6 +959,21 @@ async fn webhook_zendesk(
 /// `jti`), `400` for a malformed body, `404` when no live chat has that
 /// `platform_conversation_id` and `conversation_id`, else `200 {"ok":true,"events":[…]}`
 /// (`applied`, `duplicate`, `stale` or `ignored` after the end).
+#[utoipa::path(
+    post,
+    path = "/webhooks/altu/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("authorization" = Option<String>, Header, description = "`Bearer <HS256 JWT>` (docs/connector-protocol.md)")),
+    request_body(content = Value, description = "An ALTU connector event envelope"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = AltuAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration` or `unknown_conversation`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
 async fn webhook_altu(
     State(state): State<ServiceState>,
     Path(iid): Path<String>,

@@ -29,6 +29,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod provider;
 pub mod secrets;
 pub mod sqlite;
