@@ -21,7 +21,11 @@ fn shipped_example_parses() {
     .unwrap();
     let d = dir_with_integrations("sandbox-integrations.toml");
     std::env::set_var("BUILDER_SECRET", "s3cr3t-value");
+    std::env::set_var("BUILDER_API_TOKEN", "api-token-from-env-0001");
     let c = ServiceConfig::from_toml_str(&src, "service.toml", d.path()).unwrap();
+    assert_eq!(c.api.tokens, ["api-token-from-env-0001"]);
+    assert_eq!(c.api.max_run_body_bytes, 1 << 20);
+    assert_eq!(c.webhooks.max_body_bytes, 256 << 10);
     assert_eq!(c.listen.to_string(), "127.0.0.1:8920");
     assert_eq!(c.database, d.path().join("transbordo.db"));
     assert_eq!(c.builder.signing_secret, "s3cr3t-value");
@@ -29,6 +33,7 @@ fn shipped_example_parses() {
     assert_eq!(c.webhooks.zendesk_replay_window_s, 300);
     // Secrets stay out of Debug output.
     assert!(!format!("{c:?}").contains("s3cr3t-value"));
+    assert!(!format!("{c:?}").contains("api-token-from-env-0001"));
 }
 
 fn err(src: &str, base: &Path) -> String {

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use service_common::{get, post, send_raw, Receiver, BUILDER_SECRET};
+use service_common::{get, post, send_raw, Receiver, API_TOKEN, BUILDER_SECRET};
 use transbordo::sandbox::{
     CloseReason, ConversationStatus, ConversationView, DeliveryState, Fault, FaultRule,
     JoinRequest, Provider, Sandbox, SandboxControl, SandboxOptions, WebhookPatch,
@@ -155,6 +155,8 @@ struct World {
     service: Option<ServiceProc>,
     starts: u32,
     probe: String,
+    /// Every text the user sent (must never appear in a log line).
+    said: std::sync::Mutex<Vec<String>>,
 }
 
 impl World {
@@ -189,6 +191,7 @@ impl World {
             service: None,
             starts: 0,
             probe,
+            said: std::sync::Mutex::default(),
         };
         w.spawn_service().await;
         w
@@ -209,6 +212,9 @@ signing_secret = "{BUILDER_SECRET}"
 initial_backoff_ms = 50
 max_backoff_ms = 200
 timeout_ms = 3000
+
+[api]
+tokens = ["${{TRANSBORDO_E2E_API_TOKEN}}"]
 "#,
             port = self.port,
             cb = self.rx_url,
@@ -250,6 +256,9 @@ timeout_ms = 3000
             self.starts += 1;
             let log = self.dir.path().join(format!("serve-{}.log", self.starts));
             let child = Command::new(BIN)
+                .env("TRANSBORDO_E2E_API_TOKEN", API_TOKEN)
+                .env("TRANSBORDO_LOG", "info,transbordo=debug")
+                .args(["--log-format", "json"])
                 .arg("serve")
                 .arg("--config")
                 .arg(&cfg)
@@ -280,6 +289,7 @@ timeout_ms = 3000
             }
             let r = http
                 .post(&url)
+                .bearer_auth(API_TOKEN)
                 .json(&json!({"flow_file": self.probe}))
                 .send()
                 .await;
@@ -354,6 +364,7 @@ timeout_ms = 3000
     }
 
     async fn user_says(&self, conv: &str, text: &str) -> (u16, Value) {
+        self.said.lock().expect("said").push(text.to_string());
         post(
             &self.base,
             &format!("/v1/conversations/{conv}/messages"),
@@ -476,7 +487,60 @@ timeout_ms = 3000
         if self.service.is_some() {
             self.terminate().await;
         }
+        self.assert_logs_clean();
         self.sandbox.shutdown().await;
+    }
+
+    /// Every secret of the config, every message text and every API token are absent
+    /// from every log the service wrote; each line is a JSON object.
+    fn assert_logs_clean(&self) {
+        let integrations: toml::Table =
+            std::fs::read_to_string(self.dir.path().join("integrations.toml"))
+                .expect("integrations.toml")
+                .parse()
+                .expect("toml");
+        let mut secrets = vec![BUILDER_SECRET.to_string(), API_TOKEN.to_string()];
+        for i in integrations["integration"].as_array().expect("list") {
+            for (k, v) in i.as_table().expect("table") {
+                if ["secret", "token", "key", "password"]
+                    .iter()
+                    .any(|s| k.contains(s))
+                {
+                    secrets.push(v.as_str().expect("string secret").to_string());
+                }
+            }
+        }
+        let mut texts = self.said.lock().expect("said").clone();
+        texts.extend(
+            self.rx
+                .events()
+                .iter()
+                .filter_map(|e| e["text"].as_str().map(str::to_string)),
+        );
+        let mut lines = 0;
+        for n in 1..=self.starts {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("serve-{n}.log")))
+                .unwrap_or_default();
+            for line in log.lines() {
+                lines += 1;
+                let v: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                assert!(
+                    v["fields"]["message"].is_string() || v["message"].is_string(),
+                    "{line}"
+                );
+                for s in &secrets {
+                    assert!(!line.contains(s.as_str()), "a secret in the log: {line}");
+                }
+                for t in &texts {
+                    assert!(
+                        !line.contains(t.as_str()),
+                        "message text in the log: {line}"
+                    );
+                }
+            }
+        }
+        assert!(lines > 0, "the service logged nothing");
     }
 }
 
@@ -1027,5 +1091,147 @@ async fn altu_user_silent_with_agent_user_inactivity_timeout() {
         "{:?}",
         c.details
     );
+    w.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Operating: metrics
+
+/// The value of one sample (`name{labels}` exactly as exposed), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_scenario() {
+    let w = World::start(Timers {
+        lp_wait: 3,
+        ..Timers::default()
+    })
+    .await;
+    // The builder refuses the first delivery once: one failed attempt.
+    *w.rx.fail_prefix.lock().expect("prefix") = "m-agent".into();
+    w.rx.fail_first.store(1, Ordering::SeqCst);
+    // m-agent: joined, one message each way, closed by the agent.
+    let a = pc(&w.start_chat("m-agent", LP).await);
+    // m-wait: nobody joins: the wait timer ends it with `timeout`.
+    w.start_chat("m-wait", LP).await;
+    w.sb.join(&a, &agent("Bia")).await.expect("join");
+    w.wait_kinds("m-agent", &["agent_joined"]).await;
+    w.sb.say(&a, "Oi, sou a Bia").await.expect("say");
+    let (s, _) = w.user_says("m-agent", "meu pedido").await;
+    assert_eq!(s, 200);
+    w.sb.close(&a, CloseReason::Agent).await.expect("close");
+    w.wait_kinds(
+        "m-agent",
+        &["agent_joined", "agent_message", "live_chat_ended"],
+    )
+    .await;
+    w.wait_kinds("m-wait", &["live_chat_ended"]).await;
+    w.assert_reentry("m-agent", "agent_closed").await;
+    w.assert_reentry("m-wait", "timeout").await;
+    // m-open: still waiting when scraped.
+    w.start_chat("m-open", LP).await;
+
+    let r = service_common::client()
+        .get(format!("{}/metrics", w.base))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("application/openmetrics-text"));
+    let m = r.text().await.expect("text");
+    let lp = r#"provider="liveperson""#;
+    let checks = [
+        (format!("transbordo_handoffs_total{{{lp},outcome=\"started\"}}"), 3.0),
+        (format!("transbordo_live_chats_ended_total{{{lp},status=\"agent_closed\"}}"), 1.0),
+        (format!("transbordo_live_chats_ended_total{{{lp},status=\"timeout\"}}"), 1.0),
+        (format!("transbordo_live_chats_open{{{lp},state=\"waiting\"}}"), 1.0),
+        (format!("transbordo_live_chats_open{{{lp},state=\"with_agent\"}}"), 0.0),
+        (format!("transbordo_time_to_agent_seconds_count{{{lp}}}"), 1.0),
+        (format!("transbordo_live_chat_duration_seconds_count{{{lp},status=\"agent_closed\"}}"), 1.0),
+        (format!("transbordo_live_chat_duration_seconds_count{{{lp},status=\"timeout\"}}"), 1.0),
+        (format!("transbordo_provider_request_duration_seconds_count{{{lp},operation=\"start\",outcome=\"ok\"}}"), 3.0),
+        (format!("transbordo_provider_request_duration_seconds_count{{{lp},operation=\"send\",outcome=\"ok\"}}"), 1.0),
+        (format!("transbordo_provider_request_duration_seconds_count{{{lp},operation=\"close\",outcome=\"ok\"}}"), 1.0),
+        ("transbordo_timers_fired_total{kind=\"wait\"}".to_string(), 1.0),
+        ("transbordo_outbox_deliveries_total{result=\"failed\"}".to_string(), 1.0),
+        // agent_joined, agent_message, live_chat_ended ×2.
+        ("transbordo_outbox_deliveries_total{result=\"delivered\"}".to_string(), 4.0),
+        ("transbordo_outbox_pending".to_string(), 0.0),
+        ("transbordo_outbox_oldest_pending_seconds".to_string(), 0.0),
+    ];
+    for (series, want) in &checks {
+        assert_eq!(sample(&m, series), *want, "{series}\n{m}");
+    }
+    // Webhooks: the join, the message, the close, all applied (the sandbox may also send
+    // notifications that change nothing, e.g. the consumer's own message).
+    let applied = sample(
+        &m,
+        &format!("transbordo_webhooks_total{{{lp},result=\"applied\"}}"),
+    );
+    assert!(applied >= 3.0, "{m}");
+    // The time to agent is between the handoff and the scrape.
+    let tta = sample(&m, &format!("transbordo_time_to_agent_seconds_sum{{{lp}}}"));
+    assert!(tta > 0.0 && tta < 10.0, "{tta}");
+
+    // The same story in m-agent's timeline, with the real provider HTTP attempts.
+    let (s, t) = get(&w.base, "/v1/conversations/m-agent/timeline").await;
+    assert_eq!(s, 200, "{t}");
+    let h = &t["handoffs"][0];
+    assert_eq!(h["status"], "agent_closed", "{t:#}");
+    let entries = h["entries"].as_array().expect("entries");
+    let calls: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "provider_call")
+        .collect();
+    let ops: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .map(|c| c["operation"].as_str().expect("operation"))
+        .collect();
+    assert_eq!(ops, ["send", "start"].into_iter().collect(), "{calls:#?}");
+    for c in &calls {
+        let status = c["status"].as_u64().expect("status");
+        assert!((200..300).contains(&status), "{c}");
+        assert_eq!(c["attempt"], 1, "{c}");
+        assert!(c["method"].is_string() && c["step"].is_string(), "{c}");
+        let url = c["url"].as_str().expect("url");
+        assert!(
+            url.starts_with("http://127.0.0.1:") && !url.contains('?'),
+            "{c}"
+        );
+    }
+    let deliveries: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e["kind"] == "delivery")
+        .map(|e| {
+            (
+                e["event_type"].as_str().expect("type").to_string(),
+                e["result"].as_str().expect("result").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("agent_joined", "failed"),
+        ("agent_joined", "delivered"),
+        ("agent_message", "delivered"),
+        ("live_chat_ended", "delivered"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(deliveries, want);
+    let failed = entries
+        .iter()
+        .find(|e| e["kind"] == "delivery" && e["result"] == "failed")
+        .expect("failed attempt");
+    assert_eq!(failed["answer"], "builder answered 503 Service Unavailable");
     w.shutdown().await;
 }

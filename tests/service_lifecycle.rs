@@ -661,7 +661,8 @@ async fn api_errors_are_json_4xx() {
         ("/v1/conversations/x/close", "{}", 409, "no_live_chat"),
     ];
     for (path, body, status, code) in cases {
-        let (s, e) = send_raw(&svc.base, path, &[], body.as_bytes()).await;
+        let auth = [("authorization", format!("Bearer {API_TOKEN}"))];
+        let (s, e) = send_raw(&svc.base, path, &auth, body.as_bytes()).await;
         assert_eq!(
             (s, e["error"]["code"].as_str()),
             (status, Some(code)),

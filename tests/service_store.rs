@@ -38,13 +38,14 @@ async fn migrations_recorded_and_reopen_is_idempotent() {
         s.migrations().await.unwrap(),
         vec![
             (1, "0001_init".to_string()),
-            (2, "0002_handoff".to_string())
+            (2, "0002_handoff".to_string()),
+            (3, "0003_timeline".to_string())
         ]
     );
     s.create(chat("h1", "c1", 10), 1_000).await.unwrap();
     drop(s);
     let s = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(s.migrations().await.unwrap().len(), 2);
+    assert_eq!(s.migrations().await.unwrap().len(), 3);
     let c = s.get("h1").await.unwrap().unwrap();
     assert_eq!(c.state, ChatState::Waiting);
     assert_eq!(

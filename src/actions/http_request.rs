@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
+use super::http_guard::{forbidden_in, Forbidden};
 use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
 use crate::interp::ActionCx;
 
@@ -256,6 +257,9 @@ impl Action for HttpRequest {
             cx.warn("dry run: http_request was not sent; its result is simulated");
             return Ok(json!({"status": "ok", "statusCode": 200, "headers": {}, "body": null}));
         }
+        if let Some(guard) = &cx.services().http_guard {
+            guard.check_url(&p.url).map_err(forbidden)?;
+        }
         let mut req = cx
             .services()
             .http
@@ -271,7 +275,9 @@ impl Action for HttpRequest {
             };
         }
         let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
+            if let Some(f) = forbidden_in(&e) {
+                forbidden(f)
+            } else if e.is_timeout() {
                 ActionError::new(
                     ErrorKind::Timeout,
                     format!(
@@ -338,6 +344,10 @@ impl Action for HttpRequest {
         }
         Ok(result)
     }
+}
+
+fn forbidden(f: Forbidden) -> ActionError {
+    ActionError::new(ErrorKind::Forbidden, f.to_string())
 }
 
 fn looks_like_json(t: &str) -> bool {

@@ -5,6 +5,7 @@
 //! written) and run with its parameters rendered ([`Action::run`]).
 
 mod builtin;
+pub mod http_guard;
 mod http_request;
 mod result;
 mod start_live_chat;
@@ -16,6 +17,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 pub use builtin::{SendMessage, SetVariables};
+pub use http_guard::HttpGuard;
 pub use http_request::{redact_headers, HttpRequest};
 pub use result::{ActionError, ErrorKind};
 pub use start_live_chat::StartLiveChat;

@@ -29,6 +29,9 @@ pub enum ErrorKind {
     Limit,
     /// A template failed while rendering the action's parameters.
     Template,
+    /// `http_request` to a destination the HTTP guard refuses (loopback, private,
+    /// link-local, … after DNS resolution; see `[http_request] allow`).
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -43,6 +46,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Limit => "limit",
             ErrorKind::Template => "template",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }

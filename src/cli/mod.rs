@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod logging;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
@@ -24,6 +26,12 @@ use output::{emit, emit_json, write_json, JsonStyle};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log to stderr: -v info, -vv debug, -vvv trace (`TRANSBORDO_LOG` overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log line format (default: pretty on a terminal, JSON otherwise).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<logging::LogFormat>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,6 +57,13 @@ struct Execute {
     /// Add the per-action trace (rendered parameters, result, warnings, duration).
     #[arg(long)]
     trace: bool,
+    /// Guard `http_request` as the service does: refuse loopback, private and link-local
+    /// addresses (after DNS resolution) except these hosts / networks (repeatable).
+    #[arg(long, value_name = "HOST|CIDR")]
+    http_allow: Vec<String>,
+    /// Guard `http_request` with no exceptions (same as `--http-allow` with nothing allowed).
+    #[arg(long)]
+    http_guard: bool,
     /// Print the document on one line (smaller and faster for large flows).
     #[arg(long)]
     compact: bool,
@@ -89,6 +104,8 @@ pub async fn main() -> ExitCode {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
+    let base = matches!(cli.command, Command::Serve(_)).then_some("info");
+    logging::init(cli.log_format, cli.verbose, base);
     match cli.command {
         Command::Check {
             flows,
@@ -260,6 +277,8 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         integrations,
         strict,
         trace,
+        http_allow,
+        http_guard,
         compact,
     } = args;
     let (flow, context, integrations) =
@@ -282,7 +301,19 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let engine = engine_for(integrations);
+    let mut engine = engine_for(integrations);
+    if http_guard || !http_allow.is_empty() {
+        let guarded = crate::actions::HttpGuard::new(&http_allow)
+            .map_err(|e| format!("error: --http-allow: {e}"))
+            .and_then(|g| engine.with_http_guard(g).map_err(|e| format!("error: {e}")));
+        engine = match guarded {
+            Ok(e) => e,
+            Err(msg) => {
+                eprintln!("{msg}");
+                return ExitCode::from(1);
+            }
+        };
+    }
     let name = flow.display().to_string();
     let loaded = match engine.load(&text, &name) {
         Ok(f) => f,

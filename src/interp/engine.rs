@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use super::{
     millis_since, redact, ActionCx, Message, RunOutcome, Services, Store, TraceEntry, Warning,
 };
-use crate::actions::{Action, ActionError, ErrorKind, Registry};
+use crate::actions::{Action, ActionError, ErrorKind, HttpGuard, Registry};
 use crate::flow::{self, Diagnostic, Flow, LoadError, LoadOptions};
 use crate::providers::{Integrations, ProviderClient, RetryPolicy};
 use crate::template::{LocatedError, MissingRead};
@@ -65,6 +65,7 @@ impl Engine {
             registry: Registry::with_builtins(),
             services: Services {
                 http,
+                http_guard: None,
                 integrations: Arc::new(Integrations::default()),
                 providers: ProviderClient::new(RetryPolicy::default())?,
             },
@@ -77,6 +78,17 @@ impl Engine {
         self.services.integrations = Arc::new(integrations);
         self.has_integrations = true;
         self
+    }
+
+    /// Guards `http_request`: only public addresses, plus what `guard` allows (see
+    /// [`crate::actions::http_guard`]).
+    pub fn with_http_guard(mut self, guard: HttpGuard) -> Result<Engine, ActionError> {
+        let guard = Arc::new(guard);
+        self.services.http = guard
+            .client()
+            .map_err(|e| ActionError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
+        self.services.http_guard = Some(guard);
+        Ok(self)
     }
 
     /// Replaces the provider clients (tests shrink their retry policy this way).

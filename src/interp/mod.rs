@@ -24,6 +24,8 @@ use crate::providers::{Handoff, Integrations, ProviderClient};
 pub struct Services {
     /// The client `http_request` uses.
     pub http: reqwest::Client,
+    /// Where `http_request` may go (`None`: anywhere; the CLI's default).
+    pub http_guard: Option<std::sync::Arc<crate::actions::HttpGuard>>,
     /// Live chat integrations by id.
     pub integrations: std::sync::Arc<Integrations>,
     /// LivePerson, Zendesk and ALTU SDK clients.

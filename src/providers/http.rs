@@ -128,9 +128,24 @@ impl Transport {
                 ));
             }
             let per_attempt = left.min(self.policy.request_timeout);
-            let result = self
-                .attempt(label, call, retry, secret, per_attempt)
-                .await?;
+            let began = Instant::now();
+            let at_ms = super::observe::now_ms();
+            let result = self.attempt(label, call, retry, secret, per_attempt).await;
+            let (status, outcome) = match &result {
+                Ok(Attempt::Done(r)) => (Some(r.status), "ok"),
+                Ok(Attempt::Failed { err, .. }) | Err(err) => (err.http_status, err.kind.as_str()),
+            };
+            super::observe::record(super::observe::CallRecord {
+                at_ms,
+                step: label.to_string(),
+                method: call.method.to_string(),
+                url: call.url.clone(),
+                status,
+                attempt: attempt + 1,
+                duration_ms: began.elapsed().as_secs_f64() * 1000.0,
+                outcome: outcome.to_string(),
+            });
+            let result = result?;
             match result {
                 Attempt::Done(r) => return Ok(r),
                 Attempt::Failed {

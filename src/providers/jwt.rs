@@ -1,18 +1,17 @@
-//! Minimal HS256 JWT (RFC 7519 / RFC 7515) for the ALTU SDK connector: we sign every event
-//! we send and verify every event the platform sends (`docs/connector-protocol.md`).
-//! Hand-written on `hmac` + `sha2` + `base64` because only HS256 is needed and the
-//! validation rules (60 s lifetime, 30 s skew, `jti` replay) are ours.
+//! HS256 JWTs (RFC 7519 / RFC 7515) for the ALTU SDK connector: we sign every event we
+//! send and verify every event the platform sends (`docs/connector-protocol.md`).
+//! Signing and signature checks are `jsonwebtoken`'s; the validation rules (60 s
+//! lifetime, 30 s skew, `jti` replay) are ours, in [`Validation`]. The sandbox keeps an
+//! independent implementation on purpose, so the two check each other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind as JwtKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{json, Value};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why a token was refused. Messages never contain the key or the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,52 +46,53 @@ pub enum JwtError {
     Replay,
 }
 
-/// Signs `claims` (a JSON object) with HS256; the header is `{"alg":"HS256","typ":"JWT"}`.
+/// Signs `claims` (a JSON object) with HS256; the header is `{"typ":"JWT","alg":"HS256"}`.
 pub fn sign_hs256(claims: &Value, key: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes());
-    let signing_input = format!("{header}.{payload}");
-    let sig = mac(key, signing_input.as_bytes()).finalize().into_bytes();
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))
-}
-
-fn mac(key: &[u8], msg: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut m = match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-    };
-    m.update(msg);
-    m
+    // Encoding a JSON value with an HMAC key has no failure mode but a broken crypto
+    // provider; an empty token is then refused by every receiver.
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(key),
+    )
+    .unwrap_or_default()
 }
 
 /// Checks the signature (constant time) and the `alg`, and returns the claims. Does not
 /// look at times or other claims: see [`Validation::validate`].
 pub fn verify_hs256(token: &str, key: &[u8]) -> Result<Value, JwtError> {
-    let mut parts = token.trim().split('.');
-    let (Some(h), Some(p), Some(s), None) =
+    let token = token.trim();
+    let mut parts = token.split('.');
+    let (Some(h), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
+    // Classify the algorithm ourselves: `none` is not even a name jsonwebtoken parses.
     let header: Value = decode_json(h)?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
         return Err(JwtError::Algorithm);
     }
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
-    let m = mac(key, format!("{h}.{p}").as_bytes());
-    m.verify_slice(&sig).map_err(|_| JwtError::Signature)?;
-    let claims: Value = decode_json(p)?;
-    if !claims.is_object() {
+    let mut rules = jsonwebtoken::Validation::new(Algorithm::HS256);
+    rules.required_spec_claims = HashSet::new();
+    rules.validate_exp = false;
+    rules.validate_nbf = false;
+    rules.validate_aud = false;
+    let data = jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(key), &rules)
+        .map_err(|e| match e.kind() {
+            JwtKind::InvalidSignature => JwtError::Signature,
+            JwtKind::InvalidAlgorithm | JwtKind::InvalidAlgorithmName => JwtError::Algorithm,
+            _ => JwtError::Malformed,
+        })?;
+    if !data.claims.is_object() {
         return Err(JwtError::Malformed);
     }
-    Ok(claims)
+    Ok(data.claims)
 }
 
 /// The claims part of a token, unverified (used only to read our own tokens' `exp`).
 pub fn decode_claims_unverified(token: &str) -> Option<Value> {
-    let p = token.split('.').nth(1)?;
-    decode_json(p).ok()
+    jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).ok()
 }
 
 fn decode_json(part: &str) -> Result<Value, JwtError> {
@@ -228,11 +228,21 @@ mod tests {
     const JWT_IO: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
 
     #[test]
-    fn jwt_io_vector_signs_and_verifies() {
+    fn jwt_io_vector_verifies_and_tokens_round_trip() {
         let claims = json!({"sub": "1234567890", "name": "John Doe", "iat": 1516239022});
-        assert_eq!(sign_hs256(&claims, b"your-256-bit-secret"), JWT_IO);
-        assert_eq!(verify_hs256(JWT_IO, b"your-256-bit-secret"), Ok(claims));
+        assert_eq!(
+            verify_hs256(JWT_IO, b"your-256-bit-secret"),
+            Ok(claims.clone())
+        );
         assert_eq!(verify_hs256(JWT_IO, b"other"), Err(JwtError::Signature));
+        let ours = sign_hs256(&claims, b"your-256-bit-secret");
+        // Same payload and key as jwt.io; the header lists `typ` first.
+        assert_eq!(ours.split('.').nth(1), JWT_IO.split('.').nth(1));
+        assert_eq!(
+            verify_hs256(&ours, b"your-256-bit-secret"),
+            Ok(claims.clone())
+        );
+        assert_eq!(decode_claims_unverified(&ours), Some(claims));
     }
 
     #[test]

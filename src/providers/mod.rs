@@ -5,6 +5,7 @@
 //! - [`liveperson`], [`zendesk`], [`altu`]: per-provider builders, shared by the plan and
 //!   the real client so the bodies are built in one place;
 //! - [`http`]: the one retry/timeout policy; [`client`]: [`ProviderClient`];
+//! - [`observe`]: every HTTP attempt, for the service's timeline;
 //! - [`jwt`]: HS256 tokens for the ALTU SDK connector (`docs/connector-protocol.md`).
 
 pub mod altu;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod http;
 pub mod jwt;
 pub mod liveperson;
+pub mod observe;
 pub mod request;
 pub mod zendesk;
 

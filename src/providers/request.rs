@@ -324,25 +324,10 @@ fn static_size_warning(kind: ProviderKind, name: &str, v: &Value) -> Option<Stri
 fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let max = if name.len() <= 4 { 1 } else { 2 };
     candidates
-        .map(|c| (levenshtein(name, c), c))
+        .map(|c| (strsim::levenshtein(name, c), c))
         .filter(|(d, _)| *d <= max)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 // ---- helpers shared by the provider builders ---------------------------------------------
@@ -455,10 +440,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn levenshtein_basics() {
-        assert_eq!(levenshtein("skil_id", "skill_id"), 1);
-        assert_eq!(levenshtein("abc", "abc"), 0);
-        assert_eq!(levenshtein("", "ab"), 2);
+    fn suggests_the_closest_name() {
+        let names = ["skill_id", "campaign_id", "engagement_id"];
+        assert_eq!(suggest("skil_id", names.into_iter()), Some("skill_id"));
+        assert_eq!(
+            suggest("campain_id", names.into_iter()),
+            Some("campaign_id")
+        );
+        assert_eq!(suggest("zzz", names.into_iter()), None);
     }
 
     #[test]

@@ -1,12 +1,24 @@
-//! HTTP routes: the builder-facing API (`/v1/…`), provider webhooks (`/webhooks/…`)
-//! and `/healthz`. Every error is `{"error":{"code","message"}}` with a 4xx/5xx status.
+//! HTTP routes: the builder-facing API (`/v1/…`), provider webhooks (`/webhooks/…`),
+//! `/healthz` and `/readyz`. Every error is `{"error":{"code","message"}}` with a 4xx/5xx
+//! status.
+//!
+//! - `/v1/…` needs `Authorization: Bearer <token>` with one of `[api] tokens` (compared
+//!   in constant time); otherwise `401 unauthorized` and nothing happens. Without tokens
+//!   (loopback only) the API is open.
+//! - Webhooks are authenticated by their provider signatures ([`super::auth`]).
+//! - Bodies are limited: `run` to `[api] max_run_body_bytes` (1 MiB), the other `/v1/…`
+//!   routes to `[api] max_body_bytes` (64 KiB), webhooks to `[webhooks] max_body_bytes`
+//!   (256 KiB); larger ones get `413 payload_too_large`.
+//! - `/messages` is rate limited per conversation (`429 rate_limited` with `Retry-After`).
 
 // Handlers return ready `Response`s as their error branch; boxing them buys nothing.
 #![allow(clippy::result_large_err)]
 
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, OriginalUri, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,27 +26,139 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
+use super::openapi::*;
 use super::secrets;
-use super::store::{record_json, LiveChatRecord};
+use super::store::{record_json, LiveChatRecord, TimelineEntry};
+use super::timeline;
 use super::webhooks::{self, ProviderEvent};
 use crate::interp::{RunOptions, Store};
+use crate::providers::observe;
 use crate::providers::{Integration, IntegrationId, ProviderKind};
 
 /// The router over a state (see [`super::app`]).
 pub(crate) fn router(state: ServiceState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/v1/conversations/{id}/run", post(run))
+    let cfg = state.config();
+    let v1 = Router::new()
+        .route(
+            "/v1/conversations/{id}/run",
+            post(run).layer(DefaultBodyLimit::max(cfg.api.max_run_body_bytes)),
+        )
         .route("/v1/conversations/{id}/messages", post(message))
         .route("/v1/conversations/{id}/close", post(close))
         .route("/v1/conversations/{id}/live_chat", get(live_chat))
+        .route("/v1/conversations/{id}/timeline", get(timeline_route))
+        .layer(DefaultBodyLimit::max(cfg.api.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let webhooks = Router::new()
         .route(
             "/webhooks/liveperson/{integration_id}",
             post(webhook_liveperson),
         )
         .route("/webhooks/zendesk/{integration_id}", post(webhook_zendesk))
         .route("/webhooks/altu/{integration_id}", post(webhook_altu))
+        .layer(DefaultBodyLimit::max(cfg.webhooks.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), log_webhook));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .merge(v1)
+        .merge(webhooks)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One log line per request: method, route, status, duration, conversation id.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(unmatched)".into());
+    let conversation_id = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/conversations/")
+        .and_then(|r| r.split('/').next())
+        .map(str::to_string);
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::error!(%method, route, status, duration_ms, conversation_id, "request");
+    } else {
+        tracing::info!(%method, route, status, duration_ms, conversation_id, "request");
+    }
+    resp
+}
+
+/// `Authorization: Bearer <token>` on `/v1/…` (see the module docs).
+async fn require_token(State(state): State<ServiceState>, req: Request, next: Next) -> Response {
+    let tokens = &state.config().api.tokens;
+    if tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let given = header(req.headers(), "authorization").map(|v| {
+        let (scheme, token) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
+        (scheme.eq_ignore_ascii_case("bearer"), token.trim())
+    });
+    let why = match given {
+        Some((true, t)) if !t.is_empty() && token_matches(tokens, t) => return next.run(req).await,
+        Some((true, t)) if !t.is_empty() => "invalid API token",
+        Some(_) => "`Authorization` must be `Bearer <token>`",
+        None => "missing `Authorization: Bearer <token>`",
+    };
+    let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
+    resp.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+/// Constant time in the token's content: both sides are hashed first (so lengths do not
+/// leak either) and every configured token is compared.
+fn token_matches(tokens: &[String], given: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let g = Sha256::digest(given.as_bytes());
+    let mut ok = subtle::Choice::from(0);
+    for t in tokens {
+        ok |= Sha256::digest(t.as_bytes()).ct_eq(&g);
+    }
+    ok.into()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// The body, or a JSON error: `413 payload_too_large` over the route's limit.
+fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Response> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+            )
+        } else {
+            error(r.status(), "bad_request", r.body_text())
+        }
+    })
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -46,13 +170,21 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    eprintln!("transbordo serve: internal error: {e}");
+    tracing::error!(error = %e, "internal error");
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
 }
 
-fn json_object(body: &Bytes) -> Result<serde_json::Map<String, Value>, Response> {
+/// The body as a JSON object with only the `known` keys (a typo is an error, not ignored).
+fn json_object(body: &Bytes, known: &[&str]) -> Result<serde_json::Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Object(m)) => match m.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown field `{k}`; expected one of: {}", known.join(", ")),
+            )),
+            None => Ok(m),
+        },
         Ok(_) => Err(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -66,8 +198,214 @@ fn json_object(body: &Bytes) -> Result<serde_json::Map<String, Value>, Response>
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object))
+)]
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process answers", body = Health))
+)]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Prometheus / OpenMetrics text; `503` when the store does not answer (the gauges
+/// come from it).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 503, description = "`not_ready`: the store does not answer", body = ErrorBody),
+    )
+)]
+async fn metrics(State(state): State<ServiceState>) -> Response {
+    match state
+        .metrics()
+        .render(state.store().as_ref(), now_ms())
+        .await
+    {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the store does not answer");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("the store does not answer: {e}"),
+            )
+        }
+    }
+}
+
+/// Counts and logs the provider calls a run made (`start_live_chat`, `http_request`):
+/// outcome, status and duration, never parameters or URLs' paths and queries.
+fn observe_run(state: &ServiceState, conversation_id: &str, run: &crate::interp::RunOutcome) {
+    let handoff_id = run.handoff.as_ref().map(|h| h.handoff_id.as_str());
+    for t in &run.trace {
+        let ok = t.result.get("status").and_then(Value::as_str) == Some("ok");
+        let kind = t
+            .result
+            .pointer("/error/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("error");
+        let status = t
+            .result
+            .get("statusCode")
+            .or_else(|| t.result.pointer("/error/http_status"))
+            .and_then(Value::as_u64);
+        match t.name.as_str() {
+            "start_live_chat" => {
+                let iid = t.parameters.get("integration_id");
+                let provider = iid
+                    .and_then(IntegrationId::from_json)
+                    .and_then(|i| state.config().integrations.get(&i))
+                    .map(|i| i.provider.as_str())
+                    .unwrap_or("unknown");
+                let outcome = if ok { "started" } else { kind };
+                state.metrics().handoff(provider, outcome);
+                state.metrics().provider_request(
+                    provider,
+                    "start",
+                    if ok { "ok" } else { kind },
+                    t.duration_ms / 1000.0,
+                );
+                tracing::info!(
+                    conversation_id,
+                    handoff_id = if ok { handoff_id } else { None },
+                    provider,
+                    integration_id = iid.map(|v| v.to_string()),
+                    operation = "start",
+                    outcome,
+                    status,
+                    duration_ms = t.duration_ms,
+                    "provider call"
+                );
+            }
+            "http_request" => {
+                let host = t
+                    .parameters
+                    .pointer("/config/url")
+                    .and_then(Value::as_str)
+                    .and_then(|u| reqwest::Url::parse(u).ok())
+                    .and_then(|u| u.host_str().map(str::to_string));
+                tracing::info!(
+                    conversation_id,
+                    provider = "http",
+                    host,
+                    operation = "http_request",
+                    outcome = if ok { "ok" } else { kind },
+                    status,
+                    duration_ms = t.duration_ms,
+                    "provider call"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The run that started a handoff, and its provider calls, in the handoff's timeline.
+async fn record_run(
+    state: &ServiceState,
+    conversation_id: &str,
+    handoff_id: &str,
+    flow: &str,
+    at: i64,
+    run: &crate::interp::RunOutcome,
+    calls: &[observe::CallRecord],
+) {
+    let actions: Vec<Value> = run
+        .trace
+        .iter()
+        .map(|t| {
+            json!({
+                "index": t.index,
+                "name": t.name,
+                "parameters": t.parameters,
+                "status": t.result.get("status"),
+                "error_kind": t.result.pointer("/error/kind"),
+                "duration_ms": timeline::round_ms(t.duration_ms),
+            })
+        })
+        .collect();
+    let mut entries = vec![TimelineEntry {
+        live_chat_id: handoff_id.to_string(),
+        conversation_id: conversation_id.to_string(),
+        at,
+        kind: "run".into(),
+        data: json!({"flow": flow, "actions": actions}),
+    }];
+    entries.extend(timeline::calls(handoff_id, conversation_id, "start", calls));
+    state.record(entries).await;
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/timeline",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    responses(
+        (status = 200, description = "Every handoff and what happened to it", body = Timeline),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`no_timeline`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
+async fn timeline_route(State(state): State<ServiceState>, Path(id): Path<String>) -> Response {
+    match timeline::view(&state, &id).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no_timeline",
+            "nothing recorded for this conversation (no live chat, or pruned)",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// Ready when the store answers a query.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The store answers", body = Ready),
+        (status = 503, description = "`not_ready`", body = ErrorBody),
+    )
+)]
+async fn readyz(State(state): State<ServiceState>) -> Response {
+    match state.store().next_deadline().await {
+        Ok(_) => Json(json!({"status": "ready", "store": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readyz: the store does not answer");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("the store does not answer: {e}"),
+            )
+        }
+    }
 }
 
 async fn chat_view(state: &ServiceState, chat: &LiveChatRecord) -> Value {
@@ -109,12 +447,39 @@ fn safe_flow_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
 }
 
-async fn run(State(state): State<ServiceState>, Path(id): Path<String>, body: Bytes) -> Response {
-    let req = match json_object(&body) {
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/run",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    request_body(content = RunRequest, description = "The flow (inline or a file under flows_dir) and its context"),
+    responses(
+        (status = 200, description = "The run document; `live_chat` when a handoff started", body = RunResponse),
+        (status = 400, description = "Malformed request (`bad_request`, `bad_context`, `bad_flow_file`, `flows_dir_not_configured`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`flow_not_found`", body = ErrorBody),
+        (status = 409, description = "`live_chat_open` or `run_in_progress`", body = ErrorBody),
+        (status = 413, description = "Body over `[api] max_run_body_bytes`", body = ErrorBody),
+        (status = 422, description = "`flow_invalid`, with the diagnostics", body = ErrorBody),
+        (status = 502, description = "`provider_error`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
+async fn run(
+    State(state): State<ServiceState>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body(raw, state.config().api.max_run_body_bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = match json_object(&body, &["flow", "flow_file", "context", "strict"]) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let (src, file) = match (req.get("flow"), req.get("flow_file")) {
+    let present = |k: &str| req.get(k).filter(|v| !v.is_null());
+    let (src, file) = match (present("flow"), present("flow_file")) {
         (Some(_), Some(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -214,17 +579,27 @@ async fn run(State(state): State<ServiceState>, Path(id): Path<String>, body: By
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_context", e.to_string()),
     };
     store.set_conversation_id(id.clone());
-    let outcome = state
-        .engine()
-        .run(
-            &flow,
-            store,
-            &RunOptions {
-                strict,
-                ..RunOptions::default()
-            },
+    let started_at = now_ms();
+    // The timeline shows each action's rendered parameters: keep the trace.
+    let opts = RunOptions {
+        strict,
+        dry_run: false,
+        trace: true,
+    };
+    let (outcome, calls) = observe::collect(state.engine().run(&flow, store, &opts)).await;
+    observe_run(&state, &id, &outcome);
+    if let Some(h) = &outcome.handoff {
+        record_run(
+            &state,
+            &id,
+            &h.handoff_id,
+            &file,
+            started_at,
+            &outcome,
+            &calls,
         )
         .await;
+    }
     let mut doc = outcome.run_json();
     let live = match &outcome.handoff {
         Some(h) => match state.start_live_chat(&id, h).await {
@@ -237,12 +612,34 @@ async fn run(State(state): State<ServiceState>, Path(id): Path<String>, body: By
     Json(doc).into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/messages",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    request_body(content = MessageRequest, description = "The user's message"),
+    responses(
+        (status = 200, description = "Relayed to the agent", body = MessageResponse),
+        (status = 400, description = "`bad_request`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 409, description = "`no_live_chat`", body = ErrorBody),
+        (status = 413, description = "Body over `[api] max_body_bytes`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, see `Retry-After`", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds until a message is accepted again"))),
+        (status = 502, description = "`provider_error`: the live chat ended with `error`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn message(
     State(state): State<ServiceState>,
     Path(id): Path<String>,
-    body: Bytes,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let req = match json_object(&body) {
+    let body = match body(raw, state.config().api.max_body_bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = match json_object(&body, &["text"]) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -257,6 +654,23 @@ async fn message(
             "`text` must be a non-empty string",
         );
     };
+    if let Err(wait) = state.limiter().check(&id, std::time::Instant::now()) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        tracing::warn!(conversation_id = %id, retry_after_s = secs, "message rate limit hit");
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} messages per minute for this conversation; retry in {secs} s",
+                state.config().api.messages_per_minute
+            ),
+        );
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(secs),
+        );
+        return resp;
+    }
     match state.user_message(&id, text).await {
         Ok(chat) => Json(json!({"status": "sent", "live_chat": chat_view(&state, &chat).await}))
             .into_response(),
@@ -264,6 +678,18 @@ async fn message(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/close",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    responses(
+        (status = 200, description = "Closed: the live chat ended `user_closed` (or `error` when the provider close failed)", body = LiveChatResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 409, description = "`no_live_chat`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn close(State(state): State<ServiceState>, Path(id): Path<String>) -> Response {
     match state.user_close(&id).await {
         Ok(chat) => Json(json!({"live_chat": chat_view(&state, &chat).await})).into_response(),
@@ -271,6 +697,18 @@ async fn close(State(state): State<ServiceState>, Path(id): Path<String>) -> Res
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/live_chat",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    responses(
+        (status = 200, description = "The conversation's newest live chat", body = LiveChatResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`no_live_chat`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
 async fn live_chat(State(state): State<ServiceState>, Path(id): Path<String>) -> Response {
     match state.store().latest_for_conversation(&id).await {
         Ok(Some(chat)) => {
@@ -306,7 +744,86 @@ fn integration(
 }
 
 fn unauthorized(e: auth::AuthError) -> Response {
-    error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+    let why = e.to_string();
+    noted(
+        error(StatusCode::UNAUTHORIZED, "unauthorized", why.clone()),
+        vec!["unauthorized"],
+        Some(why),
+    )
+}
+
+fn malformed(e: webhooks::ParseError) -> Response {
+    let why = e.to_string();
+    noted(
+        error(StatusCode::BAD_REQUEST, "malformed_event", why.clone()),
+        vec!["malformed"],
+        Some(why),
+    )
+}
+
+/// What a webhook came to, for [`log_webhook`] (logs and metrics).
+#[derive(Clone)]
+struct WebhookNote {
+    results: Vec<&'static str>,
+    why: Option<String>,
+}
+
+fn noted(mut resp: Response, results: Vec<&'static str>, why: Option<String>) -> Response {
+    resp.extensions_mut().insert(WebhookNote { results, why });
+    resp
+}
+
+/// One log line and one count per webhook (per event for multi-event bodies): the
+/// result and why, never a signature, token or message text.
+async fn log_webhook(State(state): State<ServiceState>, req: Request, next: Next) -> Response {
+    let mut segs = req.uri().path().trim_start_matches("/webhooks/").split('/');
+    let provider = match segs.next() {
+        Some("altu") => "altu_sdk".to_string(),
+        Some(p) => p.to_string(),
+        None => String::new(),
+    };
+    let integration_id = segs.next().unwrap_or_default().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let (results, why) = match resp.extensions().get::<WebhookNote>() {
+        // A notification with no event for us (e.g. the consumer's own message echoed).
+        Some(n) if n.results.is_empty() => (vec!["ignored"], None),
+        Some(n) => (n.results.clone(), n.why.clone()),
+        None => (
+            vec![match status.as_u16() {
+                401 => "unauthorized",
+                400 => "malformed",
+                404 => "unknown_integration",
+                413 => "too_large",
+                s if s >= 500 => "error",
+                _ => "ok",
+            }],
+            None,
+        ),
+    };
+    for r in &results {
+        state.metrics().webhook(&provider, r);
+    }
+    let result = results.join(",");
+    if status.is_success() {
+        tracing::info!(
+            provider,
+            integration_id,
+            result,
+            status = status.as_u16(),
+            "webhook"
+        );
+    } else {
+        tracing::warn!(
+            provider,
+            integration_id,
+            result,
+            why,
+            status = status.as_u16(),
+            "webhook refused"
+        );
+    }
+    resp
 }
 
 async fn apply_events(
@@ -317,7 +834,7 @@ async fn apply_events(
 ) -> Response {
     let events = match parsed {
         Ok(e) => e,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "malformed_event", e.to_string()),
+        Err(e) => return malformed(e),
     };
     let mut outcomes = Vec::new();
     for ev in events {
@@ -332,15 +849,38 @@ async fn apply_events(
             Err(e) => return internal(e),
         }
     }
-    Json(json!({"status": "ok", "events": outcomes})).into_response()
+    noted(
+        Json(json!({"status": "ok", "events": outcomes})).into_response(),
+        outcomes,
+        None,
+    )
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/liveperson/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("x-liveperson-signature" = Option<String>, Header, description = "`sha1=<base64 HMAC-SHA1(client_secret, raw body)>`")),
+    request_body(content = Value, description = "A LivePerson notification"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
 async fn webhook_liveperson(
     State(state): State<ServiceState>,
     Path(iid): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body(raw, state.config().webhooks.max_body_bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let i = match integration(&state, &iid, ProviderKind::LivePerson) {
         Ok(i) => i,
         Err(r) => return r,
@@ -363,12 +903,32 @@ async fn webhook_liveperson(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/zendesk/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("x-zendesk-webhook-signature" = Option<String>, Header, description = "base64 HMAC-SHA256(webhook_secret, timestamp + body)"),
+        ("x-zendesk-webhook-signature-timestamp" = Option<String>, Header, description = "RFC 3339, within the replay window")),
+    request_body(content = Value, description = "A Zendesk webhook (event-subscribed or trigger)"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
 async fn webhook_zendesk(
     State(state): State<ServiceState>,
     Path(iid): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body(raw, state.config().webhooks.max_body_bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let i = match integration(&state, &iid, ProviderKind::Zendesk) {
         Ok(i) => i,
         Err(r) => return r,
@@ -401,13 +961,32 @@ async fn webhook_zendesk(
 /// `jti`), `400` for a malformed body, `404` when no live chat has that
 /// `platform_conversation_id` and `conversation_id`, else `200 {"ok":true,"events":[…]}`
 /// (`applied`, `duplicate`, `stale` or `ignored` after the end).
+#[utoipa::path(
+    post,
+    path = "/webhooks/altu/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("authorization" = Option<String>, Header, description = "`Bearer <HS256 JWT>` (docs/connector-protocol.md)")),
+    request_body(content = Value, description = "An ALTU connector event envelope"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = AltuAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration` or `unknown_conversation`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
 async fn webhook_altu(
     State(state): State<ServiceState>,
     Path(iid): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body(raw, state.config().webhooks.max_body_bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let i = match integration(&state, &iid, ProviderKind::AltuSdk) {
         Ok(i) => i,
         Err(r) => return r,
@@ -429,7 +1008,7 @@ async fn webhook_altu(
     };
     let ev = match webhooks::parse_altu(&body) {
         Ok(ev) => ev,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "malformed_event", e.to_string()),
+        Err(e) => return malformed(e),
     };
     if let Err(e) =
         auth::check_connector_claims(&claims, access_token, uri.path(), &ev.conversation_id)
@@ -445,20 +1024,28 @@ async fn webhook_altu(
     {
         Ok(true) => {}
         Ok(false) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "token already used (jti replay)",
+            return noted(
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "token already used (jti replay)",
+                ),
+                vec!["unauthorized"],
+                Some("token already used (jti replay)".into()),
             )
         }
         Err(e) => return internal(e),
     }
     let integration_id = i.id.to_string();
     let unknown = || {
-        error(
-            StatusCode::NOT_FOUND,
-            "unknown_conversation",
-            "no live chat for that platform_conversation_id and conversation_id",
+        noted(
+            error(
+                StatusCode::NOT_FOUND,
+                "unknown_conversation",
+                "no live chat for that platform_conversation_id and conversation_id",
+            ),
+            vec!["unknown_conversation"],
+            None,
         )
     };
     match state
@@ -485,5 +1072,9 @@ async fn webhook_altu(
         EventOutcome::Ignored => "ignored",
         EventOutcome::Unknown => return unknown(),
     };
-    Json(json!({"ok": true, "events": [name]})).into_response()
+    noted(
+        Json(json!({"ok": true, "events": [name]})).into_response(),
+        vec![name],
+        None,
+    )
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::actions::HttpGuard;
 use crate::providers::Integrations;
 
 /// A config file that cannot be used. Messages carry `file:line:col` where the problem
@@ -93,6 +94,8 @@ impl Default for DeliveryConfig {
 pub struct WebhookConfig {
     /// Zendesk signature timestamps older/newer than this are refused.
     pub zendesk_replay_window_s: u64,
+    /// Largest webhook body (bytes).
+    pub max_body_bytes: usize,
     /// Clock skew accepted on connector JWT `iat`/`exp`.
     pub jwt_clock_skew_s: u64,
 }
@@ -102,9 +105,71 @@ impl Default for WebhookConfig {
         WebhookConfig {
             zendesk_replay_window_s: 300,
             jwt_clock_skew_s: 30,
+            max_body_bytes: 256 << 10,
         }
     }
 }
+
+/// The builder API's protection (`[api]`).
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Bearer tokens accepted on `/v1/…` (several, so they can be rotated). Empty: the
+    /// API is open, which is only allowed on a loopback `listen` address.
+    pub tokens: Vec<String>,
+    /// Largest body of `POST /v1/conversations/{id}/run` (bytes).
+    pub max_run_body_bytes: usize,
+    /// Largest body of the other `/v1/…` routes (bytes).
+    pub max_body_bytes: usize,
+    /// Sustained user messages per conversation per minute on `/messages` (0: no limit).
+    pub messages_per_minute: u32,
+    /// Messages a conversation may send in a burst above that rate.
+    pub messages_burst: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            tokens: Vec::new(),
+            max_run_body_bytes: 1 << 20,
+            max_body_bytes: 64 << 10,
+            messages_per_minute: 60,
+            messages_burst: 20,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("tokens", &format!("[{} redacted]", self.tokens.len()))
+            .field("max_run_body_bytes", &self.max_run_body_bytes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("messages_per_minute", &self.messages_per_minute)
+            .field("messages_burst", &self.messages_burst)
+            .finish()
+    }
+}
+
+/// The per-conversation timeline (`[timeline]`).
+#[derive(Debug, Clone, Copy)]
+pub struct TimelineConfig {
+    /// Entries older than this many days are deleted (checked hourly).
+    pub retention_days: u32,
+    /// Keep the text of relayed messages (default: only their length).
+    pub include_text: bool,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        TimelineConfig {
+            retention_days: 30,
+            include_text: false,
+        }
+    }
+}
+
+/// Shortest accepted API token: guessing must be hopeless.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Everything `transbordo serve` needs.
 #[derive(Clone)]
@@ -123,8 +188,14 @@ pub struct ServiceConfig {
     pub builder: BuilderConfig,
     /// Outbox retry policy.
     pub delivery: DeliveryConfig,
-    /// Webhook authentication windows.
+    /// Webhook authentication windows and body limit.
     pub webhooks: WebhookConfig,
+    /// Builder API tokens, body limits and the message rate limit.
+    pub api: ApiConfig,
+    /// Where `http_request` may go (`[http_request] allow`).
+    pub http_guard: HttpGuard,
+    /// Timeline retention and content.
+    pub timeline: TimelineConfig,
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -137,6 +208,9 @@ impl std::fmt::Debug for ServiceConfig {
             .field("builder", &self.builder)
             .field("delivery", &self.delivery)
             .field("webhooks", &self.webhooks)
+            .field("api", &self.api)
+            .field("http_guard", &self.http_guard)
+            .field("timeline", &self.timeline)
             .finish()
     }
 }
@@ -153,6 +227,36 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     webhooks: RawWebhooks,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    http_request: RawHttpRequest,
+    #[serde(default)]
+    timeline: RawTimeline,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeline {
+    retention_days: Option<Spanned<u32>>,
+    include_text: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    tokens: Option<Spanned<Vec<Spanned<String>>>>,
+    max_run_body_bytes: Option<Spanned<usize>>,
+    max_body_bytes: Option<Spanned<usize>>,
+    messages_per_minute: Option<u32>,
+    messages_burst: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttpRequest {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +279,7 @@ struct RawDelivery {
 struct RawWebhooks {
     zendesk_replay_window_s: Option<u64>,
     jwt_clock_skew_s: Option<u64>,
+    max_body_bytes: Option<Spanned<usize>>,
 }
 
 impl ServiceConfig {
@@ -299,6 +404,81 @@ impl ServiceConfig {
             timeout: raw.delivery.timeout_ms.map(ms).unwrap_or(d.timeout),
         };
         let w = WebhookConfig::default();
+        let mut tokens = Vec::new();
+        for t in raw.api.tokens.iter().flat_map(|t| t.get_ref()) {
+            let v = expand(t, "api.tokens")?;
+            if v.chars().count() < MIN_TOKEN_LEN || v.chars().any(|c| c.is_whitespace()) {
+                return Err(invalid(
+                    Some(t.span()),
+                    format!("`api.tokens`: a token must be at least {MIN_TOKEN_LEN} characters without spaces"),
+                ));
+            }
+            tokens.push(v);
+        }
+        if tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(invalid(
+                raw.api
+                    .tokens
+                    .as_ref()
+                    .map(|t| t.span())
+                    .or(raw.listen.as_ref().map(|l| l.span())),
+                format!(
+                    "`listen` {listen} is not a loopback address and `[api] tokens` is empty: \
+                     the builder API would be open to anyone who reaches the port; set \
+                     `[api] tokens = [\"${{BUILDER_API_TOKEN}}\"]`"
+                ),
+            ));
+        }
+        let size = |v: &Option<Spanned<usize>>, key: &str, default: usize| match v {
+            None => Ok(default),
+            Some(s) if *s.get_ref() >= 1024 => Ok(*s.get_ref()),
+            Some(s) => Err(invalid(
+                Some(s.span()),
+                format!("`{key}` must be at least 1024 bytes"),
+            )),
+        };
+        let a = ApiConfig::default();
+        let api = ApiConfig {
+            tokens,
+            max_run_body_bytes: size(
+                &raw.api.max_run_body_bytes,
+                "api.max_run_body_bytes",
+                a.max_run_body_bytes,
+            )?,
+            max_body_bytes: size(
+                &raw.api.max_body_bytes,
+                "api.max_body_bytes",
+                a.max_body_bytes,
+            )?,
+            messages_per_minute: raw.api.messages_per_minute.unwrap_or(a.messages_per_minute),
+            messages_burst: raw.api.messages_burst.unwrap_or(a.messages_burst).max(1),
+        };
+        let mut allow = Vec::new();
+        for entry in &raw.http_request.allow {
+            let v = expand(entry, "http_request.allow")?;
+            if let Err(e) = HttpGuard::new(&[&v]) {
+                return Err(invalid(
+                    Some(entry.span()),
+                    format!("`http_request.allow`: {e}"),
+                ));
+            }
+            allow.push(v);
+        }
+        let http_guard = HttpGuard::new(&allow).map_err(|e| invalid(None, e.to_string()))?;
+        let t = TimelineConfig::default();
+        let timeline = TimelineConfig {
+            retention_days: match &raw.timeline.retention_days {
+                None => t.retention_days,
+                Some(d) if *d.get_ref() >= 1 => *d.get_ref(),
+                Some(d) => {
+                    return Err(invalid(
+                        Some(d.span()),
+                        "`timeline.retention_days` must be at least 1".into(),
+                    ))
+                }
+            },
+            include_text: raw.timeline.include_text.unwrap_or(t.include_text),
+        };
         Ok(ServiceConfig {
             listen,
             database,
@@ -316,7 +496,15 @@ impl ServiceConfig {
                     .zendesk_replay_window_s
                     .unwrap_or(w.zendesk_replay_window_s),
                 jwt_clock_skew_s: raw.webhooks.jwt_clock_skew_s.unwrap_or(w.jwt_clock_skew_s),
+                max_body_bytes: size(
+                    &raw.webhooks.max_body_bytes,
+                    "webhooks.max_body_bytes",
+                    w.max_body_bytes,
+                )?,
             },
+            api,
+            http_guard,
+            timeline,
         })
     }
 }

@@ -19,15 +19,20 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::config::ServiceConfig;
+use super::limits::RateLimiter;
+use super::metrics::Metrics;
 use super::provider::LiveChatTransport;
 use super::store::{
     Applied, Change, ChatState, DeadlineKind, DueDeadline, EndStatus, Guard, LiveChatRecord,
     LiveChatStore, NewLiveChat, StoreError,
 };
+use super::timeline;
 use super::webhooks::{EndHint, EventKind, ProviderEvent};
 use crate::actions::ActionError;
 use crate::interp::Engine;
+use crate::providers::observe;
 use crate::providers::Handoff;
+use serde_json::json;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
@@ -82,6 +87,8 @@ struct Inner {
     outbox: Notify,
     runs: Mutex<HashSet<String>>,
     http: reqwest::Client,
+    limiter: RateLimiter,
+    metrics: Metrics,
 }
 
 /// Everything the handlers and background tasks share. Cheap to clone.
@@ -120,7 +127,6 @@ impl ServiceState {
             .unwrap_or_default();
         ServiceState {
             inner: Arc::new(Inner {
-                config,
                 engine,
                 store,
                 transport,
@@ -128,6 +134,12 @@ impl ServiceState {
                 outbox: Notify::new(),
                 runs: Mutex::new(HashSet::new()),
                 http,
+                metrics: Metrics::new(),
+                limiter: RateLimiter::new(
+                    config.api.messages_per_minute,
+                    config.api.messages_burst,
+                ),
+                config,
             }),
         }
     }
@@ -145,6 +157,102 @@ impl ServiceState {
     /// The store.
     pub fn store(&self) -> &Arc<dyn LiveChatStore> {
         &self.inner.store
+    }
+
+    /// The metrics of this process.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Logs a state change, adds it to the timeline and counts ends and agent joins.
+    async fn observe(&self, before: &LiveChatRecord, after: &LiveChatRecord, cause: &str) {
+        if before.agent_joined_at.is_none() {
+            if let Some(at) = after.agent_joined_at {
+                let secs = (at - after.created_at).max(0) as f64 / 1000.0;
+                self.inner.metrics.agent_joined(&after.provider, secs);
+            }
+        }
+        if before.state == after.state {
+            return;
+        }
+        let status = after.end_status.or(after.pending_end).map(|s| s.as_str());
+        tracing::info!(
+            conversation_id = %after.conversation_id,
+            handoff_id = %after.id,
+            provider = %after.provider,
+            integration_id = %after.integration_id,
+            from = before.state.as_str(),
+            to = after.state.as_str(),
+            status,
+            cause,
+            "state change"
+        );
+        self.record(vec![timeline::entry(
+            after,
+            "state",
+            json!({"from": before.state.as_str(), "to": after.state.as_str(), "status": status,
+                   "cause": cause}),
+        )])
+        .await;
+        if after.state == ChatState::Ended {
+            let secs =
+                (after.ended_at.unwrap_or_else(now_ms) - after.created_at).max(0) as f64 / 1000.0;
+            self.inner
+                .metrics
+                .ended(&after.provider, status.unwrap_or("error"), secs);
+        }
+    }
+
+    /// Runs a provider operation of the transport, timing and logging it.
+    async fn provider_call<F>(
+        &self,
+        chat: &LiveChatRecord,
+        operation: &str,
+        call: F,
+    ) -> Result<(), ActionError>
+    where
+        F: std::future::Future<Output = Result<(), ActionError>>,
+    {
+        let start = std::time::Instant::now();
+        let (r, attempts) = observe::collect(call).await;
+        let secs = start.elapsed().as_secs_f64();
+        let outcome = match &r {
+            Ok(()) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        self.inner
+            .metrics
+            .provider_request(&chat.provider, operation, outcome, secs);
+        let status = r.as_ref().err().and_then(|e| e.http_status);
+        let error = r.as_ref().err().map(|e| e.message.as_str());
+        tracing::info!(
+            conversation_id = %chat.conversation_id,
+            handoff_id = %chat.id,
+            provider = %chat.provider,
+            integration_id = %chat.integration_id,
+            operation,
+            outcome,
+            status,
+            error,
+            duration_ms = secs * 1000.0,
+            "provider call"
+        );
+        let mut entries = timeline::calls(&chat.id, &chat.conversation_id, operation, &attempts);
+        if entries.is_empty() {
+            // A transport without HTTP (or one that failed before sending): one summary line.
+            entries.push(timeline::entry(
+                chat,
+                "provider_call",
+                json!({"operation": operation, "outcome": outcome, "status": status,
+                       "error": error, "duration_ms": timeline::round_ms(secs * 1000.0)}),
+            ));
+        }
+        self.record(entries).await;
+        r
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -217,6 +325,21 @@ impl ServiceState {
             Err(StoreError::AlreadyOpen) => return Err(LifecycleError::AlreadyOpen),
             Err(e) => return Err(e.into()),
         };
+        tracing::info!(
+            conversation_id = %rec.conversation_id,
+            handoff_id = %rec.id,
+            provider = %rec.provider,
+            integration_id = %rec.integration_id,
+            to = rec.state.as_str(),
+            "live chat started"
+        );
+        self.record(vec![timeline::entry(
+            &rec,
+            "state",
+            json!({"from": null, "to": rec.state.as_str(), "cause": "handoff",
+                   "provider_conversation_id": rec.provider_conversation_id}),
+        )])
+        .await;
         self.changed();
         Ok(rec)
     }
@@ -233,8 +356,24 @@ impl ServiceState {
             .await?
             .filter(|c| c.state.is_open())
             .ok_or(LifecycleError::NoLiveChat)?;
-        match self.inner.transport.send_user_message(&chat, text).await {
+        let sent = self.provider_call(
+            &chat,
+            "send",
+            self.inner.transport.send_user_message(&chat, text),
+        );
+        match sent.await {
             Ok(()) => {
+                tracing::debug!(
+                    conversation_id = %chat.conversation_id,
+                    handoff_id = %chat.id,
+                    provider = %chat.provider,
+                    integration_id = %chat.integration_id,
+                    text_len = text.chars().count(),
+                    "user message relayed"
+                );
+                let m = timeline::message(self, "to_agent", text);
+                self.record(vec![timeline::entry(&chat, "message", m)])
+                    .await;
                 let r = self
                     .inner
                     .store
@@ -297,6 +436,7 @@ impl ServiceState {
             Applied::Done(c) => c,
             _ => return Ok(None),
         };
+        self.observe(chat, &claimed, pending.as_str()).await;
         self.changed();
         self.finish_close(&claimed).await.map(Some)
     }
@@ -304,7 +444,8 @@ impl ServiceState {
     /// Closes the provider conversation of a `closing` chat and ends it.
     async fn finish_close(&self, chat: &LiveChatRecord) -> Result<LiveChatRecord, StoreError> {
         let pending = chat.pending_end.unwrap_or(EndStatus::Error);
-        let status = match self.inner.transport.close(chat).await {
+        let closed = self.provider_call(chat, "close", self.inner.transport.close(chat));
+        let status = match closed.await {
             Ok(()) => pending,
             Err(_) => EndStatus::Error,
         };
@@ -317,6 +458,9 @@ impl ServiceState {
             .store
             .apply(&chat.id, change, Guard::default(), now_ms())
             .await?;
+        if let Applied::Done(c) = &r {
+            self.observe(chat, c, "closed").await;
+        }
         self.changed();
         Ok(match r {
             Applied::Done(c) | Applied::Ignored(c) => c,
@@ -328,9 +472,27 @@ impl ServiceState {
     /// moved on) is dropped.
     pub async fn fire(&self, due: &DueDeadline) -> Result<(), StoreError> {
         let store = &self.inner.store;
+        let kind = due.deadline.kind.as_str();
+        self.inner.metrics.timer(kind);
         let Some(chat) = store.get(&due.live_chat_id).await? else {
+            tracing::info!(handoff_id = %due.live_chat_id, kind, "timer fired (no such live chat)");
             return store.drop_deadline(&due.live_chat_id, due.deadline).await;
         };
+        tracing::info!(
+            conversation_id = %chat.conversation_id,
+            handoff_id = %chat.id,
+            provider = %chat.provider,
+            integration_id = %chat.integration_id,
+            kind,
+            state = chat.state.as_str(),
+            "timer fired"
+        );
+        self.record(vec![timeline::entry(
+            &chat,
+            "timer",
+            json!({"timer": kind, "state": chat.state.as_str()}),
+        )])
+        .await;
         let (pending, expect) = match due.deadline.kind {
             DeadlineKind::Wait => (EndStatus::Timeout, ChatState::Waiting),
             DeadlineKind::Inactivity => (EndStatus::UserInactivityTimeout, ChatState::WithAgent),
@@ -368,6 +530,15 @@ impl ServiceState {
         else {
             return Ok(EventOutcome::Unknown);
         };
+        let cause = match &ev.kind {
+            EventKind::AgentJoined(_) => "agent_joined",
+            EventKind::AgentMessage { .. } => "agent_message",
+            EventKind::Ended(_) => "provider_ended",
+        };
+        let relayed = match &ev.kind {
+            EventKind::AgentMessage { text, .. } => Some(timeline::message(self, "to_user", text)),
+            _ => None,
+        };
         let change = match ev.kind {
             EventKind::AgentJoined(agent) => Change::AgentJoined { agent },
             EventKind::AgentMessage { text, agent } => Change::AgentMessage { text, agent },
@@ -391,15 +562,33 @@ impl ServiceState {
             .store
             .apply(&chat.id, change, guard, now_ms())
             .await?;
-        Ok(match r {
-            Applied::Done(_) => {
-                self.changed();
-                EventOutcome::Applied
-            }
+        let outcome = match &r {
+            Applied::Done(_) => EventOutcome::Applied,
             Applied::Duplicate => EventOutcome::Duplicate,
             Applied::Stale => EventOutcome::Stale,
             Applied::Ignored(_) => EventOutcome::Ignored,
             Applied::NotFound => EventOutcome::Unknown,
-        })
+        };
+        let result = match outcome {
+            EventOutcome::Applied => "applied",
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Stale => "stale",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::Unknown => "unknown_conversation",
+        };
+        let mut entries = vec![timeline::entry(
+            &chat,
+            "webhook",
+            json!({"source": source, "event": cause, "result": result}),
+        )];
+        if let (Some(m), EventOutcome::Applied) = (relayed, &outcome) {
+            entries.push(timeline::entry(&chat, "message", m));
+        }
+        self.record(entries).await;
+        if let Applied::Done(after) = &r {
+            self.observe(&chat, after, cause).await;
+            self.changed();
+        }
+        Ok(outcome)
     }
 }

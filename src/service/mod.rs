@@ -27,10 +27,14 @@ pub mod auth;
 pub mod config;
 pub mod events;
 pub mod lifecycle;
+pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod provider;
 pub mod secrets;
 pub mod sqlite;
 pub mod store;
+pub mod timeline;
 pub mod webhooks;
 pub mod workers;
 
@@ -79,6 +83,7 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     let store = SqliteStore::open(&config.database).await?;
     let engine = Engine::try_new()
+        .and_then(|e| e.with_http_guard(config.http_guard.clone()))
         .map_err(|e| ServiceError::Startup(e.to_string()))?
         .with_integrations((*config.integrations).clone());
     let transport = provider::ProviderTransport::new(
@@ -91,21 +96,36 @@ pub async fn serve(
 }
 
 /// Like [`serve`] with everything injected: the state (engine with host actions,
-/// store, transport) and a bound listener.
+/// store, transport) and a bound listener. [`serve`] guards the engine's `http_request`
+/// with [`Engine::with_http_guard`] and the config's `[http_request] allow`; do the same
+/// with an engine of your own.
 pub async fn serve_with(
     state: ServiceState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
+    if let Ok(addr) = listener.local_addr() {
+        let cfg = state.config();
+        tracing::info!(listen = %addr, database = %cfg.database.display(), "listening");
+        if cfg.api.tokens.is_empty() {
+            tracing::warn!(
+                listen = %addr,
+                "the builder API is open: no [api] tokens, anyone who can reach this loopback \
+                 address can run flows and close live chats"
+            );
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(workers::run_scheduler(state.clone(), stop_rx.clone()));
-    let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx));
+    let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx.clone()));
+    let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx));
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = outbox.await;
+    let _ = pruner.await;
     served.map_err(ServiceError::Io)
 }
 
@@ -148,14 +168,13 @@ pub async fn run_cli(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!(
-        "transbordo serve: listening on http://{} (database {})",
-        config.listen,
-        config.database.display()
-    );
     match serve(config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
+            tracing::error!(error = %e, "stopped with an error");
             eprintln!("error: {e}");
             ExitCode::from(1)
         }

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use super::events;
 use super::store::{
     Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError, StoreStats, TimelineEntry,
 };
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "0002_handoff",
         include_str!("../../migrations/0002_handoff.sql"),
+    ),
+    (
+        3,
+        "0003_timeline",
+        include_str!("../../migrations/0003_timeline.sql"),
     ),
 ];
 
@@ -601,6 +606,83 @@ impl LiveChatStore for SqliteStore {
                 params![seq, now],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare(
+                    "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for e in &entries {
+                    st.execute(params![
+                        e.live_chat_id,
+                        e.conversation_id,
+                        e.at,
+                        e.kind,
+                        e.data.to_string()
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let conv = conversation_id.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT live_chat_id, conversation_id, at, kind, data FROM timeline
+                 WHERE conversation_id = ?1 ORDER BY seq",
+            )?;
+            let rows = st
+                .query_map([conv], |r| {
+                    let data: String = r.get(4)?;
+                    Ok(TimelineEntry {
+                        live_chat_id: r.get(0)?,
+                        conversation_id: r.get(1)?,
+                        at: r.get(2)?,
+                        kind: r.get(3)?,
+                        data: serde_json::from_str(&data)
+                            .unwrap_or(serde_json::Value::String(data)),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
+        self.call(move |c| Ok(c.execute("DELETE FROM timeline WHERE at < ?1", [before])? as u64))
+            .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT provider, state, COUNT(*) FROM live_chats WHERE state != 'ended'
+                 GROUP BY provider, state ORDER BY provider, state",
+            )?;
+            let open = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let (outbox_pending, outbox_oldest_created_at) = c.query_row(
+                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(StoreStats {
+                open,
+                outbox_pending,
+                outbox_oldest_created_at,
+            })
         })
         .await
     }

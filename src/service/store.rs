@@ -293,6 +293,32 @@ pub struct OutboxEvent {
     pub attempts: u32,
 }
 
+/// One line of a live chat's timeline (`GET /v1/conversations/{id}/timeline`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    /// The live chat (handoff id).
+    pub live_chat_id: String,
+    /// The builder's conversation.
+    pub conversation_id: String,
+    /// Unix ms.
+    pub at: i64,
+    /// `run`, `provider_call`, `webhook`, `state`, `timer`, `message`, `delivery`.
+    pub kind: String,
+    /// What happened (a JSON object; never a secret, message text only when configured).
+    pub data: Value,
+}
+
+/// Counts for `GET /metrics`, read from the store so they hold across replicas.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreStats {
+    /// `(provider, state, count)` of the live chats not ended.
+    pub open: Vec<(String, String, i64)>,
+    /// Undelivered outbox events.
+    pub outbox_pending: i64,
+    /// When the oldest undelivered event was queued (Unix ms).
+    pub outbox_oldest_created_at: Option<i64>,
+}
+
 /// Database failures. Never carries secrets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -367,6 +393,32 @@ pub trait LiveChatStore: Send + Sync {
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError>;
     /// Records a failed attempt and when to try again.
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;
+    /// Appends timeline entries. The default says the store cannot keep them.
+    async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
+        let _ = entries;
+        Err(StoreError::Database(
+            "this store does not keep timelines".into(),
+        ))
+    }
+    /// A conversation's timeline, oldest first.
+    async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let _ = conversation_id;
+        Err(StoreError::Database(
+            "this store does not keep timelines".into(),
+        ))
+    }
+    /// Deletes timeline entries older than `before` (Unix ms); returns how many.
+    async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
+        let _ = before;
+        Ok(0)
+    }
+    /// Open live chats by provider and state, and the outbox backlog (for `/metrics`).
+    /// The default says the store cannot tell (the gauges are then left out).
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Err(StoreError::Database(
+            "this store does not report statistics".into(),
+        ))
+    }
 }
 
 /// The public JSON view of a live chat (`GET /v1/conversations/{id}/live_chat`).

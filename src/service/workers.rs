@@ -50,7 +50,7 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
         let due = match state.store().due_deadlines(now_ms()).await {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("transbordo serve: scheduler: {e}");
+                tracing::error!(error = %e, "scheduler: the store failed");
                 if !pause(ERROR_PAUSE, state.timers_notify(), &mut stop).await {
                     return;
                 }
@@ -64,7 +64,7 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
                 set.spawn(async move {
                     let r = st.fire(&d).await;
                     if let Err(e) = &r {
-                        eprintln!("transbordo serve: timer for {}: {e}", d.live_chat_id);
+                        tracing::error!(handoff_id = %d.live_chat_id, error = %e, "timer failed");
                     }
                     r.is_ok()
                 });
@@ -91,7 +91,7 @@ fn backoff(state: &ServiceState, attempts: u32) -> Duration {
     d.initial_backoff.saturating_mul(factor).min(d.max_backoff)
 }
 
-async fn deliver(state: &ServiceState, ev: &OutboxEvent) -> Result<(), String> {
+async fn deliver(state: &ServiceState, ev: &OutboxEvent) -> Result<u16, String> {
     let cfg = &state.config().builder;
     let ts = (now_ms() / 1000).to_string();
     let sig = sign_event(&cfg.signing_secret, &ts, ev.body.as_bytes());
@@ -105,9 +105,9 @@ async fn deliver(state: &ServiceState, ev: &OutboxEvent) -> Result<(), String> {
         .body(ev.body.clone())
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
     if resp.status().is_success() {
-        Ok(())
+        Ok(resp.status().as_u16())
     } else {
         Err(format!("builder answered {}", resp.status()))
     }
@@ -137,7 +137,7 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
                 until(state.store().outbox_next_wake().await.ok().flatten())
             }
             Err(e) => {
-                eprintln!("transbordo serve: outbox: {e}");
+                tracing::error!(error = %e, "outbox: the store failed");
                 ERROR_PAUSE
             }
         };
@@ -161,18 +161,78 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
     while set.join_next().await.is_some() {}
 }
 
+/// The delivery attempt in the timeline of the event's live chat.
+async fn timeline_delivery(
+    st: &ServiceState,
+    ev: &OutboxEvent,
+    attempt: u32,
+    delivered: bool,
+    answer: &str,
+    duration_ms: f64,
+) {
+    let body: serde_json::Value = serde_json::from_str(&ev.body).unwrap_or_default();
+    let Some(handoff_id) = body["handoff_id"].as_str() else {
+        return;
+    };
+    st.record(vec![super::store::TimelineEntry {
+        live_chat_id: handoff_id.to_string(),
+        conversation_id: ev.conversation_id.clone(),
+        at: now_ms(),
+        kind: "delivery".into(),
+        data: serde_json::json!({
+            "event_type": body["type"],
+            "event_id": ev.event_id,
+            "attempt": attempt,
+            "result": if delivered { "delivered" } else { "failed" },
+            "answer": answer,
+            "duration_ms": super::timeline::round_ms(duration_ms),
+        }),
+    }])
+    .await;
+}
+
 async fn attempt(st: &ServiceState, ev: &OutboxEvent) {
+    let start = std::time::Instant::now();
     let res = deliver(st, ev).await;
+    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let store = st.store();
+    let attempt = ev.attempts + 1;
+    let answer = match &res {
+        Ok(status) => format!("builder answered {status}"),
+        Err(msg) => msg.clone(),
+    };
+    timeline_delivery(st, ev, attempt, res.is_ok(), &answer, duration_ms).await;
     let r = match res {
-        Ok(()) => store.outbox_delivered(ev.seq, now_ms()).await,
+        Ok(_) => {
+            st.metrics().delivery("delivered");
+            tracing::info!(
+                conversation_id = %ev.conversation_id,
+                event_id = %ev.event_id,
+                attempt,
+                duration_ms,
+                result = "delivered",
+                "outbox delivery"
+            );
+            store.outbox_delivered(ev.seq, now_ms()).await
+        }
         Err(msg) => {
             let wait = backoff(st, ev.attempts);
             let next = now_ms() + wait.as_millis() as i64;
+            st.metrics().delivery("failed");
+            tracing::warn!(
+                conversation_id = %ev.conversation_id,
+                event_id = %ev.event_id,
+                attempt,
+                duration_ms,
+                result = "failed",
+                error = %msg,
+                retry_in_ms = wait.as_millis() as u64,
+                "outbox delivery"
+            );
             store.outbox_failed(ev.seq, next, &msg).await
         }
     };
     if let Err(e) = r {
-        eprintln!("transbordo serve: outbox {}: {e}", ev.event_id);
+        tracing::error!(event_id = %ev.event_id, error = %e, "outbox: recording the attempt failed");
     }
 }

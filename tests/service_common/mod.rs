@@ -25,6 +25,10 @@ pub const LP_SECRET: &str = "lp-client-secret";
 pub const ZD_SECRET: &str = "zd-webhook-secret";
 pub const ALTU_KEY: &str = "altu-access-key";
 pub const BUILDER_SECRET: &str = "builder-signing-secret";
+/// The builder API token every test config accepts (`[api] tokens`).
+pub const API_TOKEN: &str = "test-api-token-0123456789";
+/// A second accepted token (rotation).
+pub const API_TOKEN_2: &str = "test-api-token-rotated-9876";
 
 /// Integrations used by the tests: 7 LivePerson (wait 1 s), 8 LivePerson (no timers),
 /// 1 Zendesk (no timers), 3 ALTU (wait 2 s, inactivity 1 s).
@@ -271,6 +275,9 @@ signing_secret = "{BUILDER_SECRET}"
 initial_backoff_ms = 100
 max_backoff_ms = 400
 timeout_ms = 2000
+
+[api]
+tokens = ["{API_TOKEN}", "{API_TOKEN_2}"]
 {extra}
 "#
     );
@@ -298,8 +305,11 @@ impl Running {
     }
 }
 
+/// The engine `serve` would build (guarded `http_request`), with [`FakeStart`].
 pub fn engine(config: &ServiceConfig) -> Engine {
     Engine::new()
+        .with_http_guard(config.http_guard.clone())
+        .expect("guarded HTTP client")
         .with_integrations((*config.integrations).clone())
         .register(FakeStart)
 }
@@ -335,9 +345,11 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// POST with the API token.
 pub async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = client()
         .post(format!("{base}{path}"))
+        .bearer_auth(API_TOKEN)
         .json(&body)
         .send()
         .await
@@ -346,8 +358,14 @@ pub async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// GET with the API token.
 pub async fn get(base: &str, path: &str) -> (u16, Value) {
-    let r = client().get(format!("{base}{path}")).send().await.unwrap();
+    let r = client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
 }

@@ -1,0 +1,160 @@
+//! A timeline per conversation: what happened to each of its live chats, in order, with
+//! timestamps — the run that started it (flow, rendered parameters with secrets
+//! redacted), each provider HTTP attempt (step, method, URL, status, attempt, duration),
+//! each webhook (result), state changes, timers, messages relayed (lengths; the text only
+//! with `[timeline] include_text = true`) and each delivery attempt to the builder with
+//! its answer. Kept in the store with the live chats and pruned after
+//! `[timeline] retention_days`.
+//!
+//! Entries are written after the change they describe (not in its transaction): a crash
+//! between the two loses a line of the timeline, never a state change.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use super::lifecycle::{now_ms, ServiceState};
+use super::store::{LiveChatRecord, TimelineEntry};
+use crate::providers::observe::CallRecord;
+
+/// How often old entries are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// An entry about `chat`, now.
+pub fn entry(chat: &LiveChatRecord, kind: &str, data: Value) -> TimelineEntry {
+    TimelineEntry {
+        live_chat_id: chat.id.clone(),
+        conversation_id: chat.conversation_id.clone(),
+        at: now_ms(),
+        kind: kind.to_string(),
+        data,
+    }
+}
+
+/// `provider_call` entries for the HTTP attempts of one operation (`start`, `send`,
+/// `close`).
+pub fn calls(
+    live_chat_id: &str,
+    conversation_id: &str,
+    operation: &str,
+    calls: &[CallRecord],
+) -> Vec<TimelineEntry> {
+    calls
+        .iter()
+        .map(|c| TimelineEntry {
+            live_chat_id: live_chat_id.to_string(),
+            conversation_id: conversation_id.to_string(),
+            at: c.at_ms,
+            kind: "provider_call".into(),
+            data: json!({
+                "operation": operation,
+                "step": c.step,
+                "method": c.method,
+                "url": c.url,
+                "status": c.status,
+                "attempt": c.attempt,
+                "duration_ms": round_ms(c.duration_ms),
+                "outcome": c.outcome,
+            }),
+        })
+        .collect()
+}
+
+/// A message relayed: its length, and its text only when configured.
+pub fn message(state: &ServiceState, direction: &str, text: &str) -> Value {
+    let mut v = json!({"direction": direction, "length": text.chars().count()});
+    if state.config().timeline.include_text {
+        v["text"] = json!(text);
+    }
+    v
+}
+
+/// Milliseconds to the microsecond.
+pub fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+impl ServiceState {
+    /// Appends entries; a failure is logged, never returned (the timeline is a record of
+    /// what happened, not part of it).
+    pub(crate) async fn record(&self, entries: Vec<TimelineEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store().timeline_append(entries).await {
+            tracing::warn!(error = %e, "timeline: entries not stored");
+        }
+    }
+}
+
+/// `GET /v1/conversations/{id}/timeline`: every handoff of the conversation (oldest
+/// first) with its entries in time order; `None` when there is nothing to show.
+pub async fn view(state: &ServiceState, conversation_id: &str) -> Result<Option<Value>, String> {
+    let entries = state
+        .store()
+        .timeline(conversation_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: Map<String, Value> = Map::new();
+    for e in entries {
+        if !groups.contains_key(&e.live_chat_id) {
+            order.push(e.live_chat_id.clone());
+            groups.insert(e.live_chat_id.clone(), json!([]));
+        }
+        let mut item = json!({"at_ms": e.at, "kind": e.kind});
+        if let (Value::Object(m), Value::Object(d)) = (&mut item, e.data) {
+            m.extend(d);
+        }
+        if let Some(Value::Array(list)) = groups.get_mut(&e.live_chat_id) {
+            list.push(item);
+        }
+    }
+    if order.is_empty() {
+        return Ok(None);
+    }
+    let mut handoffs = Vec::new();
+    for id in order {
+        let mut list = match groups.remove(&id) {
+            Some(Value::Array(l)) => l,
+            _ => Vec::new(),
+        };
+        // Stable: entries written in the same millisecond keep their write order.
+        list.sort_by_key(|v| v["at_ms"].as_i64().unwrap_or(0));
+        let chat = state.store().get(&id).await.map_err(|e| e.to_string())?;
+        let mut h = json!({"handoff_id": id});
+        if let Some(c) = chat {
+            h["provider"] = json!(c.provider);
+            h["integration_id"] = json!(c.integration_id);
+            h["provider_conversation_id"] = json!(c.provider_conversation_id);
+            h["state"] = json!(c.state.as_str());
+            h["status"] = json!(c.end_status.map(|s| s.as_str()));
+            h["created_at_ms"] = json!(c.created_at);
+            h["agent_joined_at_ms"] = json!(c.agent_joined_at);
+            h["ended_at_ms"] = json!(c.ended_at);
+        }
+        h["entries"] = Value::Array(list);
+        handoffs.push(h);
+    }
+    Ok(Some(
+        json!({"conversation_id": conversation_id, "handoffs": handoffs}),
+    ))
+}
+
+/// Deletes entries older than the retention, at start and then hourly, until shutdown.
+pub async fn run_pruner(state: ServiceState, mut stop: watch::Receiver<bool>) {
+    loop {
+        let days = i64::from(state.config().timeline.retention_days);
+        let before = now_ms() - days * 24 * 3600 * 1000;
+        match state.store().timeline_prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, retention_days = days, "timeline pruned"),
+            Err(e) => tracing::warn!(error = %e, "timeline: pruning failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+    }
+}
