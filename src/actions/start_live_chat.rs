@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
 use crate::flow::Severity;
 use crate::interp::ActionCx;
-use crate::providers::{self, HandoffCx, IntegrationId, ParamShape, ProviderKind};
+use crate::providers::{self, transcript, HandoffCx, IntegrationId, ParamShape, ProviderKind};
 
 /// `start_live_chat`.
 pub struct StartLiveChat;
@@ -50,6 +50,22 @@ impl Action for StartLiveChat {
 
     fn check(&self, params: &Map<String, Value>, cx: &CheckCx<'_>) -> Vec<ParamProblem> {
         let mut out = Vec::new();
+        // The transcript's shape does not depend on the provider: checked even without
+        // an integrations file, with the position of the bad entry.
+        if let Some(t) = params.get("transcript") {
+            for (pointer, message) in transcript::check_static(t) {
+                out.push(ParamProblem::error(pointer, message).with_help(
+                    "e.g. \"transcript\": [{\"from\": \"user\", \"text\": \"oi\", \"at\": \"2026-11-26T10:02:11-03:00\"}] or \"<? $history ?>\"",
+                ));
+            }
+        }
+        if let Some(m) = params.get("transcript_max_messages") {
+            if !is_templated(m) {
+                if let Err(e) = transcript::check_max_messages(m) {
+                    out.push(ParamProblem::error("/transcript_max_messages", e.message));
+                }
+            }
+        }
         let Some(id_value) = params.get("integration_id") else {
             return out;
         };

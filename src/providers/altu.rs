@@ -14,12 +14,18 @@ use crate::providers::request::{
     config_err, contact_text, id_value, ignored_param_warnings, is_absent, limited_json, opt,
     text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
 };
+use crate::providers::transcript;
 
 /// Parameters the connector understands (besides the common ones).
 pub const PARAMS: &[&str] = &["skill_id", "skillId", "extra_info", "contact_info"];
 
 /// Seed rule: `extra_info` / `contact_info` JSON longer than this is sent empty.
 pub const JSON_LIMIT: usize = 1024;
+
+/// Largest `text` of one `transcript` entry of `OPEN_CONVERSATION`, in UTF-8 bytes (our
+/// protocol's rule, `docs/connector-protocol.md` §4): a longer message is sent as
+/// consecutive entries marked `"continued": true`.
+pub const TRANSCRIPT_TEXT_LIMIT: usize = 4096;
 
 /// Event names we send.
 pub mod events {
@@ -95,6 +101,11 @@ pub fn open_event(
             );
             data.insert(k.into(), json!(s));
         }
+    }
+    let (transcript, tw) = transcript::json_for(params, TRANSCRIPT_TEXT_LIMIT)?;
+    warnings.extend(tw);
+    if let Some(t) = transcript {
+        data.insert("transcript".into(), t);
     }
     let mut user = Map::new();
     for k in ["name", "email", "phone"] {

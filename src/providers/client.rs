@@ -386,6 +386,23 @@ impl ProviderClient {
                 ));
             }
         }
+        let n = p.transcript.len();
+        for (i, text) in p.transcript.iter().enumerate() {
+            let call = liveperson::transcript_call(s, &d.msg, &conversation_id, i, text);
+            let label = "liveperson transcript";
+            let sent = match self
+                .lp_call(s, &d, &p.ext_consumer_id, &call, Retry::Unsafe, label)
+                .await
+            {
+                Ok(r) => lp_check_code(&r, label),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                // Later parts without the earlier ones would mislead the agent.
+                warnings.push(transcript_undelivered(i, n, &e));
+                break;
+            }
+        }
         let body = json!({
             "reqId": entry.get("reqId").cloned().unwrap_or(Value::Null),
             "code": entry.get("code").cloned().unwrap_or(Value::Null),
@@ -667,6 +684,17 @@ impl ProviderClient {
             Some(Value::String(t)) if !t.is_empty() => t.clone(),
             _ => return Err(malformed(label, &r)),
         };
+        let n = p.transcript.len();
+        for (i, text) in p.transcript.iter().enumerate() {
+            let call = zendesk::transcript_call(s, &ticket_id, text);
+            if let Err(e) = self
+                .zd_send(s, "zendesk transcript", &call, Retry::Unsafe)
+                .await
+            {
+                warnings.push(transcript_undelivered(i, n, &e));
+                break;
+            }
+        }
         Ok((
             body,
             Handoff {
@@ -741,6 +769,15 @@ impl ProviderClient {
             },
         ))
     }
+}
+
+/// The warning for a transcript part the provider refused; the handoff itself stands.
+fn transcript_undelivered(index: usize, parts: usize, e: &ActionError) -> String {
+    format!(
+        "the conversation was opened but the transcript was not delivered from part {} of {parts} on: {}",
+        index + 1,
+        e.message
+    )
 }
 
 fn consumer_key(h: &Handoff) -> Result<&str, ActionError> {

@@ -17,6 +17,12 @@
 //!   default; routing rules on the account match it. **\[INFERRED\]**: confirm on a sandbox.
 //! - `skill_id` (kept as given) → `skillId`, default `"-1"`; `campaign_info.campaign_id` /
 //!   `engagement_id` → `campaignInfo` (left out when both are unset).
+//! - `transcript` → consumer text messages (`ms.PublishEvent`, `text/plain`) published right
+//!   after `start_message`, each a block of lines under a header, at most
+//!   [`TRANSCRIPT_MESSAGE_LIMIT`] bytes. Not a conversation SDE: the contract has only the
+//!   `ctmrinfo` and `personal` SDE types (provider-contracts §1.3), neither holds a list
+//!   of messages, and the free-text `description` is 256 characters and already carries
+//!   `extra_info`. Messages are what every agent workspace shows, in order.
 
 use serde_json::{json, Map, Value};
 
@@ -26,12 +32,22 @@ use crate::providers::request::{
     config_err, contact_text, id_value, ignored_param_warnings, is_absent, limited_json, opt,
     text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
 };
+use crate::providers::transcript;
 
 /// Parameters LivePerson understands (besides the common ones).
 pub const PARAMS: &[&str] = &["skill_id", "agent", "campaign_info", "extra_info"];
 
 /// Seed rule: `extra_info` JSON longer than this is replaced by an empty value.
 pub const EXTRA_INFO_LIMIT: usize = 256;
+
+/// Largest transcript message, in UTF-8 bytes. **Assumption**: LivePerson documents no
+/// size limit for a `text/plain` `ContentEvent` sent through the Send API
+/// (provider-contracts §1.4 is silent); 4,000 bytes stays well under the limits of the
+/// channels agents answer on and keeps each message readable in the agent workspace.
+pub const TRANSCRIPT_MESSAGE_LIMIT: usize = 4000;
+
+/// `reqId` of the first transcript `ms.PublishEvent`; later parts count up from it.
+pub const TRANSCRIPT_FIRST_REQ_ID: u64 = 4;
 
 /// `reqId` of the SetUserProfile entry in the CONVERSATION array.
 pub const PROFILE_REQ_ID: &str = "1";
@@ -47,6 +63,8 @@ pub struct LpStart {
     pub conversation_body: Value,
     /// The first message to the agent, when non-empty.
     pub start_message: Option<String>,
+    /// The transcript messages, in order (empty without a transcript).
+    pub transcript: Vec<String>,
     /// Warnings for the trace.
     pub warnings: Vec<String>,
 }
@@ -204,10 +222,13 @@ pub fn prepare_start(
         Some(v) => Some(text_value("start_message", v)?).filter(|t| !t.is_empty()),
         None => None,
     };
+    let (transcript, tw) = transcript::text_for(params, TRANSCRIPT_MESSAGE_LIMIT)?;
+    warnings.extend(tw);
     Ok(LpStart {
         ext_consumer_id: ext_consumer_id(cx),
         conversation_body,
         start_message,
+        transcript,
         warnings,
     })
 }
@@ -335,10 +356,33 @@ pub fn publish_call(
     req_id: &str,
     text: &str,
 ) -> ProviderCall {
+    text_call(s, msg_base, "send", conversation_id, req_id, text)
+}
+
+/// SEND part `index` (from 0) of the transcript, a consumer text message.
+pub fn transcript_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    conversation_id: &str,
+    index: usize,
+    text: &str,
+) -> ProviderCall {
+    let req_id = (TRANSCRIPT_FIRST_REQ_ID + index as u64).to_string();
+    text_call(s, msg_base, "transcript", conversation_id, &req_id, text)
+}
+
+fn text_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    step: &'static str,
+    conversation_id: &str,
+    req_id: &str,
+    text: &str,
+) -> ProviderCall {
     send_call(
         s,
         msg_base,
-        "send",
+        step,
         json!({
             "kind": "req", "id": req_id, "type": "ms.PublishEvent",
             "body": {
@@ -388,6 +432,9 @@ pub fn plan(
     ];
     if let Some(text) = &p.start_message {
         calls.push(publish_call(s, &msg, "{conversationId}", "3", text));
+    }
+    for (i, text) in p.transcript.iter().enumerate() {
+        calls.push(transcript_call(s, &msg, "{conversationId}", i, text));
     }
     Ok(StartPlan {
         calls,

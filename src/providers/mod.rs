@@ -5,6 +5,7 @@
 //! - [`liveperson`], [`zendesk`], [`altu`]: per-provider builders, shared by the plan and
 //!   the real client so the bodies are built in one place;
 //! - [`http`]: the one retry/timeout policy; [`client`]: [`ProviderClient`];
+//! - [`transcript`]: the conversation so far for the agent, split to each provider's limit;
 //! - [`jwt`]: HS256 tokens for the ALTU SDK connector (`docs/connector-protocol.md`).
 
 pub mod altu;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod jwt;
 pub mod liveperson;
 pub mod request;
+pub mod transcript;
 pub mod zendesk;
 
 pub use client::{CloseReason, Handoff, ProviderClient, StartOutcome};

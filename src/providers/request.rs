@@ -166,7 +166,13 @@ pub struct ParamProblem {
 }
 
 /// Keys every provider accepts.
-pub const COMMON_PARAMS: &[&str] = &["integration_id", "before_action_messages", "start_message"];
+pub const COMMON_PARAMS: &[&str] = &[
+    "integration_id",
+    "before_action_messages",
+    "start_message",
+    "transcript",
+    "transcript_max_messages",
+];
 
 /// The parameters a provider understands (besides [`COMMON_PARAMS`]).
 pub fn supported_params(kind: ProviderKind) -> &'static [&'static str] {
@@ -301,6 +307,9 @@ fn check_static(kind: ProviderKind, name: &str, v: &Value) -> Result<(), ActionE
                 "`before_action_messages` must be an array of strings",
             )),
         },
+        // Checked by `start_live_chat` itself, with or without an integrations file (the
+        // transcript with the position of the bad entry inside it).
+        "transcript" | "transcript_max_messages" => Ok(()),
         _ => match kind {
             ProviderKind::LivePerson => liveperson::check_value(name, v),
             ProviderKind::Zendesk => zendesk::check_value(name, v),

@@ -13,7 +13,9 @@
 //! is addressed to the agent (seed: "Mensagem para o agente"), and a public first comment
 //! would be emailed to the requester. The ticket's `external_id` is the handoff id, and the
 //! create carries `Idempotency-Key: {handoff_id}` so a retried create never makes a second
-//! ticket. Ids (`assignee_id`, `group_id`, …, custom field ids) are sent as given: Zendesk
+//! ticket. `transcript` follows the ticket as private comments (internal notes, for the
+//! agent only, never emailed to the requester), each at most [`TRANSCRIPT_COMMENT_LIMIT`]
+//! bytes, oldest first. Ids (`assignee_id`, `group_id`, …, custom field ids) are sent as given: Zendesk
 //! accepts numbers and numeric strings.
 
 use serde_json::{json, Map, Value};
@@ -24,6 +26,12 @@ use crate::providers::request::{
     config_err, contact_text, id_text, id_value, ignored_param_warnings, is_absent, opt,
     text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
 };
+use crate::providers::transcript;
+
+/// Largest transcript comment, in UTF-8 bytes. **Assumption**: the Tickets API reference
+/// states no size for `comment.body`; Zendesk's help center and integrators cite 64 KB
+/// per comment, so transcripts are cut well below it, at 60,000 bytes.
+pub const TRANSCRIPT_COMMENT_LIMIT: usize = 60_000;
 
 /// Parameters Zendesk understands (besides the common ones).
 pub const PARAMS: &[&str] = &[
@@ -133,6 +141,8 @@ pub struct ZdStart {
     pub requester: Requester,
     /// The `ticket` object without `requester_id` (added by [`ticket_body`]).
     pub ticket: Map<String, Value>,
+    /// The transcript comments, in order (empty without a transcript).
+    pub transcript: Vec<String>,
     /// Warnings for the trace.
     pub warnings: Vec<String>,
 }
@@ -229,9 +239,12 @@ pub fn prepare_start(params: &Map<String, Value>, cx: &HandoffCx) -> Result<ZdSt
             Requester::None
         }
     };
+    let (transcript, tw) = transcript::text_for(params, TRANSCRIPT_COMMENT_LIMIT)?;
+    warnings.extend(tw);
     Ok(ZdStart {
         requester,
         ticket: t,
+        transcript,
         warnings,
     })
 }
@@ -321,6 +334,17 @@ pub fn comment_call(
     }
 }
 
+/// `PUT /api/v2/tickets/{id}.json` adding a transcript part as a private comment.
+pub fn transcript_call(s: &ZendeskSettings, ticket_id: &str, text: &str) -> ProviderCall {
+    ProviderCall {
+        step: "transcript",
+        method: "PUT",
+        url: format!("{}/api/v2/tickets/{ticket_id}.json", s.base_url),
+        headers: headers(),
+        body: CallBody::Json(json!({ "ticket": { "comment": { "body": text, "public": false } } })),
+    }
+}
+
 /// `PUT /api/v2/tickets/{id}.json` setting the status (`solved` to close).
 pub fn status_call(s: &ZendeskSettings, ticket_id: &str, status: &str) -> ProviderCall {
     ProviderCall {
@@ -365,6 +389,9 @@ pub fn plan(
         Requester::None => None,
     };
     calls.push(ticket_call(s, ticket_body(&p, requester), &cx.handoff_id));
+    for text in &p.transcript {
+        calls.push(transcript_call(s, "{ticket.id}", text));
+    }
     Ok(StartPlan {
         calls,
         warnings: p.warnings,

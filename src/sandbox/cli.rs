@@ -317,7 +317,7 @@ fn line(c: &ConversationView) -> String {
     let last = c
         .transcript
         .last()
-        .map(|t| format!("{}: {}", t.role, t.text))
+        .map(|t| format!("{}: {}", t.role, t.text.lines().next().unwrap_or_default()))
         .unwrap_or_default();
     format!(
         "{:<10} {:<42} {:<10} {:<14} {}",
@@ -344,7 +344,12 @@ fn print_conversation(c: &ConversationView) {
         );
     }
     for t in &c.transcript {
-        println!("  [{}] {}", t.role, t.text);
+        // A multi-line message (a transcript block) stays one indented block.
+        let prefix = format!("  [{}] ", t.role);
+        let pad = " ".repeat(prefix.chars().count());
+        for (i, l) in t.text.lines().enumerate() {
+            println!("{}{l}", if i == 0 { &prefix } else { &pad });
+        }
     }
 }
 
