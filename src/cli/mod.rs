@@ -15,6 +15,8 @@ use crate::flow::{json, Diagnostic, Severity};
 use crate::interp::{Engine, RunOptions, Store};
 use crate::providers::Integrations;
 
+pub mod test;
+
 /// transbordo: validate, dry-run and run chatbot handoff flows.
 #[derive(Debug, Parser)]
 #[command(name = "transbordo", version, about)]
@@ -73,6 +75,8 @@ enum Command {
     Sandbox(Box<crate::sandbox::SandboxArgs>),
     /// The live chat lifecycle service: runs flows, relays, webhooks, timeouts, re-entry.
     Serve(crate::service::ServeArgs),
+    /// Run flow tests (`*.test.json`, `*.test.toml`): dry runs checked against expectations.
+    Test(test::TestArgs),
 }
 
 /// Parses the command line and runs it.
@@ -94,6 +98,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => execute(args, false).await,
         Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
         Command::Serve(args) => crate::service::run_cli(args).await,
+        Command::Test(args) => test::run(args).await,
     }
 }
 
