@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
+use super::{is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem};
 use crate::flow::Severity;
 use crate::interp::ActionCx;
 use crate::providers::{self, transcript, HandoffCx, IntegrationId, ParamShape, ProviderKind};
@@ -46,6 +46,15 @@ impl Action for StartLiveChat {
 
     fn required(&self) -> &[&str] {
         &["integration_id"]
+    }
+
+    fn spec(&self) -> ActionSpec {
+        ActionSpec {
+            description: "Hands the conversation to human agents on the integration `integration_id` names: LivePerson, Zendesk or the ALTU SDK connector. Which parameters apply depends on the integration's provider (`check --integrations` tells).".into(),
+            params: providers::request::start_live_chat_param_specs(),
+            additional: false,
+            any_of: Vec::new(),
+        }
     }
 
     fn check(&self, params: &Map<String, Value>, cx: &CheckCx<'_>) -> Vec<ParamProblem> {

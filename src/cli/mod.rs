@@ -15,6 +15,7 @@ use crate::flow::{json, Diagnostic, Severity};
 use crate::interp::{Engine, RunOptions, Store};
 use crate::providers::Integrations;
 
+pub mod schema;
 pub mod test;
 
 /// transbordo: validate, dry-run and run chatbot handoff flows.
@@ -77,6 +78,8 @@ enum Command {
     Serve(crate::service::ServeArgs),
     /// Run flow tests (`*.test.json`, `*.test.toml`): dry runs checked against expectations.
     Test(test::TestArgs),
+    /// Print the JSON Schema of flow documents (or `--for test`: of flow test files).
+    Schema(schema::SchemaArgs),
 }
 
 /// Parses the command line and runs it.
@@ -99,6 +102,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
         Command::Serve(args) => crate::service::run_cli(args).await,
         Command::Test(args) => test::run(args).await,
+        Command::Schema(args) => schema::run(args),
     }
 }
 

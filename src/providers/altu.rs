@@ -8,6 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::actions::spec::{ParamSpec, ParamType};
 use crate::actions::ActionError;
 use crate::providers::config::{AltuSettings, IntegrationId, ProviderKind};
 use crate::providers::request::{
@@ -18,6 +19,37 @@ use crate::providers::transcript;
 
 /// Parameters the connector understands (besides the common ones).
 pub const PARAMS: &[&str] = &["skill_id", "skillId", "extra_info", "contact_info"];
+
+/// [`PARAMS`] with types and descriptions (the JSON Schema and the checks' tables).
+pub fn param_specs() -> Vec<ParamSpec> {
+    let skill = "The skill for the platform's routing, kept as given";
+    vec![
+        ParamSpec::new("skill_id", ParamType::Id, format!("{skill}.")),
+        ParamSpec::new(
+            "skillId",
+            ParamType::Id,
+            format!("{skill} (the seed's spelling of `skill_id`)."),
+        ),
+        ParamSpec::new(
+            "extra_info",
+            ParamType::OneOf(vec![
+                ParamType::Object,
+                ParamType::ArrayOf(Box::new(ParamType::Any)),
+                ParamType::String,
+                ParamType::Number,
+            ]),
+            format!("Sent as compact JSON text; over {JSON_LIMIT} characters it is sent empty, with a warning."),
+        ),
+        ParamSpec::new(
+            "contact_info",
+            ParamType::OneOf(vec![
+                ParamType::Object,
+                ParamType::ArrayOf(Box::new(ParamType::Any)),
+            ]),
+            format!("Sent as compact JSON text; over {JSON_LIMIT} characters it is sent empty, with a warning."),
+        ),
+    ]
+}
 
 /// Seed rule: `extra_info` / `contact_info` JSON longer than this is sent empty.
 pub const JSON_LIMIT: usize = 1024;

@@ -26,6 +26,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::actions::spec::{ParamSpec, ParamType};
 use crate::actions::ActionError;
 use crate::providers::config::{LivePersonSettings, ProviderKind};
 use crate::providers::request::{
@@ -36,6 +37,40 @@ use crate::providers::transcript;
 
 /// Parameters LivePerson understands (besides the common ones).
 pub const PARAMS: &[&str] = &["skill_id", "agent", "campaign_info", "extra_info"];
+
+/// [`PARAMS`] with types and descriptions (the JSON Schema and the checks' tables).
+pub fn param_specs() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new(
+            "skill_id",
+            ParamType::Id,
+            "Routing skill (`skillId`), kept as given; unset: \"-1\", any skill.",
+        ),
+        ParamSpec::new(
+            "agent",
+            ParamType::Id,
+            "An agent id, sent as `conversationContext {\"type\":\"CustomContext\",\"agentId\":…}` for the account's routing rules.",
+        ),
+        ParamSpec::new(
+            "campaign_info",
+            ParamType::fields(vec![
+                ParamSpec::new("campaign_id", ParamType::Id, "`campaignInfo.campaignId`."),
+                ParamSpec::new("engagement_id", ParamType::Id, "`campaignInfo.engagementId`."),
+            ]),
+            "`campaignInfo` of the conversation request; left out when both ids are unset.",
+        ),
+        ParamSpec::new(
+            "extra_info",
+            ParamType::OneOf(vec![
+                ParamType::Object,
+                ParamType::ArrayOf(Box::new(ParamType::Any)),
+                ParamType::String,
+                ParamType::Number,
+            ]),
+            format!("Compact JSON in the user profile `description` shown to agents; over {EXTRA_INFO_LIMIT} characters it is sent empty, with a warning."),
+        ),
+    ]
+}
 
 /// Seed rule: `extra_info` JSON longer than this is replaced by an empty value.
 pub const EXTRA_INFO_LIMIT: usize = 256;

@@ -9,6 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::actions::spec::{ParamSpec, ParamType};
 use crate::actions::{ActionError, ErrorKind};
 use crate::providers::config::{Integration, ProviderKind, ProviderSettings};
 use crate::providers::{altu, liveperson, zendesk};
@@ -174,6 +175,84 @@ pub const COMMON_PARAMS: &[&str] = &[
     "transcript_max_messages",
 ];
 
+/// [`COMMON_PARAMS`] with types and descriptions.
+pub fn common_param_specs() -> Vec<ParamSpec> {
+    use crate::providers::transcript::{DEFAULT_MAX_MESSAGES, MAX_MESSAGES_CEILING};
+    vec![
+        ParamSpec::new(
+            "integration_id",
+            ParamType::Id,
+            "The integration to hand over to, from the integrations file (`7` and `\"7\"` are the same).",
+        )
+        .required(),
+        crate::actions::spec::before_action_messages(),
+        ParamSpec::new(
+            "start_message",
+            ParamType::OneOf(vec![ParamType::String, ParamType::Number, ParamType::Boolean]),
+            "The first message for the agent. LivePerson: the first consumer message; Zendesk: the first comment, a private note (default: the subject); ALTU SDK: `start_message` of OPEN_CONVERSATION.",
+        ),
+        ParamSpec::new(
+            "transcript",
+            ParamType::ArrayOf(Box::new(ParamType::Struct {
+                fields: vec![
+                    ParamSpec::new("from", ParamType::Enum(vec!["user", "bot"]), "Who wrote it.").required(),
+                    ParamSpec::new("text", ParamType::String, "What was written.").required(),
+                    ParamSpec::new("at", ParamType::String, "When, as an RFC 3339 date-time (`2026-11-26T10:02:11-03:00`)."),
+                ],
+                additional: true,
+            })),
+            format!(
+                "The conversation with the bot so far, oldest first, for the agent (usually `\"<? $history ?>\"`). LivePerson: consumer messages after `start_message`, at most {} bytes each; Zendesk: private comments, at most {} bytes each; ALTU SDK: the `transcript` array of OPEN_CONVERSATION, at most {} bytes of text per entry. Split oldest first, never inside a character.",
+                liveperson::TRANSCRIPT_MESSAGE_LIMIT,
+                zendesk::TRANSCRIPT_COMMENT_LIMIT,
+                altu::TRANSCRIPT_TEXT_LIMIT
+            ),
+        ),
+        ParamSpec::new(
+            "transcript_max_messages",
+            ParamType::integer(1, MAX_MESSAGES_CEILING as i64),
+            format!("Only the most recent messages of `transcript` are sent: this many (default {DEFAULT_MAX_MESSAGES})."),
+        ),
+    ]
+}
+
+/// A provider's own parameters (besides [`COMMON_PARAMS`]) with types and descriptions.
+pub fn provider_param_specs(kind: ProviderKind) -> Vec<ParamSpec> {
+    match kind {
+        ProviderKind::LivePerson => liveperson::param_specs(),
+        ProviderKind::Zendesk => zendesk::param_specs(),
+        ProviderKind::AltuSdk => altu::param_specs(),
+    }
+}
+
+/// Every parameter `start_live_chat` knows, for any provider: the common ones, then each
+/// provider's, merged by name (descriptions prefixed with the provider).
+pub fn start_live_chat_param_specs() -> Vec<ParamSpec> {
+    let mut out = common_param_specs();
+    let common = out.len();
+    for kind in ProviderKind::ALL {
+        for p in provider_param_specs(kind) {
+            let label = kind.display_name();
+            let desc = format!("{label}: {}", p.description);
+            match out[common..].iter_mut().find(|q| q.name == p.name) {
+                Some(q) => {
+                    q.description = format!("{}\n{desc}", q.description);
+                    if q.ty != p.ty {
+                        q.ty = ParamType::OneOf(vec![q.ty.clone(), p.ty]);
+                    }
+                }
+                // Which provider applies is only known with the integrations file.
+                None => out.push(ParamSpec {
+                    description: desc,
+                    required: false,
+                    ..p
+                }),
+            }
+        }
+    }
+    out
+}
+
 /// The parameters a provider understands (besides [`COMMON_PARAMS`]).
 pub fn supported_params(kind: ProviderKind) -> &'static [&'static str] {
     match kind {
@@ -193,11 +272,7 @@ pub fn required_params(kind: ProviderKind) -> &'static [&'static str] {
 
 fn all_known_params() -> Vec<&'static str> {
     let mut all: Vec<&'static str> = COMMON_PARAMS.to_vec();
-    for k in [
-        ProviderKind::LivePerson,
-        ProviderKind::Zendesk,
-        ProviderKind::AltuSdk,
-    ] {
+    for k in ProviderKind::ALL {
         for p in supported_params(k) {
             if !all.contains(p) {
                 all.push(p);
@@ -462,6 +537,26 @@ pub(crate) fn ignored_param_warnings(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tables_name_exactly_the_checked_parameters() {
+        let names = |v: Vec<ParamSpec>| {
+            v.into_iter()
+                .map(|p| p.name.into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(common_param_specs()), COMMON_PARAMS);
+        for k in ProviderKind::ALL {
+            let specs = provider_param_specs(k);
+            assert_eq!(names(specs.clone()), supported_params(k), "{k}");
+            let req: Vec<&str> = specs
+                .iter()
+                .filter(|p| p.required)
+                .map(|p| p.name.as_ref())
+                .collect();
+            assert_eq!(req, required_params(k), "{k}");
+        }
+    }
 
     #[test]
     fn levenshtein_basics() {

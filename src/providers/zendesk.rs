@@ -20,6 +20,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::actions::spec::{ParamSpec, ParamType};
 use crate::actions::ActionError;
 use crate::providers::config::{ProviderKind, ZendeskSettings};
 use crate::providers::request::{
@@ -45,6 +46,47 @@ pub const PARAMS: &[&str] = &[
     "ticket_form_id",
     "group_id",
 ];
+
+/// [`PARAMS`] with types and descriptions (the JSON Schema and the checks' tables).
+pub fn param_specs() -> Vec<ParamSpec> {
+    let id = |name, what: &str| {
+        ParamSpec::new(
+            name,
+            ParamType::Id,
+            format!("{what}, as in the Support API; kept as given."),
+        )
+    };
+    vec![
+        ParamSpec::new(
+            "subject",
+            ParamType::OneOf(vec![ParamType::String, ParamType::Number, ParamType::Boolean]),
+            "The ticket subject; required by Zendesk.",
+        )
+        .required(),
+        ParamSpec::new("tags", ParamType::strings(), "Ticket tags."),
+        ParamSpec::new(
+            "custom_fields",
+            ParamType::ArrayOf(Box::new(ParamType::fields(vec![
+                ParamSpec::new("id", ParamType::Id, "The ticket field id.").required(),
+                ParamSpec::new("value", ParamType::Any, "The value.").required(),
+            ]))),
+            "Ticket fields `[{id, value}]`.",
+        ),
+        ParamSpec::new(
+            "user_fields",
+            ParamType::Object,
+            "User fields set on the requester, visible to agents only.",
+        ),
+        id("assignee_id", "The agent to assign"),
+        id("brand_id", "The brand"),
+        id(
+            "requester_id",
+            "Use this user as the requester (and `PUT` its `user_fields`); without it the requester is created or updated from the contact",
+        ),
+        id("ticket_form_id", "The ticket form"),
+        id("group_id", "The group"),
+    ]
+}
 
 /// First comment when neither `start_message` nor `subject` is set.
 pub const DEFAULT_COMMENT: &str = "Atendimento transferido pelo chatbot";
