@@ -2,7 +2,7 @@
 //! flow names (LivePerson, Zendesk or the ALTU SDK connector).
 
 use async_trait::async_trait;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem};
 use crate::flow::Severity;
@@ -12,29 +12,12 @@ use crate::providers::{self, transcript, HandoffCx, IntegrationId, ParamShape, P
 /// `start_live_chat`.
 pub struct StartLiveChat;
 
-/// The success result a dry run reports, in the provider's exact shape, so later
-/// templates (`$ticket.response.body.ticket.id`) render as they would in production.
-fn simulated_result(kind: ProviderKind, handoff_id: &str) -> Value {
-    match kind {
-        ProviderKind::LivePerson => {
-            json!({"status": "ok", "body": {"reqId": "2", "code": "OK", "body": {"conversationId": format!("{handoff_id}-conversation")}}})
-        }
-        ProviderKind::Zendesk => {
-            json!({"response": {"body": {"ticket": {"id": 0, "status": "new", "external_id": handoff_id}}, "status": "ok"}})
-        }
-        ProviderKind::AltuSdk => {
-            json!({"status": "ok", "body": {"conversationId": format!("{handoff_id}-conversation")}})
-        }
-    }
-}
-
-/// The error result in the provider's shape (Zendesk nests it under `response`).
+/// The error result in the provider's shape (Zendesk nests it under `response`), or the
+/// common shape when the integration is unknown.
 fn error_result(kind: Option<ProviderKind>, e: &ActionError) -> Value {
     match kind {
-        Some(ProviderKind::Zendesk) => {
-            json!({"response": {"status": "error", "error": e.to_error_object()}})
-        }
-        _ => e.to_result(),
+        Some(k) => providers::provider(k).error_result(e),
+        None => e.to_result(),
     }
 }
 
@@ -183,7 +166,9 @@ impl Action for StartLiveChat {
             for w in plan.warnings {
                 cx.warn(w);
             }
-            return Ok(simulated_result(integration.provider, &handoff_id));
+            // The provider's success shape, so later templates
+            // (`$ticket.response.body.ticket.id`) render as they would in production.
+            return Ok(providers::provider(integration.provider).simulated_result(&handoff_id));
         }
         let outcome = services
             .providers

@@ -16,6 +16,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::flow::json::escape_pointer_token;
+use crate::providers::call::type_name;
 
 /// One way the actual document differs from the expectation.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,26 +146,15 @@ fn walk(expected: &Value, actual: Option<&Value>, ep: &str, ap: &str, out: &mut 
             }
         }
         (e, a) if e == a => {}
-        (e, a) if kind(e) != kind(a) => mismatch(
+        (e, a) if type_name(e) != type_name(a) => mismatch(
             out,
             expected,
             Some(actual),
             ep,
             ap,
-            format!("expected {}, got {}", kind(e), kind(a)),
+            format!("expected {}, got {}", type_name(e), type_name(a)),
         ),
         _ => mismatch(out, expected, Some(actual), ep, ap, "different value"),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -20,12 +20,20 @@
 
 use serde_json::{json, Map, Value};
 
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::ActionError;
-use crate::providers::config::{ProviderKind, ZendeskSettings};
-use crate::providers::request::{
-    config_err, contact_text, id_text, id_value, ignored_param_warnings, is_absent, opt,
-    text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
+use crate::actions::{ActionError, ErrorKind};
+use crate::providers::call::{
+    config_err, contact_text, id_text, id_value, is_absent, opt, text_value, type_name, CallBody,
+    HandoffCx, HeaderValue, ProviderCall, StartPlan,
+};
+use crate::providers::config::{Integration, ProviderKind, ProviderSettings, ZendeskSettings};
+use crate::providers::http::{HttpResponse, Retry};
+use crate::providers::provider::{
+    malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
 
@@ -34,20 +42,8 @@ use crate::providers::transcript;
 /// per comment, so transcripts are cut well below it, at 60,000 bytes.
 pub const TRANSCRIPT_COMMENT_LIMIT: usize = 60_000;
 
-/// Parameters Zendesk understands (besides the common ones).
-pub const PARAMS: &[&str] = &[
-    "subject",
-    "tags",
-    "custom_fields",
-    "user_fields",
-    "assignee_id",
-    "brand_id",
-    "requester_id",
-    "ticket_form_id",
-    "group_id",
-];
-
-/// [`PARAMS`] with types and descriptions (the JSON Schema and the checks' tables).
+/// The parameters it understands besides the common ones, with types and descriptions:
+/// the table the checks, the JSON Schema and the README come from.
 pub fn param_specs() -> Vec<ParamSpec> {
     let id = |name, what: &str| {
         ParamSpec::new(
@@ -191,11 +187,10 @@ pub struct ZdStart {
 
 /// Builds the handoff's bodies from the rendered parameters.
 pub fn prepare_start(params: &Map<String, Value>, cx: &HandoffCx) -> Result<ZdStart, ActionError> {
-    let mut warnings = ignored_param_warnings(ProviderKind::Zendesk, params);
+    let mut warnings = Vec::new();
     for (k, v) in params {
-        if PARAMS.contains(&k.as_str()) || k == "start_message" {
-            check_value(k, v)?;
-        }
+        // `check_value` knows exactly this provider's parameters (and `start_message`).
+        check_value(k, v)?;
     }
     let subject = match opt(params, "subject") {
         Some(v) => Some(text_value("subject", v)?).filter(|s| !s.is_empty()),
@@ -438,4 +433,228 @@ pub fn plan(
         calls,
         warnings: p.warnings,
     })
+}
+
+// ---- the provider --------------------------------------------------------------------
+
+/// Zendesk Support: a ticket per handoff.
+pub struct Zendesk;
+
+fn settings(i: &Integration) -> Result<&ZendeskSettings, ActionError> {
+    match &i.settings {
+        ProviderSettings::Zendesk(s) => Ok(s),
+        _ => Err(wrong_settings(ProviderKind::Zendesk, i)),
+    }
+}
+
+/// Sends a call with `Basic {email}/token:{api_token}`.
+async fn send(
+    client: ClientCx<'_>,
+    s: &ZendeskSettings,
+    label: &str,
+    call: &ProviderCall,
+    retry: Retry,
+) -> Result<HttpResponse, ActionError> {
+    let auth = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}/token:{}", s.email, s.api_token.expose()))
+    );
+    client
+        .transport
+        .send(label, call, retry, &move |_| Some(auth.clone()))
+        .await
+}
+
+/// A ticket's status (`new`, `open`, `pending`, `hold`, `solved`, `closed`).
+pub(crate) async fn ticket_status(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    ticket_id: &str,
+) -> Result<String, ActionError> {
+    let s = settings(integration)?;
+    let call = show_ticket_call(s, ticket_id);
+    let r = send(client, s, "zendesk ticket", &call, Retry::Safe).await?;
+    r.json
+        .as_ref()
+        .and_then(|j| j.pointer("/ticket/status"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| malformed("zendesk ticket", &r))
+}
+
+#[async_trait]
+impl Provider for Zendesk {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Zendesk
+    }
+
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        param_specs()
+    }
+
+    fn check_value(&self, name: &str, v: &Value) -> Result<(), ActionError> {
+        check_value(name, v)
+    }
+
+    fn unsupported_note(&self, name: &str) -> Option<String> {
+        match name {
+            "extra_info" => {
+                Some("`extra_info` is not supported by Zendesk and is ignored".to_string())
+            }
+            "contact_info" => {
+                Some("`contact_info` is only sent to altu_sdk; ignored on zendesk".to_string())
+            }
+            _ => None,
+        }
+    }
+
+    fn plan(
+        &self,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+    ) -> Result<StartPlan, ActionError> {
+        plan(settings(integration)?, params, cx)
+    }
+
+    fn ok_result(&self, body: Value) -> Value {
+        json!({ "response": { "body": body, "status": "ok" } })
+    }
+
+    fn error_result(&self, e: &ActionError) -> Value {
+        json!({ "response": { "status": "error", "error": e.to_error_object() } })
+    }
+
+    fn simulated_result(&self, handoff_id: &str) -> Value {
+        json!({"response": {"body": {"ticket": {"id": 0, "status": "new", "external_id": handoff_id}}, "status": "ok"}})
+    }
+
+    fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
+        let ProviderSettings::Zendesk(s) = settings else {
+            return Vec::new();
+        };
+        let mut v = vec![
+            s.api_token.expose().to_string(),
+            STANDARD.encode(format!("{}/token:{}", s.email, s.api_token.expose())),
+        ];
+        if let Some(w) = &s.webhook_secret {
+            v.push(w.expose().to_string());
+        }
+        v
+    }
+
+    async fn start(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Value, Handoff), ActionError> {
+        let s = settings(integration)?;
+        let p = prepare_start(params, cx)?;
+        warnings.extend(p.warnings.iter().cloned());
+        let requester = match &p.requester {
+            Requester::Id(id, update) => {
+                if let Some(body) = update {
+                    let call = update_user_call(s, id, body.clone());
+                    if let Err(e) = send(client, s, "zendesk user_update", &call, Retry::Safe).await
+                    {
+                        if matches!(e.kind, ErrorKind::Auth | ErrorKind::Config) {
+                            return Err(e);
+                        }
+                        warnings.push(format!("`user_fields` not set: {}", e.message));
+                    }
+                }
+                Some(id.clone())
+            }
+            Requester::Upsert(body) => {
+                let call = upsert_user_call(s, body.clone());
+                let label = "zendesk user_upsert";
+                match send(client, s, label, &call, Retry::Safe).await {
+                    Ok(r) => match r.json.as_ref().and_then(|j| j.pointer("/user/id")) {
+                        Some(id @ (Value::Number(_) | Value::String(_))) => Some(id.clone()),
+                        _ => {
+                            warnings.push(format!(
+                                "{label}: answer without user.id; the ticket is created without a requester"
+                            ));
+                            None
+                        }
+                    },
+                    Err(e) if matches!(e.kind, ErrorKind::Auth | ErrorKind::Config) => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        warnings.push(format!(
+                            "{}; the ticket is created without a requester",
+                            e.message
+                        ));
+                        None
+                    }
+                }
+            }
+            Requester::None => None,
+        };
+        let call = ticket_call(s, ticket_body(&p, requester.clone()), &cx.handoff_id);
+        let label = "zendesk ticket";
+        let r = send(client, s, label, &call, Retry::Safe).await?;
+        let body = r.json.clone().ok_or_else(|| malformed(label, &r))?;
+        let ticket_id = match body.pointer("/ticket/id") {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            _ => return Err(malformed(label, &r)),
+        };
+        let n = p.transcript.len();
+        for (i, text) in p.transcript.iter().enumerate() {
+            let call = transcript_call(s, &ticket_id, text);
+            if let Err(e) = send(client, s, "zendesk transcript", &call, Retry::Unsafe).await {
+                warnings.push(transcript_undelivered(i, n, &e));
+                break;
+            }
+        }
+        Ok((
+            body,
+            Handoff {
+                provider: ProviderKind::Zendesk,
+                integration_id: integration.id.clone(),
+                provider_conversation_id: ticket_id,
+                consumer_token_key: None,
+                handoff_id: cx.handoff_id.clone(),
+                requester_id: requester,
+            },
+        ))
+    }
+
+    async fn send_user_message(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        text: &str,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let call = comment_call(
+            s,
+            &handoff.provider_conversation_id,
+            handoff.requester_id.as_ref(),
+            text,
+        );
+        send(client, s, "zendesk comment", &call, Retry::Unsafe)
+            .await
+            .map(|_| ())
+    }
+
+    async fn close(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        _reason: CloseReason,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let call = status_call(s, &handoff.provider_conversation_id, "solved");
+        send(client, s, "zendesk close", &call, Retry::Safe)
+            .await
+            .map(|_| ())
+    }
 }
