@@ -165,3 +165,23 @@ fn an_independent_validator_agrees() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_readme_documents_every_parameter_of_the_tables() {
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README");
+    let engine = Engine::new();
+    let schema = engine.json_schema();
+    let mut missing = Vec::new();
+    for name in engine.action_names() {
+        let params = schema["$defs"][format!("parameters.{name}")]["properties"]
+            .as_object()
+            .expect("properties")
+            .clone();
+        for p in params.keys() {
+            if !readme.contains(&format!("`{p}`")) {
+                missing.push(format!("`{p}` of `{name}`"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "README.md does not mention {missing:?}");
+}

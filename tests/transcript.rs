@@ -99,6 +99,18 @@ async fn liveperson_agent_reads_the_transcript_after_the_start_message() {
             ("consumer".to_string(), BLOCK.to_string())
         ]
     );
+    // `transbordo sandbox show`: what the agent reads, the block kept together.
+    let out = Command::new(BIN)
+        .args(["sandbox", "show", id, "--url", &e.sandbox.base_url()])
+        .output()
+        .expect("binary runs");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(
+            "  [consumer] Histórico da conversa com o bot\n             [2026-11-26T10:01:58-03:00] Bot: Olá! Como posso ajudar?\n"
+        ),
+        "{shown}"
+    );
     e.sandbox.shutdown().await;
 }
 
