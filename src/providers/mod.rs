@@ -45,3 +45,16 @@ pub fn provider(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::AltuSdk => &altu::AltuSdk,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_gives_each_kind_its_own_provider() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(provider(kind).kind(), kind);
+            assert!(!provider(kind).param_specs().is_empty(), "{kind}");
+        }
+    }
+}
