@@ -12,7 +12,8 @@
 //! - [`flow`]: loading a flow document with positions, validation, diagnostics;
 //! - [`interp`]: the async interpreter loop, the store, the run outcome;
 //! - [`actions`]: built-in actions and the trait hosts implement for their own;
-//! - [`providers`]: integrations, provider request builders and HTTP clients.
+//! - [`providers`]: integrations, provider request builders and HTTP clients;
+//! - [`authoring`]: flow tests and the JSON Schema of flow documents, for flow authors.
 //!
 //! ## Embedding
 //!
@@ -72,6 +73,7 @@
 #![deny(missing_docs)]
 
 pub mod actions;
+pub mod authoring;
 pub mod flow;
 pub mod interp;
 pub mod providers;

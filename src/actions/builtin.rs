@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
+use super::{
+    is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem, ParamSpec,
+    ParamType,
+};
 use crate::interp::ActionCx;
 
 /// `set_variables`: `{ "context": {...}, "contact": {...} }`, like the node blocks.
@@ -14,6 +17,26 @@ pub struct SetVariables;
 impl Action for SetVariables {
     fn name(&self) -> &str {
         "set_variables"
+    }
+
+    fn spec(&self) -> ActionSpec {
+        ActionSpec {
+            description: "Writes context and contact variables, like the node's blocks.".into(),
+            params: vec![
+                ParamSpec::new(
+                    "context",
+                    ParamType::Object,
+                    "Context variables to write, in order.",
+                ),
+                ParamSpec::new(
+                    "contact",
+                    ParamType::Object,
+                    "Contact fields to write, in order.",
+                ),
+            ],
+            additional: false,
+            any_of: vec![vec!["context"], vec!["contact"]],
+        }
     }
 
     fn check(&self, params: &Map<String, Value>, _cx: &CheckCx<'_>) -> Vec<ParamProblem> {
@@ -81,6 +104,18 @@ pub struct SendMessage;
 impl Action for SendMessage {
     fn name(&self) -> &str {
         "send_message"
+    }
+
+    fn spec(&self) -> ActionSpec {
+        ActionSpec {
+            description: "Sends a message to the user: `text`, or a whole output item with `type` (and its own keys).".into(),
+            params: vec![
+                ParamSpec::new("text", ParamType::Any, "The text of a text message."),
+                ParamSpec::new("type", ParamType::String, "The type of a whole output item (its other keys travel with it)."),
+            ],
+            additional: true,
+            any_of: vec![vec!["text"], vec!["type"]],
+        }
     }
 
     fn check(&self, params: &Map<String, Value>, _cx: &CheckCx<'_>) -> Vec<ParamProblem> {

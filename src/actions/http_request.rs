@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::http_guard::{forbidden_in, Forbidden};
-use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
+use super::{
+    is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem, ParamSpec,
+    ParamType,
+};
 use crate::interp::ActionCx;
 
 /// Used when `config.timeout` is absent: axios waits forever, a flow must not.
@@ -16,6 +19,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const MAX_RESPONSE_BYTES: usize = 5 << 20;
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// The same in lower case (axios configs usually say `"post"`), for the JSON Schema.
+const METHODS_LOWER: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
 
 /// `http_request`.
 pub struct HttpRequest;
@@ -181,6 +186,43 @@ impl Action for HttpRequest {
 
     fn required(&self) -> &[&str] {
         &["config"]
+    }
+
+    fn spec(&self) -> ActionSpec {
+        let methods: Vec<&'static str> = METHODS
+            .iter()
+            .copied()
+            .chain(METHODS_LOWER.iter().copied())
+            .collect();
+        ActionSpec {
+            description: "An HTTP request described like an axios request config; the result is `{status, statusCode, headers, body}`.".into(),
+            params: vec![
+                ParamSpec::new(
+                    "config",
+                    ParamType::fields(vec![
+                        ParamSpec::new("url", ParamType::String, "The URL.").required(),
+                        ParamSpec::new("method", ParamType::Enum(methods), "The HTTP method (any case); default GET."),
+                        ParamSpec::new("headers", ParamType::Object, "Request headers."),
+                        ParamSpec::new("params", ParamType::Object, "Query parameters."),
+                        ParamSpec::new("data", ParamType::Any, "The body: an object or array is sent as JSON, a string as text."),
+                        ParamSpec::new(
+                            "timeout",
+                            ParamType::Integer { min: Some(1), max: None },
+                            format!("Milliseconds to wait for the answer; default {DEFAULT_TIMEOUT_MS}."),
+                        ),
+                    ]),
+                    "The request, as an axios request config.",
+                )
+                .required(),
+                ParamSpec::new(
+                    "flavor",
+                    ParamType::Enum(vec!["axios"]),
+                    "Accepted for compatibility: the only flavour is axios.",
+                ),
+            ],
+            additional: false,
+            any_of: Vec::new(),
+        }
     }
 
     fn check(&self, params: &Map<String, Value>, _cx: &CheckCx<'_>) -> Vec<ParamProblem> {

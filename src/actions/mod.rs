@@ -8,6 +8,7 @@ mod builtin;
 pub mod http_guard;
 mod http_request;
 mod result;
+pub mod spec;
 mod start_live_chat;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use builtin::{SendMessage, SetVariables};
 pub use http_guard::HttpGuard;
 pub use http_request::{redact_headers, HttpRequest};
 pub use result::{ActionError, ErrorKind};
+pub use spec::{ActionSpec, ParamSpec, ParamType};
 pub use start_live_chat::StartLiveChat;
 
 use crate::flow::Severity;
@@ -115,6 +117,12 @@ pub trait Action: Send + Sync {
         &[]
     }
 
+    /// Its parameters as data, for the JSON Schema of flows (`Engine::json_schema`) and
+    /// editors. The default documents only [`Action::required`] and allows anything else.
+    fn spec(&self) -> ActionSpec {
+        ActionSpec::open("", self.required())
+    }
+
     /// Further load-time checks on the parameters as written (templates unrendered;
     /// use [`is_templated`] to skip type checks on templated values).
     fn check(&self, params: &Map<String, Value>, cx: &CheckCx<'_>) -> Vec<ParamProblem> {
@@ -156,6 +164,11 @@ impl Registry {
     /// Looks an action up.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Action>> {
         self.actions.get(name)
+    }
+
+    /// Every action, in registration order.
+    pub fn actions(&self) -> impl Iterator<Item = &Arc<dyn Action>> {
+        self.actions.values()
     }
 
     /// Every known name, in registration order.

@@ -2,39 +2,22 @@
 //! flow names (LivePerson, Zendesk or the ALTU SDK connector).
 
 use async_trait::async_trait;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{is_templated, Action, ActionError, CheckCx, ErrorKind, ParamProblem};
+use super::{is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem};
 use crate::flow::Severity;
 use crate::interp::ActionCx;
-use crate::providers::{self, HandoffCx, IntegrationId, ParamShape, ProviderKind};
+use crate::providers::{self, transcript, HandoffCx, IntegrationId, ParamShape, ProviderKind};
 
 /// `start_live_chat`.
 pub struct StartLiveChat;
 
-/// The success result a dry run reports, in the provider's exact shape, so later
-/// templates (`$ticket.response.body.ticket.id`) render as they would in production.
-fn simulated_result(kind: ProviderKind, handoff_id: &str) -> Value {
-    match kind {
-        ProviderKind::LivePerson => {
-            json!({"status": "ok", "body": {"reqId": "2", "code": "OK", "body": {"conversationId": format!("{handoff_id}-conversation")}}})
-        }
-        ProviderKind::Zendesk => {
-            json!({"response": {"body": {"ticket": {"id": 0, "status": "new", "external_id": handoff_id}}, "status": "ok"}})
-        }
-        ProviderKind::AltuSdk => {
-            json!({"status": "ok", "body": {"conversationId": format!("{handoff_id}-conversation")}})
-        }
-    }
-}
-
-/// The error result in the provider's shape (Zendesk nests it under `response`).
+/// The error result in the provider's shape (Zendesk nests it under `response`), or the
+/// common shape when the integration is unknown.
 fn error_result(kind: Option<ProviderKind>, e: &ActionError) -> Value {
     match kind {
-        Some(ProviderKind::Zendesk) => {
-            json!({"response": {"status": "error", "error": e.to_error_object()}})
-        }
-        _ => e.to_result(),
+        Some(k) => providers::provider(k).error_result(e),
+        None => e.to_result(),
     }
 }
 
@@ -48,8 +31,33 @@ impl Action for StartLiveChat {
         &["integration_id"]
     }
 
+    fn spec(&self) -> ActionSpec {
+        ActionSpec {
+            description: "Hands the conversation to human agents on the integration `integration_id` names: LivePerson, Zendesk or the ALTU SDK connector. Which parameters apply depends on the integration's provider (`check --integrations` tells).".into(),
+            params: providers::request::start_live_chat_param_specs(),
+            additional: false,
+            any_of: Vec::new(),
+        }
+    }
+
     fn check(&self, params: &Map<String, Value>, cx: &CheckCx<'_>) -> Vec<ParamProblem> {
         let mut out = Vec::new();
+        // The transcript's shape does not depend on the provider: checked even without
+        // an integrations file, with the position of the bad entry.
+        if let Some(t) = params.get("transcript") {
+            for (pointer, message) in transcript::check_static(t) {
+                out.push(ParamProblem::error(pointer, message).with_help(
+                    "e.g. \"transcript\": [{\"from\": \"user\", \"text\": \"oi\", \"at\": \"2026-11-26T10:02:11-03:00\"}] or \"<? $history ?>\"",
+                ));
+            }
+        }
+        if let Some(m) = params.get("transcript_max_messages") {
+            if !is_templated(m) {
+                if let Err(e) = transcript::check_max_messages(m) {
+                    out.push(ParamProblem::error("/transcript_max_messages", e.message));
+                }
+            }
+        }
         let Some(id_value) = params.get("integration_id") else {
             return out;
         };
@@ -158,7 +166,9 @@ impl Action for StartLiveChat {
             for w in plan.warnings {
                 cx.warn(w);
             }
-            return Ok(simulated_result(integration.provider, &handoff_id));
+            // The provider's success shape, so later templates
+            // (`$ticket.response.body.ticket.id`) render as they would in production.
+            return Ok(providers::provider(integration.provider).simulated_result(&handoff_id));
         }
         let outcome = services
             .providers

@@ -20,6 +20,9 @@ use crate::interp::{Engine, RunOptions, Store};
 use crate::providers::Integrations;
 use output::{emit, emit_json, write_json, JsonStyle};
 
+pub mod schema;
+pub mod test;
+
 /// transbordo: validate, dry-run and run chatbot handoff flows.
 #[derive(Debug, Parser)]
 #[command(name = "transbordo", version, about)]
@@ -94,6 +97,10 @@ enum Command {
     Sandbox(Box<crate::sandbox::SandboxArgs>),
     /// The live chat lifecycle service: runs flows, relays, webhooks, timeouts, re-entry.
     Serve(crate::service::ServeArgs),
+    /// Run flow tests (`*.test.json`, `*.test.toml`): dry runs checked against expectations.
+    Test(test::TestArgs),
+    /// Print the JSON Schema of flow documents (or `--for test`: of flow test files).
+    Schema(schema::SchemaArgs),
 }
 
 /// Parses the command line and runs it.
@@ -117,6 +124,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => execute(args, false).await,
         Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
         Command::Serve(args) => crate::service::run_cli(args).await,
+        Command::Test(args) => test::run(args).await,
+        Command::Schema(args) => schema::run(args),
     }
 }
 

@@ -108,6 +108,13 @@ impl Engine {
         self.registry.names()
     }
 
+    /// The JSON Schema (draft 2020-12) of flow documents this engine accepts: every
+    /// registered action, host actions included, with its parameters
+    /// ([`crate::actions::Action::spec`]). For editors; [`Engine::check`] is the authority.
+    pub fn json_schema(&self) -> Value {
+        crate::authoring::schema::flow_schema(self.registry.actions())
+    }
+
     /// The services actions use.
     pub fn services(&self) -> &Services {
         &self.services

@@ -8,18 +8,63 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::actions::ActionError;
-use crate::providers::config::{AltuSettings, IntegrationId, ProviderKind};
-use crate::providers::request::{
-    config_err, contact_text, id_value, ignored_param_warnings, is_absent, limited_json, opt,
-    text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
-};
+use async_trait::async_trait;
 
-/// Parameters the connector understands (besides the common ones).
-pub const PARAMS: &[&str] = &["skill_id", "skillId", "extra_info", "contact_info"];
+use crate::actions::spec::{ParamSpec, ParamType};
+use crate::actions::ActionError;
+use crate::providers::call::{
+    config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
+    CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
+};
+use crate::providers::config::{
+    AltuSettings, Integration, IntegrationId, ProviderKind, ProviderSettings,
+};
+use crate::providers::http::{HttpResponse, Retry};
+use crate::providers::jwt;
+use crate::providers::provider::{
+    malformed, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
+};
+use crate::providers::transcript;
+
+/// The parameters it understands besides the common ones, with types and descriptions:
+/// the table the checks, the JSON Schema and the README come from.
+pub fn param_specs() -> Vec<ParamSpec> {
+    let skill = "The skill for the platform's routing, kept as given";
+    vec![
+        ParamSpec::new("skill_id", ParamType::Id, format!("{skill}.")),
+        ParamSpec::new(
+            "skillId",
+            ParamType::Id,
+            format!("{skill} (the seed's spelling of `skill_id`)."),
+        ),
+        ParamSpec::new(
+            "extra_info",
+            ParamType::OneOf(vec![
+                ParamType::Object,
+                ParamType::ArrayOf(Box::new(ParamType::Any)),
+                ParamType::String,
+                ParamType::Number,
+            ]),
+            format!("Sent as compact JSON text; over {JSON_LIMIT} characters it is sent empty, with a warning."),
+        ),
+        ParamSpec::new(
+            "contact_info",
+            ParamType::OneOf(vec![
+                ParamType::Object,
+                ParamType::ArrayOf(Box::new(ParamType::Any)),
+            ]),
+            format!("Sent as compact JSON text; over {JSON_LIMIT} characters it is sent empty, with a warning."),
+        ),
+    ]
+}
 
 /// Seed rule: `extra_info` / `contact_info` JSON longer than this is sent empty.
 pub const JSON_LIMIT: usize = 1024;
+
+/// Largest `text` of one `transcript` entry of `OPEN_CONVERSATION`, in UTF-8 bytes (our
+/// protocol's rule, `docs/connector-protocol.md` §4): a longer message is sent as
+/// consecutive entries marked `"continued": true`.
+pub const TRANSCRIPT_TEXT_LIMIT: usize = 4096;
 
 /// Event names we send.
 pub mod events {
@@ -63,11 +108,10 @@ pub fn open_event(
     params: &Map<String, Value>,
     cx: &HandoffCx,
 ) -> Result<(Value, Vec<String>), ActionError> {
-    let mut warnings = ignored_param_warnings(ProviderKind::AltuSdk, params);
+    let mut warnings = Vec::new();
     for (k, v) in params {
-        if PARAMS.contains(&k.as_str()) || k == "start_message" {
-            check_value(k, v)?;
-        }
+        // `check_value` knows exactly this provider's parameters (and `start_message`).
+        check_value(k, v)?;
     }
     let mut data = Map::new();
     let skill = match (opt(params, "skill_id"), opt(params, "skillId")) {
@@ -95,6 +139,11 @@ pub fn open_event(
             );
             data.insert(k.into(), json!(s));
         }
+    }
+    let (transcript, tw) = transcript::json_for(params, TRANSCRIPT_TEXT_LIMIT)?;
+    warnings.extend(tw);
+    if let Some(t) = transcript {
+        data.insert("transcript".into(), t);
     }
     let mut user = Map::new();
     for k in ["name", "email", "phone"] {
@@ -174,4 +223,175 @@ pub fn plan(
         calls: vec![event_call(s, "open", ev)],
         warnings,
     })
+}
+
+// ---- the provider --------------------------------------------------------------------
+
+/// `iss` of the JWTs we sign for the connector.
+pub const CONNECTOR_ISSUER: &str = "transbordo";
+
+/// Any agent platform through the ALTU SDK connector protocol.
+pub struct AltuSdk;
+
+fn settings(i: &Integration) -> Result<&AltuSettings, ActionError> {
+    match &i.settings {
+        ProviderSettings::AltuSdk(s) => Ok(s),
+        _ => Err(wrong_settings(ProviderKind::AltuSdk, i)),
+    }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Delivers one event with a fresh token (new `jti`) per attempt: the receiver refuses
+/// replayed `jti`s.
+async fn send(
+    client: ClientCx<'_>,
+    s: &AltuSettings,
+    call: &ProviderCall,
+    conversation_id: &str,
+    label: &str,
+) -> Result<HttpResponse, ActionError> {
+    let key = s.access_key.expose().to_string();
+    let sub = s.access_token.expose().to_string();
+    let aud = s.webhook_url.clone();
+    let conv = conversation_id.to_string();
+    client
+        .transport
+        .send(label, call, Retry::Safe, &move |_| {
+            let claims = jwt::connector_claims(CONNECTOR_ISSUER, &aud, &sub, &conv, now_s(), 60);
+            Some(format!(
+                "Bearer {}",
+                jwt::sign_hs256(&claims, key.as_bytes())
+            ))
+        })
+        .await
+}
+
+#[async_trait]
+impl Provider for AltuSdk {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::AltuSdk
+    }
+
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        param_specs()
+    }
+
+    fn check_value(&self, name: &str, v: &Value) -> Result<(), ActionError> {
+        check_value(name, v)
+    }
+
+    fn json_limit(&self, name: &str) -> Option<usize> {
+        matches!(name, "extra_info" | "contact_info").then_some(JSON_LIMIT)
+    }
+
+    fn plan(
+        &self,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+    ) -> Result<StartPlan, ActionError> {
+        plan(settings(integration)?, &integration.id, params, cx)
+    }
+
+    fn simulated_result(&self, handoff_id: &str) -> Value {
+        json!({"status": "ok", "body": {"conversationId": format!("{handoff_id}-conversation")}})
+    }
+
+    fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
+        match settings {
+            ProviderSettings::AltuSdk(s) => vec![
+                s.access_key.expose().to_string(),
+                s.access_token.expose().to_string(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    async fn start(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Value, Handoff), ActionError> {
+        let s = settings(integration)?;
+        let (ev, w) = open_event(&integration.id, params, cx)?;
+        warnings.extend(w);
+        let call = event_call(s, "open", ev);
+        let label = "altu_sdk open";
+        let r = send(client, s, &call, &cx.handoff_id, label).await?;
+        let conv = r
+            .json
+            .as_ref()
+            .and_then(|j| j.get("conversation_id"))
+            .and_then(|c| match c {
+                Value::String(t) if !t.is_empty() => Some(t.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .ok_or_else(|| malformed(label, &r))?;
+        Ok((
+            json!({ "conversationId": conv }),
+            Handoff {
+                provider: ProviderKind::AltuSdk,
+                integration_id: integration.id.clone(),
+                provider_conversation_id: conv,
+                consumer_token_key: None,
+                handoff_id: cx.handoff_id.clone(),
+                requester_id: None,
+            },
+        ))
+    }
+
+    async fn send_user_message(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        text: &str,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let ev = user_message_event(
+            &handoff.handoff_id,
+            &handoff.provider_conversation_id,
+            &uuid::Uuid::new_v4().to_string(),
+            text,
+        );
+        let call = event_call(s, "user_message", ev);
+        send(
+            client,
+            s,
+            &call,
+            &handoff.handoff_id,
+            "altu_sdk user_message",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn close(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        reason: CloseReason,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let ev = close_event(
+            &handoff.handoff_id,
+            &handoff.provider_conversation_id,
+            reason.as_str(),
+        );
+        let call = event_call(s, "close", ev);
+        send(client, s, &call, &handoff.handoff_id, "altu_sdk close")
+            .await
+            .map(|_| ())
+    }
 }

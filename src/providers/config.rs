@@ -117,6 +117,22 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Every provider, in documentation order.
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::LivePerson,
+        ProviderKind::Zendesk,
+        ProviderKind::AltuSdk,
+    ];
+
+    /// The name people know it by (`LivePerson`, `Zendesk`, `ALTU SDK`).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ProviderKind::LivePerson => "LivePerson",
+            ProviderKind::Zendesk => "Zendesk",
+            ProviderKind::AltuSdk => "ALTU SDK",
+        }
+    }
+
     /// The name used in the integrations file and in traces.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -12,7 +12,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::actions::{ActionError, ErrorKind};
-use crate::providers::request::{CallBody, HeaderValue, ProviderCall, REDACTED};
+use crate::providers::call::{CallBody, HeaderValue, ProviderCall, REDACTED};
 
 /// Timeouts and retry knobs (tests shrink them).
 #[derive(Debug, Clone)]

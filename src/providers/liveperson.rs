@@ -17,21 +17,80 @@
 //!   default; routing rules on the account match it. **\[INFERRED\]**: confirm on a sandbox.
 //! - `skill_id` (kept as given) → `skillId`, default `"-1"`; `campaign_info.campaign_id` /
 //!   `engagement_id` → `campaignInfo` (left out when both are unset).
+//! - `transcript` → consumer text messages (`ms.PublishEvent`, `text/plain`) published right
+//!   after `start_message`, each a block of lines under a header, at most
+//!   [`TRANSCRIPT_MESSAGE_LIMIT`] bytes. Not a conversation SDE: the contract has only the
+//!   `ctmrinfo` and `personal` SDE types (provider-contracts §1.3), neither holds a list
+//!   of messages, and the free-text `description` is 256 characters and already carries
+//!   `extra_info`. Messages are what every agent workspace shows, in order.
 
 use serde_json::{json, Map, Value};
 
-use crate::actions::ActionError;
-use crate::providers::config::{LivePersonSettings, ProviderKind};
-use crate::providers::request::{
-    config_err, contact_text, id_value, ignored_param_warnings, is_absent, limited_json, opt,
-    text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
-};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-/// Parameters LivePerson understands (besides the common ones).
-pub const PARAMS: &[&str] = &["skill_id", "agent", "campaign_info", "extra_info"];
+use async_trait::async_trait;
+
+use crate::actions::spec::{ParamSpec, ParamType};
+use crate::actions::{ActionError, ErrorKind};
+use crate::providers::call::{
+    config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
+    CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
+};
+use crate::providers::config::{Integration, LivePersonSettings, ProviderKind, ProviderSettings};
+use crate::providers::http::{HttpResponse, Retry};
+use crate::providers::jwt;
+use crate::providers::provider::{
+    malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
+};
+use crate::providers::transcript;
+
+/// The parameters it understands besides the common ones, with types and descriptions:
+/// the table the checks, the JSON Schema and the README come from.
+pub fn param_specs() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new(
+            "skill_id",
+            ParamType::Id,
+            "Routing skill (`skillId`), kept as given; unset: \"-1\", any skill.",
+        ),
+        ParamSpec::new(
+            "agent",
+            ParamType::Id,
+            "An agent id, sent as `conversationContext {\"type\":\"CustomContext\",\"agentId\":…}` for the account's routing rules.",
+        ),
+        ParamSpec::new(
+            "campaign_info",
+            ParamType::fields(vec![
+                ParamSpec::new("campaign_id", ParamType::Id, "`campaignInfo.campaignId`."),
+                ParamSpec::new("engagement_id", ParamType::Id, "`campaignInfo.engagementId`."),
+            ]),
+            "`campaignInfo` of the conversation request; left out when both ids are unset.",
+        ),
+        ParamSpec::new(
+            "extra_info",
+            ParamType::OneOf(vec![
+                ParamType::Object,
+                ParamType::ArrayOf(Box::new(ParamType::Any)),
+                ParamType::String,
+                ParamType::Number,
+            ]),
+            format!("Compact JSON in the user profile `description` shown to agents; over {EXTRA_INFO_LIMIT} characters it is sent empty, with a warning."),
+        ),
+    ]
+}
 
 /// Seed rule: `extra_info` JSON longer than this is replaced by an empty value.
 pub const EXTRA_INFO_LIMIT: usize = 256;
+
+/// Largest transcript message, in UTF-8 bytes. **Assumption**: LivePerson documents no
+/// size limit for a `text/plain` `ContentEvent` sent through the Send API
+/// (provider-contracts §1.4 is silent); 4,000 bytes stays well under the limits of the
+/// channels agents answer on and keeps each message readable in the agent workspace.
+pub const TRANSCRIPT_MESSAGE_LIMIT: usize = 4000;
+
+/// `reqId` of the first transcript `ms.PublishEvent`; later parts count up from it.
+pub const TRANSCRIPT_FIRST_REQ_ID: u64 = 4;
 
 /// `reqId` of the SetUserProfile entry in the CONVERSATION array.
 pub const PROFILE_REQ_ID: &str = "1";
@@ -47,6 +106,8 @@ pub struct LpStart {
     pub conversation_body: Value,
     /// The first message to the agent, when non-empty.
     pub start_message: Option<String>,
+    /// The transcript messages, in order (empty without a transcript).
+    pub transcript: Vec<String>,
     /// Warnings for the trace.
     pub warnings: Vec<String>,
 }
@@ -108,11 +169,10 @@ pub fn prepare_start(
     params: &Map<String, Value>,
     cx: &HandoffCx,
 ) -> Result<LpStart, ActionError> {
-    let mut warnings = ignored_param_warnings(ProviderKind::LivePerson, params);
+    let mut warnings = Vec::new();
     for (k, v) in params {
-        if PARAMS.contains(&k.as_str()) || k == "start_message" {
-            check_value(k, v)?;
-        }
+        // `check_value` knows exactly this provider's parameters (and `start_message`).
+        check_value(k, v)?;
     }
 
     let mut profile = Map::new();
@@ -204,10 +264,13 @@ pub fn prepare_start(
         Some(v) => Some(text_value("start_message", v)?).filter(|t| !t.is_empty()),
         None => None,
     };
+    let (transcript, tw) = transcript::text_for(params, TRANSCRIPT_MESSAGE_LIMIT)?;
+    warnings.extend(tw);
     Ok(LpStart {
         ext_consumer_id: ext_consumer_id(cx),
         conversation_body,
         start_message,
+        transcript,
         warnings,
     })
 }
@@ -335,10 +398,33 @@ pub fn publish_call(
     req_id: &str,
     text: &str,
 ) -> ProviderCall {
+    text_call(s, msg_base, "send", conversation_id, req_id, text)
+}
+
+/// SEND part `index` (from 0) of the transcript, a consumer text message.
+pub fn transcript_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    conversation_id: &str,
+    index: usize,
+    text: &str,
+) -> ProviderCall {
+    let req_id = (TRANSCRIPT_FIRST_REQ_ID + index as u64).to_string();
+    text_call(s, msg_base, "transcript", conversation_id, &req_id, text)
+}
+
+fn text_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    step: &'static str,
+    conversation_id: &str,
+    req_id: &str,
+    text: &str,
+) -> ProviderCall {
     send_call(
         s,
         msg_base,
-        "send",
+        step,
         json!({
             "kind": "req", "id": req_id, "type": "ms.PublishEvent",
             "body": {
@@ -389,8 +475,473 @@ pub fn plan(
     if let Some(text) = &p.start_message {
         calls.push(publish_call(s, &msg, "{conversationId}", "3", text));
     }
+    for (i, text) in p.transcript.iter().enumerate() {
+        calls.push(transcript_call(s, &msg, "{conversationId}", i, text));
+    }
     Ok(StartPlan {
         calls,
         warnings: p.warnings,
     })
+}
+
+// ---- the provider --------------------------------------------------------------------
+
+/// LivePerson Messaging through the Connector API.
+pub struct LivePerson;
+
+fn settings(i: &Integration) -> Result<&LivePersonSettings, ActionError> {
+    match &i.settings {
+        ProviderSettings::LivePerson(s) => Ok(s),
+        _ => Err(wrong_settings(ProviderKind::LivePerson, i)),
+    }
+}
+
+#[async_trait]
+impl Provider for LivePerson {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::LivePerson
+    }
+
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        param_specs()
+    }
+
+    fn check_value(&self, name: &str, v: &Value) -> Result<(), ActionError> {
+        check_value(name, v)
+    }
+
+    fn json_limit(&self, name: &str) -> Option<usize> {
+        (name == "extra_info").then_some(EXTRA_INFO_LIMIT)
+    }
+
+    fn unsupported_note(&self, name: &str) -> Option<String> {
+        (name == "contact_info")
+            .then(|| "`contact_info` is only sent to altu_sdk; ignored on liveperson".to_string())
+    }
+
+    fn plan(
+        &self,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+    ) -> Result<StartPlan, ActionError> {
+        plan(settings(integration)?, params, cx)
+    }
+
+    fn simulated_result(&self, handoff_id: &str) -> Value {
+        json!({"status": "ok", "body": {"reqId": REQUEST_CONVERSATION_REQ_ID, "code": "OK", "body": {"conversationId": format!("{handoff_id}-conversation")}}})
+    }
+
+    fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
+        match settings {
+            ProviderSettings::LivePerson(s) => vec![s.client_secret.expose().to_string()],
+            _ => Vec::new(),
+        }
+    }
+
+    async fn start(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Value, Handoff), ActionError> {
+        let s = settings(integration)?;
+        let p = prepare_start(s, params, cx)?;
+        warnings.extend(p.warnings.iter().cloned());
+        let d = domains(client, s).await?;
+        let call = conversation_call(s, &d.msg, p.conversation_body.clone());
+        let label = "liveperson conversation";
+        let r = send(
+            client,
+            s,
+            &d,
+            &p.ext_consumer_id,
+            &call,
+            Retry::Unsafe,
+            label,
+        )
+        .await?;
+        let entries = r
+            .json
+            .as_ref()
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed(label, &r))?;
+        let entry = entries
+            .iter()
+            .find(|e| {
+                e.get("reqId").map(req_id_text).as_deref() == Some(REQUEST_CONVERSATION_REQ_ID)
+            })
+            .ok_or_else(|| malformed(label, &r))?;
+        let code_ok = entry.get("code").is_some_and(|c| c == "OK" || c == 200);
+        if !code_ok {
+            return Err(ActionError::new(
+                ErrorKind::Rejected,
+                format!("{label}: conversation request refused"),
+            )
+            .with_status(r.status)
+            .with_body(r.body_value()));
+        }
+        let conversation_id = entry
+            .pointer("/body/conversationId")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty() && c.len() <= 64)
+            .ok_or_else(|| malformed(label, &r))?
+            .to_string();
+        if let Some(text) = &p.start_message {
+            let call = publish_call(s, &d.msg, &conversation_id, "3", text);
+            let sent = send_checked(
+                client,
+                s,
+                &d,
+                &p.ext_consumer_id,
+                &call,
+                Retry::Unsafe,
+                "liveperson send",
+            )
+            .await;
+            if let Err(e) = sent {
+                warnings.push(format!(
+                    "the conversation was opened but `start_message` was not delivered: {}",
+                    e.message
+                ));
+            }
+        }
+        let n = p.transcript.len();
+        for (i, text) in p.transcript.iter().enumerate() {
+            let call = transcript_call(s, &d.msg, &conversation_id, i, text);
+            let sent = send_checked(
+                client,
+                s,
+                &d,
+                &p.ext_consumer_id,
+                &call,
+                Retry::Unsafe,
+                "liveperson transcript",
+            )
+            .await;
+            if let Err(e) = sent {
+                // Later parts without the earlier ones would mislead the agent.
+                warnings.push(transcript_undelivered(i, n, &e));
+                break;
+            }
+        }
+        let body = json!({
+            "reqId": entry.get("reqId").cloned().unwrap_or(Value::Null),
+            "code": entry.get("code").cloned().unwrap_or(Value::Null),
+            "body": { "conversationId": conversation_id },
+        });
+        Ok((
+            body,
+            Handoff {
+                provider: ProviderKind::LivePerson,
+                integration_id: integration.id.clone(),
+                provider_conversation_id: conversation_id,
+                consumer_token_key: Some(p.ext_consumer_id),
+                handoff_id: cx.handoff_id.clone(),
+                requester_id: None,
+            },
+        ))
+    }
+
+    async fn send_user_message(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        text: &str,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let d = domains(client, s).await?;
+        let call = publish_call(
+            s,
+            &d.msg,
+            &handoff.provider_conversation_id,
+            &uuid::Uuid::new_v4().to_string(),
+            text,
+        );
+        let ext = consumer_key(handoff)?;
+        send_checked(client, s, &d, ext, &call, Retry::Unsafe, "liveperson send").await
+    }
+
+    async fn close(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        _reason: CloseReason,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let d = domains(client, s).await?;
+        let call = close_call(
+            s,
+            &d.msg,
+            &handoff.provider_conversation_id,
+            &uuid::Uuid::new_v4().to_string(),
+        );
+        let ext = consumer_key(handoff)?;
+        send_checked(client, s, &d, ext, &call, Retry::Safe, "liveperson close").await
+    }
+}
+
+// ---- the client's state and calls ---------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Domains {
+    sentinel: String,
+    idp: String,
+    msg: String,
+}
+
+/// Domains and tokens, shared by every handoff of a client.
+#[derive(Debug, Default)]
+struct Caches {
+    /// (csds_url, account) → service base URLs.
+    domains: Mutex<HashMap<(String, String), Domains>>,
+    /// (account, client_id) → (AppJWT, expiry unix seconds).
+    app_jwt: Mutex<HashMap<(String, String), (String, u64)>>,
+    /// (account, ext_consumer_id) → ConsumerJWS (never expires).
+    consumer: Mutex<HashMap<(String, String), String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn domains(client: ClientCx<'_>, s: &LivePersonSettings) -> Result<Domains, ActionError> {
+    let caches = client.states.get::<Caches>();
+    let key = (s.csds_url.clone(), s.account_id.clone());
+    if let Some(d) = lock(&caches.domains).get(&key) {
+        return Ok(d.clone());
+    }
+    let label = "liveperson csds";
+    let r = client
+        .transport
+        .send(label, &csds_call(s), Retry::Safe, &|_| None)
+        .await?;
+    let list = r
+        .json
+        .as_ref()
+        .and_then(|j| j.get("baseURIs"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed(label, &r))?;
+    let find = |svc: &str| -> Result<String, ActionError> {
+        let host = list
+            .iter()
+            .find(|e| e.get("service").and_then(Value::as_str) == Some(svc))
+            .and_then(|e| e.get("baseURI"))
+            .and_then(Value::as_str)
+            .filter(|h| !h.trim().is_empty())
+            .ok_or_else(|| {
+                ActionError::new(
+                    ErrorKind::Unavailable,
+                    format!("{label}: service `{svc}` not listed for the account"),
+                )
+                .with_status(r.status)
+                .with_body(r.body_value())
+            })?;
+        let host = host.trim().trim_end_matches('/');
+        Ok(if host.contains("://") {
+            host.to_string()
+        } else {
+            service_base(s, host)
+        })
+    };
+    let d = Domains {
+        sentinel: find("sentinel")?,
+        idp: find("idp")?,
+        msg: find("asyncMessagingEnt")?,
+    };
+    lock(&caches.domains).insert(key, d.clone());
+    Ok(d)
+}
+
+async fn app_jwt(
+    client: ClientCx<'_>,
+    s: &LivePersonSettings,
+    d: &Domains,
+) -> Result<String, ActionError> {
+    let caches = client.states.get::<Caches>();
+    let key = (s.account_id.clone(), s.client_id.clone());
+    if let Some((tok, exp)) = lock(&caches.app_jwt).get(&key) {
+        if now_s() + client.token_refresh_margin_s < *exp {
+            return Ok(tok.clone());
+        }
+    }
+    let label = "liveperson app_jwt";
+    let call = app_jwt_call(s, &d.sentinel);
+    let client_id = s.client_id.clone();
+    let secret = s.client_secret.expose().to_string();
+    let r = client
+        .transport
+        .send(label, &call, Retry::Safe, &move |k| match k {
+            "client_id" => Some(client_id.clone()),
+            "client_secret" => Some(secret.clone()),
+            _ => None,
+        })
+        .await?;
+    let tok = r
+        .json
+        .as_ref()
+        .and_then(|j| j.get("access_token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| malformed(label, &r))?
+        .to_string();
+    let exp = jwt::decode_claims_unverified(&tok)
+        .and_then(|c| c.get("exp").and_then(Value::as_u64))
+        .or_else(|| {
+            r.json
+                .as_ref()
+                .and_then(|j| j.get("expires_in"))
+                .and_then(Value::as_u64)
+                .map(|e| now_s() + e)
+        })
+        .unwrap_or_else(|| now_s() + 3600);
+    lock(&caches.app_jwt).insert(key, (tok.clone(), exp));
+    Ok(tok)
+}
+
+async fn consumer_jws(
+    client: ClientCx<'_>,
+    s: &LivePersonSettings,
+    d: &Domains,
+    ext: &str,
+) -> Result<(String, String), ActionError> {
+    let caches = client.states.get::<Caches>();
+    let key = (s.account_id.clone(), ext.to_string());
+    let cached = lock(&caches.consumer).get(&key).cloned();
+    let label = "liveperson consumer_jws";
+    for round in 0..2 {
+        let app = app_jwt(client, s, d).await?;
+        if let Some(c) = &cached {
+            return Ok((app, c.clone()));
+        }
+        let call = consumer_jws_call(s, &d.idp, ext);
+        let a = app.clone();
+        match client
+            .transport
+            .send(label, &call, Retry::Safe, &move |_| Some(a.clone()))
+            .await
+        {
+            Ok(r) => {
+                let c = r
+                    .json
+                    .as_ref()
+                    .and_then(|j| j.get("token"))
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| malformed(label, &r))?
+                    .to_string();
+                lock(&caches.consumer).insert(key, c.clone());
+                return Ok((app, c));
+            }
+            Err(e) if round == 0 && e.http_status == Some(401) => {
+                lock(&caches.app_jwt).remove(&(s.account_id.clone(), s.client_id.clone()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ActionError::new(
+        ErrorKind::Auth,
+        format!("{label}: refused"),
+    ))
+}
+
+/// A Send API call with AppJWT + ConsumerJWS; on a 401 the stale token is dropped and
+/// the call is made once more with a fresh one.
+async fn send(
+    client: ClientCx<'_>,
+    s: &LivePersonSettings,
+    d: &Domains,
+    ext: &str,
+    call: &ProviderCall,
+    retry: Retry,
+    label: &str,
+) -> Result<HttpResponse, ActionError> {
+    let caches = client.states.get::<Caches>();
+    let mut last = None;
+    for round in 0..2 {
+        let (app, cons) = consumer_jws(client, s, d, ext).await?;
+        let r = client
+            .transport
+            .send(label, call, retry, &move |h| {
+                if h.eq_ignore_ascii_case("X-LP-ON-BEHALF") {
+                    Some(cons.clone())
+                } else {
+                    Some(app.clone())
+                }
+            })
+            .await;
+        match r {
+            Err(e) if round == 0 && e.http_status == Some(401) => {
+                let code = e
+                    .body
+                    .as_ref()
+                    .and_then(|b| b.pointer("/body/errorCode"))
+                    .and_then(Value::as_u64);
+                if matches!(code, Some(40103) | Some(40104)) {
+                    lock(&caches.consumer).remove(&(s.account_id.clone(), ext.to_string()));
+                } else {
+                    lock(&caches.app_jwt).remove(&(s.account_id.clone(), s.client_id.clone()));
+                }
+                last = Some(e);
+            }
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| ActionError::new(ErrorKind::Auth, format!("{label}: refused"))))
+}
+
+/// [`send`], then the answer's `code` must be OK.
+async fn send_checked(
+    client: ClientCx<'_>,
+    s: &LivePersonSettings,
+    d: &Domains,
+    ext: &str,
+    call: &ProviderCall,
+    retry: Retry,
+    label: &str,
+) -> Result<(), ActionError> {
+    let r = send(client, s, d, ext, call, retry, label).await?;
+    check_code(&r, label)
+}
+
+fn consumer_key(h: &Handoff) -> Result<&str, ActionError> {
+    h.consumer_token_key.as_deref().ok_or_else(|| {
+        ActionError::new(
+            ErrorKind::Config,
+            "LivePerson handoff without a consumer id (consumer_token_key)",
+        )
+    })
+}
+
+fn req_id_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn check_code(r: &HttpResponse, label: &str) -> Result<(), ActionError> {
+    match r.json.as_ref().and_then(|j| j.get("code")) {
+        Some(c) if c == "OK" || c == 200 => Ok(()),
+        Some(_) => Err(
+            ActionError::new(ErrorKind::Rejected, format!("{label}: refused"))
+                .with_status(r.status)
+                .with_body(r.body_value()),
+        ),
+        None => Err(malformed(label, r)),
+    }
 }

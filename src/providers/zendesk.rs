@@ -13,30 +13,76 @@
 //! is addressed to the agent (seed: "Mensagem para o agente"), and a public first comment
 //! would be emailed to the requester. The ticket's `external_id` is the handoff id, and the
 //! create carries `Idempotency-Key: {handoff_id}` so a retried create never makes a second
-//! ticket. Ids (`assignee_id`, `group_id`, …, custom field ids) are sent as given: Zendesk
+//! ticket. `transcript` follows the ticket as private comments (internal notes, for the
+//! agent only, never emailed to the requester), each at most [`TRANSCRIPT_COMMENT_LIMIT`]
+//! bytes, oldest first. Ids (`assignee_id`, `group_id`, …, custom field ids) are sent as given: Zendesk
 //! accepts numbers and numeric strings.
 
 use serde_json::{json, Map, Value};
 
-use crate::actions::ActionError;
-use crate::providers::config::{ProviderKind, ZendeskSettings};
-use crate::providers::request::{
-    config_err, contact_text, id_text, id_value, ignored_param_warnings, is_absent, opt,
-    text_value, type_name, CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
-};
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
-/// Parameters Zendesk understands (besides the common ones).
-pub const PARAMS: &[&str] = &[
-    "subject",
-    "tags",
-    "custom_fields",
-    "user_fields",
-    "assignee_id",
-    "brand_id",
-    "requester_id",
-    "ticket_form_id",
-    "group_id",
-];
+use crate::actions::spec::{ParamSpec, ParamType};
+use crate::actions::{ActionError, ErrorKind};
+use crate::providers::call::{
+    config_err, contact_text, id_text, id_value, is_absent, opt, text_value, type_name, CallBody,
+    HandoffCx, HeaderValue, ProviderCall, StartPlan,
+};
+use crate::providers::config::{Integration, ProviderKind, ProviderSettings, ZendeskSettings};
+use crate::providers::http::{HttpResponse, Retry};
+use crate::providers::provider::{
+    malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
+};
+use crate::providers::transcript;
+
+/// Largest transcript comment, in UTF-8 bytes. **Assumption**: the Tickets API reference
+/// states no size for `comment.body`; Zendesk's help center and integrators cite 64 KB
+/// per comment, so transcripts are cut well below it, at 60,000 bytes.
+pub const TRANSCRIPT_COMMENT_LIMIT: usize = 60_000;
+
+/// The parameters it understands besides the common ones, with types and descriptions:
+/// the table the checks, the JSON Schema and the README come from.
+pub fn param_specs() -> Vec<ParamSpec> {
+    let id = |name, what: &str| {
+        ParamSpec::new(
+            name,
+            ParamType::Id,
+            format!("{what}, as in the Support API; kept as given."),
+        )
+    };
+    vec![
+        ParamSpec::new(
+            "subject",
+            ParamType::OneOf(vec![ParamType::String, ParamType::Number, ParamType::Boolean]),
+            "The ticket subject; required by Zendesk.",
+        )
+        .required(),
+        ParamSpec::new("tags", ParamType::strings(), "Ticket tags."),
+        ParamSpec::new(
+            "custom_fields",
+            ParamType::ArrayOf(Box::new(ParamType::fields(vec![
+                ParamSpec::new("id", ParamType::Id, "The ticket field id.").required(),
+                ParamSpec::new("value", ParamType::Any, "The value.").required(),
+            ]))),
+            "Ticket fields `[{id, value}]`.",
+        ),
+        ParamSpec::new(
+            "user_fields",
+            ParamType::Object,
+            "User fields set on the requester, visible to agents only.",
+        ),
+        id("assignee_id", "The agent to assign"),
+        id("brand_id", "The brand"),
+        id(
+            "requester_id",
+            "Use this user as the requester (and `PUT` its `user_fields`); without it the requester is created or updated from the contact",
+        ),
+        id("ticket_form_id", "The ticket form"),
+        id("group_id", "The group"),
+    ]
+}
 
 /// First comment when neither `start_message` nor `subject` is set.
 pub const DEFAULT_COMMENT: &str = "Atendimento transferido pelo chatbot";
@@ -133,17 +179,18 @@ pub struct ZdStart {
     pub requester: Requester,
     /// The `ticket` object without `requester_id` (added by [`ticket_body`]).
     pub ticket: Map<String, Value>,
+    /// The transcript comments, in order (empty without a transcript).
+    pub transcript: Vec<String>,
     /// Warnings for the trace.
     pub warnings: Vec<String>,
 }
 
 /// Builds the handoff's bodies from the rendered parameters.
 pub fn prepare_start(params: &Map<String, Value>, cx: &HandoffCx) -> Result<ZdStart, ActionError> {
-    let mut warnings = ignored_param_warnings(ProviderKind::Zendesk, params);
+    let mut warnings = Vec::new();
     for (k, v) in params {
-        if PARAMS.contains(&k.as_str()) || k == "start_message" {
-            check_value(k, v)?;
-        }
+        // `check_value` knows exactly this provider's parameters (and `start_message`).
+        check_value(k, v)?;
     }
     let subject = match opt(params, "subject") {
         Some(v) => Some(text_value("subject", v)?).filter(|s| !s.is_empty()),
@@ -229,9 +276,12 @@ pub fn prepare_start(params: &Map<String, Value>, cx: &HandoffCx) -> Result<ZdSt
             Requester::None
         }
     };
+    let (transcript, tw) = transcript::text_for(params, TRANSCRIPT_COMMENT_LIMIT)?;
+    warnings.extend(tw);
     Ok(ZdStart {
         requester,
         ticket: t,
+        transcript,
         warnings,
     })
 }
@@ -321,6 +371,17 @@ pub fn comment_call(
     }
 }
 
+/// `PUT /api/v2/tickets/{id}.json` adding a transcript part as a private comment.
+pub fn transcript_call(s: &ZendeskSettings, ticket_id: &str, text: &str) -> ProviderCall {
+    ProviderCall {
+        step: "transcript",
+        method: "PUT",
+        url: format!("{}/api/v2/tickets/{ticket_id}.json", s.base_url),
+        headers: headers(),
+        body: CallBody::Json(json!({ "ticket": { "comment": { "body": text, "public": false } } })),
+    }
+}
+
 /// `PUT /api/v2/tickets/{id}.json` setting the status (`solved` to close).
 pub fn status_call(s: &ZendeskSettings, ticket_id: &str, status: &str) -> ProviderCall {
     ProviderCall {
@@ -365,8 +426,235 @@ pub fn plan(
         Requester::None => None,
     };
     calls.push(ticket_call(s, ticket_body(&p, requester), &cx.handoff_id));
+    for text in &p.transcript {
+        calls.push(transcript_call(s, "{ticket.id}", text));
+    }
     Ok(StartPlan {
         calls,
         warnings: p.warnings,
     })
+}
+
+// ---- the provider --------------------------------------------------------------------
+
+/// Zendesk Support: a ticket per handoff.
+pub struct Zendesk;
+
+fn settings(i: &Integration) -> Result<&ZendeskSettings, ActionError> {
+    match &i.settings {
+        ProviderSettings::Zendesk(s) => Ok(s),
+        _ => Err(wrong_settings(ProviderKind::Zendesk, i)),
+    }
+}
+
+/// Sends a call with `Basic {email}/token:{api_token}`.
+async fn send(
+    client: ClientCx<'_>,
+    s: &ZendeskSettings,
+    label: &str,
+    call: &ProviderCall,
+    retry: Retry,
+) -> Result<HttpResponse, ActionError> {
+    let auth = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}/token:{}", s.email, s.api_token.expose()))
+    );
+    client
+        .transport
+        .send(label, call, retry, &move |_| Some(auth.clone()))
+        .await
+}
+
+/// A ticket's status (`new`, `open`, `pending`, `hold`, `solved`, `closed`).
+pub(crate) async fn ticket_status(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    ticket_id: &str,
+) -> Result<String, ActionError> {
+    let s = settings(integration)?;
+    let call = show_ticket_call(s, ticket_id);
+    let r = send(client, s, "zendesk ticket", &call, Retry::Safe).await?;
+    r.json
+        .as_ref()
+        .and_then(|j| j.pointer("/ticket/status"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| malformed("zendesk ticket", &r))
+}
+
+#[async_trait]
+impl Provider for Zendesk {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Zendesk
+    }
+
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        param_specs()
+    }
+
+    fn check_value(&self, name: &str, v: &Value) -> Result<(), ActionError> {
+        check_value(name, v)
+    }
+
+    fn unsupported_note(&self, name: &str) -> Option<String> {
+        match name {
+            "extra_info" => {
+                Some("`extra_info` is not supported by Zendesk and is ignored".to_string())
+            }
+            "contact_info" => {
+                Some("`contact_info` is only sent to altu_sdk; ignored on zendesk".to_string())
+            }
+            _ => None,
+        }
+    }
+
+    fn plan(
+        &self,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+    ) -> Result<StartPlan, ActionError> {
+        plan(settings(integration)?, params, cx)
+    }
+
+    fn ok_result(&self, body: Value) -> Value {
+        json!({ "response": { "body": body, "status": "ok" } })
+    }
+
+    fn error_result(&self, e: &ActionError) -> Value {
+        json!({ "response": { "status": "error", "error": e.to_error_object() } })
+    }
+
+    fn simulated_result(&self, handoff_id: &str) -> Value {
+        json!({"response": {"body": {"ticket": {"id": 0, "status": "new", "external_id": handoff_id}}, "status": "ok"}})
+    }
+
+    fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
+        let ProviderSettings::Zendesk(s) = settings else {
+            return Vec::new();
+        };
+        let mut v = vec![
+            s.api_token.expose().to_string(),
+            STANDARD.encode(format!("{}/token:{}", s.email, s.api_token.expose())),
+        ];
+        if let Some(w) = &s.webhook_secret {
+            v.push(w.expose().to_string());
+        }
+        v
+    }
+
+    async fn start(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Value, Handoff), ActionError> {
+        let s = settings(integration)?;
+        let p = prepare_start(params, cx)?;
+        warnings.extend(p.warnings.iter().cloned());
+        let requester = match &p.requester {
+            Requester::Id(id, update) => {
+                if let Some(body) = update {
+                    let call = update_user_call(s, id, body.clone());
+                    if let Err(e) = send(client, s, "zendesk user_update", &call, Retry::Safe).await
+                    {
+                        if matches!(e.kind, ErrorKind::Auth | ErrorKind::Config) {
+                            return Err(e);
+                        }
+                        warnings.push(format!("`user_fields` not set: {}", e.message));
+                    }
+                }
+                Some(id.clone())
+            }
+            Requester::Upsert(body) => {
+                let call = upsert_user_call(s, body.clone());
+                let label = "zendesk user_upsert";
+                match send(client, s, label, &call, Retry::Safe).await {
+                    Ok(r) => match r.json.as_ref().and_then(|j| j.pointer("/user/id")) {
+                        Some(id @ (Value::Number(_) | Value::String(_))) => Some(id.clone()),
+                        _ => {
+                            warnings.push(format!(
+                                "{label}: answer without user.id; the ticket is created without a requester"
+                            ));
+                            None
+                        }
+                    },
+                    Err(e) if matches!(e.kind, ErrorKind::Auth | ErrorKind::Config) => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        warnings.push(format!(
+                            "{}; the ticket is created without a requester",
+                            e.message
+                        ));
+                        None
+                    }
+                }
+            }
+            Requester::None => None,
+        };
+        let call = ticket_call(s, ticket_body(&p, requester.clone()), &cx.handoff_id);
+        let label = "zendesk ticket";
+        let r = send(client, s, label, &call, Retry::Safe).await?;
+        let body = r.json.clone().ok_or_else(|| malformed(label, &r))?;
+        let ticket_id = match body.pointer("/ticket/id") {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            _ => return Err(malformed(label, &r)),
+        };
+        let n = p.transcript.len();
+        for (i, text) in p.transcript.iter().enumerate() {
+            let call = transcript_call(s, &ticket_id, text);
+            if let Err(e) = send(client, s, "zendesk transcript", &call, Retry::Unsafe).await {
+                warnings.push(transcript_undelivered(i, n, &e));
+                break;
+            }
+        }
+        Ok((
+            body,
+            Handoff {
+                provider: ProviderKind::Zendesk,
+                integration_id: integration.id.clone(),
+                provider_conversation_id: ticket_id,
+                consumer_token_key: None,
+                handoff_id: cx.handoff_id.clone(),
+                requester_id: requester,
+            },
+        ))
+    }
+
+    async fn send_user_message(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        text: &str,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let call = comment_call(
+            s,
+            &handoff.provider_conversation_id,
+            handoff.requester_id.as_ref(),
+            text,
+        );
+        send(client, s, "zendesk comment", &call, Retry::Unsafe)
+            .await
+            .map(|_| ())
+    }
+
+    async fn close(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        _reason: CloseReason,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let call = status_call(s, &handoff.provider_conversation_id, "solved");
+        send(client, s, "zendesk close", &call, Retry::Safe)
+            .await
+            .map(|_| ())
+    }
 }

@@ -237,6 +237,44 @@ fn json_text(data: &Value, k: &str) -> Result<Value, Response> {
     }
 }
 
+/// `data.transcript` as the agent reads it: one line per message, with the `continued`
+/// pieces of a long message joined back (protocol §4); 400 when malformed.
+fn transcript_lines(data: &Value) -> Result<Vec<String>, Response> {
+    let items = match data.get("transcript") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(invalid_request("`data.transcript` must be an array")),
+    };
+    let mut lines: Vec<String> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let from = match str_field(item, "from") {
+            Some("user") => "Cliente",
+            Some("bot") => "Bot",
+            _ => {
+                return Err(invalid_request(&format!(
+                    "`data.transcript[{i}].from` must be \"user\" or \"bot\""
+                )))
+            }
+        };
+        let Some(text) = str_field(item, "text") else {
+            return Err(invalid_request(&format!(
+                "`data.transcript[{i}].text` must be a string"
+            )));
+        };
+        let continued = item.get("continued").and_then(Value::as_bool) == Some(true);
+        match lines.last_mut() {
+            Some(last) if continued => last.push_str(text),
+            _ => {
+                let at = str_field(item, "at")
+                    .map(|a| format!("[{a}] "))
+                    .unwrap_or_default();
+                lines.push(format!("{at}{from}: {text}"));
+            }
+        }
+    }
+    Ok(lines)
+}
+
 fn open(
     inner: &mut Inner,
     v: &Value,
@@ -271,6 +309,7 @@ fn open(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(invalid_request("`data.start_message` must be a string")),
     };
+    let transcript = transcript_lines(data)?;
     let pid = format!("altu-{}", uuid::Uuid::new_v4());
     let details = json!({
         "integration_id": v.get("integration_id").cloned().unwrap_or(Value::Null),
@@ -291,6 +330,9 @@ fn open(
         .map(str::to_string);
     if let Some(m) = start_message.as_deref().filter(|m| !m.is_empty()) {
         conv.say("bot", m);
+    }
+    for line in transcript {
+        conv.say("transcript", &line);
     }
     inner.altu.by_ext.insert(ours.to_string(), pid.clone());
     inner.convs.insert(pid.clone(), conv);

@@ -318,7 +318,7 @@ fn line(c: &ConversationView) -> String {
     let last = c
         .transcript
         .last()
-        .map(|t| format!("{}: {}", t.role, t.text))
+        .map(|t| format!("{}: {}", t.role, t.text.lines().next().unwrap_or_default()))
         .unwrap_or_default();
     format!(
         "{:<10} {:<42} {:<10} {:<14} {}",
@@ -345,7 +345,12 @@ fn print_conversation(c: &ConversationView) {
         );
     }
     for t in &c.transcript {
-        outln!("  [{}] {}", t.role, t.text);
+        // A multi-line message (a transcript block) stays one indented block.
+        let prefix = format!("  [{}] ", t.role);
+        let pad = " ".repeat(prefix.chars().count());
+        for (i, l) in t.text.lines().enumerate() {
+            outln!("{}{l}", if i == 0 { &prefix } else { &pad });
+        }
     }
 }
 

@@ -84,7 +84,8 @@ pub struct AgentView {
 /// One line of a conversation's transcript.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranscriptEntry {
-    /// `consumer`, `agent`, `bot` or `system`.
+    /// `consumer`, `agent`, `bot`, `system`, or `transcript` (a message of the bot
+    /// conversation before the handoff, as the ALTU connector delivers it).
     pub role: String,
     /// The message text.
     pub text: String,

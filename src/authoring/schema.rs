@@ -1,0 +1,192 @@
+//! JSON Schemas (draft 2020-12) for editors: flow documents, built from the same
+//! parameter tables the checks use ([`crate::actions::Action::spec`]), and flow test
+//! files. `check` stays the authority; a schema gives completion, hover text and early
+//! red squiggles.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::actions::spec::{before_action_messages, object_schema, ActionSpec};
+use crate::actions::Action;
+use crate::authoring::flowtest::{CASE_KEYS, EXPECT_KEYS, FILE_KEYS};
+
+/// The JSON Schema dialect of every schema here.
+pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// A string that is exactly one `<? ?>` template (surrounding whitespace allowed): its
+/// value, of any JSON type, is known only at run time.
+fn template() -> Value {
+    json!({
+        "type": "string",
+        "pattern": "^\\s*<\\?[\\s\\S]*\\?>\\s*$",
+        "description": "A whole-value template such as \"<? $tags ?>\": its value, of any JSON type, is known at run time."
+    })
+}
+
+fn template_ref() -> Value {
+    json!({ "$ref": "#/$defs/template" })
+}
+
+/// The schema of one action's `parameters`.
+fn parameters_schema(spec: &ActionSpec) -> Value {
+    let mut params = spec.params.clone();
+    if !params.iter().any(|p| p.name == "before_action_messages") {
+        params.push(before_action_messages());
+    }
+    let mut s = object_schema(&params, spec.additional, &template_ref());
+    if let Value::Object(o) = &mut s {
+        if !spec.description.is_empty() {
+            o.insert("description".into(), json!(spec.description));
+        }
+        if !spec.any_of.is_empty() {
+            let alts: Vec<Value> = spec
+                .any_of
+                .iter()
+                .map(|set| json!({ "required": set }))
+                .collect();
+            o.insert("anyOf".into(), Value::Array(alts));
+        }
+    }
+    s
+}
+
+/// The flow document schema for these actions (built-ins and host actions alike).
+pub fn flow_schema<'a>(actions: impl IntoIterator<Item = &'a Arc<dyn Action>>) -> Value {
+    let mut defs = Map::new();
+    defs.insert("template".into(), template());
+    let mut names = Vec::new();
+    let mut branches = Vec::new();
+    for a in actions {
+        let name = a.name().to_string();
+        let spec = a.spec();
+        let key = format!("parameters.{name}");
+        defs.insert(key.clone(), parameters_schema(&spec));
+        branches.push(json!({
+            "if": { "properties": { "name": { "const": name } }, "required": ["name"] },
+            "then": { "properties": { "parameters": { "$ref": format!("#/$defs/{key}") } } }
+        }));
+        names.push(name);
+    }
+    defs.insert(
+        "action".into(),
+        json!({
+            "type": "object",
+            "description": "One action: its parameters are rendered against the store as it is when the action runs.",
+            "required": ["name"],
+            "properties": {
+                "name": { "enum": names, "description": "The action to run." },
+                "parameters": { "type": "object", "description": "The action's parameters; any string may hold <? ?> templates." },
+                "result_variable": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "The context variable that receives the action's result (a leading `$` is dropped)."
+                }
+            },
+            "additionalProperties": false,
+            "allOf": branches
+        }),
+    );
+    defs.insert(
+        "actions".into(),
+        json!({
+            "type": "array",
+            "description": "Actions, run in order.",
+            "items": { "$ref": "#/$defs/action" }
+        }),
+    );
+    defs.insert(
+        "variables".into(),
+        json!({
+            "type": "object",
+            "description": "Variables written in order (a later one sees an earlier one); values may hold <? ?> templates."
+        }),
+    );
+    defs.insert(
+        "node".into(),
+        json!({
+            "type": "object",
+            "description": "A node: the `context` block, then `contact`, then `actions` in order, then `output`.",
+            "properties": {
+                "context": { "$ref": "#/$defs/variables" },
+                "contact": { "$ref": "#/$defs/variables" },
+                "actions": { "$ref": "#/$defs/actions" },
+                "output": {
+                    "type": "array",
+                    "description": "Output items sent after the actions, e.g. {\"default\": {\"type\": \"text\", \"text\": \"…\"}}.",
+                    "items": { "type": "object" }
+                }
+            },
+            "additionalProperties": false
+        }),
+    );
+    json!({
+        "$schema": DIALECT,
+        "title": "transbordo flow",
+        "description": "A transbordo flow document: an array of actions, or a node {context, contact, actions, output}. Generated by `transbordo schema`; `transbordo check` remains the authority.",
+        "oneOf": [ { "$ref": "#/$defs/actions" }, { "$ref": "#/$defs/node" } ],
+        "$defs": defs
+    })
+}
+
+/// The schema of `*.test.json` flow test files (`transbordo test`).
+pub fn flow_test_schema() -> Value {
+    let describe = |k: &str| {
+        match k {
+        "flow" => "The flow file, relative to the test file.",
+        "integrations" => "The integrations TOML file, relative to the test file.",
+        "context" => "A context document {contact, context, input, …}, or the name of a JSON file holding one.",
+        "strict" => "A missing value is an error instead of a warning.",
+        "cases" => "The cases, each a dry run of the flow.",
+        "name" => "The case's name (unique in the file; names its snapshot).",
+        "expect" => "Parts of the render document to match as a subset: arrays by position, \"…\" for any elements or any value, {\"$regex\": …}, {\"$absent\": true}.",
+        "snapshot" => "Compare the whole render document with __snapshots__/<file>/<case>.json (written by --update).",
+        _ => "Matched against the same key of the render document.",
+    }
+    };
+    let props = |keys: &[&str]| -> Map<String, Value> {
+        keys.iter()
+            .map(|k| {
+                let ty = match *k {
+                    "flow" | "integrations" | "name" => json!({"type": "string", "minLength": 1}),
+                    "context" => json!({"type": ["object", "string"]}),
+                    "strict" | "snapshot" => json!({"type": "boolean"}),
+                    "cases" => json!({"type": "array", "items": {"$ref": "#/$defs/case"}}),
+                    "expect" => json!({"$ref": "#/$defs/expect"}),
+                    "messages" | "requests" | "warnings" => json!({"type": "array"}),
+                    _ => json!({"type": "object"}),
+                };
+                let mut t = ty;
+                if let Value::Object(o) = &mut t {
+                    o.insert("description".into(), json!(describe(k)));
+                }
+                (k.to_string(), t)
+            })
+            .collect()
+    };
+    json!({
+        "$schema": DIALECT,
+        "title": "transbordo flow test",
+        "description": "Expected behaviour of a flow, run by `transbordo test`.",
+        "type": "object",
+        "required": ["flow", "cases"],
+        "properties": props(FILE_KEYS),
+        "patternProperties": { "^\\$": {} },
+        "additionalProperties": false,
+        "$defs": {
+            "case": {
+                "type": "object",
+                "required": ["name"],
+                "properties": props(CASE_KEYS),
+                "patternProperties": { "^\\$": {} },
+                "additionalProperties": false,
+                "anyOf": [ {"required": ["expect"]}, {"required": ["snapshot"]} ]
+            },
+            "expect": {
+                "type": "object",
+                "properties": props(EXPECT_KEYS),
+                "additionalProperties": false
+            }
+        }
+    })
+}

@@ -1,0 +1,220 @@
+//! One live chat provider, described in one place: its parameters, their checks, the
+//! requests of a handoff (as data, for plans and dry runs), its result shapes, and its
+//! client (open, relay a user message, close). Each provider implements [`Provider`] in
+//! its own module; [`crate::providers::provider()`] is the registry the rest of the code
+//! goes through, so nothing outside a provider's module matches on which provider it is.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::actions::spec::ParamSpec;
+use crate::actions::ActionError;
+use crate::providers::call::{HandoffCx, StartPlan};
+use crate::providers::config::{Integration, IntegrationId, ProviderKind, ProviderSettings};
+use crate::providers::http::Transport;
+
+/// A handoff in progress: what the lifecycle needs to talk to the provider later. It is
+/// serializable so the lifecycle can store it and survive a restart (tokens are not kept:
+/// they are fetched again from the credentials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The provider.
+    pub provider: ProviderKind,
+    /// The integration used.
+    pub integration_id: IntegrationId,
+    /// LivePerson conversationId, Zendesk ticket id, ALTU platform conversation id.
+    pub provider_conversation_id: String,
+    /// LivePerson: the `ext_consumer_id` whose ConsumerJWS acts for the user.
+    pub consumer_token_key: Option<String>,
+    /// Our id for this handoff (idempotency keys, ALTU `conversation_id`).
+    pub handoff_id: String,
+    /// Zendesk: the requester's user id (author of the user's comments), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<Value>,
+}
+
+/// Why we close a provider conversation (sent to the ALTU platform as `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The user ended the chat.
+    UserClosed,
+    /// No agent within `wait_timeout_s`.
+    Timeout,
+    /// The user was silent for `user_inactivity_timeout_s`.
+    UserInactivityTimeout,
+    /// Something went wrong on our side.
+    Error,
+}
+
+impl CloseReason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::UserClosed => "user_closed",
+            CloseReason::Timeout => "timeout",
+            CloseReason::UserInactivityTimeout => "user_inactivity_timeout",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// Per-provider client state (token and domain caches), one value per type, shared by
+/// the clones of a [`crate::providers::ProviderClient`]. A provider keeps its own caches
+/// here without the client knowing about them.
+#[derive(Debug, Default)]
+pub struct States {
+    by_type: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl States {
+    /// The state of type `T`, created on first use.
+    pub fn get<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut m = match self.by_type.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let entry = m
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>)
+            .clone();
+        drop(m);
+        // The map is keyed by the type id, so the value is always a `T`.
+        entry
+            .downcast::<T>()
+            .unwrap_or_else(|_| Arc::new(T::default()))
+    }
+}
+
+/// What a provider's client code works with: the HTTP transport (one retry policy for
+/// all), its cached state, and the client's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCx<'a> {
+    /// Sends requests under the retry policy.
+    pub transport: &'a Transport,
+    /// Per-provider caches.
+    pub states: &'a States,
+    /// Refresh a cached token this many seconds before it expires.
+    pub token_refresh_margin_s: u64,
+}
+
+/// A live chat provider. Implemented by each provider module and listed once in
+/// [`crate::providers::provider()`].
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Which provider this is.
+    fn kind(&self) -> ProviderKind;
+
+    /// Its parameters besides the common ones ([`crate::providers::request::COMMON_PARAMS`]),
+    /// with types and descriptions; those marked required must be given. The checks, the
+    /// JSON Schema and the README's tables come from this.
+    fn param_specs(&self) -> Vec<ParamSpec>;
+
+    /// Validates one literal parameter value (load time and run time share it).
+    fn check_value(&self, name: &str, v: &Value) -> Result<(), ActionError>;
+
+    /// The size limit, in characters of compact JSON, of a parameter sent as JSON text.
+    fn json_limit(&self, name: &str) -> Option<usize> {
+        let _ = name;
+        None
+    }
+
+    /// The warning for a known parameter this provider does not use, when it has a
+    /// better one than the generic message.
+    fn unsupported_note(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
+
+    /// Every request of a handoff, in order, from the rendered parameters, without
+    /// network (discovered domains and tokens as placeholders).
+    fn plan(
+        &self,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+    ) -> Result<StartPlan, ActionError>;
+
+    /// The success result of `start_live_chat`, in the provider's exact shape.
+    fn ok_result(&self, body: Value) -> Value {
+        json!({ "status": "ok", "body": body })
+    }
+
+    /// The failure result, mirroring the success shape.
+    fn error_result(&self, e: &ActionError) -> Value {
+        json!({ "status": "error", "error": e.to_error_object() })
+    }
+
+    /// The result a dry run reports (ids prefixed `dry-run-`), so later templates render
+    /// as they would in production.
+    fn simulated_result(&self, handoff_id: &str) -> Value;
+
+    /// The secret values of an integration's settings, scrubbed from anything a provider
+    /// echoes back.
+    fn secrets(&self, settings: &ProviderSettings) -> Vec<String>;
+
+    /// Opens the conversation for real: the result body and the handoff.
+    async fn start(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        params: &Map<String, Value>,
+        cx: &HandoffCx,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Value, Handoff), ActionError>;
+
+    /// Relays a user's message to the agent.
+    async fn send_user_message(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        text: &str,
+    ) -> Result<(), ActionError>;
+
+    /// Closes the provider conversation.
+    async fn close(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        reason: CloseReason,
+    ) -> Result<(), ActionError>;
+}
+
+/// The error for an integration whose settings are not this provider's (a bug: the
+/// registry picks the provider from the same integration).
+pub(crate) fn wrong_settings(kind: ProviderKind, integration: &Integration) -> ActionError {
+    ActionError::new(
+        crate::actions::ErrorKind::Config,
+        format!(
+            "integration {} is not a {} integration",
+            integration.id,
+            kind.as_str()
+        ),
+    )
+}
+
+/// The warning for a transcript part the provider refused; the handoff itself stands.
+pub(crate) fn transcript_undelivered(index: usize, parts: usize, e: &ActionError) -> String {
+    format!(
+        "the conversation was opened but the transcript was not delivered from part {} of {parts} on: {}",
+        index + 1,
+        e.message
+    )
+}
+
+/// A 2xx answer that is not the documented shape.
+pub(crate) fn malformed(label: &str, r: &crate::providers::http::HttpResponse) -> ActionError {
+    ActionError::new(
+        crate::actions::ErrorKind::Unavailable,
+        format!("{label}: unexpected answer from the provider"),
+    )
+    .with_status(r.status)
+    .with_body(r.body_value())
+}
