@@ -338,7 +338,7 @@ async fn zendesk_ticket_closed_by_the_user_ends_user_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn altu_and_liveperson_side_by_side() {
+async fn altu_and_liveperson_side_by_side_each_to_its_own_end() {
     let (pg, c) = playground().await;
     let (altu, conv) = c.run(include_str!("../examples/altu-handoff.json")).await;
     assert_eq!(conv["live_chat"]["provider"], "altu_sdk");
@@ -369,6 +369,24 @@ async fn altu_and_liveperson_side_by_side() {
         .unwrap();
     assert_eq!(other["live_chat"]["state"], "waiting");
     assert_eq!(other["reentry"], Value::Null);
+    assert!(
+        other["live_chat"]["deadlines"]["wait_ms"].is_i64(),
+        "{other:#}"
+    );
+    // The user gives up before any agent joins: user_closed, the provider side closed.
+    c.ok(
+        &format!("/api/conversations/{lp}/close"),
+        json!({"by": "user"}),
+    )
+    .await;
+    let other = c
+        .until(&lp, "liveperson user_closed", |c| !c["reentry"].is_null())
+        .await;
+    assert_eq!(
+        other["reentry"],
+        json!({"live_chat": {"status": "user_closed"}})
+    );
+    assert_eq!(other["provider_conversation"]["status"], "closed");
     pg.shutdown().await;
 }
 
@@ -459,6 +477,16 @@ async fn malformed_requests_get_a_clear_error() {
         "close, no by",
         c.post(&format!("/api/conversations/{lp}/close"), json!({}))
             .await,
+    );
+    record(
+        "check, a body over the 2 MB limit",
+        c.send(
+            c.http
+                .post(url("/api/check"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 3 << 20]),
+        )
+        .await,
     );
     record("unknown route", c.get("/api/nothing").await);
     record(

@@ -1,7 +1,7 @@
 //! The page's routes: the embedded assets and the JSON API over [`World`].
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -146,6 +146,25 @@ fn answer(r: Result<Value, ApiError>) -> Response {
     }
 }
 
+/// The body's bytes; a body that cannot be read (over the size limit, cut) is a JSON
+/// error like every other.
+struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Body, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::from_u16(e.status().as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
+                "bad_body",
+                e.body_text(),
+            )),
+        }
+    }
+}
+
 /// A JSON object body.
 fn object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
@@ -198,18 +217,18 @@ async fn info(State(w): State<World>) -> Response {
     Json(w.info()).into_response()
 }
 
-async fn check(State(w): State<World>, body: Bytes) -> Response {
+async fn check(State(w): State<World>, Body(body): Body) -> Response {
     answer(source(&body).map(|s| w.check(&s.flow, &s.context)))
 }
 
-async fn render(State(w): State<World>, body: Bytes) -> Response {
+async fn render(State(w): State<World>, Body(body): Body) -> Response {
     match source(&body) {
         Ok(s) => answer(w.render(&s.flow, &s.context, s.strict).await),
         Err(e) => e.into_response(),
     }
 }
 
-async fn run(State(w): State<World>, body: Bytes) -> Response {
+async fn run(State(w): State<World>, Body(body): Body) -> Response {
     match source(&body) {
         Ok(s) => answer(w.run(&s.flow, &s.context, s.strict).await),
         Err(e) => e.into_response(),
@@ -224,21 +243,29 @@ async fn join(State(w): State<World>, Path(id): Path<String>) -> Response {
     answer(w.join(&id).await)
 }
 
-async fn agent_message(State(w): State<World>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn agent_message(
+    State(w): State<World>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Response {
     match text_field(&body) {
         Ok(t) => answer(w.agent_message(&id, &t).await),
         Err(e) => e.into_response(),
     }
 }
 
-async fn user_message(State(w): State<World>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn user_message(
+    State(w): State<World>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Response {
     match text_field(&body) {
         Ok(t) => answer(w.user_message(&id, &t).await),
         Err(e) => e.into_response(),
     }
 }
 
-async fn close(State(w): State<World>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn close(State(w): State<World>, Path(id): Path<String>, Body(body): Body) -> Response {
     let by = object(&body).and_then(|m| match m.get("by") {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(ApiError::bad_request("`by` must be \"agent\" or \"user\"")),
@@ -249,7 +276,7 @@ async fn close(State(w): State<World>, Path(id): Path<String>, body: Bytes) -> R
     }
 }
 
-async fn builder_event(State(w): State<World>, headers: HeaderMap, body: Bytes) -> Response {
+async fn builder_event(State(w): State<World>, headers: HeaderMap, Body(body): Body) -> Response {
     match w.builder_event(&headers, &body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),

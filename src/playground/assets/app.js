@@ -592,6 +592,14 @@ function updateCard(card, c) {
     fact(card.facts, "Live chat", lc.state + (lc.status ? ` (${lc.status})` : ""), "state");
     fact(card.facts, "On the provider", pv ? pv.status.replace("_", " ") + (pv.close_reason ? ` (closed by ${pv.close_reason})` : "") : "—", "provider-state");
     fact(card.facts, "Agent", pv && pv.agent ? `${pv.agent.name} (${pv.agent.id})` : null);
+    const dl = lc.deadlines || {};
+    if (lc.state !== "ended" && (dl.wait_ms || dl.inactivity_ms)) {
+      const left = (ms) => `in ${Math.max(0, Math.round((ms - Date.now()) / 1000))} s`;
+      fact(card.facts, "Timers", [
+        dl.wait_ms ? `timeout if no agent joins ${left(dl.wait_ms)}` : "",
+        dl.inactivity_ms ? `user_inactivity_timeout ${left(dl.inactivity_ms)}` : "",
+      ].filter(Boolean).join("; "));
+    }
     if (pv && pv.skill_id) fact(card.facts, "Skill", pv.skill_id);
   } else {
     const failed = (c.run.warnings || []).map((w) => w.message).join("; ");
