@@ -5,7 +5,9 @@
 //   2. fixed → the LivePerson request with its skillId in the dry run;
 //   3. run it, join as the agent, write, close as the agent → agent_closed;
 //   4. the same for a Zendesk ticket, closed by the user → user_closed;
-//   5. the link (URL fragment) reproduces the page; it fits 390 px; controls are labelled.
+//   5. an ALTU connector handoff added with the integration picker and run with
+//      Ctrl+Enter, closed by the user; its re-entry put in the context's input;
+//   6. the link (URL fragment) reproduces the page; it fits 390 px; controls are labelled.
 // Screenshots go to target/browser-artifacts/ (ARTIFACTS overrides); with
 // UPDATE_DOCS_SCREENSHOT=1 one is also written to docs/playground.png.
 //
@@ -174,6 +176,34 @@ async function main() {
     await shot(page, "05-console.png");
     if (process.env.UPDATE_DOCS_SCREENSHOT === "1") copyFileSync(top, join(ROOT, "docs/playground.png"));
 
+    // The ALTU connector, from the integration picker, run from the keyboard (Ctrl+Enter):
+    // the user writes and closes → user_closed; its re-entry becomes the context's input.
+    await setEditor(page, "#flow", "[]");
+    await page.waitForSelector("#flow-summary.ok");
+    await page.getByRole("button", { name: "Add a start_live_chat for 3" }).click();
+    await page.waitForFunction(() => document.querySelector("#flow").value.includes('"integration_id": 3'));
+    await page.locator('#requests .request[data-provider="altu_sdk"]').waitFor();
+    await page.waitForSelector("#run:not([disabled])");
+    await page.focus("#flow");
+    await page.keyboard.press("Control+Enter");
+    const altu = page.locator('.card[data-provider="altu_sdk"]');
+    await altu.waitFor();
+    await altu.getByRole("button", { name: "Join as agent" }).click();
+    await altu.locator('.events li[data-type="agent_joined"]').waitFor();
+    const altuUser = altu.getByLabel("Message as the user");
+    await altuUser.fill("Alguém aí?");
+    await altuUser.press("Enter");
+    await altu.locator(".transcript", { hasText: "Alguém aí?" }).waitFor();
+    await altu.getByRole("button", { name: "Close as user" }).click();
+    await page.waitForSelector('.card[data-provider="altu_sdk"][data-reentry="user_closed"]');
+    assert.equal(await page.locator(".card").count(), 3, "three conversations side by side");
+    await altu.getByRole("button", { name: "Use as the context's input" }).click();
+    await page.waitForFunction(() => JSON.parse(document.querySelector("#context").value).input.live_chat.status === "user_closed");
+    await page.waitForSelector("#context-summary.ok");
+    await page.waitForSelector("#dry-state.ok");
+    await altu.scrollIntoViewIfNeeded();
+    await shot(page, "06-altu-user-closed.png");
+
     // Every control has an accessible name.
     const unlabelled = await page.evaluate(() => [...document.querySelectorAll("button, input, select, textarea")]
       .filter((e) => !e.hidden && e.type !== "hidden")
@@ -181,9 +211,12 @@ async function main() {
       .map((e) => e.outerHTML.slice(0, 80)));
     assert.deepEqual(unlabelled, [], "unlabelled controls");
 
-    // 5. The link reproduces the page (flow and context from the fragment).
-    await page.waitForFunction(() => location.hash.length > 10);
-    const link = await page.evaluate(() => location.href);
+    // 6. The link reproduces the page (flow and context from the fragment).
+    await page.click("#share");
+    await page.waitForSelector("#share-link:not([hidden])");
+    const link = await page.inputValue("#share-link");
+    assert.equal(link, await page.evaluate(() => location.href));
+    assert.match(link, /#z=/);
     const flowNow = await page.inputValue("#flow");
     const contextNow = await page.inputValue("#context");
     const other = await context.newPage();
@@ -191,7 +224,7 @@ async function main() {
     await other.goto(link);
     await other.waitForFunction((f) => document.querySelector("#flow").value === f, flowNow);
     assert.equal(await other.inputValue("#context"), contextNow);
-    await other.locator('#requests .request[data-provider="zendesk"]').first().waitFor();
+    await other.locator('#requests .request[data-provider="altu_sdk"]').first().waitFor();
     // …and the conversations of this playground are listed there too.
     await other.locator(".card").nth(1).waitFor();
 
@@ -200,8 +233,8 @@ async function main() {
     await other.waitForTimeout(200);
     const overflow = await other.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(overflow <= 390, `the page is ${overflow}px wide at 390px`);
-    await shot(other, "06-narrow-390.png");
-    await shot(other, "07-narrow-390-full.png", { fullPage: true });
+    await shot(other, "07-narrow-390.png");
+    await shot(other, "08-narrow-390-full.png", { fullPage: true });
     await other.close();
 
     assert.deepEqual(pageErrors, [], "JavaScript errors on the page");

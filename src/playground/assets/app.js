@@ -548,6 +548,9 @@ function buildCard(c) {
   card.closeAgent = el("button", { type: "button", class: "close-agent", onclick: act("close", () => ({ by: "agent" }), "the agent closed") }, "Close as agent");
   card.userSay = sayForm("user", "user_message");
   card.closeUser = el("button", { type: "button", class: "close-user", onclick: act("close", () => ({ by: "user" }), "the user closed") }, "Close as user");
+  card.controls = el("div", { class: "controls", role: "group", "aria-label": `Agent and user actions for ${id}` },
+    el("div", { class: "row" }, card.join, card.closeAgent, card.closeUser),
+    card.agentSay.form, card.userSay.form);
   card.facts = el("dl", { class: "facts" });
   card.botMessages = el("ol", { class: "bubbles" });
   card.runWarnings = el("ul", { class: "warnings" });
@@ -568,9 +571,7 @@ function buildCard(c) {
     el("details", { class: "bot" }, el("summary", {}, "What the run sent the user"), card.botMessages, card.runWarnings),
     lc ? el("h4", {}, "Transcript on the provider") : null,
     lc ? card.transcript : null,
-    lc ? el("div", { class: "controls", role: "group", "aria-label": `Agent and user actions for ${id}` },
-      el("div", { class: "row" }, card.join, card.closeAgent, card.closeUser),
-      card.agentSay.form, card.userSay.form) : null,
+    lc ? card.controls : null,
     card.error,
     lc ? el("h4", {}, "Events to the builder") : null,
     lc ? card.events : null,
@@ -630,6 +631,8 @@ function updateCard(card, c) {
     card.userSay.button.disabled = !open;
     card.userSay.input.disabled = !open;
     card.closeUser.disabled = !open;
+    // Once ended there is nothing left to do on either side.
+    card.controls.hidden = lc.state === "ended";
   }
   if (c.reentry) {
     card.reentry.hidden = false;
