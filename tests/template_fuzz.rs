@@ -250,8 +250,20 @@ fn nested_logic_compiles_in_linear_time() {
         serde_json::Value::Null,
         "as JavaScript: `!(false || 0) && (undefined ?? undefined)` is undefined"
     );
-    // Deeper than the lowered-depth bound: a load error, not a stack overflow.
-    let src = nest(40);
+    // Forty levels of operators alone are evaluated from the tree, with no minijinja
+    // source to nest: they compile and render.
+    let deep = Template::compile(&nest(40)).expect("operators alone evaluate from the tree");
+    assert_eq!(
+        deep.render(&lenient, &mut Vec::new()).unwrap(),
+        serde_json::Value::Null
+    );
+    // With a method call at each level the expression is lowered to minijinja, and
+    // deeper than the lowered-depth bound is a load error, not a stack overflow.
+    let mut src = String::from("$a");
+    for _ in 0..40 {
+        src = format!("!({src} || $b.trim()) && ($c ?? $d)");
+    }
+    let src = format!("<? {src} ?>");
     let errs = Template::compile(&src).expect_err("too deep");
     assert!(
         errs[0].message.contains("nested too deeply"),

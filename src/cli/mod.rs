@@ -11,9 +11,12 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+pub mod output;
+
 use crate::flow::{json, Diagnostic, Severity};
 use crate::interp::{Engine, RunOptions, Store};
 use crate::providers::Integrations;
+use output::{emit, emit_json, write_json, JsonStyle};
 
 /// transbordo: validate, dry-run and run chatbot handoff flows.
 #[derive(Debug, Parser)]
@@ -46,6 +49,9 @@ struct Execute {
     /// Add the per-action trace (rendered parameters, result, warnings, duration).
     #[arg(long)]
     trace: bool,
+    /// Print the document on one line (smaller and faster for large flows).
+    #[arg(long)]
+    compact: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,21 +273,22 @@ fn check(
     }
     let errors = all.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = all.len() - errors;
-    match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
-        ),
-        Format::Human => {
+    let printed = match format {
+        Format::Json => emit_json(&all, JsonStyle::Pretty),
+        Format::Human => emit(|w| {
             for d in all.iter().filter(|d| d.code == "io::read") {
-                println!("error: {}", d.message);
+                writeln!(w, "error: {}", d.message)?;
             }
-            print!("{human}");
-            println!(
+            w.write_all(human.as_bytes())?;
+            writeln!(
+                w,
                 "{} file(s) checked: {errors} error(s), {warnings} warning(s)",
                 flows.len()
-            );
-        }
+            )
+        }),
+    };
+    if printed != ExitCode::SUCCESS {
+        return printed;
     }
     if errors > 0 {
         ExitCode::from(1)
@@ -297,6 +304,7 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         integrations,
         strict,
         trace,
+        compact,
     } = args;
     let (flow, context, integrations) =
         (flow.as_path(), context.as_deref(), integrations.as_deref());
@@ -324,14 +332,10 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         }
     };
     let outcome = engine.run(&loaded, store, &opts).await;
-    let mut doc = if opts.dry_run {
-        outcome.render_json()
+    let style = if compact {
+        JsonStyle::Compact
     } else {
-        outcome.run_json()
+        JsonStyle::Pretty
     };
-    if trace {
-        doc["trace"] = serde_json::to_value(&outcome.trace).unwrap_or_default();
-    }
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    ExitCode::SUCCESS
+    emit(|w| write_json(w, &outcome.document(opts.dry_run, trace), style))
 }

@@ -884,9 +884,13 @@ impl<'a> Parser<'a> {
                     Some(c) if c == close => {
                         self.pos += 1;
                         self.depth -= 1;
-                        let Some(frame) = stack.pop() else {
+                        let Some(mut frame) = stack.pop() else {
                             continue 'outer;
                         };
+                        // Exact capacity: a flow holds tens of thousands of small
+                        // objects, and doubling growth leaves most of their slots empty.
+                        frame.items.shrink_to_fit();
+                        frame.members.shrink_to_fit();
                         pending = Some(Node {
                             span: Span::new(frame.start, self.pos),
                             kind: match frame.kind {

@@ -11,7 +11,8 @@ use super::diagnostic::{Diagnostic, Severity};
 use super::json::{self, Node, NodeKind};
 use crate::actions::{Action, CheckCx, Registry};
 use crate::interp::Services;
-use crate::template::{did_you_mean, LocatedError, TValue, TemplateErrorKind};
+use crate::template::{did_you_mean, ExprCache, LocatedError, TValue, TemplateErrorKind};
+use indexmap::IndexMap;
 
 /// A loaded, compiled flow: ready to run any number of times.
 pub struct Flow {
@@ -108,7 +109,9 @@ struct Loader<'a> {
     root: Option<&'a Node>,
     diags: Vec<Diagnostic>,
     written: BTreeSet<String>,
-    read: Vec<(String, String, usize, usize)>,
+    /// The first read of each context variable: (pointer, span inside the string).
+    read: IndexMap<String, (String, usize, usize)>,
+    cache: ExprCache,
 }
 
 impl Loader<'_> {
@@ -224,15 +227,21 @@ impl Loader<'_> {
     /// Compiles a value, reporting template errors under `pointer`, and notes the
     /// variables it reads.
     fn compile(&mut self, v: &Value, pointer: &str) -> TValue {
-        match TValue::compile(v) {
+        match TValue::compile_cached(v, &mut self.cache) {
             Ok(t) => {
-                let mut reads = Vec::new();
+                let read = &mut self.read;
                 t.for_each_expr(&mut |p, e| {
                     for (name, span) in e.context_reads() {
-                        reads.push((name, format!("{pointer}{p}"), span.start, span.end));
+                        // The first read of each variable, in document order, is the
+                        // one reported: later ones need no pointer built.
+                        if !read.contains_key(name) {
+                            read.insert(
+                                name.to_string(),
+                                (format!("{pointer}{p}"), span.start, span.end),
+                            );
+                        }
                     }
                 });
-                self.read.extend(reads);
                 t
             }
             Err(errors) => {
@@ -272,14 +281,14 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
             }]));
         }
     };
-    let value = root.to_value();
     let mut l = Loader {
         src,
         file,
         root: Some(&root),
         diags: Vec::new(),
         written: BTreeSet::new(),
-        read: Vec::new(),
+        read: IndexMap::new(),
+        cache: ExprCache::new(),
     };
     report_duplicate_keys(&mut l, &root);
 
@@ -289,20 +298,27 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
         actions: Vec::new(),
         output: Vec::new(),
     };
-    match &value {
-        Value::Array(actions) => compile_actions(&mut l, actions, "", opts, &mut node),
-        Value::Object(m) => {
-            for k in m.keys() {
-                if !matches!(k.as_str(), "context" | "contact" | "actions" | "output") {
+    // Each part is converted to a plain value on its own, never the whole document:
+    // a large flow would otherwise exist three times over while it loads.
+    match &root.kind {
+        NodeKind::Array(actions) => compile_actions(&mut l, actions, "", opts, &mut node),
+        NodeKind::Object(members) => {
+            let mut seen: Vec<&str> = Vec::new();
+            for k in members.iter().map(|m| m.key.as_str()) {
+                if seen.contains(&k) {
+                    continue;
+                }
+                seen.push(k);
+                if !matches!(k, "context" | "contact" | "actions" | "output") {
                     let help = did_you_mean(k, ["context", "contact", "actions", "output"]).map(|s| format!("did you mean `{s}`?"));
                     l.at_key(Severity::Warning, "flow::unknown_key", "", k, format!("unknown key `{k}` in the node (kept, not used)"), help);
                 }
             }
             for block in ["context", "contact"] {
-                match m.get(block) {
+                match root.get(block).map(json::Node::to_value) {
                     None => {}
                     Some(Value::Object(vars)) => {
-                        for (k, v) in vars {
+                        for (k, v) in &vars {
                             let ptr = format!("/{block}/{}", json::escape_pointer_token(k));
                             let t = l.compile(v, &ptr);
                             if block == "context" {
@@ -316,12 +332,12 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
                     Some(_) => l.at(Severity::Error, "flow::shape", &format!("/{block}"), format!("`{block}` must be an object of variables"), None),
                 }
             }
-            match m.get("actions") {
+            match root.get("actions").map(|n| &n.kind) {
                 None => {}
-                Some(Value::Array(actions)) => compile_actions(&mut l, actions, "/actions", opts, &mut node),
+                Some(NodeKind::Array(actions)) => compile_actions(&mut l, actions, "/actions", opts, &mut node),
                 Some(_) => l.at(Severity::Error, "flow::shape", "/actions", "`actions` must be an array", None),
             }
-            match m.get("output") {
+            match root.get("output").map(json::Node::to_value) {
                 None => {}
                 Some(Value::Array(items)) => {
                     for (i, it) in items.iter().enumerate() {
@@ -425,12 +441,13 @@ fn pointer_of(path: &[PathStep<'_>]) -> String {
 
 fn compile_actions(
     l: &mut Loader<'_>,
-    actions: &[Value],
+    actions: &[json::Node],
     base: &str,
     opts: &LoadOptions<'_>,
     node: &mut CompiledNode,
 ) {
     for (i, a) in actions.iter().enumerate() {
+        let a = &a.to_value();
         let ptr = format!("{base}/{i}");
         let Some(obj) = a.as_object() else {
             l.at(
@@ -633,7 +650,7 @@ fn check_before_action_messages(l: &mut Loader<'_>, params: &Map<String, Value>,
 fn check_unset_variables(l: &mut Loader<'_>, sample: Option<&Value>) {
     let reads = std::mem::take(&mut l.read);
     let mut reported = BTreeSet::new();
-    for (name, pointer, s, e) in reads {
+    for (name, (pointer, s, e)) in reads {
         if l.written.contains(&name)
             || sample
                 .and_then(|v| v.pointer(&format!("/context/{}", json::escape_pointer_token(&name))))

@@ -129,25 +129,43 @@ impl RunOutcome {
     /// The `transbordo render` document. Secret-looking keys (`token`, `secret`,
     /// `password`, …) in context and contact are shown as `[redacted]`.
     pub fn render_json(&self) -> Value {
-        json!({
-            "messages": self.messages,
-            "requests": self.requests,
-            "context": redact(&self.context),
-            "contact": redact(&self.contact),
-            "warnings": self.warnings,
-        })
+        serde_json::to_value(self.document(true, false)).unwrap_or_default()
     }
 
     /// The `transbordo run` document (secret-looking keys redacted, as in `render`).
     pub fn run_json(&self) -> Value {
-        json!({
-            "messages": self.messages,
-            "context": redact(&self.context),
-            "contact": redact(&self.contact),
-            "warnings": self.warnings,
-            "handoff": self.handoff.as_ref().map(handoff_json),
-        })
+        serde_json::to_value(self.document(false, false)).unwrap_or_default()
     }
+
+    /// The `render` (dry) or `run` document, optionally with the trace, as a view that
+    /// serializes straight from the outcome: a large result is written out without
+    /// first being copied into a JSON tree.
+    pub fn document(&self, dry_run: bool, trace: bool) -> OutcomeDocument<'_> {
+        OutcomeDocument {
+            messages: &self.messages,
+            requests: dry_run.then_some(self.requests.as_slice()),
+            context: redact(&self.context),
+            contact: redact(&self.contact),
+            warnings: &self.warnings,
+            handoff: (!dry_run).then(|| self.handoff.as_ref().map(handoff_json)),
+            trace: trace.then_some(self.trace.as_slice()),
+        }
+    }
+}
+
+/// The document `render` and `run` print (see [`RunOutcome::document`]).
+#[derive(Debug, Serialize)]
+pub struct OutcomeDocument<'a> {
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<&'a [RecordedRequest]>,
+    context: Value,
+    contact: Value,
+    warnings: &'a [Warning],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handoff: Option<Option<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a [TraceEntry]>,
 }
 
 /// What a running action may see and do.

@@ -1,5 +1,6 @@
 //! `transbordo sandbox …`: run the fakes, or play the agent against a running sandbox.
 
+use crate::cli::output::outln;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
@@ -299,7 +300,7 @@ enum CliError {
 
 fn print_json<T: Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("error: {e}"),
     }
 }
@@ -330,12 +331,12 @@ fn line(c: &ConversationView) -> String {
 }
 
 fn print_conversation(c: &ConversationView) {
-    println!("{}", line(c));
+    outln!("{}", line(c));
     if let Some(e) = &c.external_id {
-        println!("  external id: {e}");
+        outln!("  external id: {e}");
     }
     if let Some(r) = c.close_reason {
-        println!(
+        outln!(
             "  closed by: {}",
             serde_json::to_value(r)
                 .ok()
@@ -344,7 +345,7 @@ fn print_conversation(c: &ConversationView) {
         );
     }
     for t in &c.transcript {
-        println!("  [{}] {}", t.role, t.text);
+        outln!("  [{}] {}", t.role, t.text);
     }
 }
 
@@ -368,10 +369,10 @@ fn print_notes(ns: &[NotificationView], json: bool) {
     if json {
         print_json(&ns);
     } else if ns.is_empty() {
-        println!("(none)");
+        outln!("(none)");
     } else {
         for n in ns {
-            println!("{}", note_line(n));
+            outln!("{}", note_line(n));
         }
     }
 }
@@ -382,7 +383,7 @@ fn print_action(r: &ActionResult, json: bool) {
     } else {
         print_conversation(&r.conversation);
         for n in &r.notifications {
-            println!("  -> {}", note_line(n));
+            outln!("  -> {}", note_line(n));
         }
     }
 }
@@ -394,16 +395,16 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Bind(bind, e))?;
     let b = sb.base_url();
-    println!("transbordo sandbox listening on {b}");
-    println!(
+    outln!("transbordo sandbox listening on {b}");
+    outln!(
         "  LivePerson  csds_url = \"{b}\"  account_id = \"{}\"",
         args.lp_account_id
     );
-    println!("  Zendesk     base_url = \"{b}\"");
-    println!("  ALTU        webhook_url = \"{b}/altu/events\"");
-    println!("  control     {b}/_sandbox  (transbordo sandbox conversations --url {b})");
+    outln!("  Zendesk     base_url = \"{b}\"");
+    outln!("  ALTU        webhook_url = \"{b}/altu/events\"");
+    outln!("  control     {b}/_sandbox  (transbordo sandbox conversations --url {b})");
     wait_for_signal().await;
-    println!("shutting down");
+    outln!("shutting down");
     sb.shutdown().await;
     Ok(())
 }
@@ -437,10 +438,10 @@ async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             if conn.json {
                 print_json(&cs);
             } else if cs.is_empty() {
-                println!("(no conversations)");
+                outln!("(no conversations)");
             } else {
                 for c in &cs {
-                    println!("{}", line(c));
+                    outln!("{}", line(c));
                 }
             }
         }

@@ -9,6 +9,8 @@ use std::sync::{Arc, LazyLock};
 use minijinja::value::{Enumerator, Object, ObjectRepr, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
+use super::ast::BinOp;
+
 /// Fuel for one expression evaluation (minijinja instructions): ample for any real
 /// flow expression, small enough that a runaway one fails in well under a millisecond.
 pub const FUEL: u64 = 20_000;
@@ -106,55 +108,28 @@ fn build_env() -> Environment<'static> {
         }
     });
     env.add_function("js_get", |v: Value, k: Value| get(&v, &k));
-    env.add_function("js_length", |v: Value| -> Result<Value, Error> {
-        match v.kind() {
-            ValueKind::String => Ok(Value::from(utf16_len(v.as_str().unwrap_or("")))),
-            ValueKind::Seq => Ok(Value::from(v.len().unwrap_or(0))),
-            ValueKind::Map => Ok(v.get_attr("length").unwrap_or(Value::UNDEFINED)),
-            ValueKind::Undefined | ValueKind::None => Ok(Value::UNDEFINED),
-            _ => Ok(Value::UNDEFINED),
-        }
-    });
+    env.add_function("js_length", |v: Value| length(&v));
 
-    // operators
-    env.add_function("js_add", |a: Value, b: Value| -> Result<Value, Error> {
-        let stringy = |v: &Value| {
-            matches!(
-                v.kind(),
-                ValueKind::String | ValueKind::Seq | ValueKind::Map
-            )
-        };
-        if stringy(&a) || stringy(&b) {
-            let (a, b) = (to_js_string(&a), to_js_string(&b));
-            if a.len() + b.len() > MAX_STRING_BYTES {
-                return Err(limit_error());
-            }
-            Ok(Value::from(a + &b))
-        } else {
-            Ok(num(to_number(&a) + to_number(&b)))
-        }
-    });
-    env.add_function("js_sub", |a: Value, b: Value| {
-        num(to_number(&a) - to_number(&b))
-    });
-    env.add_function("js_mul", |a: Value, b: Value| {
-        num(to_number(&a) * to_number(&b))
-    });
-    env.add_function("js_div", |a: Value, b: Value| {
-        num(to_number(&a) / to_number(&b))
-    });
-    env.add_function("js_rem", |a: Value, b: Value| {
-        num(to_number(&a) % to_number(&b))
-    });
+    // operators; `js_add` takes a whole left-associative chain (`a + b + c` is one call),
+    // so a long sum is flat in the lowered source and only real nesting counts.
+    env.add_function("js_add", |operands: Rest<Value>| add_chain(&operands));
+    env.add_function("js_sub", |a: Value, b: Value| binary(BinOp::Sub, &a, &b));
+    env.add_function("js_mul", |a: Value, b: Value| binary(BinOp::Mul, &a, &b));
+    env.add_function("js_div", |a: Value, b: Value| binary(BinOp::Div, &a, &b));
+    env.add_function("js_rem", |a: Value, b: Value| binary(BinOp::Rem, &a, &b));
     env.add_function("js_neg", |a: Value| num(-to_number(&a)));
-    env.add_function("js_eq", |a: Value, b: Value| loose_eq(&a, &b));
-    env.add_function("js_ne", |a: Value, b: Value| !loose_eq(&a, &b));
-    env.add_function("js_seq", |a: Value, b: Value| strict_eq(&a, &b));
-    env.add_function("js_sne", |a: Value, b: Value| !strict_eq(&a, &b));
-    env.add_function("js_lt", |a: Value, b: Value| compare(&a, &b, |o| o.is_lt()));
-    env.add_function("js_le", |a: Value, b: Value| compare(&a, &b, |o| o.is_le()));
-    env.add_function("js_gt", |a: Value, b: Value| compare(&a, &b, |o| o.is_gt()));
-    env.add_function("js_ge", |a: Value, b: Value| compare(&a, &b, |o| o.is_ge()));
+    env.add_function("js_eq", |a: Value, b: Value| binary(BinOp::Eq, &a, &b));
+    env.add_function("js_ne", |a: Value, b: Value| binary(BinOp::Ne, &a, &b));
+    env.add_function("js_seq", |a: Value, b: Value| {
+        binary(BinOp::StrictEq, &a, &b)
+    });
+    env.add_function("js_sne", |a: Value, b: Value| {
+        binary(BinOp::StrictNe, &a, &b)
+    });
+    env.add_function("js_lt", |a: Value, b: Value| binary(BinOp::Lt, &a, &b));
+    env.add_function("js_le", |a: Value, b: Value| binary(BinOp::Le, &a, &b));
+    env.add_function("js_gt", |a: Value, b: Value| binary(BinOp::Gt, &a, &b));
+    env.add_function("js_ge", |a: Value, b: Value| binary(BinOp::Ge, &a, &b));
 
     // methods
     env.add_function("js_upper", |v: Value| {
@@ -525,6 +500,68 @@ pub(crate) fn js_type(v: &Value) -> &'static str {
         ValueKind::Map => "an object",
         _ => "a value",
     }
+}
+
+/// `.length`: UTF-16 units of a string, items of an array, a map's own `length` member.
+pub(crate) fn length(v: &Value) -> Result<Value, Error> {
+    match v.kind() {
+        ValueKind::String => Ok(Value::from(utf16_len(v.as_str().unwrap_or("")))),
+        ValueKind::Seq => Ok(Value::from(v.len().unwrap_or(0))),
+        ValueKind::Map => Ok(v.get_attr("length").unwrap_or(Value::UNDEFINED)),
+        _ => Ok(Value::UNDEFINED),
+    }
+}
+
+/// JavaScript `a + b`: concatenation when either side is a string, array or object,
+/// addition otherwise.
+pub(crate) fn add(a: &Value, b: &Value) -> Result<Value, Error> {
+    let stringy = |v: &Value| {
+        matches!(
+            v.kind(),
+            ValueKind::String | ValueKind::Seq | ValueKind::Map
+        )
+    };
+    if stringy(a) || stringy(b) {
+        let (a, b) = (to_js_string(a), to_js_string(b));
+        if a.len() + b.len() > MAX_STRING_BYTES {
+            return Err(limit_error());
+        }
+        Ok(Value::from(a + &b))
+    } else {
+        Ok(num(to_number(a) + to_number(b)))
+    }
+}
+
+/// `a + b + c …`, left to right, as JavaScript groups it.
+pub(crate) fn add_chain(operands: &[Value]) -> Result<Value, Error> {
+    let mut it = operands.iter();
+    let Some(first) = it.next() else {
+        return Ok(Value::UNDEFINED);
+    };
+    let mut acc = first.clone();
+    for v in it {
+        acc = add(&acc, v)?;
+    }
+    Ok(acc)
+}
+
+/// Every binary operator but `+` chains, with JavaScript meaning.
+pub(crate) fn binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, Error> {
+    Ok(match op {
+        BinOp::Add => return add(a, b),
+        BinOp::Sub => num(to_number(a) - to_number(b)),
+        BinOp::Mul => num(to_number(a) * to_number(b)),
+        BinOp::Div => num(to_number(a) / to_number(b)),
+        BinOp::Rem => num(to_number(a) % to_number(b)),
+        BinOp::Eq => Value::from(loose_eq(a, b)),
+        BinOp::Ne => Value::from(!loose_eq(a, b)),
+        BinOp::StrictEq => Value::from(strict_eq(a, b)),
+        BinOp::StrictNe => Value::from(!strict_eq(a, b)),
+        BinOp::Lt => Value::from(compare(a, b, |o| o.is_lt())),
+        BinOp::Le => Value::from(compare(a, b, |o| o.is_le())),
+        BinOp::Gt => Value::from(compare(a, b, |o| o.is_gt())),
+        BinOp::Ge => Value::from(compare(a, b, |o| o.is_ge())),
+    })
 }
 
 fn str_method(
@@ -1010,11 +1047,11 @@ fn from_json_owned(v: serde_json::Value) -> Value {
 #[derive(Debug)]
 pub struct JsonView {
     root: Arc<serde_json::Value>,
-    path: Vec<Seg>,
+    path: Vec<JsonSeg>,
 }
 
 #[derive(Debug, Clone)]
-enum Seg {
+pub(crate) enum JsonSeg {
     Key(Arc<str>),
     Idx(usize),
 }
@@ -1024,10 +1061,10 @@ impl JsonView {
         let mut cur = &*self.root;
         for s in &self.path {
             cur = match (s, cur) {
-                (Seg::Key(k), serde_json::Value::Object(m)) => {
+                (JsonSeg::Key(k), serde_json::Value::Object(m)) => {
                     m.get(&**k).unwrap_or(&serde_json::Value::Null)
                 }
-                (Seg::Idx(i), serde_json::Value::Array(a)) => {
+                (JsonSeg::Idx(i), serde_json::Value::Array(a)) => {
                     a.get(*i).unwrap_or(&serde_json::Value::Null)
                 }
                 _ => &serde_json::Value::Null,
@@ -1036,7 +1073,7 @@ impl JsonView {
         cur
     }
 
-    fn child(&self, seg: Seg) -> Vec<Seg> {
+    fn child(&self, seg: JsonSeg) -> Vec<JsonSeg> {
         let mut p = Vec::with_capacity(self.path.len() + 1);
         p.extend(self.path.iter().cloned());
         p.push(seg);
@@ -1046,7 +1083,7 @@ impl JsonView {
 
 /// Wraps the node at `path` of `root` as a minijinja value: scalars directly,
 /// containers as views.
-fn wrap(root: &Arc<serde_json::Value>, path: Vec<Seg>) -> Value {
+fn wrap(root: &Arc<serde_json::Value>, path: Vec<JsonSeg>) -> Value {
     let view = JsonView {
         root: root.clone(),
         path,
@@ -1054,9 +1091,15 @@ fn wrap(root: &Arc<serde_json::Value>, path: Vec<Seg>) -> Value {
     scalar_or_view(view)
 }
 
-fn scalar_or_view(view: JsonView) -> Value {
+/// The node at `path` inside `root` as a value: a scalar, or a view of a container.
+pub(crate) fn json_value(root: &Arc<serde_json::Value>, path: &[JsonSeg]) -> Value {
+    wrap(root, path.to_vec())
+}
+
+/// A JSON scalar as a value (containers become undefined: use [`json_value`]).
+pub(crate) fn json_scalar(v: &serde_json::Value) -> Value {
     use serde_json::Value as J;
-    match view.node() {
+    match v {
         J::Null => Value::from(()),
         J::Bool(b) => Value::from(*b),
         J::Number(n) => {
@@ -1069,7 +1112,15 @@ fn scalar_or_view(view: JsonView) -> Value {
             }
         }
         J::String(s) => Value::from(s.as_str()),
+        J::Array(_) | J::Object(_) => Value::UNDEFINED,
+    }
+}
+
+fn scalar_or_view(view: JsonView) -> Value {
+    use serde_json::Value as J;
+    match view.node() {
         J::Array(_) | J::Object(_) => Value::from_object(view),
+        scalar => json_scalar(scalar),
     }
 }
 
@@ -1097,7 +1148,7 @@ impl Object for JsonView {
                 let (k, _) = m.get_key_value(k)?;
                 Some(scalar_or_view(JsonView {
                     root: self.root.clone(),
-                    path: self.child(Seg::Key(Arc::from(k.as_str()))),
+                    path: self.child(JsonSeg::Key(Arc::from(k.as_str()))),
                 }))
             }
             serde_json::Value::Array(a) => {
@@ -1109,7 +1160,7 @@ impl Object for JsonView {
                 a.get(i)?;
                 Some(scalar_or_view(JsonView {
                     root: self.root.clone(),
-                    path: self.child(Seg::Idx(i)),
+                    path: self.child(JsonSeg::Idx(i)),
                 }))
             }
             _ => None,
@@ -1131,6 +1182,13 @@ impl Object for JsonView {
 #[derive(Debug)]
 pub(crate) struct RootView {
     pub(crate) roots: Vec<(&'static str, Arc<serde_json::Value>)>,
+}
+
+impl RootView {
+    /// The document of a root, when the store has it.
+    pub(crate) fn root(&self, name: &str) -> Option<&Arc<serde_json::Value>> {
+        self.roots.iter().find(|(n, _)| *n == name).map(|(_, r)| r)
+    }
 }
 
 impl Object for RootView {

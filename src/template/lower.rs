@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use super::ast::{BinOp, Expr, LogicOp, Method, Node, Step, UnOp};
+use super::ast::{BinOp, Expr, LogicOp, Method, Node, Root, Step, UnOp};
 
 /// A path read that may find nothing: recorded as a warning (or an error in strict mode).
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +139,9 @@ impl Lowerer<'_> {
                 steps,
                 optional,
             } => {
+                if let (Root::Context, Some(Step::Key(name))) = (root, steps.first()) {
+                    self.context_vars.push((name.clone(), n.span.clone()));
+                }
                 let record = !guarded && !optional;
                 if record {
                     self.out.push_str("js_read(");
@@ -202,6 +205,12 @@ impl Lowerer<'_> {
                 UnOp::Neg => self.call("js_neg", &[x], false),
                 UnOp::Plus => self.call("js_number", &[x], false),
             },
+            Expr::Binary(BinOp::Add, _, _) => {
+                // A left-associative chain `a + b + c` is one variadic call: the lowered
+                // source stays flat however long the sum is.
+                let operands = add_operands(n);
+                self.call("js_add", &operands, false);
+            }
             Expr::Binary(op, a, b) => {
                 let f = match op {
                     BinOp::Add => "js_add",
@@ -346,4 +355,18 @@ impl Lowerer<'_> {
         self.node(last, guarded);
         self.out.push(')');
     }
+}
+
+/// The operands of a left-associative `+` chain, left to right (`(a + b) + c` → a, b, c;
+/// `a + (b + c)` → a, `b + c`). Walks the left spine without recursion.
+pub(crate) fn add_operands(n: &Node) -> Vec<&Node> {
+    let mut rights = Vec::new();
+    let mut cur = n;
+    while let Expr::Binary(BinOp::Add, a, b) = &cur.expr {
+        rights.push(&**b);
+        cur = a;
+    }
+    rights.push(cur);
+    rights.reverse();
+    rights
 }

@@ -21,9 +21,12 @@
 pub mod ast;
 mod error;
 pub mod eval;
+mod fast;
 pub mod lower;
 pub mod parse;
 mod render;
 
 pub use error::{did_you_mean, TemplateError, TemplateErrorKind};
-pub use render::{CompiledExpr, LocatedError, MissingRead, Part, Scope, TValue, Template};
+pub use render::{
+    CompiledExpr, ExprCache, LocatedError, MissingRead, Part, Scope, TValue, Template,
+};

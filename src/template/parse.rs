@@ -248,9 +248,15 @@ pub fn parse_expression(src: &str) -> Result<Node, TemplateError> {
             0..src.len(),
         ));
     }
-    if let Some(node) = simple_path(src) {
+    if let Some(node) = simple_path(src).or_else(|| super::fast::parse_sum(src)) {
         return Ok(node);
     }
+    parse_with_grammar(src)
+}
+
+/// The grammar's parse of one expression, without the fast paths (the reference they
+/// are tested against).
+pub(crate) fn parse_with_grammar(src: &str) -> Result<Node, TemplateError> {
     check_nesting(src)?;
     let mut pairs =
         TemplateParser::parse(Rule::expression, src).map_err(|e| syntax_error(src, e))?;
@@ -312,7 +318,7 @@ fn bare_regex(n: &Node) -> Option<Range<usize>> {
 
 /// `contact.extra.cidade` or `$var.field`: the most common template by far, built
 /// directly; the result is exactly what the grammar builds (checked by tests).
-fn simple_path(src: &str) -> Option<Node> {
+pub(crate) fn simple_path(src: &str) -> Option<Node> {
     let start = src.len() - src.trim_start().len();
     let text = src.trim();
     let end = start + text.len();

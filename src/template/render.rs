@@ -9,25 +9,72 @@ use minijinja::Expression;
 
 use super::error::{TemplateError, TemplateErrorKind};
 use super::eval::{self, to_json, RootView, ENV, MAX_STRING_BYTES};
+use super::fast::{self, Cx, Fast, FastError};
 use super::lower::{lower, original_span, Read};
 use super::parse::{has_template_syntax, parse_expression, split, Piece};
 
-/// One compiled `<? ... ?>` expression.
+/// One compiled `<? ... ?>` expression: a shared compiled form plus where this
+/// occurrence sits in its string.
+#[derive(Clone)]
 pub struct CompiledExpr {
-    expr: Expression<'static, 'static>,
-    /// The expression text as written.
-    text: String,
-    /// Byte offset of `text` inside the string value.
+    core: Arc<ExprCore>,
+    /// Byte offset of the expression text inside the string value.
     offset: usize,
-    map: Vec<(Range<usize>, Range<usize>)>,
-    reads: Vec<Read>,
-    context_vars: Vec<(String, Range<usize>)>,
+}
+
+/// What an expression keeps after loading, whatever its position: identical texts in
+/// one flow share it (see [`ExprCache`]).
+struct ExprCore {
+    /// The expression text as written.
+    text: Box<str>,
+    eval: Evaluator,
+    /// Recorded reads, by the id `js_read` (or the fast path) reports.
+    reads: Box<[Read]>,
+    /// Context variables read (`$x`, `context.x`), for the load-time check.
+    context_vars: Box<[(String, Range<usize>)]>,
+}
+
+/// A minijinja-compiled expression (boxed: the common fast form is much smaller).
+struct JinjaExpr {
+    expr: Expression<'static, 'static>,
+    map: Box<[(Range<usize>, Range<usize>)]>,
+}
+
+enum Evaluator {
+    /// Evaluated from the tree (the common forms; see `fast`).
+    Fast(Fast),
+    /// Compiled to minijinja, with the map from generated to original spans.
+    Jinja(Box<JinjaExpr>),
+}
+
+/// Compiled expressions by text, shared while a flow loads: real flows repeat
+/// `contact.name` everywhere, and one compiled form serves every occurrence.
+#[derive(Default)]
+pub struct ExprCache {
+    map: std::collections::HashMap<Box<str>, Arc<ExprCore>>,
+}
+
+impl ExprCache {
+    /// An empty cache.
+    pub fn new() -> ExprCache {
+        ExprCache::default()
+    }
+
+    /// Distinct expressions compiled so far.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing was compiled yet.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
 impl std::fmt::Debug for CompiledExpr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledExpr")
-            .field("text", &self.text)
+            .field("text", &self.core.text)
             .field("offset", &self.offset)
             .finish()
     }
@@ -37,87 +84,104 @@ impl CompiledExpr {
     /// Parses, lowers and compiles one expression whose text starts at `offset`
     /// inside its string.
     pub fn compile(text: &str, offset: usize) -> Result<CompiledExpr, TemplateError> {
-        let node = parse_expression(text).map_err(|e| e.shifted(offset))?;
-        let lowered = lower(&node, text);
-        // minijinja's compiler recurses per bracket level, and a level of the source
-        // may lower to several (`a || b` → `js_unwrap(js_tv(a) or b)`): bound the
-        // lowered depth so compiling never exhausts a thread's stack.
-        if bracket_depth(&lowered.source) > MAX_LOWERED_DEPTH {
-            return Err(TemplateError::new(
-                TemplateErrorKind::Limit,
-                "expression nested too deeply: split it up or use fewer parentheses",
-                0..text.len(),
-            )
-            .shifted(offset));
+        Self::compile_cached(text, offset, &mut ExprCache::new())
+    }
+
+    /// Like [`compile`](Self::compile), reusing the compiled form of an identical text.
+    pub fn compile_cached(
+        text: &str,
+        offset: usize,
+        cache: &mut ExprCache,
+    ) -> Result<CompiledExpr, TemplateError> {
+        if let Some(core) = cache.map.get(text) {
+            return Ok(CompiledExpr {
+                core: core.clone(),
+                offset,
+            });
         }
-        let expr = ENV
-            .compile_expression_owned(lowered.source.clone())
-            .map_err(|e| {
-                // Lowering emits only valid syntax; if minijinja disagrees it is our bug,
-                // reported on the whole expression rather than a panic.
-                TemplateError::new(
-                    TemplateErrorKind::Syntax,
-                    format!("cannot compile expression: {e}"),
-                    0..text.len(),
-                )
-                .shifted(offset)
-            })?;
-        Ok(CompiledExpr {
-            expr,
-            text: text.to_string(),
-            offset,
-            map: lowered.map,
-            reads: lowered.reads,
-            context_vars: lowered.context_vars,
-        })
+        let core = Arc::new(ExprCore::compile(text, true).map_err(|e| e.shifted(offset))?);
+        cache.map.insert(text.into(), core.clone());
+        Ok(CompiledExpr { core, offset })
     }
 
     /// Context variables this expression reads (`$x`, `context.x`), with their spans
     /// inside the string value: for the load-time check of variables never written.
-    pub fn context_reads(&self) -> Vec<(String, Range<usize>)> {
-        self.context_vars
+    pub fn context_reads(&self) -> impl Iterator<Item = (&str, Range<usize>)> + '_ {
+        self.core
+            .context_vars
             .iter()
-            .map(|(n, s)| (n.clone(), s.start + self.offset..s.end + self.offset))
-            .collect()
+            .map(|(n, s)| (n.as_str(), s.start + self.offset..s.end + self.offset))
     }
 
     /// The expression text as written.
     pub fn text(&self) -> &str {
-        &self.text
+        &self.core.text
     }
 
     /// Evaluates against `scope`, returning the raw value and recording missing reads.
     fn eval(&self, scope: &Scope, missing: &mut Vec<MissingRead>) -> Result<Value, TemplateError> {
-        eval::begin(scope.strict);
-        let result = self.expr.eval(scope.root.clone());
-        let mut ids = Vec::new();
-        let failed = eval::finish(&mut ids);
-        for id in ids {
-            if let Some(r) = self.reads.get(id as usize) {
+        match &self.core.eval {
+            Evaluator::Fast(f) => {
+                let mut cx = Cx {
+                    roots: scope.root.downcast_object_ref::<RootView>(),
+                    strict: scope.strict,
+                    missing: Vec::new(),
+                };
+                let result = f.eval(&mut cx);
+                self.push_missing(&cx.missing, missing);
+                result.map_err(|e| match e {
+                    FastError::Undefined(id) => self.undefined_error(id),
+                    FastError::Op(e, span) => self.op_error(&e, span),
+                })
+            }
+            Evaluator::Jinja(j) => {
+                let JinjaExpr { expr, map } = &**j;
+                eval::begin(scope.strict);
+                let result = expr.eval(scope.root.clone());
+                let mut ids = Vec::new();
+                let failed = eval::finish(&mut ids);
+                self.push_missing(&ids, missing);
+                result.map_err(|e| match failed {
+                    Some(id) => self.undefined_error(id),
+                    None => {
+                        let span = e
+                            .range()
+                            .and_then(|r| original_span(map, &r))
+                            .unwrap_or(0..self.core.text.len());
+                        self.op_error(&e, span)
+                    }
+                })
+            }
+        }
+    }
+
+    fn push_missing(&self, ids: &[u32], missing: &mut Vec<MissingRead>) {
+        for &id in ids {
+            if let Some(r) = self.core.reads.get(id as usize) {
                 missing.push(MissingRead {
                     path: r.text.clone(),
-                    expression: self.text.clone(),
+                    expression: self.core.text.to_string(),
                     span: r.span.start + self.offset..r.span.end + self.offset,
                 });
             }
         }
-        result.map_err(|e| self.map_error(e, failed))
     }
 
-    fn map_error(&self, e: minijinja::Error, failed_read: Option<u32>) -> TemplateError {
-        if let Some(r) = failed_read.and_then(|id| self.reads.get(id as usize)) {
-            return TemplateError::new(
-                TemplateErrorKind::Undefined,
-                format!("`{}` is undefined", r.text),
-                r.span.clone(),
-            )
-            .with_help("strict mode: provide the value, or write a default with `??`")
-            .shifted(self.offset);
-        }
-        let span = e
-            .range()
-            .and_then(|r| original_span(&self.map, &r))
-            .unwrap_or(0..self.text.len());
+    fn undefined_error(&self, id: u32) -> TemplateError {
+        let (text, span) = match self.core.reads.get(id as usize) {
+            Some(r) => (r.text.as_str(), r.span.clone()),
+            None => (&*self.core.text, 0..self.core.text.len()),
+        };
+        TemplateError::new(
+            TemplateErrorKind::Undefined,
+            format!("`{text}` is undefined"),
+            span,
+        )
+        .with_help("strict mode: provide the value, or write a default with `??`")
+        .shifted(self.offset)
+    }
+
+    fn op_error(&self, e: &minijinja::Error, span: Range<usize>) -> TemplateError {
         let detail = e
             .detail()
             .map(str::to_string)
@@ -137,6 +201,84 @@ impl CompiledExpr {
             _ => detail,
         };
         TemplateError::new(kind, message, span).shifted(self.offset)
+    }
+
+    /// The same expression compiled to minijinja even where the fast path applies: the
+    /// reference the fast path is tested against.
+    #[cfg(test)]
+    pub(crate) fn compile_with_minijinja(
+        text: &str,
+        offset: usize,
+    ) -> Result<CompiledExpr, TemplateError> {
+        let core = ExprCore::compile(text, false).map_err(|e| e.shifted(offset))?;
+        Ok(CompiledExpr {
+            core: Arc::new(core),
+            offset,
+        })
+    }
+
+    /// Whether the fast path evaluates this expression.
+    #[cfg(test)]
+    pub(crate) fn is_fast(&self) -> bool {
+        matches!(self.core.eval, Evaluator::Fast(_))
+    }
+
+    /// Evaluates to JSON (for tests comparing the two evaluators).
+    #[cfg(test)]
+    pub(crate) fn eval_json(
+        &self,
+        scope: &Scope,
+        missing: &mut Vec<MissingRead>,
+    ) -> Result<serde_json::Value, TemplateError> {
+        self.eval(scope, missing).map(|v| to_json(&v))
+    }
+}
+
+impl ExprCore {
+    /// Parses `text` and compiles it: to the fast form when `fast` allows and the tree
+    /// fits, else lowered to minijinja. Errors are relative to `text`.
+    fn compile(text: &str, fast: bool) -> Result<ExprCore, TemplateError> {
+        let node = parse_expression(text)?;
+        if fast {
+            let (mut reads, mut context_vars) = (Vec::new(), Vec::new());
+            if let Some(f) = fast::build(&node, text, &mut reads, &mut context_vars) {
+                return Ok(ExprCore {
+                    text: text.into(),
+                    eval: Evaluator::Fast(f),
+                    reads: reads.into(),
+                    context_vars: context_vars.into(),
+                });
+            }
+        }
+        let lowered = lower(&node, text);
+        // minijinja's compiler recurses per bracket level, and a level of the source
+        // may lower to several (`a || b` → `js_unwrap(js_tv(a) or b)`): bound the
+        // lowered depth so compiling never exhausts a thread's stack.
+        if bracket_depth(&lowered.source) > MAX_LOWERED_DEPTH {
+            return Err(TemplateError::new(
+                TemplateErrorKind::Limit,
+                "expression nested too deeply: split it up or use fewer parentheses",
+                0..text.len(),
+            ));
+        }
+        let expr = ENV.compile_expression_owned(lowered.source).map_err(|e| {
+            // Lowering emits only valid syntax; if minijinja disagrees it is our bug,
+            // reported on the whole expression rather than a panic.
+            TemplateError::new(
+                TemplateErrorKind::Syntax,
+                format!("cannot compile expression: {e}"),
+                0..text.len(),
+            )
+        })?;
+        Ok(ExprCore {
+            text: text.into(),
+            eval: Evaluator::Jinja(Box::new(JinjaExpr {
+                expr,
+                map: lowered.map.into(),
+            })),
+            reads: lowered.reads.into(),
+            context_vars: lowered.context_vars.into(),
+        })
     }
 }
 
@@ -231,6 +373,11 @@ impl Template {
     /// Compiles a string value. Every segment is compiled, so all its errors are
     /// reported at once.
     pub fn compile(s: &str) -> Result<Template, Vec<TemplateError>> {
+        Self::compile_cached(s, &mut ExprCache::new())
+    }
+
+    /// Like [`compile`](Self::compile), sharing compiled expressions through `cache`.
+    pub fn compile_cached(s: &str, cache: &mut ExprCache) -> Result<Template, Vec<TemplateError>> {
         if !has_template_syntax(s) && !s.contains("\\<?") {
             return Ok(Template::Plain(s.to_string()));
         }
@@ -248,10 +395,12 @@ impl Template {
         for p in pieces {
             match p {
                 Piece::Text(t) => parts.push(Part::Text(t)),
-                Piece::Segment { source, offset } => match CompiledExpr::compile(&source, offset) {
-                    Ok(e) => parts.push(Part::Expr(e)),
-                    Err(e) => errors.push(e),
-                },
+                Piece::Segment { source, offset } => {
+                    match CompiledExpr::compile_cached(&source, offset, cache) {
+                        Ok(e) => parts.push(Part::Expr(e)),
+                        Err(e) => errors.push(e),
+                    }
+                }
             }
         }
         if !errors.is_empty() {
@@ -316,7 +465,7 @@ impl Template {
                                 return Err(TemplateError::new(
                                     TemplateErrorKind::Limit,
                                     format!("rendered string longer than {MAX_STRING_BYTES} bytes"),
-                                    e.offset..e.offset + e.text.len(),
+                                    e.offset..e.offset + e.core.text.len(),
                                 ));
                             }
                         }
@@ -368,9 +517,18 @@ pub struct LocatedError {
 impl TValue {
     /// Compiles every string inside `v`, collecting all errors.
     pub fn compile(v: &serde_json::Value) -> Result<TValue, Vec<LocatedError>> {
+        Self::compile_cached(v, &mut ExprCache::new())
+    }
+
+    /// Like [`compile`](Self::compile), sharing compiled expressions through `cache`
+    /// (one cache for a whole flow).
+    pub fn compile_cached(
+        v: &serde_json::Value,
+        cache: &mut ExprCache,
+    ) -> Result<TValue, Vec<LocatedError>> {
         let mut errors = Vec::new();
         let mut ptr = String::new();
-        let t = compile_at(v, &mut ptr, &mut errors);
+        let t = compile_at(v, &mut ptr, &mut errors, cache);
         if errors.is_empty() {
             Ok(t)
         } else {
@@ -451,14 +609,19 @@ fn push_index(ptr: &mut String, i: usize) {
     let _ = write!(ptr, "/{i}");
 }
 
-fn compile_at(v: &serde_json::Value, ptr: &mut String, errors: &mut Vec<LocatedError>) -> TValue {
+fn compile_at(
+    v: &serde_json::Value,
+    ptr: &mut String,
+    errors: &mut Vec<LocatedError>,
+    cache: &mut ExprCache,
+) -> TValue {
     use serde_json::Value as J;
     match v {
         J::String(s) => {
             if !s.contains("<?") {
                 return TValue::Static(v.clone());
             }
-            match Template::compile(s) {
+            match Template::compile_cached(s, cache) {
                 Ok(Template::Plain(p)) => TValue::Static(J::String(p)),
                 Ok(t) => TValue::Template(Box::new(t)),
                 Err(es) => {
@@ -477,7 +640,7 @@ fn compile_at(v: &serde_json::Value, ptr: &mut String, errors: &mut Vec<LocatedE
                 .map(|(i, it)| {
                     let len = ptr.len();
                     push_index(ptr, i);
-                    let t = compile_at(it, ptr, errors);
+                    let t = compile_at(it, ptr, errors, cache);
                     ptr.truncate(len);
                     t
                 })
@@ -494,7 +657,7 @@ fn compile_at(v: &serde_json::Value, ptr: &mut String, errors: &mut Vec<LocatedE
                 .map(|(k, it)| {
                     let len = ptr.len();
                     push_key(ptr, k);
-                    let t = compile_at(it, ptr, errors);
+                    let t = compile_at(it, ptr, errors, cache);
                     ptr.truncate(len);
                     (k.clone(), t)
                 })
