@@ -217,7 +217,19 @@ async fn context_problems_are_shown_at_their_line() {
         )
         .await;
     assert_eq!(v["context_error"], Value::Null, "{v:#}");
-    assert_eq!(v["errors"], 0, "{v:#}");
+    assert_eq!(v["diagnostics"], json!([]), "{v:#}");
+    // The sample context counts, as with `check --context`: without `nome`, a warning
+    // marking `$nome` inside the string.
+    let v = c
+        .ok(
+            "/api/check",
+            json!({"flow": flow, "context": "{\"context\": {}}"}),
+        )
+        .await;
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "flow::unset_variable", "{v:#}");
+    let (from, to) = (d["from"].as_u64().unwrap(), d["to"].as_u64().unwrap());
+    assert_eq!(&flow[from as usize..to as usize], "$nome");
     pg.shutdown().await;
 }
 
