@@ -91,6 +91,9 @@ struct Conv {
     provider_conversation_id: Option<String>,
     /// Events the service sent to the builder (the playground), in arrival order.
     events: Vec<Value>,
+    /// The view once nothing can change any more (ended on both sides, re-entry in):
+    /// polling the page then costs no call to the service or the sandbox.
+    settled: Option<Value>,
 }
 
 struct Inner {
@@ -521,6 +524,7 @@ impl World {
                 run,
                 provider_conversation_id,
                 events: Vec::new(),
+                settled: None,
             },
         );
         self.conversation(&id).await
@@ -531,6 +535,9 @@ impl World {
         let (started_at_ms, run, pcid, events) = {
             let convs = self.convs();
             let c = convs.get(id).ok_or_else(|| unknown(id))?;
+            if let Some(v) = &c.settled {
+                return Ok(v.clone());
+            }
             (
                 c.started_at_ms,
                 c.run.clone(),
@@ -563,7 +570,7 @@ impl World {
             .find(|e| e["type"] == "live_chat_ended")
             .map(|e| e["input"].clone())
             .unwrap_or(Value::Null);
-        Ok(json!({
+        let view = json!({
             "conversation_id": id,
             "started_at_ms": started_at_ms,
             "run": {
@@ -577,7 +584,16 @@ impl World {
             "provider_conversation": provider_conversation,
             "events": events,
             "reentry": reentry,
-        }))
+        });
+        let settled = !view["reentry"].is_null()
+            && view["live_chat"]["state"] == "ended"
+            && view["provider_conversation"]["status"] == "closed";
+        if settled {
+            if let Some(c) = self.convs().get_mut(id) {
+                c.settled = Some(view.clone());
+            }
+        }
+        Ok(view)
     }
 
     async fn conversation(&self, id: &str) -> Result<Value, ApiError> {
