@@ -20,7 +20,8 @@
 //! # HTTP API
 //!
 //! Every error is `{"error":{"code","message"}}` (plus `diagnostics` for `flow_invalid`,
-//! `context` for `context_invalid`). `POST` bodies must be `application/json`.
+//! `context` for `context_invalid`). `POST` bodies must be `application/json`, at most
+//! 2 MB.
 //!
 //! | route | |
 //! |---|---|
