@@ -583,3 +583,95 @@ async fn a_non_loopback_address_needs_the_explicit_opt_in() {
     assert!(matches!(err, PlaygroundError::NotLoopback(_)));
     settings().bind(|| insta::assert_snapshot!("non_loopback_refused", err.to_string()));
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_transbordo");
+
+#[test]
+fn the_binary_serves_the_page_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(["playground", "--port", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut first = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut first)
+        .expect("a line on stderr");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .map(|w| w.trim_end_matches('/').to_string());
+    let Some(url) = url else {
+        let _ = child.kill();
+        panic!("no URL in {first:?}");
+    };
+    let page = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let resp = reqwest::get(format!("{url}/")).await.expect("page");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        })
+    })
+    .join()
+    .expect("request thread");
+    assert_eq!(page.0, 200);
+    assert!(page.1.contains("<title>transbordo playground</title>"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn port_and_listen_cannot_be_given_together() {
+    let out = std::process::Command::new(BIN)
+        .args(["playground", "--port", "1", "--listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    settings()
+        .bind(|| insta::assert_snapshot!("port_and_listen", String::from_utf8_lossy(&out.stderr)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_strict_switch_reaches_the_dry_run() {
+    let (pg, c) = playground().await;
+    let flow = r#"[{"name": "send_message", "parameters": {"text": "Oi <? contact.apelido ?>"}}]"#;
+    let lenient = c
+        .ok("/api/render", json!({"flow": flow, "context": CONTEXT}))
+        .await;
+    assert_eq!(lenient["messages"][0]["message"]["text"], "Oi ");
+    assert_eq!(lenient["trace"][0]["result"]["status"], "ok");
+    let strict = c
+        .ok(
+            "/api/render",
+            json!({"flow": flow, "context": CONTEXT, "strict": true}),
+        )
+        .await;
+    assert_eq!(strict["messages"], json!([]), "{strict:#}");
+    assert_eq!(
+        strict["trace"][0]["result"]["status"], "error",
+        "{strict:#}"
+    );
+    pg.shutdown().await;
+}
