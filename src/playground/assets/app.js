@@ -139,14 +139,24 @@ class Editor {
 
   paint() {
     const text = this.ta.value;
-    const lines = text.split("\n").length;
-    const g = document.createDocumentFragment();
-    for (let i = 1; i <= lines; i++) {
-      const m = this.lineMarks.get(i);
-      const d = el("div", { class: m ? "ln " + m.severity : "ln", "data-line": i, title: m ? m.title : null }, i);
-      g.append(d);
+    let lines = 1;
+    for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) lines++;
+    // The gutter changes only with the line count or the marks: typing stays cheap.
+    if (lines !== this.paintedLines || this.marks !== this.paintedMarks) {
+      const g = document.createDocumentFragment();
+      for (let i = 1; i <= lines; i++) {
+        const m = this.lineMarks.get(i);
+        g.append(el("div", { class: m ? "ln " + m.severity : "ln", "data-line": i, title: m ? m.title : null }, i));
+      }
+      this.gutter.replaceChildren(g);
+      this.paintedLines = lines;
+      this.paintedMarks = this.marks;
     }
-    this.gutter.replaceChildren(g);
+    if (!this.marks.length) {
+      if (this.backdrop.firstChild) this.backdrop.replaceChildren();
+      this.syncScroll();
+      return;
+    }
     // Marks in the text: sorted, non-overlapping, at least one character wide.
     const ranges = this.marks
       .map((m) => ({ from: Math.min(m.from, text.length), to: Math.min(Math.max(m.to, m.from + 1), text.length + 1), severity: m.severity }))
@@ -487,7 +497,7 @@ async function run() {
   } catch (e) {
     setStatus(`The run failed (${e.code}): ${e.message}`, "bad");
   } finally {
-    btn.disabled = !(state.lastCheck && state.lastCheck.errors === 0);
+    btn.disabled = !(state.lastCheck && state.lastCheck.errors === 0 && !state.lastCheck.context_error);
   }
 }
 
