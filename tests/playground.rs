@@ -675,3 +675,18 @@ async fn the_strict_switch_reaches_the_dry_run() {
     );
     pg.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let opts = PlaygroundOptions {
+        bind: taken.local_addr().expect("addr"),
+        allow_non_loopback: false,
+    };
+    let err = match Playground::start(opts).await {
+        Err(e) => e,
+        Ok(_) => panic!("a taken port was accepted"),
+    };
+    assert!(matches!(err, PlaygroundError::Bind { .. }));
+    settings().bind(|| insta::assert_snapshot!("busy_port", err.to_string()));
+}
