@@ -593,6 +593,15 @@ function fact(dl, name, value, cls) {
   dl.append(el("dt", {}, name), el("dd", { class: cls || "" }, value === null || value === undefined || value === "" ? "—" : String(value)));
 }
 
+/** True (and remembered) when `value` differs from what the card last showed under `key`. */
+function changed(card, key, value) {
+  const sig = JSON.stringify(value);
+  card.shown = card.shown || {};
+  if (card.shown[key] === sig) return false;
+  card.shown[key] = sig;
+  return true;
+}
+
 function updateCard(card, c) {
   card.data = c;
   const lc = c.live_chat;
@@ -617,20 +626,28 @@ function updateCard(card, c) {
     fact(card.facts, "Live chat", "none started" + (failed ? ": " + failed : ""), "state");
   }
   card.root.dataset.state = lc ? lc.state : "none";
-  showMessages(card.botMessages, c.run.messages || []);
-  showWarnings(card.runWarnings, c.run.warnings || []);
+  if (changed(card, "run", c.run)) {
+    showMessages(card.botMessages, c.run.messages || []);
+    showWarnings(card.runWarnings, c.run.warnings || []);
+  }
   if (lc) {
-    card.transcript.replaceChildren();
+    // Redrawn only when they change: the transcript is a live region, and a screen
+    // reader would otherwise read it again at every refresh.
     const entries = pv ? pv.transcript : [];
-    if (!entries.length) card.transcript.append(el("li", { class: "empty" }, "Nothing yet."));
-    for (const t of entries) {
-      card.transcript.append(el("li", { class: "bubble " + t.role }, el("span", { class: "src" }, t.role), el("span", { class: "text" }, t.text)));
+    if (changed(card, "transcript", entries)) {
+      card.transcript.replaceChildren();
+      if (!entries.length) card.transcript.append(el("li", { class: "empty" }, "Nothing yet."));
+      for (const t of entries) {
+        card.transcript.append(el("li", { class: "bubble " + t.role }, el("span", { class: "src" }, t.role), el("span", { class: "text" }, t.text)));
+      }
     }
-    card.events.replaceChildren();
-    if (!c.events.length) card.events.append(el("li", { class: "empty" }, "None yet."));
-    for (const e of c.events) {
-      const detail = e.type === "agent_message" ? `: ${e.text}` : e.type === "live_chat_ended" ? `: ${JSON.stringify(e.input)}` : "";
-      card.events.append(el("li", { "data-type": e.type }, el("code", {}, e.type), detail));
+    if (changed(card, "events", c.events)) {
+      card.events.replaceChildren();
+      if (!c.events.length) card.events.append(el("li", { class: "empty" }, "None yet."));
+      for (const e of c.events) {
+        const detail = e.type === "agent_message" ? `: ${e.text}` : e.type === "live_chat_ended" ? `: ${JSON.stringify(e.input)}` : "";
+        card.events.append(el("li", { "data-type": e.type }, el("code", {}, e.type), detail));
+      }
     }
     const open = lc.state === "waiting" || lc.state === "with_agent";
     const providerOpen = pv && pv.status !== "closed";
