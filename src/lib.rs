@@ -85,6 +85,8 @@ pub mod cli;
 pub use flow::{Diagnostic, Flow, LoadError, Severity};
 pub use interp::{Engine, RunOptions, RunOutcome, Store};
 #[cfg(feature = "cli")]
+pub mod playground;
+#[cfg(feature = "cli")]
 pub mod sandbox;
 #[cfg(feature = "cli")]
 pub mod service;

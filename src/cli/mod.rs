@@ -1,4 +1,4 @@
-//! The command-line interface: `check`, `render`, `run`, `sandbox`.
+//! The command-line interface: `check`, `render`, `run`, `sandbox`, `serve`, `playground`.
 //!
 //! Exit codes: 0 success; 1 a flow, context or integrations file that cannot be loaded
 //! (or, for `check`, any error found); 2 usage errors (clap). An action that fails at
@@ -101,6 +101,8 @@ enum Command {
     Test(test::TestArgs),
     /// Print the JSON Schema of flow documents (or `--for test`: of flow test files).
     Schema(schema::SchemaArgs),
+    /// A page in the browser: edit a flow, see its requests, run it and play the agent.
+    Playground(crate::playground::PlaygroundArgs),
 }
 
 /// Parses the command line and runs it.
@@ -126,6 +128,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => crate::service::run_cli(args).await,
         Command::Test(args) => test::run(args).await,
         Command::Schema(args) => schema::run(args),
+        Command::Playground(args) => crate::playground::run_cli(args).await,
     }
 }
 
@@ -139,10 +142,16 @@ fn read(path: &Path) -> Result<String, Failure> {
 
 /// Renders diagnostics the way a person reads them (miette, no colour when not a TTY).
 pub fn render_human(diags: &[Diagnostic], source: &Arc<String>) -> String {
+    let colour = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    render_diagnostics(diags, source, colour)
+}
+
+/// [`render_human`] with the colour choice made by the caller (the playground shows the
+/// text exactly as `check` prints it to a file: no colour).
+pub fn render_diagnostics(diags: &[Diagnostic], source: &Arc<String>, colour: bool) -> String {
     use miette::{GraphicalReportHandler, GraphicalTheme};
-    let theme = if std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdout())
-    {
+    let theme = if colour {
         GraphicalTheme::unicode()
     } else {
         GraphicalTheme::unicode_nocolor()
@@ -163,28 +172,63 @@ fn load_context(path: Option<&Path>) -> Result<(Store, Option<Value>), Failure> 
     };
     let text = read(path)?;
     let name = path.display().to_string();
-    let node = json::parse(&text).map_err(|e| {
-        let (line, col) = json::line_col(&text, e.span.start);
-        Failure(format!(
-            "error: {name}:{line}:{col}: invalid context JSON: {}",
-            e.message
-        ))
+    let (store, value) = parse_context(&text)
+        .map_err(|e| Failure(format!("error: {name}:{}:{}: {e}", e.line, e.column)))?;
+    Ok((store, Some(value)))
+}
+
+/// A context document that cannot be used, with where the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContextError {
+    /// True when the text is not JSON at all (false: JSON, but not a context document).
+    pub syntax: bool,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// JSON pointer of the offending value (empty for the whole document or a syntax error).
+    pub pointer: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl std::fmt::Display for ContextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.syntax {
+            write!(f, "invalid context JSON: {}", self.detail)
+        } else if self.pointer.is_empty() {
+            write!(f, "invalid context: {}", self.detail)
+        } else {
+            write!(f, "invalid context (at {}): {}", self.pointer, self.detail)
+        }
+    }
+}
+
+/// Parses a context document (`--context`): the store and the document as JSON.
+pub fn parse_context(text: &str) -> Result<(Store, Value), ContextError> {
+    let node = json::parse(text).map_err(|e| {
+        let (line, column) = json::line_col(text, e.span.start);
+        ContextError {
+            syntax: true,
+            line,
+            column,
+            pointer: String::new(),
+            detail: e.message,
+        }
     })?;
     let value = node.to_value();
     let store = Store::from_json(&value).map_err(|e| {
         let at = node.pointer(&e.pointer).map_or(0, |n| n.span.start);
-        let (line, col) = json::line_col(&text, at);
-        let ptr = if e.pointer.is_empty() {
-            String::new()
-        } else {
-            format!(" (at {})", e.pointer)
-        };
-        Failure(format!(
-            "error: {name}:{line}:{col}: invalid context{ptr}: {}",
-            e.message
-        ))
+        let (line, column) = json::line_col(text, at);
+        ContextError {
+            syntax: false,
+            line,
+            column,
+            pointer: e.pointer,
+            detail: e.message,
+        }
     })?;
-    Ok((store, Some(value)))
+    Ok((store, value))
 }
 
 fn load_integrations(path: Option<&Path>) -> Result<Option<Integrations>, Failure> {
