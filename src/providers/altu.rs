@@ -284,6 +284,10 @@ impl Provider for AltuSdk {
         ProviderKind::AltuSdk
     }
 
+    fn display_name(&self) -> &'static str {
+        "ALTU SDK"
+    }
+
     fn param_specs(&self) -> Vec<ParamSpec> {
         param_specs()
     }
