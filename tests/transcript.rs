@@ -272,3 +272,50 @@ fn assert_lossless(parts: &[String], limit: usize, expected_lines: &[String]) {
     }
     assert_eq!(body, expected_lines.join("\n"));
 }
+
+/// 500 messages of about 4 KiB (the most `transcript_max_messages` allows) reach the
+/// platform in one OPEN_CONVERSATION the sandbox accepts: the newest messages, 256 KiB at
+/// most, with a warning naming what was left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_event_stays_within_what_a_platform_accepts() {
+    let e = env().await;
+    let long: Vec<Value> = (0..500)
+        .map(|i| json!({"from": "user", "text": format!("{i:03} {}", "ç".repeat(2000))}))
+        .collect();
+    let out = e.run(
+        json!({"integration_id": 3, "transcript": "<? $history ?>", "transcript_max_messages": 500}),
+        json!(long),
+    );
+    assert_eq!(out["context"]["r"]["status"], "ok", "{out}");
+    assert!(
+        out["warnings"].to_string().contains("were left out"),
+        "{out}"
+    );
+    let id = out["context"]["r"]["body"]["conversationId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let c = e.sandbox.control().conversation(&id).await.expect("exists");
+    let entries = c.details["data"]["transcript"]
+        .as_array()
+        .expect("array")
+        .clone();
+    let total: usize = entries
+        .iter()
+        .filter_map(|x| x["text"].as_str())
+        .map(str::len)
+        .sum();
+    assert!(total <= altu::TRANSCRIPT_TOTAL_LIMIT, "{total}");
+    let last = entries
+        .last()
+        .and_then(|x| x["text"].as_str())
+        .unwrap_or_default();
+    assert!(
+        last.ends_with("ç")
+            && e.seen(&id)
+                .await
+                .last()
+                .is_some_and(|(_, t)| t.contains("499 "))
+    );
+    e.sandbox.shutdown().await;
+}

@@ -66,6 +66,11 @@ pub const JSON_LIMIT: usize = 1024;
 /// consecutive entries marked `"continued": true`.
 pub const TRANSCRIPT_TEXT_LIMIT: usize = 4096;
 
+/// Largest total `text` of the `transcript` of one `OPEN_CONVERSATION`, in UTF-8 bytes (our
+/// protocol's rule): the oldest messages are left out beyond it, so the event stays well
+/// under the 1 MiB body a platform must accept.
+pub const TRANSCRIPT_TOTAL_LIMIT: usize = 256 * 1024;
+
 /// Event names we send.
 pub mod events {
     /// Opens a conversation with an agent.
@@ -140,7 +145,8 @@ pub fn open_event(
             data.insert(k.into(), json!(s));
         }
     }
-    let (transcript, tw) = transcript::json_for(params, TRANSCRIPT_TEXT_LIMIT)?;
+    let (transcript, tw) =
+        transcript::json_for(params, TRANSCRIPT_TEXT_LIMIT, TRANSCRIPT_TOTAL_LIMIT)?;
     warnings.extend(tw);
     if let Some(t) = transcript {
         data.insert("transcript".into(), t);
@@ -276,6 +282,10 @@ async fn send(
 impl Provider for AltuSdk {
     fn kind(&self) -> ProviderKind {
         ProviderKind::AltuSdk
+    }
+
+    fn display_name(&self) -> &'static str {
+        "ALTU SDK"
     }
 
     fn param_specs(&self) -> Vec<ParamSpec> {

@@ -124,15 +124,6 @@ impl ProviderKind {
         ProviderKind::AltuSdk,
     ];
 
-    /// The name people know it by (`LivePerson`, `Zendesk`, `ALTU SDK`).
-    pub fn display_name(self) -> &'static str {
-        match self {
-            ProviderKind::LivePerson => "LivePerson",
-            ProviderKind::Zendesk => "Zendesk",
-            ProviderKind::AltuSdk => "ALTU SDK",
-        }
-    }
-
     /// The name used in the integrations file and in traces.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -502,6 +502,10 @@ impl Provider for LivePerson {
         ProviderKind::LivePerson
     }
 
+    fn display_name(&self) -> &'static str {
+        "LivePerson"
+    }
+
     fn param_specs(&self) -> Vec<ParamSpec> {
         param_specs()
     }

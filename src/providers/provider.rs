@@ -110,6 +110,9 @@ pub trait Provider: Send + Sync + 'static {
     /// Which provider this is.
     fn kind(&self) -> ProviderKind;
 
+    /// The name people know it by (`LivePerson`), for descriptions.
+    fn display_name(&self) -> &'static str;
+
     /// Its parameters besides the common ones ([`crate::providers::request::COMMON_PARAMS`]),
     /// with types and descriptions; those marked required must be given. The checks, the
     /// JSON Schema and the README's tables come from this.

@@ -124,7 +124,7 @@ pub fn start_live_chat_param_specs() -> Vec<ParamSpec> {
     let common = out.len();
     for kind in ProviderKind::ALL {
         for p in provider_param_specs(kind) {
-            let label = kind.display_name();
+            let label = provider(kind).display_name();
             let desc = format!("{label}: {}", p.description);
             match out[common..].iter_mut().find(|q| q.name == p.name) {
                 Some(q) => {

@@ -351,14 +351,35 @@ pub fn text_for(
 
 /// For the ALTU connector: the `transcript` array of `OPEN_CONVERSATION`, each `text` at
 /// most `limit` bytes (a longer message becomes consecutive entries, every piece after the
-/// first with `"continued": true`), plus the warnings. `None` when unset or empty.
+/// first with `"continued": true`), the whole at most `total` bytes of text (the oldest
+/// messages are left out first, with a warning), plus the warnings. `None` when unset or
+/// empty.
 pub fn json_for(
     params: &Map<String, Value>,
     limit: usize,
+    total: usize,
 ) -> Result<(Option<Value>, Vec<String>), ActionError> {
-    let Some(t) = from_params(params)? else {
+    let Some(mut t) = from_params(params)? else {
         return Ok((None, Vec::new()));
     };
+    // Keep the most recent messages that fit in `total`, whole.
+    let mut size = 0;
+    let keep = t
+        .entries
+        .iter()
+        .rev()
+        .take_while(|e| {
+            size += e.text.len();
+            size <= total
+        })
+        .count();
+    let dropped = t.entries.len() - keep;
+    if dropped > 0 {
+        t.entries.drain(..dropped);
+        t.warnings.push(format!(
+            "`transcript` is over {total} bytes of text: the oldest {dropped} message(s) were left out"
+        ));
+    }
     let mut out = Vec::new();
     for e in &t.entries {
         for (i, piece) in split_text(&e.text, limit).into_iter().enumerate() {
@@ -454,6 +475,26 @@ mod tests {
         assert_eq!(t.entries.len(), 10);
         assert_eq!(t.entries[0].text, "m50");
         assert_eq!(t.warnings.len(), 1);
+    }
+
+    #[test]
+    fn the_connector_transcript_keeps_the_newest_messages_within_its_total() {
+        let items: Vec<Value> = (0..10)
+            .map(|i| json!({"from": "user", "text": format!("{i}{}", "x".repeat(99))}))
+            .collect();
+        let mut p = Map::new();
+        p.insert("transcript".into(), Value::Array(items));
+        let (v, w) = json_for(&p, 40, 350).unwrap();
+        let entries = v.unwrap();
+        let texts: String = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .collect();
+        assert_eq!(texts.len(), 300);
+        assert!(texts.starts_with('7'), "{texts}");
+        assert!(w[0].contains("the oldest 7 message(s)"), "{w:?}");
     }
 
     #[test]

@@ -488,6 +488,10 @@ impl Provider for Zendesk {
         ProviderKind::Zendesk
     }
 
+    fn display_name(&self) -> &'static str {
+        "Zendesk"
+    }
+
     fn param_specs(&self) -> Vec<ParamSpec> {
         param_specs()
     }
