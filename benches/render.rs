@@ -89,5 +89,67 @@ fn bench_load(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_render, bench_load);
+/// The repeated-expression flow of `scripts/gen-flow.py` (send_message and
+/// set_variables alternating), at least `bytes` long.
+fn generated_flow(bytes: usize) -> String {
+    const PAIR: &str = r#"{"name": "send_message", "parameters": {"text": "Olá <? contact.name ?>, plano <? contact.extra.plano ?> #17"}},
+{"name": "set_variables", "parameters": {"context": {"a": "<? $a + 1 ?>", "t": "<? $tag ?>-<? contact.cpf ?>"}}}"#;
+    let mut s = String::with_capacity(bytes + PAIR.len() + 4);
+    s.push_str("[\n");
+    while s.len() < bytes {
+        if s.len() > 2 {
+            s.push_str(",\n");
+        }
+        s.push_str(PAIR);
+    }
+    s.push_str("\n]");
+    s
+}
+
+/// Load + compile at the sizes real builders hold: throughput must not fall with size.
+fn bench_load_sizes(c: &mut Criterion) {
+    let engine = engine();
+    let mut g = c.benchmark_group("load_sizes");
+    g.sample_size(10);
+    for (label, bytes) in [
+        ("80KB", 80_000),
+        ("1MB", 1_000_000),
+        ("5MB", 5_000_000),
+        ("20MB", 20_000_000),
+    ] {
+        let src = generated_flow(bytes);
+        g.throughput(Throughput::Bytes(src.len() as u64));
+        g.bench_function(label, |b| {
+            b.iter_with_large_drop(|| engine.load(black_box(&src), "big.json").expect("loads"))
+        });
+    }
+    g.finish();
+}
+
+/// Render-only of a 40,000-action flow (every parameter of every action).
+fn bench_render_big(c: &mut Criterion) {
+    let engine = engine();
+    let src = generated_flow(4_600_000);
+    let flow = engine.load(&src, "big.json").expect("loads");
+    let store = Store::from_json(&serde_json::from_str(CONTEXT).expect("json")).expect("store");
+    let mut g = c.benchmark_group("render_big");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(flow.action_count() as u64));
+    g.bench_function("4.6MB_flow_render_parameters", |b| {
+        let mut missing = Vec::new();
+        b.iter(|| {
+            missing.clear();
+            black_box(flow.render_parameters(black_box(&store), false, &mut missing))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_render,
+    bench_load,
+    bench_load_sizes,
+    bench_render_big
+);
 criterion_main!(benches);

@@ -25,7 +25,7 @@ def action(mode, i):
                 "parameters": {"text": f"<? contact.name + ' #{i}' ?>"}}
     return {"name": "set_variables",
             "parameters": {"context": {"a": f"<? $a + {i} ?>", "b": f"<? contact.cpf + '-{i}' ?>",
-                                       "c": f"<? $tag + {i} ?>", "d": f"<? contact.extra.plano + {i} ?>"}}}
+                                       "c": f"<? $tag + '-{i}' ?>", "d": f"<? contact.extra.plano + ' {i}' ?>"}}}
 
 
 def dump(mode, i):

@@ -183,3 +183,85 @@ fn run_executes_http_request_for_real() {
     assert_eq!(v["handoff"], serde_json::Value::Null);
     assert!(Path::new(BIN).exists());
 }
+
+/// A reader that goes away (`transbordo render big.json | head`) ends every command
+/// quietly: exit 0, nothing on stderr, no panic. The pipe's read end is closed before
+/// the command starts, so its first write already fails.
+#[test]
+fn a_closed_pipe_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Large enough that no buffer absorbs it; warnings (unknown keys) for `check`.
+    let mut flow = String::from("[");
+    for i in 0..3000 {
+        if i > 0 {
+            flow.push(',');
+        }
+        flow.push_str(&format!(
+            r#"{{"name":"send_message","parameters":{{"text":"Olá <? contact.name ?> #{i}"}},"extra":{i}}}"#
+        ));
+    }
+    flow.push(']');
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, flow).expect("write flow");
+    let big = big.to_str().expect("utf-8 path");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let examples = format!("{root}/examples");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["check", big],
+        vec!["check", "--format", "json", big],
+        vec!["render", big],
+        vec!["render", "--compact", big],
+        vec!["run", big],
+        vec!["schema"],
+        vec!["test", &examples],
+        vec!["sandbox", "serve", "--port", "0"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(&args)
+            .current_dir(root)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{args:?}: {:?}, stderr: {stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "{args:?} wrote to stderr: {stderr}");
+    }
+}
+
+/// A minified flow is one long line: `check` gives each problem's position and pointer
+/// without drawing the line (which would be unreadable, and used to panic in miette).
+#[test]
+fn check_on_a_minified_flow_gives_positions_without_snippets() {
+    let mut flow = String::from("[");
+    for i in 0..400 {
+        if i > 0 {
+            flow.push(',');
+        }
+        flow.push_str(r#"{"name":"send_message","parameters":{"text":"x <? $nope ?>"},"extra":1}"#);
+    }
+    flow.push(']');
+    let dir = tmp_file("min.json", &flow);
+    let path = dir.path().join("min.json");
+    let (code, out, err) = transbordo(&["check", path.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "{err}");
+    let head: String = out
+        .replace(path.to_str().expect("utf-8"), "min.json")
+        .lines()
+        .take(12)
+        .collect::<Vec<_>>()
+        .join("\n");
+    settings().bind(|| insta::assert_snapshot!(head));
+    assert!(
+        out.ends_with("1 file(s) checked: 0 error(s), 401 warning(s)\n"),
+        "{out}"
+    );
+}

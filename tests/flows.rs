@@ -111,3 +111,38 @@ fn load_error_fixtures() {
         });
     });
 }
+
+/// `check` on flows that load: the warnings an author sees (unset variables in every
+/// form of read, and the cases that must stay quiet). A `<name>.json.context` file next to
+/// a case is the sample context passed as `--context`.
+#[test]
+fn check_fixtures() {
+    let engine = engine();
+    let s = settings();
+    s.bind(|| {
+        insta::glob!("fixtures/check/*.json", |path| {
+            let text = std::fs::read_to_string(path).expect("fixture readable");
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("flow.json");
+            let sample_path = path.with_extension("json.context");
+            let sample: Option<serde_json::Value> = std::fs::read_to_string(&sample_path)
+                .ok()
+                .map(|t| serde_json::from_str(&t).expect("sample context is JSON"));
+            let diags = engine.check(&text, name, sample.as_ref());
+            let unset = diags
+                .iter()
+                .filter(|d| d.code == "flow::unset_variable")
+                .count();
+            if name.starts_with("quiet") {
+                assert_eq!(unset, 0, "{name}: {diags:#?}");
+            } else {
+                assert!(unset > 0, "{name} must report an unset variable");
+            }
+            let human = transbordo::cli::render_human(&diags, &Arc::new(text.clone()));
+            let json = serde_json::to_string_pretty(&diags).expect("json");
+            insta::assert_snapshot!(format!("{human}\n----- json -----\n{json}"));
+        });
+    });
+}

@@ -324,3 +324,33 @@ fn size_and_depth_limits_are_load_errors() {
         serde_json::json!(1)
     );
 }
+
+/// Long flat chains of one left-associative operator are not nesting: they compile and
+/// evaluate on either evaluator (a method call forces the minijinja one), where 70 `+`
+/// terms used to be refused as "nested too deeply". The operator bound still holds.
+#[test]
+fn long_flat_chains_compile_and_evaluate() {
+    let (lenient, _) = scopes();
+    for (op, term) in [("+", "1"), ("&&", "true"), ("||", "false"), ("??", "null")] {
+        for (term, n) in [(term, 200), ("'s'.trim()", 150)] {
+            let body = vec![term; n].join(&format!(" {op} "));
+            let src = format!("<? {body} ?>");
+            let t = Template::compile(&src).unwrap_or_else(|e| panic!("{op} {term}: {e:?}"));
+            t.render(&lenient, &mut Vec::new())
+                .unwrap_or_else(|e| panic!("{op} {term}: {e:?}"));
+        }
+    }
+    let sum = Template::compile(&format!("<? {} ?>", vec!["1"; 300].join(" + "))).unwrap();
+    assert_eq!(
+        sum.render(&lenient, &mut Vec::new()).unwrap(),
+        serde_json::json!(300)
+    );
+    let text = Template::compile(&format!("<? {} ?>", vec!["'a'"; 70].join(" + "))).unwrap();
+    assert_eq!(
+        text.render(&lenient, &mut Vec::new()).unwrap(),
+        serde_json::json!("a".repeat(70))
+    );
+    // Past the operator bound: a load error, never a stack overflow.
+    let errs = Template::compile(&format!("<? {} ?>", vec!["1"; 600].join(" + "))).unwrap_err();
+    assert!(errs[0].message.contains("operators"), "{:?}", errs[0]);
+}

@@ -296,7 +296,6 @@ fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<
         .map(|(_, c)| c)
 }
 
-
 /// Warnings for keys this provider does not use (unknown keys were caught at load time;
 /// at run time they are only reported).
 pub(crate) fn ignored_param_warnings(
