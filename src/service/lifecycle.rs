@@ -576,6 +576,15 @@ impl ServiceState {
             EventOutcome::Ignored => "ignored",
             EventOutcome::Unknown => "unknown_conversation",
         };
+        tracing::info!(
+            conversation_id = %chat.conversation_id,
+            handoff_id = %chat.id,
+            provider = %chat.provider,
+            integration_id = %chat.integration_id,
+            event = cause,
+            result,
+            "webhook event"
+        );
         let mut entries = vec![timeline::entry(
             &chat,
             "webhook",
