@@ -66,6 +66,7 @@ fn bench_render(c: &mut Criterion) {
     let opts = RunOptions {
         strict: false,
         dry_run: true,
+        trace: true,
     };
     g.bench_function("dry_run_whole_node", |b| {
         b.iter(|| rt.block_on(async { black_box(engine.run(&flow, store.clone(), &opts).await) }))

@@ -67,6 +67,7 @@ async fn render_fixtures() {
                 &RunOptions {
                     strict,
                     dry_run: true,
+                    trace: true,
                 },
             )
             .await;

@@ -156,6 +156,7 @@ async fn random_and_truncated_flows_fail_cleanly() {
                             &RunOptions {
                                 strict,
                                 dry_run: true,
+                                trace: true,
                             },
                         )
                         .await;

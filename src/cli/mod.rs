@@ -283,7 +283,11 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
     } = args;
     let (flow, context, integrations) =
         (flow.as_path(), context.as_deref(), integrations.as_deref());
-    let opts = RunOptions { strict, dry_run };
+    let opts = RunOptions {
+        strict,
+        dry_run,
+        trace,
+    };
     let prepared = (|| -> Result<_, Failure> {
         let text = read(flow)?;
         let (store, _) = load_context(context)?;

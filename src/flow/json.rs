@@ -133,6 +133,101 @@ pub fn parse(src: &str) -> Result<Node, JsonError> {
     Ok(node)
 }
 
+/// The items of a document that is an array, parsed one at a time, so a large flow
+/// never exists as one tree: `None` when the document is not an array. Any syntax
+/// problem ends the iteration with an error; [`parse`] reports the same problem with
+/// its full message, so callers may re-run it for the diagnostic.
+pub fn array_items(src: &str) -> Option<ArrayItems<'_>> {
+    let mut p = Parser {
+        src,
+        b: src.as_bytes(),
+        pos: 0,
+        depth: 0,
+    };
+    if src.starts_with('\u{feff}') {
+        p.pos = 3;
+    }
+    p.skip_ws();
+    if p.peek() != Some(b'[') {
+        return None;
+    }
+    p.pos += 1;
+    // The items sit one level down, as they do inside a whole-document parse.
+    p.depth = 1;
+    Some(ArrayItems {
+        p,
+        started: false,
+        done: false,
+    })
+}
+
+/// See [`array_items`].
+pub struct ArrayItems<'a> {
+    p: Parser<'a>,
+    started: bool,
+    done: bool,
+}
+
+impl ArrayItems<'_> {
+    fn step(&mut self) -> Result<Option<Node>, JsonError> {
+        let p = &mut self.p;
+        p.skip_ws();
+        if self.started {
+            match p.peek() {
+                Some(b',') => {
+                    p.pos += 1;
+                    p.skip_ws();
+                    if p.peek() == Some(b']') {
+                        return Err(JsonError::new("trailing comma", Span::new(p.pos, p.pos)));
+                    }
+                }
+                Some(b']') => return self.finish().map(|()| None),
+                _ => {
+                    return Err(JsonError::new(
+                        "expected `,` or `]`",
+                        Span::new(p.pos, p.pos),
+                    ))
+                }
+            }
+        } else if p.peek() == Some(b']') {
+            return self.finish().map(|()| None);
+        }
+        if p.pos >= p.b.len() {
+            return Err(p.eof_error("a JSON value"));
+        }
+        self.started = true;
+        p.parse_value().map(Some)
+    }
+
+    fn finish(&mut self) -> Result<(), JsonError> {
+        let p = &mut self.p;
+        p.pos += 1;
+        p.skip_ws();
+        if p.pos < p.b.len() {
+            return Err(JsonError::new(
+                "content after the array",
+                Span::new(p.pos, p.pos),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for ArrayItems<'_> {
+    type Item = Result<Node, JsonError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = self.step().transpose();
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
+    }
+}
+
 impl Node {
     /// Converts to a plain [`serde_json::Value`] (duplicate keys: last wins, first position
     /// kept — exactly what `serde_json` itself does).

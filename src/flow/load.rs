@@ -106,15 +106,51 @@ pub struct LoadOptions<'a> {
 struct Loader<'a> {
     src: &'a str,
     file: &'a str,
+    /// The whole document, when it was parsed as one tree (node documents).
     root: Option<&'a Node>,
+    /// The action being loaded, when an actions array is read one item at a time.
+    current: Option<(usize, Node)>,
     diags: Vec<Diagnostic>,
     written: BTreeSet<String>,
-    /// The first read of each context variable: (pointer, span inside the string).
-    read: IndexMap<String, (String, usize, usize)>,
+    /// The first read of each context variable: pointer and source position (start,
+    /// end, column inside the string), resolved while its action is at hand.
+    read: IndexMap<String, (String, usize, usize, Option<usize>)>,
     cache: ExprCache,
 }
 
 impl Loader<'_> {
+    /// The node at `pointer`: in the whole tree, or in the current action of a
+    /// document read item by item.
+    fn lookup(&self, pointer: &str) -> Option<&Node> {
+        if let Some(root) = self.root {
+            return root.pointer(pointer);
+        }
+        let (i, item) = self.current.as_ref()?;
+        let rest = pointer.strip_prefix('/')?;
+        let (index, rest) = match rest.find('/') {
+            Some(k) => (&rest[..k], &rest[k..]),
+            None => (rest, ""),
+        };
+        (index.parse::<usize>().ok()? == *i).then_some(())?;
+        item.pointer(rest)
+    }
+
+    /// Source start, end and column inside the string of a span of the string at
+    /// `pointer` (the whole value when it is not a string).
+    fn string_position(&self, pointer: &str, s: usize, e: usize) -> (usize, usize, Option<usize>) {
+        match self.lookup(pointer) {
+            Some(n) => match &n.kind {
+                NodeKind::String(v) => {
+                    let a = json::string_source_offset(self.src, n.span, s);
+                    let b = json::string_source_offset(self.src, n.span, e);
+                    (a, b, Some(v.get(..s).map_or(0, |p| p.chars().count()) + 1))
+                }
+                _ => (n.span.start, n.span.end, None),
+            },
+            None => (0, 1, None),
+        }
+    }
+
     fn at(
         &mut self,
         severity: Severity,
@@ -123,7 +159,7 @@ impl Loader<'_> {
         message: impl Into<String>,
         help: Option<String>,
     ) {
-        let node = self.root.and_then(|r| r.pointer(pointer));
+        let node = self.lookup(pointer);
         let (start, end) = node.map_or((0, 0), |n| (n.span.start, n.span.end));
         self.push(
             severity,
@@ -147,13 +183,10 @@ impl Loader<'_> {
         message: impl Into<String>,
         help: Option<String>,
     ) {
-        let member = self
-            .root
-            .and_then(|r| r.pointer(parent))
-            .and_then(|n| match &n.kind {
-                NodeKind::Object(ms) => ms.iter().rev().find(|m| m.key == key).map(|m| m.key_span),
-                _ => None,
-            });
+        let member = self.lookup(parent).and_then(|n| match &n.kind {
+            NodeKind::Object(ms) => ms.iter().rev().find(|m| m.key == key).map(|m| m.key_span),
+            _ => None,
+        });
         let ptr = format!("{parent}/{}", json::escape_pointer_token(key));
         let (start, len) = member.map_or((0, 1), |s| (s.start, s.end - s.start));
         self.push(severity, code, &ptr, message.into(), help, start, len, None);
@@ -195,7 +228,7 @@ impl Loader<'_> {
                 TemplateErrorKind::Limit => "template::limit",
                 _ => "template::error",
             };
-            let node = self.root.and_then(|r| r.pointer(&pointer));
+            let node = self.lookup(&pointer);
             let (start, end, col) = match node {
                 Some(n) if matches!(n.kind, NodeKind::String(_)) => {
                     let s = json::string_source_offset(self.src, n.span, e.error.span.start);
@@ -229,24 +262,25 @@ impl Loader<'_> {
     fn compile(&mut self, v: &Value, pointer: &str) -> TValue {
         match TValue::compile_cached(v, &mut self.cache) {
             Ok(t) => {
-                let read = &mut self.read;
+                let mut first: Vec<(String, String, std::ops::Range<usize>)> = Vec::new();
                 t.for_each_expr(&mut |p, e| {
                     for (name, span) in e.context_reads() {
                         // The first read of each variable, in document order, is the
                         // one reported: later ones need no pointer built.
-                        if !read.contains_key(name) {
-                            read.insert(
-                                name.to_string(),
-                                (format!("{pointer}{p}"), span.start, span.end),
-                            );
+                        if !self.read.contains_key(name) && !first.iter().any(|(n, ..)| n == name) {
+                            first.push((name.to_string(), format!("{pointer}{p}"), span));
                         }
                     }
                 });
+                for (name, ptr, span) in first {
+                    let (a, b, col) = self.string_position(&ptr, span.start, span.end);
+                    self.read.insert(name, (ptr, a, b, col));
+                }
                 t
             }
             Err(errors) => {
                 self.template_errors(pointer, errors);
-                TValue::Static(Value::Null)
+                TValue::Static(Box::new(Value::Null))
             }
         }
     }
@@ -260,44 +294,62 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
         source_text: source.clone(),
         diagnostics,
     };
-    let root = match json::parse(src) {
-        Ok(r) => r,
-        Err(e) => {
-            let (line, column) = json::line_col(src, e.span.start);
-            return Err(fail(vec![Diagnostic {
-                severity: Severity::Error,
-                code: "json::syntax",
-                message: e.message,
-                help: None,
-                file: file.to_string(),
-                line,
-                column,
-                pointer: String::new(),
-                string_column: None,
-                span: (
-                    e.span.start,
-                    (e.span.end.saturating_sub(e.span.start)).max(1),
-                ),
-            }]));
-        }
+    let syntax = |e: json::JsonError| {
+        let (line, column) = json::line_col(src, e.span.start);
+        fail(vec![Diagnostic {
+            severity: Severity::Error,
+            code: "json::syntax",
+            message: e.message,
+            help: None,
+            file: file.to_string(),
+            line,
+            column,
+            pointer: String::new(),
+            string_column: None,
+            span: (
+                e.span.start,
+                (e.span.end.saturating_sub(e.span.start)).max(1),
+            ),
+        }])
     };
-    let mut l = Loader {
+    let loader = |root| Loader {
         src,
         file,
-        root: Some(&root),
+        root,
+        current: None,
         diags: Vec::new(),
         written: BTreeSet::new(),
         read: IndexMap::new(),
         cache: ExprCache::new(),
     };
-    report_duplicate_keys(&mut l, &root);
-
     let mut node = CompiledNode {
         context: Vec::new(),
         contact: Vec::new(),
         actions: Vec::new(),
         output: Vec::new(),
     };
+    // An actions array, the shape of large flows, is read one action at a time: each
+    // action's tree is dropped once compiled, so the document never exists whole.
+    if let Some(items) = json::array_items(src) {
+        let mut l = loader(None);
+        for (i, item) in items.enumerate() {
+            let item = match item {
+                Ok(item) => item,
+                // The whole-document parser words the problem and places it.
+                Err(e) => return Err(syntax(json::parse(src).err().unwrap_or(e))),
+            };
+            report_duplicate_keys(&mut l, &item, Some(i));
+            let value = item.to_value();
+            l.current = Some((i, item));
+            compile_action(&mut l, i, &value, "", opts, &mut node);
+        }
+        l.current = None;
+        return finish(l, node, opts, source.clone(), fail);
+    }
+    let root = json::parse(src).map_err(syntax)?;
+    let mut l = loader(Some(&root));
+    report_duplicate_keys(&mut l, &root, None);
+
     // Each part is converted to a plain value on its own, never the whole document:
     // a large flow would otherwise exist three times over while it loads.
     match &root.kind {
@@ -362,6 +414,17 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
         ),
     }
 
+    finish(l, node, opts, source.clone(), fail)
+}
+
+/// The checks that need the whole flow seen, then the result.
+fn finish(
+    mut l: Loader<'_>,
+    node: CompiledNode,
+    opts: &LoadOptions<'_>,
+    source: Arc<String>,
+    fail: impl FnOnce(Vec<Diagnostic>) -> LoadError,
+) -> Result<Flow, LoadError> {
     check_unset_variables(&mut l, opts.sample);
     l.diags
         .sort_by_key(|d| (d.span.0, d.severity == Severity::Warning));
@@ -370,8 +433,8 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
         return Err(fail(l.diags));
     }
     Ok(Flow {
-        file: file.to_string(),
-        source: source.clone(),
+        file: l.file.to_string(),
+        source,
         warnings: l.diags,
         node,
     })
@@ -379,7 +442,7 @@ pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadE
 
 /// Warns about duplicate object keys. Pointers are built only for the duplicates: this
 /// walks every node of the document, so it must not allocate per member.
-fn report_duplicate_keys(l: &mut Loader<'_>, root: &Node) {
+fn report_duplicate_keys(l: &mut Loader<'_>, root: &Node, item: Option<usize>) {
     fn walk<'n>(l: &mut Loader<'_>, n: &'n Node, path: &mut Vec<PathStep<'n>>) {
         match &n.kind {
             NodeKind::Object(ms) => {
@@ -417,7 +480,8 @@ fn report_duplicate_keys(l: &mut Loader<'_>, root: &Node) {
             _ => {}
         }
     }
-    walk(l, root, &mut Vec::new());
+    let mut path: Vec<PathStep<'_>> = item.map(PathStep::Index).into_iter().collect();
+    walk(l, root, &mut path);
 }
 
 enum PathStep<'a> {
@@ -447,173 +511,184 @@ fn compile_actions(
     node: &mut CompiledNode,
 ) {
     for (i, a) in actions.iter().enumerate() {
-        let a = &a.to_value();
-        let ptr = format!("{base}/{i}");
-        let Some(obj) = a.as_object() else {
+        compile_action(l, i, &a.to_value(), base, opts, node);
+    }
+}
+
+/// Compiles action `i` (its plain value `a`) of the array at `base`.
+fn compile_action(
+    l: &mut Loader<'_>,
+    i: usize,
+    a: &Value,
+    base: &str,
+    opts: &LoadOptions<'_>,
+    node: &mut CompiledNode,
+) {
+    let ptr = format!("{base}/{i}");
+    let Some(obj) = a.as_object() else {
+        l.at(
+            Severity::Error,
+            "flow::shape",
+            &ptr,
+            "an action must be an object {\"name\",\"parameters\",\"result_variable\"}",
+            None,
+        );
+        return;
+    };
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "name" | "parameters" | "result_variable") {
+            let help = did_you_mean(k, ["name", "parameters", "result_variable"])
+                .map(|s| format!("did you mean `{s}`?"));
+            l.at_key(
+                Severity::Warning,
+                "flow::unknown_key",
+                &ptr,
+                k,
+                format!("unknown key `{k}` in the action (kept, not used)"),
+                help,
+            );
+        }
+    }
+    let name = match obj.get("name") {
+        Some(Value::String(n)) => n.clone(),
+        Some(_) => {
             l.at(
                 Severity::Error,
                 "flow::shape",
-                &ptr,
-                "an action must be an object {\"name\",\"parameters\",\"result_variable\"}",
+                &format!("{ptr}/name"),
+                "`name` must be a string",
                 None,
             );
-            continue;
-        };
-        for k in obj.keys() {
-            if !matches!(k.as_str(), "name" | "parameters" | "result_variable") {
-                let help = did_you_mean(k, ["name", "parameters", "result_variable"])
-                    .map(|s| format!("did you mean `{s}`?"));
-                l.at_key(
-                    Severity::Warning,
-                    "flow::unknown_key",
-                    &ptr,
-                    k,
-                    format!("unknown key `{k}` in the action (kept, not used)"),
-                    help,
-                );
-            }
+            return;
         }
-        let name = match obj.get("name") {
-            Some(Value::String(n)) => n.clone(),
-            Some(_) => {
-                l.at(
-                    Severity::Error,
-                    "flow::shape",
-                    &format!("{ptr}/name"),
-                    "`name` must be a string",
-                    None,
-                );
-                continue;
-            }
-            None => {
-                l.at(
-                    Severity::Error,
-                    "flow::missing_name",
-                    &ptr,
-                    "the action has no `name`",
-                    Some(format!(
-                        "known actions: {}",
-                        opts.registry.names().join(", ")
-                    )),
-                );
-                continue;
-            }
-        };
-        let result_variable = match obj.get("result_variable") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.is_empty() => {
-                l.at(
-                    Severity::Error,
-                    "flow::shape",
-                    &format!("{ptr}/result_variable"),
-                    "`result_variable` is empty",
-                    None,
-                );
-                None
-            }
-            Some(Value::String(s)) => {
-                let s = s.strip_prefix('$').unwrap_or(s);
-                l.written.insert(s.to_string());
-                Some(s.to_string())
-            }
-            Some(_) => {
-                l.at(
-                    Severity::Error,
-                    "flow::shape",
-                    &format!("{ptr}/result_variable"),
-                    "`result_variable` must be a string (a context variable name)",
-                    None,
-                );
-                None
-            }
-        };
-        let empty = Value::Object(Map::new());
-        let params_value = match obj.get("parameters") {
-            None | Some(Value::Null) => &empty,
-            Some(v @ Value::Object(_)) => v,
-            Some(_) => {
-                l.at(
-                    Severity::Error,
-                    "flow::shape",
-                    &format!("{ptr}/parameters"),
-                    "`parameters` must be an object",
-                    None,
-                );
-                continue;
-            }
-        };
-        let Value::Object(params) = params_value else {
-            continue;
-        };
-        let Some(action) = opts.registry.get(&name).cloned() else {
-            let names = opts.registry.names();
-            let help = match did_you_mean(&name, names.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`? known actions: {}", names.join(", ")),
-                None => format!("known actions: {}", names.join(", ")),
-            };
+        None => {
             l.at(
                 Severity::Error,
-                "flow::unknown_action",
-                &format!("{ptr}/name"),
-                format!("unknown action `{name}`"),
-                Some(help),
+                "flow::missing_name",
+                &ptr,
+                "the action has no `name`",
+                Some(format!(
+                    "known actions: {}",
+                    opts.registry.names().join(", ")
+                )),
             );
-            continue;
-        };
-        let pptr = format!("{ptr}/parameters");
-        let params_ptr = if obj.contains_key("parameters") {
-            pptr.clone()
-        } else {
-            ptr.clone()
-        };
-        for req in action.required() {
-            if !params.contains_key(*req) {
-                l.at(
-                    Severity::Error,
-                    "flow::missing_parameter",
-                    &params_ptr,
-                    format!("`{name}` needs the parameter `{req}`"),
-                    None,
-                );
-            }
+            return;
         }
-        check_before_action_messages(l, params, &pptr);
-        let cx = CheckCx {
-            services: opts.services,
-            has_integrations: opts.has_integrations,
+    };
+    let result_variable = match obj.get("result_variable") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => {
+            l.at(
+                Severity::Error,
+                "flow::shape",
+                &format!("{ptr}/result_variable"),
+                "`result_variable` is empty",
+                None,
+            );
+            None
+        }
+        Some(Value::String(s)) => {
+            let s = s.strip_prefix('$').unwrap_or(s);
+            l.written.insert(s.to_string());
+            Some(s.to_string())
+        }
+        Some(_) => {
+            l.at(
+                Severity::Error,
+                "flow::shape",
+                &format!("{ptr}/result_variable"),
+                "`result_variable` must be a string (a context variable name)",
+                None,
+            );
+            None
+        }
+    };
+    let empty = Value::Object(Map::new());
+    let params_value = match obj.get("parameters") {
+        None | Some(Value::Null) => &empty,
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => {
+            l.at(
+                Severity::Error,
+                "flow::shape",
+                &format!("{ptr}/parameters"),
+                "`parameters` must be an object",
+                None,
+            );
+            return;
+        }
+    };
+    let Value::Object(params) = params_value else {
+        return;
+    };
+    let Some(action) = opts.registry.get(&name).cloned() else {
+        let names = opts.registry.names();
+        let help = match did_you_mean(&name, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? known actions: {}", names.join(", ")),
+            None => format!("known actions: {}", names.join(", ")),
         };
-        for p in action.check(params, &cx) {
-            let target = format!("{pptr}{}", p.pointer);
-            let exists = l.root.and_then(|r| r.pointer(&target)).is_some();
-            let code = if p.severity == Severity::Error {
-                "flow::parameter"
-            } else {
-                "flow::parameter_warning"
-            };
-            // Point at the parameter when it exists, else at the parameters object.
-            let (target, is_key) = if exists {
-                (target, true)
-            } else {
-                (params_ptr.clone(), false)
-            };
-            let _ = is_key;
-            l.at(p.severity, code, &target, p.message, p.help);
+        l.at(
+            Severity::Error,
+            "flow::unknown_action",
+            &format!("{ptr}/name"),
+            format!("unknown action `{name}`"),
+            Some(help),
+        );
+        return;
+    };
+    let pptr = format!("{ptr}/parameters");
+    let params_ptr = if obj.contains_key("parameters") {
+        pptr.clone()
+    } else {
+        ptr.clone()
+    };
+    for req in action.required() {
+        if !params.contains_key(*req) {
+            l.at(
+                Severity::Error,
+                "flow::missing_parameter",
+                &params_ptr,
+                format!("`{name}` needs the parameter `{req}`"),
+                None,
+            );
         }
-        if name == "set_variables" {
-            if let Some(Value::Object(vars)) = params.get("context") {
-                l.written.extend(vars.keys().cloned());
-            }
-        }
-        let compiled = l.compile(params_value, &pptr);
-        node.actions.push(CompiledAction {
-            index: i,
-            name,
-            action,
-            params: compiled,
-            result_variable,
-            pointer: ptr,
-        });
     }
+    check_before_action_messages(l, params, &pptr);
+    let cx = CheckCx {
+        services: opts.services,
+        has_integrations: opts.has_integrations,
+    };
+    for p in action.check(params, &cx) {
+        let target = format!("{pptr}{}", p.pointer);
+        let exists = l.lookup(&target).is_some();
+        let code = if p.severity == Severity::Error {
+            "flow::parameter"
+        } else {
+            "flow::parameter_warning"
+        };
+        // Point at the parameter when it exists, else at the parameters object.
+        let (target, is_key) = if exists {
+            (target, true)
+        } else {
+            (params_ptr.clone(), false)
+        };
+        let _ = is_key;
+        l.at(p.severity, code, &target, p.message, p.help);
+    }
+    if name == "set_variables" {
+        if let Some(Value::Object(vars)) = params.get("context") {
+            l.written.extend(vars.keys().cloned());
+        }
+    }
+    let compiled = l.compile(params_value, &pptr);
+    node.actions.push(CompiledAction {
+        index: i,
+        name,
+        action,
+        params: compiled,
+        result_variable,
+        pointer: ptr,
+    });
 }
 
 fn check_before_action_messages(l: &mut Loader<'_>, params: &Map<String, Value>, pptr: &str) {
@@ -650,7 +725,7 @@ fn check_before_action_messages(l: &mut Loader<'_>, params: &Map<String, Value>,
 fn check_unset_variables(l: &mut Loader<'_>, sample: Option<&Value>) {
     let reads = std::mem::take(&mut l.read);
     let mut reported = BTreeSet::new();
-    for (name, (pointer, s, e)) in reads {
+    for (name, (pointer, start, end, col)) in reads {
         if l.written.contains(&name)
             || sample
                 .and_then(|v| v.pointer(&format!("/context/{}", json::escape_pointer_token(&name))))
@@ -661,20 +736,6 @@ fn check_unset_variables(l: &mut Loader<'_>, sample: Option<&Value>) {
         if !reported.insert(name.clone()) {
             continue;
         }
-        let node = l.root.and_then(|r| r.pointer(&pointer));
-        let (start, end, col) = match node {
-            Some(n) if matches!(n.kind, NodeKind::String(_)) => {
-                let a = json::string_source_offset(l.src, n.span, s);
-                let b = json::string_source_offset(l.src, n.span, e);
-                let col = match &n.kind {
-                    NodeKind::String(v) => v.get(..s).map_or(0, |p| p.chars().count()) + 1,
-                    _ => 1,
-                };
-                (a, b, Some(col))
-            }
-            Some(n) => (n.span.start, n.span.end, None),
-            None => (0, 1, None),
-        };
         let candidates: Vec<String> = l.written.iter().cloned().collect();
         let help = did_you_mean(&name, candidates.iter().map(String::as_str))
             .map(|c| format!("did you mean `${c}`?"))

@@ -20,6 +20,10 @@ pub struct RunOptions {
     pub strict: bool,
     /// Send nothing: record the requests actions would make (`transbordo render`).
     pub dry_run: bool,
+    /// Keep a [`TraceEntry`] per action (rendered parameters, result, warnings, time) in
+    /// [`RunOutcome::trace`]; off, the trace stays empty and a large flow's run holds
+    /// only what it must.
+    pub trace: bool,
 }
 
 /// The interpreter: registered actions plus the services they use. Cheap to clone and
@@ -205,7 +209,12 @@ impl Engine {
                         action_warnings.push(w);
                     }
                     let result = res.unwrap_or_else(|e| e.to_result());
-                    (redact(&Value::Object(params)), result)
+                    let shown = if opts.trace {
+                        redact(&Value::Object(params))
+                    } else {
+                        Value::Null
+                    };
+                    (shown, result)
                 }
                 Ok(_) => (
                     Value::Null,
@@ -220,14 +229,16 @@ impl Engine {
             if let Some(var) = &a.result_variable {
                 r.store.set_context(var, result.clone());
             }
-            r.trace.push(TraceEntry {
-                index: a.index,
-                name: a.name.clone(),
-                parameters: params_json,
-                result,
-                warnings: action_warnings,
-                duration_ms: millis_since(started),
-            });
+            if opts.trace {
+                r.trace.push(TraceEntry {
+                    index: a.index,
+                    name: a.name.clone(),
+                    parameters: params_json,
+                    result,
+                    warnings: action_warnings,
+                    duration_ms: millis_since(started),
+                });
+            }
         }
         for (tv, ptr) in &node.output {
             let scope = r.store.scope(opts.strict);

@@ -558,9 +558,12 @@ async fn run(
     };
     store.set_conversation_id(id.clone());
     let started_at = now_ms();
+    // The trace feeds the handoff metrics and the timeline's `run` entry; it is not
+    // part of the answer.
     let opts = RunOptions {
         strict,
-        dry_run: false,
+        trace: true,
+        ..RunOptions::default()
     };
     let (outcome, calls) = observe::collect(state.engine().run(&flow, store, &opts)).await;
     observe_run(&state, &id, &outcome);

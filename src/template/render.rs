@@ -494,14 +494,15 @@ fn append_typed(out: &mut String, v: &Value) {
 /// are compiled. Object keys are never templated.
 #[derive(Debug)]
 pub enum TValue {
-    /// A subtree without any template.
-    Static(serde_json::Value),
+    /// A subtree without any template (boxed: most nodes of a compiled flow are small,
+    /// and an inline JSON value would make every one of them as large as a map).
+    Static(Box<serde_json::Value>),
     /// A string with at least one segment or escape.
     Template(Box<Template>),
     /// An array with templates somewhere inside.
-    Array(Vec<TValue>),
+    Array(Box<[TValue]>),
     /// An object with templates somewhere inside (key order kept).
-    Object(Vec<(String, TValue)>),
+    Object(Box<[(Box<str>, TValue)]>),
 }
 
 /// A template error inside a JSON value: the JSON pointer (relative to the compiled
@@ -554,7 +555,7 @@ impl TValue {
     /// The value itself when it holds no template.
     pub fn as_static(&self) -> Option<&serde_json::Value> {
         match self {
-            TValue::Static(v) => Some(v),
+            TValue::Static(v) => Some(&**v),
             _ => None,
         }
     }
@@ -619,17 +620,17 @@ fn compile_at(
     match v {
         J::String(s) => {
             if !s.contains("<?") {
-                return TValue::Static(v.clone());
+                return TValue::Static(Box::new(v.clone()));
             }
             match Template::compile_cached(s, cache) {
-                Ok(Template::Plain(p)) => TValue::Static(J::String(p)),
+                Ok(Template::Plain(p)) => TValue::Static(Box::new(J::String(p))),
                 Ok(t) => TValue::Template(Box::new(t)),
                 Err(es) => {
                     errors.extend(es.into_iter().map(|error| LocatedError {
                         pointer: ptr.clone(),
                         error,
                     }));
-                    TValue::Static(v.clone())
+                    TValue::Static(Box::new(v.clone()))
                 }
             }
         }
@@ -646,9 +647,9 @@ fn compile_at(
                 })
                 .collect();
             if compiled.iter().all(TValue::is_static) {
-                TValue::Static(v.clone())
+                TValue::Static(Box::new(v.clone()))
             } else {
-                TValue::Array(compiled)
+                TValue::Array(compiled.into())
             }
         }
         J::Object(m) => {
@@ -663,12 +664,12 @@ fn compile_at(
                 })
                 .collect();
             if compiled.iter().all(|(_, t)| t.is_static()) {
-                TValue::Static(v.clone())
+                TValue::Static(Box::new(v.clone()))
             } else {
-                TValue::Object(compiled)
+                TValue::Object(compiled.into_iter().map(|(k, t)| (k.into(), t)).collect())
             }
         }
-        other => TValue::Static(other.clone()),
+        other => TValue::Static(Box::new(other.clone())),
     }
 }
 
@@ -680,7 +681,7 @@ fn render_at(
 ) -> Result<serde_json::Value, LocatedError> {
     use serde_json::Value as J;
     match t {
-        TValue::Static(v) => Ok(v.clone()),
+        TValue::Static(v) => Ok((**v).clone()),
         TValue::Template(tpl) => {
             let mut m = Vec::new();
             let r = tpl.render(scope, &mut m);
@@ -705,7 +706,7 @@ fn render_at(
             for (k, it) in items {
                 let len = ptr.len();
                 push_key(ptr, k);
-                out.insert(k.clone(), render_at(it, scope, ptr, missing)?);
+                out.insert(k.to_string(), render_at(it, scope, ptr, missing)?);
                 ptr.truncate(len);
             }
             Ok(J::Object(out))
