@@ -87,3 +87,47 @@ fn a_bad_allow_entry_is_an_error() {
         "error: --http-allow: `10.0.0.0/99` is not a host name, `*.domain`, IP address or CIDR network\n"
     );
 }
+
+#[test]
+fn serve_without_tokens_on_loopback_says_the_api_is_open() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("i.toml"),
+        "[[integration]]\nid = 7\nprovider = \"liveperson\"\naccount_id = \"1\"\nclient_id = \"c\"\nclient_secret = \"x\"\n",
+    )
+    .expect("integrations");
+    let cfg = dir.path().join("s.toml");
+    std::fs::write(
+        &cfg,
+        "listen = \"127.0.0.1:0\"\nintegrations = \"i.toml\"\n[builder]\ncallback_url = \"http://127.0.0.1:9/e\"\nsigning_secret = \"s\"\n",
+    )
+    .expect("config");
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&cfg)
+        .env_remove("TRANSBORDO_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut warning = None;
+    for line in std::io::BufReader::new(stderr).lines().take(5) {
+        let line = line.expect("utf-8");
+        let v: Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["level"] == "WARN" {
+            warning = Some(v);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let w = warning.expect("a warning line");
+    assert!(
+        w["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("the builder API is open"),
+        "{w}"
+    );
+}
