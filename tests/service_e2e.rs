@@ -1170,6 +1170,12 @@ async fn metrics_count_a_scenario() {
     for (series, want) in &checks {
         assert_eq!(sample(&m, series), *want, "{series}\n{m}");
     }
+    // Series without a provider label are exposed from the start, at 0.
+    assert!(
+        m.lines()
+            .any(|l| l == "transbordo_timers_fired_total{kind=\"inactivity\"} 0"),
+        "{m}"
+    );
     // Webhooks: the join, the message, the close, all applied (the sandbox may also send
     // notifications that change nothing, e.g. the consumer's own message).
     let applied = sample(

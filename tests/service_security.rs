@@ -234,6 +234,9 @@ async fn http_request_refuses_non_public_addresses_unless_allowed() {
         "http://[::1]:9/ok".to_string(),
         "http://10.0.0.1:9/".to_string(),
         "http://[::ffff:127.0.0.1]:9/".to_string(),
+        // 127.0.0.1 written as one number: the URL parser normalizes it first.
+        format!("http://2130706433:{port}/ok"),
+        "http://0.0.0.0:9/".to_string(),
     ]
     .iter()
     .enumerate()

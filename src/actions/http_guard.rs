@@ -32,11 +32,16 @@ impl std::fmt::Display for Forbidden {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<IpAddr>();
+        let a = if self.range.starts_with(['a', 'e', 'i', 'o', 'u', 'I']) {
+            "an"
+        } else {
+            "a"
+        };
         match literal {
-            Ok(_) => write!(f, "{} is a {} address", self.host, self.range)?,
+            Ok(_) => write!(f, "{} is {a} {} address", self.host, self.range)?,
             Err(_) => write!(
                 f,
-                "{} resolves to {}, a {} address",
+                "{} resolves to {}, {a} {} address",
                 self.host, self.ip, self.range
             )?,
         }

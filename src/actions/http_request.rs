@@ -299,6 +299,35 @@ impl Action for HttpRequest {
             cx.warn("dry run: http_request was not sent; its result is simulated");
             return Ok(json!({"status": "ok", "statusCode": 200, "headers": {}, "body": null}));
         }
+        let started = std::time::Instant::now();
+        let result = self.send(&p, cx).await;
+        // One line per request: method, host, status, duration; never the path, query,
+        // headers or body (they may carry secrets).
+        let (status, outcome) = match &result {
+            Ok(v) => (
+                v["statusCode"].as_u64(),
+                v.pointer("/error/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ok"),
+            ),
+            Err(e) => (None, e.kind.as_str()),
+        };
+        tracing::info!(
+            conversation_id = cx.conversation_id(),
+            provider = "http",
+            method = p.method.as_str(),
+            host = p.url.host_str().unwrap_or_default(),
+            status,
+            outcome,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "http_request"
+        );
+        result
+    }
+}
+
+impl HttpRequest {
+    async fn send(&self, p: &Prepared, cx: &mut ActionCx<'_>) -> Result<Value, ActionError> {
         if let Some(guard) = &cx.services().http_guard {
             guard.check_url(&p.url).map_err(forbidden)?;
         }

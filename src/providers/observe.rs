@@ -1,6 +1,6 @@
 //! Every HTTP attempt the provider clients make, for the service's timeline and logs:
 //! step, method, URL (without its query), status, attempt number, duration. Recording is
-//! scoped to a future ([`collect`]); outside one, attempts are only logged (`debug`).
+//! scoped to a future ([`collect`]); outside one, attempts are only logged.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -51,12 +51,15 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Records one attempt (and logs it at `debug`).
+/// Records one attempt (and logs it).
 pub(crate) fn record(mut r: CallRecord) {
     if let Some(q) = r.url.find(['?', '#']) {
         r.url.truncate(q);
     }
-    tracing::debug!(
+    // Steps are labelled `<provider> <step>` ("liveperson csds").
+    let provider = r.step.split(' ').next().unwrap_or_default();
+    tracing::info!(
+        provider,
         step = %r.step,
         method = %r.method,
         url = %r.url,

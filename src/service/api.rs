@@ -258,11 +258,12 @@ async fn metrics(State(state): State<ServiceState>) -> Response {
     }
 }
 
-/// Counts and logs the provider calls a run made (`start_live_chat`, `http_request`):
-/// outcome, status and duration, never parameters or URLs' paths and queries.
+/// Counts and logs the handoffs a run made (`start_live_chat`): outcome, status and
+/// duration, never parameters.
 fn observe_run(state: &ServiceState, conversation_id: &str, run: &crate::interp::RunOutcome) {
     let handoff_id = run.handoff.as_ref().map(|h| h.handoff_id.as_str());
-    for t in &run.trace {
+    // `http_request` logs its own line (the CLI's too).
+    for t in run.trace.iter().filter(|t| t.name == "start_live_chat") {
         let ok = t.result.get("status").and_then(Value::as_str) == Some("ok");
         let kind = t
             .result
@@ -274,54 +275,31 @@ fn observe_run(state: &ServiceState, conversation_id: &str, run: &crate::interp:
             .get("statusCode")
             .or_else(|| t.result.pointer("/error/http_status"))
             .and_then(Value::as_u64);
-        match t.name.as_str() {
-            "start_live_chat" => {
-                let iid = t.parameters.get("integration_id");
-                let provider = iid
-                    .and_then(IntegrationId::from_json)
-                    .and_then(|i| state.config().integrations.get(&i))
-                    .map(|i| i.provider.as_str())
-                    .unwrap_or("unknown");
-                let outcome = if ok { "started" } else { kind };
-                state.metrics().handoff(provider, outcome);
-                state.metrics().provider_request(
-                    provider,
-                    "start",
-                    if ok { "ok" } else { kind },
-                    t.duration_ms / 1000.0,
-                );
-                tracing::info!(
-                    conversation_id,
-                    handoff_id = if ok { handoff_id } else { None },
-                    provider,
-                    integration_id = iid.map(|v| v.to_string()),
-                    operation = "start",
-                    outcome,
-                    status,
-                    duration_ms = t.duration_ms,
-                    "provider call"
-                );
-            }
-            "http_request" => {
-                let host = t
-                    .parameters
-                    .pointer("/config/url")
-                    .and_then(Value::as_str)
-                    .and_then(|u| reqwest::Url::parse(u).ok())
-                    .and_then(|u| u.host_str().map(str::to_string));
-                tracing::info!(
-                    conversation_id,
-                    provider = "http",
-                    host,
-                    operation = "http_request",
-                    outcome = if ok { "ok" } else { kind },
-                    status,
-                    duration_ms = t.duration_ms,
-                    "provider call"
-                );
-            }
-            _ => {}
-        }
+        let iid = t.parameters.get("integration_id");
+        let provider = iid
+            .and_then(IntegrationId::from_json)
+            .and_then(|i| state.config().integrations.get(&i))
+            .map(|i| i.provider.as_str())
+            .unwrap_or("unknown");
+        let outcome = if ok { "started" } else { kind };
+        state.metrics().handoff(provider, outcome);
+        state.metrics().provider_request(
+            provider,
+            "start",
+            if ok { "ok" } else { kind },
+            t.duration_ms / 1000.0,
+        );
+        tracing::info!(
+            conversation_id,
+            handoff_id = if ok { handoff_id } else { None },
+            provider,
+            integration_id = iid.map(|v| v.to_string()),
+            operation = "start",
+            outcome,
+            status,
+            duration_ms = t.duration_ms,
+            "provider call"
+        );
     }
 }
 
@@ -580,11 +558,12 @@ async fn run(
     };
     store.set_conversation_id(id.clone());
     let started_at = now_ms();
-    // The timeline shows each action's rendered parameters: keep the trace.
+    // The trace feeds the handoff metrics and the timeline's `run` entry; it is not
+    // part of the answer.
     let opts = RunOptions {
         strict,
-        dry_run: false,
         trace: true,
+        ..RunOptions::default()
     };
     let (outcome, calls) = observe::collect(state.engine().run(&flow, store, &opts)).await;
     observe_run(&state, &id, &outcome);

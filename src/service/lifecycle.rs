@@ -22,6 +22,7 @@ use super::config::ServiceConfig;
 use super::limits::RateLimiter;
 use super::metrics::Metrics;
 use super::provider::LiveChatTransport;
+use super::store::TimelineEntry;
 use super::store::{
     Applied, Change, ChatState, DeadlineKind, DueDeadline, EndStatus, Guard, LiveChatRecord,
     LiveChatStore, NewLiveChat, StoreError,
@@ -164,8 +165,13 @@ impl ServiceState {
         &self.inner.metrics
     }
 
-    /// Logs a state change, adds it to the timeline and counts ends and agent joins.
-    async fn observe(&self, before: &LiveChatRecord, after: &LiveChatRecord, cause: &str) {
+    /// Logs a state change and counts ends and agent joins; returns its timeline entry.
+    fn observe(
+        &self,
+        before: &LiveChatRecord,
+        after: &LiveChatRecord,
+        cause: &str,
+    ) -> Option<TimelineEntry> {
         if before.agent_joined_at.is_none() {
             if let Some(at) = after.agent_joined_at {
                 let secs = (at - after.created_at).max(0) as f64 / 1000.0;
@@ -173,7 +179,7 @@ impl ServiceState {
             }
         }
         if before.state == after.state {
-            return;
+            return None;
         }
         let status = after.end_status.or(after.pending_end).map(|s| s.as_str());
         tracing::info!(
@@ -187,13 +193,6 @@ impl ServiceState {
             cause,
             "state change"
         );
-        self.record(vec![timeline::entry(
-            after,
-            "state",
-            json!({"from": before.state.as_str(), "to": after.state.as_str(), "status": status,
-                   "cause": cause}),
-        )])
-        .await;
         if after.state == ChatState::Ended {
             let secs =
                 (after.ended_at.unwrap_or_else(now_ms) - after.created_at).max(0) as f64 / 1000.0;
@@ -201,6 +200,12 @@ impl ServiceState {
                 .metrics
                 .ended(&after.provider, status.unwrap_or("error"), secs);
         }
+        Some(timeline::entry(
+            after,
+            "state",
+            json!({"from": before.state.as_str(), "to": after.state.as_str(), "status": status,
+                   "cause": cause}),
+        ))
     }
 
     /// Runs a provider operation of the transport, timing and logging it.
@@ -436,8 +441,9 @@ impl ServiceState {
             Applied::Done(c) => c,
             _ => return Ok(None),
         };
-        self.observe(chat, &claimed, pending.as_str()).await;
+        let state = self.observe(chat, &claimed, pending.as_str());
         self.changed();
+        self.record(state.into_iter().collect()).await;
         self.finish_close(&claimed).await.map(Some)
     }
 
@@ -458,10 +464,11 @@ impl ServiceState {
             .store
             .apply(&chat.id, change, Guard::default(), now_ms())
             .await?;
-        if let Applied::Done(c) = &r {
-            self.observe(chat, c, "closed").await;
-        }
         self.changed();
+        if let Applied::Done(c) = &r {
+            let state = self.observe(chat, c, "closed");
+            self.record(state.into_iter().collect()).await;
+        }
         Ok(match r {
             Applied::Done(c) | Applied::Ignored(c) => c,
             _ => chat.clone(),
@@ -576,6 +583,15 @@ impl ServiceState {
             EventOutcome::Ignored => "ignored",
             EventOutcome::Unknown => "unknown_conversation",
         };
+        tracing::info!(
+            conversation_id = %chat.conversation_id,
+            handoff_id = %chat.id,
+            provider = %chat.provider,
+            integration_id = %chat.integration_id,
+            event = cause,
+            result,
+            "webhook event"
+        );
         let mut entries = vec![timeline::entry(
             &chat,
             "webhook",
@@ -584,11 +600,11 @@ impl ServiceState {
         if let (Some(m), EventOutcome::Applied) = (relayed, &outcome) {
             entries.push(timeline::entry(&chat, "message", m));
         }
-        self.record(entries).await;
         if let Applied::Done(after) = &r {
-            self.observe(&chat, after, cause).await;
             self.changed();
+            entries.extend(self.observe(&chat, after, cause));
         }
+        self.record(entries).await;
         Ok(outcome)
     }
 }

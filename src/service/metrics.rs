@@ -186,6 +186,15 @@ impl Metrics {
             "Deadlines that fired, by kind",
             m.timers.clone(),
         );
+        // Series without a provider label start at 0, so `rate()` sees the first event.
+        for kind in ["wait", "inactivity", "close"] {
+            drop(m.timers.get_or_create(&KindOnly { kind: kind.into() }));
+        }
+        for result in ["delivered", "failed"] {
+            drop(m.deliveries.get_or_create(&ResultOnly {
+                result: result.into(),
+            }));
+        }
         Metrics { registry, ..m }
     }
 
