@@ -36,6 +36,6 @@ pub fn schema_text(kind: SchemaKind) -> String {
 
 /// Prints the schema.
 pub fn run(args: SchemaArgs) -> ExitCode {
-    print!("{}", schema_text(args.kind));
-    ExitCode::SUCCESS
+    let text = schema_text(args.kind);
+    super::output::emit(|w| w.write_all(text.as_bytes()))
 }

@@ -65,7 +65,10 @@ pub async fn run(args: TestArgs) -> ExitCode {
         }
         TestFormat::Junit => junit(&reports, elapsed),
     };
-    print!("{out}");
+    let printed = super::output::emit(|w| w.write_all(out.as_bytes()));
+    if printed != ExitCode::SUCCESS {
+        return printed;
+    }
     let (_, failed, errors) = flowtest::totals(&reports);
     if failed + errors > 0 {
         ExitCode::from(1)
