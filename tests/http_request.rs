@@ -62,16 +62,7 @@ async fn run_one(config: Value) -> (Value, transbordo::RunOutcome) {
     let flow = json!([{"name": "http_request", "parameters": {"flavor": "axios", "config": config}, "result_variable": "r"}]);
     let flow = engine.load(&flow.to_string(), "flow.json").expect("loads");
     let store = Store::from_json(&json!({"context": {"token": "s3cr3t-value"}})).expect("store");
-    let out = engine
-        .run(
-            &flow,
-            store,
-            &RunOptions {
-                trace: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let out = engine.run(&flow, store, &traced()).await;
     (out.context["r"].clone(), out)
 }
 
@@ -154,16 +145,15 @@ async fn templated_bad_url_is_a_config_error_at_run_time() {
     let flow = json!([{"name": "http_request", "parameters": {"config": {"url": "<? $u ?>"}}, "result_variable": "r"}]);
     let flow = engine.load(&flow.to_string(), "f.json").expect("loads");
     let store = Store::from_json(&json!({"context": {"u": "ftp://example.com"}})).expect("store");
-    let out = engine
-        .run(
-            &flow,
-            store,
-            &RunOptions {
-                trace: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let out = engine.run(&flow, store, &traced()).await;
     assert_eq!(out.context["r"]["error"]["kind"], "config");
     insta::assert_snapshot!(out.context["r"]["error"]["message"].as_str().unwrap_or(""), @"`config.url` must be http or https, not ftp");
+}
+
+/// A run that keeps its trace (these tests read it).
+fn traced() -> RunOptions {
+    RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    }
 }

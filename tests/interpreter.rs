@@ -58,16 +58,7 @@ async fn node_order_is_context_contact_actions_output() {
     });
     let e = engine();
     let flow = e.load(&src.to_string(), "node.json").expect("loads");
-    let out = e
-        .run(
-            &flow,
-            Store::default(),
-            &RunOptions {
-                trace: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let out = e.run(&flow, Store::default(), &traced()).await;
     let texts: Vec<String> = out
         .messages
         .iter()
@@ -98,16 +89,7 @@ async fn failing_action_yields_error_result_and_node_continues() {
     ]);
     let e = engine();
     let flow = e.load(&src.to_string(), "f.json").expect("loads");
-    let out = e
-        .run(
-            &flow,
-            Store::default(),
-            &RunOptions {
-                trace: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let out = e.run(&flow, Store::default(), &traced()).await;
     assert_eq!(
         out.context["f"],
         json!({"status": "error", "error": {"kind": "unavailable", "message": "the function host is down", "http_status": 503}})
@@ -130,16 +112,7 @@ async fn typed_results_flow_into_later_templates() {
     ]);
     let e = engine();
     let flow = e.load(&src.to_string(), "t.json").expect("loads");
-    let out = e
-        .run(
-            &flow,
-            Store::default(),
-            &RunOptions {
-                trace: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let out = e.run(&flow, Store::default(), &traced()).await;
     assert_eq!(out.context["copy"], json!(["a", "b"]));
     assert_eq!(out.context["next"], json!(43));
 }
@@ -166,17 +139,7 @@ async fn one_flow_runs_concurrently_on_many_tasks() {
         let (e, flow) = (e.clone(), flow.clone());
         handles.push(tokio::spawn(async move {
             let store = Store::from_json(&json!({"contact": {"n": i}})).expect("store");
-            e.run(
-                &flow,
-                store,
-                &RunOptions {
-                    trace: true,
-                    ..RunOptions::default()
-                },
-            )
-            .await
-            .context["r"]["next"]
-                .as_i64()
+            e.run(&flow, store, &traced()).await.context["r"]["next"].as_i64()
         }));
     }
     for (i, h) in handles.into_iter().enumerate() {
@@ -199,4 +162,12 @@ async fn bad_context_documents_are_refused_with_a_pointer() {
         e.message
     );
     assert!(Store::from_json(&json!([1])).is_err());
+}
+
+/// A run that keeps its trace (these tests read it).
+fn traced() -> RunOptions {
+    RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    }
 }
