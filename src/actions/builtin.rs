@@ -8,7 +8,7 @@ use super::{
     is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem, ParamSpec,
     ParamType,
 };
-use crate::interp::ActionCx;
+use crate::interp::{text_message, ActionCx};
 
 /// `set_variables`: `{ "context": {...}, "contact": {...} }`, like the node blocks.
 pub struct SetVariables;
@@ -140,14 +140,14 @@ impl Action for SendMessage {
             Value::Object(m)
         } else {
             match params.get("text") {
-                Some(Value::String(t)) => json!({"type": "text", "text": t}),
+                Some(Value::String(t)) => text_message(t.clone()),
                 Some(Value::Null) | None => {
                     return Err(ActionError::new(
                         ErrorKind::Config,
                         "`text` rendered to null: nothing to send",
                     ))
                 }
-                Some(other) => json!({"type": "text", "text": crate::interp::display_value(other)}),
+                Some(other) => text_message(crate::interp::display_value(other)),
             }
         };
         cx.send(message);

@@ -337,8 +337,11 @@ fn check(
                 continue;
             }
         };
-        let diags = engine.check(&text, &name, sample.as_ref());
-        human.push_str(&render_human(&diags, &Arc::new(text)));
+        let (diags, source) = match engine.load_text(text, &name, sample.as_ref()) {
+            Ok(flow) => (flow.warnings, flow.source),
+            Err(e) => (e.diagnostics, e.source_text),
+        };
+        human.push_str(&render_human(&diags, &source));
         all.extend(diags);
     }
     let errors = all.iter().filter(|d| d.severity == Severity::Error).count();
@@ -412,7 +415,7 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         };
     }
     let name = flow.display().to_string();
-    let loaded = match engine.load(&text, &name) {
+    let loaded = match engine.load_text(text, &name, None) {
         Ok(f) => f,
         Err(e) => {
             eprint!("{}", render_human(&e.diagnostics, &e.source_text));

@@ -286,9 +286,9 @@ impl Loader<'_> {
     }
 }
 
-/// Loads `src` (named `file` in messages).
-pub fn load(src: &str, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadError> {
-    let source = Arc::new(src.to_string());
+/// Loads `source` (named `file` in messages).
+pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<Flow, LoadError> {
+    let src = source.as_str();
     let fail = |diagnostics: Vec<Diagnostic>| LoadError {
         file: file.to_string(),
         source_text: source.clone(),

@@ -6,7 +6,8 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::{
-    millis_since, redact, ActionCx, Message, RunOutcome, Services, Store, TraceEntry, Warning,
+    millis_since, redact, text_message, ActionCx, Message, RunOutcome, Services, Store, TraceEntry,
+    Warning,
 };
 use crate::actions::{Action, ActionError, ErrorKind, HttpGuard, Registry};
 use crate::flow::{self, Diagnostic, Flow, LoadError, LoadOptions};
@@ -132,13 +133,24 @@ impl Engine {
         file: &str,
         sample: Option<&Value>,
     ) -> Result<Flow, LoadError> {
+        self.load_text(src.to_string(), file, sample)
+    }
+
+    /// Like [`Engine::load_with_sample`], taking the text by value: the flow keeps it for
+    /// its diagnostics, so a large document read from a file is not held twice.
+    pub fn load_text(
+        &self,
+        src: String,
+        file: &str,
+        sample: Option<&Value>,
+    ) -> Result<Flow, LoadError> {
         let opts = LoadOptions {
             registry: &self.registry,
             services: &self.services,
             has_integrations: self.has_integrations,
             sample,
         };
-        flow::load(src, file, &opts)
+        flow::load(Arc::new(src), file, &opts)
     }
 
     /// Every problem in a flow document, errors and warnings (what `transbordo check` shows).
@@ -352,10 +364,10 @@ impl Run {
         };
         for it in items {
             let message = match it {
-                Value::String(s) => json!({"type": "text", "text": s}),
+                Value::String(s) => text_message(s.clone()),
                 Value::Object(_) => it.clone(),
                 Value::Null => continue,
-                other => json!({"type": "text", "text": super::display_value(other)}),
+                other => text_message(super::display_value(other)),
             };
             self.messages.push(Message {
                 action_index: Some(index),

@@ -43,6 +43,16 @@ pub struct Message {
     pub message: Value,
 }
 
+/// `{"type":"text","text":…}`, what `send_message` and `before_action_messages` send for
+/// a text. Built at exact capacity: a run keeps every message until it ends, and a long
+/// flow sends tens of thousands.
+pub(crate) fn text_message(text: String) -> Value {
+    let mut m = Map::with_capacity(2);
+    m.insert("type".into(), Value::String("text".into()));
+    m.insert("text".into(), Value::String(text));
+    Value::Object(m)
+}
+
 /// Something worth a look that did not stop the run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Warning {
