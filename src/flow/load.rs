@@ -114,7 +114,7 @@ struct Loader<'a> {
     written: BTreeSet<String>,
     /// The first read of each context variable: pointer and source position (start,
     /// end, column inside the string), resolved while its action is at hand.
-    read: IndexMap<String, (String, usize, usize, Option<usize>)>,
+    read: IndexMap<String, (String, usize, usize, Option<usize>), foldhash::fast::RandomState>,
     cache: ExprCache,
 }
 
@@ -319,7 +319,7 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
         current: None,
         diags: Vec::new(),
         written: BTreeSet::new(),
-        read: IndexMap::new(),
+        read: IndexMap::default(),
         cache: ExprCache::new(),
     };
     let mut node = CompiledNode {

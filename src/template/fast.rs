@@ -394,7 +394,7 @@ fn path_to(doc: &std::sync::Arc<serde_json::Value>, steps: &[FastStep]) -> Vec<J
 pub(crate) fn parse_sum(src: &str) -> Option<Node> {
     let b = src.as_bytes();
     // The grammar's operator bound: leave over-long input to it (it reports the limit).
-    if b.iter().filter(|c| b"+-*/%<>=!&|?.".contains(c)).count() > super::parse::MAX_OPERATORS {
+    if super::parse::operator_count(b) > super::parse::MAX_OPERATORS {
         return None;
     }
     let ws = |i: &mut usize| {

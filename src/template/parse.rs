@@ -32,6 +32,24 @@ pub const MAX_NESTING: usize = 48;
 /// accepted in one expression.
 pub const MAX_OPERATORS: usize = 512;
 
+/// Bytes that count toward [`MAX_OPERATORS`] (operators and member dots), as a table:
+/// the count runs over every expression of a flow at load.
+const OPERATOR_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let ops = b"+-*/%<>=!&|?.";
+    let mut i = 0;
+    while i < ops.len() {
+        t[ops[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// How many operator bytes `src` holds (a bound, not a parse: quotes are not skipped).
+pub(crate) fn operator_count(src: &[u8]) -> usize {
+    src.iter().filter(|&&b| OPERATOR_BYTES[b as usize]).count()
+}
+
 /// Longest expression accepted, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
 
@@ -374,10 +392,7 @@ fn check_nesting(src: &str) -> Result<(), TemplateError> {
     // Operators and member accesses each add a level to the tree (`1+1+1…`,
     // `x.trim().trim()…`, `a?b:c?d:…`), which the parser, the lowering and
     // minijinja's compiler all walk recursively: bound how many one expression has.
-    let operators = bytes
-        .iter()
-        .filter(|b| b"+-*/%<>=!&|?.".contains(b))
-        .count();
+    let operators = operator_count(bytes);
     if operators > MAX_OPERATORS {
         return Err(TemplateError::new(
             TemplateErrorKind::Limit,

@@ -51,7 +51,7 @@ enum Evaluator {
 /// `contact.name` everywhere, and one compiled form serves every occurrence.
 #[derive(Default)]
 pub struct ExprCache {
-    map: std::collections::HashMap<Box<str>, Arc<ExprCore>>,
+    map: std::collections::HashMap<Box<str>, Arc<ExprCore>, foldhash::fast::RandomState>,
 }
 
 impl ExprCache {
