@@ -543,8 +543,7 @@ impl TValue {
         scope: &Scope,
         missing: &mut Vec<(String, MissingRead)>,
     ) -> Result<serde_json::Value, LocatedError> {
-        let mut ptr = String::new();
-        render_at(self, scope, &mut ptr, missing)
+        render_at(self, scope, &mut Vec::new(), missing)
     }
 
     /// Whether the value holds any template.
@@ -673,10 +672,29 @@ fn compile_at(
     }
 }
 
-fn render_at(
-    t: &TValue,
+/// Where a value sits inside a rendered parameter tree, as borrowed steps: the JSON
+/// pointer is written out only for a missing read or an error, not for every key of
+/// every render.
+enum PathStep<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn pointer(path: &[PathStep<'_>]) -> String {
+    let mut ptr = String::new();
+    for step in path {
+        match step {
+            PathStep::Key(k) => push_key(&mut ptr, k),
+            PathStep::Index(i) => push_index(&mut ptr, *i),
+        }
+    }
+    ptr
+}
+
+fn render_at<'a>(
+    t: &'a TValue,
     scope: &Scope,
-    ptr: &mut String,
+    path: &mut Vec<PathStep<'a>>,
     missing: &mut Vec<(String, MissingRead)>,
 ) -> Result<serde_json::Value, LocatedError> {
     use serde_json::Value as J;
@@ -685,29 +703,30 @@ fn render_at(
         TValue::Template(tpl) => {
             let mut m = Vec::new();
             let r = tpl.render(scope, &mut m);
-            missing.extend(m.into_iter().map(|x| (ptr.clone(), x)));
+            if !m.is_empty() {
+                let ptr = pointer(path);
+                missing.extend(m.into_iter().map(|x| (ptr.clone(), x)));
+            }
             r.map_err(|error| LocatedError {
-                pointer: ptr.clone(),
+                pointer: pointer(path),
                 error,
             })
         }
         TValue::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, it) in items.iter().enumerate() {
-                let len = ptr.len();
-                push_index(ptr, i);
-                out.push(render_at(it, scope, ptr, missing)?);
-                ptr.truncate(len);
+                path.push(PathStep::Index(i));
+                out.push(render_at(it, scope, path, missing)?);
+                path.pop();
             }
             Ok(J::Array(out))
         }
         TValue::Object(items) => {
             let mut out = serde_json::Map::with_capacity(items.len());
             for (k, it) in items {
-                let len = ptr.len();
-                push_key(ptr, k);
-                out.insert(k.to_string(), render_at(it, scope, ptr, missing)?);
-                ptr.truncate(len);
+                path.push(PathStep::Key(k));
+                out.insert(k.to_string(), render_at(it, scope, path, missing)?);
+                path.pop();
             }
             Ok(J::Object(out))
         }
