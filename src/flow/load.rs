@@ -677,7 +677,11 @@ fn compile_action(
     }
     if name == "set_variables" {
         if let Some(Value::Object(vars)) = params.get("context") {
-            l.written.extend(vars.keys().cloned());
+            for k in vars.keys() {
+                if !l.written.contains(k) {
+                    l.written.insert(k.clone());
+                }
+            }
         }
     }
     let compiled = l.compile(params_value, &pptr);
