@@ -75,7 +75,6 @@ pub(crate) enum FastError {
 /// [`lower`](super::lower::lower) gives them (tests check it).
 pub(crate) fn build(
     node: &Node,
-    text: &str,
     reads: &mut Vec<Read>,
     context_vars: &mut Vec<(String, Range<usize>)>,
 ) -> Option<Fast> {
@@ -83,7 +82,6 @@ pub(crate) fn build(
         return None;
     }
     let mut b = Builder {
-        text,
         reads,
         context_vars,
     };
@@ -107,7 +105,6 @@ fn eligible(n: &Node) -> bool {
 }
 
 struct Builder<'a> {
-    text: &'a str,
     reads: &'a mut Vec<Read>,
     context_vars: &'a mut Vec<(String, Range<usize>)>,
 }
@@ -132,7 +129,6 @@ impl Builder<'_> {
                 let record = if !guarded && !optional {
                     let id = self.reads.len() as u32;
                     self.reads.push(Read {
-                        text: self.text.get(n.span.clone()).unwrap_or("").to_string(),
                         span: n.span.clone(),
                     });
                     Some(id)

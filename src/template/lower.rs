@@ -11,9 +11,8 @@ use super::ast::{BinOp, Expr, LogicOp, Method, Node, Root, Step, UnOp};
 /// A path read that may find nothing: recorded as a warning (or an error in strict mode).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Read {
-    /// The path as written, e.g. `contact.extra.cidade`.
-    pub text: String,
-    /// Its byte span in the expression text.
+    /// Its byte span in the expression text (the path as written, e.g.
+    /// `contact.extra.cidade`, is that slice of the text: not copied per read).
     pub span: Range<usize>,
 }
 
@@ -42,14 +41,13 @@ pub fn original_span(
         .map(|(_, o)| o.clone())
 }
 
-/// Lowers `node`, whose spans index into `text`.
-pub fn lower(node: &Node, text: &str) -> Lowered {
+/// Lowers `node` (its spans index into the expression text).
+pub fn lower(node: &Node) -> Lowered {
     let mut l = Lowerer {
         out: String::new(),
         map: Vec::new(),
         reads: Vec::new(),
         context_vars: Vec::new(),
-        text,
     };
     l.node(node, false);
     Lowered {
@@ -60,15 +58,14 @@ pub fn lower(node: &Node, text: &str) -> Lowered {
     }
 }
 
-struct Lowerer<'a> {
+struct Lowerer {
     out: String,
     map: Vec<(Range<usize>, Range<usize>)>,
     reads: Vec<Read>,
     context_vars: Vec<(String, Range<usize>)>,
-    text: &'a str,
 }
 
-impl Lowerer<'_> {
+impl Lowerer {
     /// Emits `n`. `guarded`: the value is only tested (`??`, `||`, `&&` left operands,
     /// `!`, a ternary's condition), so a missing value there is expected, not a warning.
     fn node(&mut self, n: &Node, guarded: bool) {
@@ -176,7 +173,6 @@ impl Lowerer<'_> {
                 if record {
                     let id = self.reads.len();
                     self.reads.push(Read {
-                        text: self.text.get(n.span.clone()).unwrap_or("").to_string(),
                         span: n.span.clone(),
                     });
                     let _ = write!(self.out, ", {id})");

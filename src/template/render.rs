@@ -51,8 +51,33 @@ enum Evaluator {
 /// `contact.name` everywhere, and one compiled form serves every occurrence.
 #[derive(Default)]
 pub struct ExprCache {
-    map: std::collections::HashMap<Box<str>, Arc<ExprCore>, foldhash::fast::RandomState>,
+    map: std::collections::HashSet<ByText, foldhash::fast::RandomState>,
 }
+
+/// A compiled expression as a member of the cache, found by its text (the text it
+/// already holds: a distinct expression costs no second copy as a key).
+struct ByText(Arc<ExprCore>);
+
+impl std::borrow::Borrow<str> for ByText {
+    fn borrow(&self) -> &str {
+        &self.0.text
+    }
+}
+
+impl std::hash::Hash for ByText {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // As `str` hashes: lookups by `&str` must land on the same bucket.
+        self.0.text.hash(h)
+    }
+}
+
+impl PartialEq for ByText {
+    fn eq(&self, other: &ByText) -> bool {
+        self.0.text == other.0.text
+    }
+}
+
+impl Eq for ByText {}
 
 impl ExprCache {
     /// An empty cache.
@@ -93,14 +118,14 @@ impl CompiledExpr {
         offset: usize,
         cache: &mut ExprCache,
     ) -> Result<CompiledExpr, TemplateError> {
-        if let Some(core) = cache.map.get(text) {
+        if let Some(ByText(core)) = cache.map.get(text) {
             return Ok(CompiledExpr {
                 core: core.clone(),
                 offset,
             });
         }
         let core = Arc::new(ExprCore::compile(text, true).map_err(|e| e.shifted(offset))?);
-        cache.map.insert(text.into(), core.clone());
+        cache.map.insert(ByText(core.clone()));
         Ok(CompiledExpr { core, offset })
     }
 
@@ -159,7 +184,7 @@ impl CompiledExpr {
         for &id in ids {
             if let Some(r) = self.core.reads.get(id as usize) {
                 missing.push(MissingRead {
-                    path: r.text.clone(),
+                    path: self.core.text.get(r.span.clone()).unwrap_or("").to_string(),
                     expression: self.core.text.to_string(),
                     span: r.span.start + self.offset..r.span.end + self.offset,
                 });
@@ -169,7 +194,10 @@ impl CompiledExpr {
 
     fn undefined_error(&self, id: u32) -> TemplateError {
         let (text, span) = match self.core.reads.get(id as usize) {
-            Some(r) => (r.text.as_str(), r.span.clone()),
+            Some(r) => (
+                self.core.text.get(r.span.clone()).unwrap_or(""),
+                r.span.clone(),
+            ),
             None => (&*self.core.text, 0..self.core.text.len()),
         };
         TemplateError::new(
@@ -241,7 +269,7 @@ impl ExprCore {
         let node = parse_expression(text)?;
         if fast {
             let (mut reads, mut context_vars) = (Vec::new(), Vec::new());
-            if let Some(f) = fast::build(&node, text, &mut reads, &mut context_vars) {
+            if let Some(f) = fast::build(&node, &mut reads, &mut context_vars) {
                 return Ok(ExprCore {
                     text: text.into(),
                     eval: Evaluator::Fast(f),
@@ -250,7 +278,7 @@ impl ExprCore {
                 });
             }
         }
-        let lowered = lower(&node, text);
+        let lowered = lower(&node);
         // minijinja's compiler recurses per bracket level, and a level of the source
         // may lower to several (`a || b` → `js_unwrap(js_tv(a) or b)`): bound the
         // lowered depth so compiling never exhausts a thread's stack.
