@@ -11,7 +11,9 @@ use super::diagnostic::{Diagnostic, Severity};
 use super::json::{self, Node, NodeKind};
 use crate::actions::{Action, CheckCx, Registry};
 use crate::interp::Services;
-use crate::template::{did_you_mean, ExprCache, LocatedError, TValue, TemplateErrorKind};
+use crate::template::{
+    did_you_mean, pointer, ExprCache, LocatedError, PathStep, TValue, TemplateErrorKind,
+};
 use indexmap::IndexMap;
 
 /// A loaded, compiled flow: ready to run any number of times.
@@ -459,7 +461,7 @@ fn report_duplicate_keys(l: &mut Loader<'_>, root: &Node, item: Option<usize>) {
                             file: l.file.to_string(),
                             line,
                             column,
-                            pointer: pointer_of(path),
+                            pointer: pointer(path),
                             string_column: None,
                             span: (m.key_span.start, m.key_span.end - m.key_span.start),
                         });
@@ -482,25 +484,6 @@ fn report_duplicate_keys(l: &mut Loader<'_>, root: &Node, item: Option<usize>) {
     }
     let mut path: Vec<PathStep<'_>> = item.map(PathStep::Index).into_iter().collect();
     walk(l, root, &mut path);
-}
-
-enum PathStep<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-fn pointer_of(path: &[PathStep<'_>]) -> String {
-    let mut out = String::new();
-    for p in path {
-        match p {
-            PathStep::Key(k) => {
-                out.push('/');
-                out.push_str(&json::escape_pointer_token(k));
-            }
-            PathStep::Index(i) => out.push_str(&format!("/{i}")),
-        }
-    }
-    out
 }
 
 fn compile_actions(

@@ -700,15 +700,17 @@ fn compile_at(
     }
 }
 
-/// Where a value sits inside a rendered parameter tree, as borrowed steps: the JSON
-/// pointer is written out only for a missing read or an error, not for every key of
-/// every render.
-enum PathStep<'a> {
+/// Where a value sits inside a JSON tree, as borrowed steps: the JSON pointer is
+/// written out ([`pointer`]) only where one is reported, not for every key walked.
+pub(crate) enum PathStep<'a> {
+    /// An object member.
     Key(&'a str),
+    /// An array element.
     Index(usize),
 }
 
-fn pointer(path: &[PathStep<'_>]) -> String {
+/// The JSON pointer (RFC 6901) of `path`.
+pub(crate) fn pointer(path: &[PathStep<'_>]) -> String {
     let mut ptr = String::new();
     for step in path {
         match step {
