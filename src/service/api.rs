@@ -28,7 +28,7 @@ use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
 use super::openapi::*;
 use super::secrets;
-use super::store::{record_json, LiveChatRecord, TimelineEntry};
+use super::store::{record_json, LiveChatRecord, StoreError, TimelineEntry};
 use super::timeline;
 use super::webhooks::{self, ProviderEvent};
 use crate::interp::{RunOptions, Store};
@@ -172,6 +172,27 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "internal error");
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// A store failure: 503 `database_unavailable` when the database cannot be reached
+/// (the caller may retry; nothing was acknowledged), 500 otherwise.
+fn store_failed(e: StoreError) -> Response {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "database unavailable");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database cannot be reached right now; retry later",
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            r
+        }
+        e => internal(e),
+    }
 }
 
 /// The body as a JSON object with only the `known` keys (a typo is an error, not ignored).
@@ -409,7 +430,7 @@ fn lifecycle_error(e: LifecycleError) -> Response {
             format!("{e}; the live chat ended with status `error`"),
         ),
         e @ LifecycleError::UnknownIntegration(_) => internal(e),
-        LifecycleError::Store(e) => internal(e),
+        LifecycleError::Store(e) => store_failed(e),
     }
 }
 
@@ -536,7 +557,7 @@ async fn run(
             )
         }
         Ok(None) => {}
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     }
     let flow = match state.engine().load(&src, &file) {
         Ok(f) => f,
@@ -698,7 +719,7 @@ async fn live_chat(State(state): State<ServiceState>, Path(id): Path<String>) ->
             "no_live_chat",
             "the conversation never had a live chat",
         ),
-        Err(e) => internal(e),
+        Err(e) => store_failed(e),
     }
 }
 
@@ -825,7 +846,7 @@ async fn apply_events(
                 EventOutcome::Ignored => "ignored",
                 EventOutcome::Unknown => "unknown_conversation",
             }),
-            Err(e) => return internal(e),
+            Err(e) => return store_failed(e),
         }
     }
     noted(
@@ -1013,7 +1034,7 @@ async fn webhook_altu(
                 Some("token already used (jti replay)".into()),
             )
         }
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     }
     let integration_id = i.id.to_string();
     let unknown = || {
@@ -1034,7 +1055,7 @@ async fn webhook_altu(
     {
         Ok(Some(chat)) if chat.id == ev.conversation_id => {}
         Ok(_) => return unknown(),
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     }
     let source = format!("altu:{}", i.id);
     let outcome = match state
@@ -1042,7 +1063,7 @@ async fn webhook_altu(
         .await
     {
         Ok(o) => o,
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     };
     let name = match outcome {
         EventOutcome::Applied => "applied",
