@@ -75,6 +75,13 @@ pub async fn test_db() -> Option<TestDb> {
     })
 }
 
+impl TestDb {
+    /// The server's admin URL and this database's name (to act on it from outside).
+    pub fn admin_and_name(&self) -> (String, String) {
+        (self.admin.clone(), self.name.clone())
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
