@@ -11,7 +11,9 @@
 //!   never a hang or a crash; afterwards the service works again by itself and
 //!   everything it acknowledged is there.
 //!
-//! Skipped (with a message) without a PostgreSQL server; see `pg_support`.
+//! - `Idempotency-Key` on `/run`, on both stores.
+//!
+//! The PostgreSQL tests are skipped (with a message) without a server; see `pg_support`.
 
 mod pg_support;
 mod service_common;
@@ -262,4 +264,103 @@ async fn start_chat_status(base: &str, conv: &str) -> (u16, Value) {
                "context": {}}),
     )
     .await
+}
+
+/// POST /run with an `Idempotency-Key`.
+async fn run_keyed(base: &str, conv: &str, key: &str) -> (u16, Value, bool) {
+    let r = service_common::client()
+        .post(format!("{base}/v1/conversations/{conv}/run"))
+        .bearer_auth(API_TOKEN)
+        .header("idempotency-key", key)
+        .json(
+            &json!({"flow": [{"name": "start_live_chat", "parameters": {"integration_id": 8}}],
+                      "context": {}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let replayed = r.headers().get("idempotency-replayed").is_some();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null), replayed)
+}
+
+/// A retried `/run` with the same key answers the first result, even after the live chat
+/// ended, and never starts a second handoff; concurrent requests with one key (on two
+/// replicas where there are two) start one.
+async fn idempotent_runs(a: &str, b: &str) {
+    let (s, first, replayed) = run_keyed(a, "idem-1", "key-1").await;
+    assert_eq!((s, replayed), (200, false), "{first}");
+    let h1 = first["live_chat"]["handoff_id"].clone();
+    assert!(h1.is_string(), "{first}");
+    let (s, again, replayed) = run_keyed(b, "idem-1", "key-1").await;
+    assert_eq!((s, replayed), (200, true));
+    assert_eq!(again, first);
+    let (s, v) = post(b, "/v1/conversations/idem-1/close", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, again, replayed) = run_keyed(a, "idem-1", "key-1").await;
+    assert_eq!(
+        (s, replayed, &again["live_chat"]["handoff_id"]),
+        (200, true, &h1)
+    );
+    let (s, v) = get(a, "/v1/conversations/idem-1/live_chat").await;
+    assert_eq!((s, &v["live_chat"]["state"]), (200, &json!("ended")), "{v}");
+    // A new key is a new run.
+    let (s, v, _) = run_keyed(a, "idem-1", "key-2").await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["live_chat"]["handoff_id"], h1);
+    // Bad keys are refused.
+    let (s, v, _) = run_keyed(a, "idem-1", &"k".repeat(256)).await;
+    assert_eq!((s, &v["error"]["code"]), (400, &json!("bad_request")));
+    // Eight at once with one key, over both bases: one handoff.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let base = if i % 2 == 0 {
+            a.to_string()
+        } else {
+            b.to_string()
+        };
+        tasks.push(tokio::spawn(async move {
+            run_keyed(&base, "idem-2", "key-3").await
+        }));
+    }
+    let mut handoffs = std::collections::HashSet::new();
+    for t in tasks {
+        let (s, v, _) = t.await.unwrap();
+        match s {
+            200 => {
+                handoffs.insert(v["live_chat"]["handoff_id"].to_string());
+            }
+            409 => assert_eq!(v["error"]["code"], "run_in_progress", "{v}"),
+            _ => panic!("{s} {v}"),
+        }
+    }
+    assert_eq!(handoffs.len(), 1, "{handoffs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_key_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _rx) = Receiver::default().start().await;
+    let svc = start(
+        &write_config(dir.path(), &url, ""),
+        Arc::new(Recorder::default()),
+    )
+    .await;
+    idempotent_runs(&svc.base, &svc.base).await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_key_across_replicas_on_postgres() {
+    let Some(db) = pg_support::test_db().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _rx) = Receiver::default().start().await;
+    let cfg = pg_config(dir.path(), &url, &db.url);
+    let a = start(&cfg, Arc::new(Recorder::default())).await;
+    let b = start(&cfg, Arc::new(Recorder::default())).await;
+    idempotent_runs(&a.base, &b.base).await;
+    a.stop().await;
+    b.stop().await;
 }

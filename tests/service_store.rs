@@ -451,6 +451,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
             (2, "handoff".to_string()),
             (3, "timeline".to_string()),
             (4, "leases".to_string()),
+            (5, "run_keys".to_string()),
         ]
     );
     let old = s.get("old").await.unwrap().unwrap();
@@ -460,7 +461,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
     drop(s);
     // And again, now under the new runner.
     let s = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(s.migrations().await.unwrap().len(), 4);
+    assert_eq!(s.migrations().await.unwrap().len(), 5);
 }
 
 /// A database with a migration this program does not know is refused, not altered.

@@ -328,6 +328,22 @@ pub struct StoreStats {
     pub outbox_oldest_created_at: Option<i64>,
 }
 
+/// What became of a run's `Idempotency-Key` ([`LiveChatStore::run_key_begin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunKey {
+    /// New (or taken over): this request runs.
+    Fresh,
+    /// Another request with this key is running.
+    Running,
+    /// Answered before: the status and the JSON body to answer again.
+    Done {
+        /// HTTP status.
+        status: u16,
+        /// The body.
+        body: String,
+    },
+}
+
 /// What [`LiveChatStore::listen`] calls: `Wake::Timers` or `Wake::Outbox`.
 pub type WakeFn = Arc<dyn Fn(Wake) + Send + Sync>;
 
@@ -586,6 +602,31 @@ pub trait LiveChatStore: Send + Sync {
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
         let _ = before;
         Ok(0)
+    }
+    /// Starts the run of `(conversation_id, key)` (`Idempotency-Key`), or tells what
+    /// became of an earlier one: answered ([`RunKey::Done`]) or still running elsewhere
+    /// ([`RunKey::Running`]). A running key whose lease ran out (its replica died) is
+    /// taken over. The default keeps no keys: every run is [`RunKey::Fresh`].
+    async fn run_key_begin(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<RunKey, StoreError> {
+        let _ = (conversation_id, key, now, lease_ms);
+        Ok(RunKey::Fresh)
+    }
+    /// Records the answer of a run begun with [`LiveChatStore::run_key_begin`]; `None`
+    /// forgets the key (the run failed in a way a retry should redo).
+    async fn run_key_finish(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        let _ = (conversation_id, key, answer);
+        Ok(())
     }
     /// True when other processes may share this database (then workers poll often
     /// besides waiting for [`LiveChatStore::listen`]).

@@ -9,6 +9,7 @@
 //! - Due deadlines and outbox heads are claimed with `FOR UPDATE SKIP LOCKED` and a
 //!   lease (`claimed_until`, `leased_until`): two replicas never hold the same one, and
 //!   a replica that dies loses its claims when the lease runs out.
+//! - `Idempotency-Key`s of `/run` are rows under a primary key (`run_keys`).
 //! - Triggers `pg_notify('transbordo', 'outbox' | 'timers')` when work appears;
 //!   [`PgStore::listen`] turns that into wake-ups (workers poll too).
 
@@ -21,17 +22,23 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{
     AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError, StoreStats, TimelineEntry,
-    Wake, WakeFn,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
+    TimelineEntry, Wake, WakeFn,
 };
 use crate::service::events;
 
 /// Schema migrations (sqlx's migrator, recorded in `_sqlx_migrations`; it holds
 /// `pg_advisory_lock` while it runs, so replicas starting together apply them once).
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_run_keys",
+        include_str!("../../../migrations/postgres/0002_run_keys.sql"),
+    ),
+];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
 const SEEN_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -672,6 +679,95 @@ impl LiveChatStore for PgStore {
         .bind(error)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn run_key_begin(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<RunKey, StoreError> {
+        // The primary key decides which request runs, whichever replica it reached.
+        let n = sqlx::query(
+            "INSERT INTO run_keys (conversation_id, idem_key, created_at, lease_until)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(conversation_id)
+        .bind(key)
+        .bind(now)
+        .bind(now + lease_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            return Ok(RunKey::Fresh);
+        }
+        let row = sqlx::query(
+            "SELECT status, body FROM run_keys WHERE conversation_id = $1 AND idem_key = $2",
+        )
+        .bind(conversation_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let status: Option<i32> = row.try_get(0)?;
+            let body: Option<String> = row.try_get(1)?;
+            if let (Some(status), Some(body)) = (status, body) {
+                return Ok(RunKey::Done {
+                    status: status.clamp(100, 599) as u16,
+                    body,
+                });
+            }
+        }
+        // Still running, unless its lease ran out (the replica died): then take it over.
+        let taken = sqlx::query(
+            "UPDATE run_keys SET lease_until = $4
+             WHERE conversation_id = $1 AND idem_key = $2 AND status IS NULL
+               AND lease_until <= $3",
+        )
+        .bind(conversation_id)
+        .bind(key)
+        .bind(now)
+        .bind(now + lease_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(if taken == 1 {
+            RunKey::Fresh
+        } else {
+            RunKey::Running
+        })
+    }
+
+    async fn run_key_finish(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        match answer {
+            Some((status, body)) => {
+                sqlx::query(
+                    "UPDATE run_keys SET status = $3, body = $4
+                     WHERE conversation_id = $1 AND idem_key = $2",
+                )
+                .bind(conversation_id)
+                .bind(key)
+                .bind(status as i32)
+                .bind(body)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM run_keys WHERE conversation_id = $1 AND idem_key = $2")
+                    .bind(conversation_id)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
         Ok(())
     }
 

@@ -11,7 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
     Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError, StoreStats, TimelineEntry,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
+    TimelineEntry,
 };
 use crate::service::events;
 
@@ -32,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_leases",
         include_str!("../../../migrations/sqlite/0004_leases.sql"),
+    ),
+    (
+        "0005_run_keys",
+        include_str!("../../../migrations/sqlite/0005_run_keys.sql"),
     ),
 ];
 
@@ -688,6 +693,76 @@ impl LiveChatStore for SqliteStore {
                  WHERE seq = ?1 AND delivered_at IS NULL",
                 params![seq, now],
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run_key_begin(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<RunKey, StoreError> {
+        let (conv, key) = (conversation_id.to_string(), key.to_string());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO run_keys (conversation_id, idem_key, created_at, lease_until)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![conv, key, now, now + lease_ms],
+            )?;
+            let r = if n == 1 {
+                RunKey::Fresh
+            } else {
+                let (status, body, lease): (Option<i64>, Option<String>, i64) = tx.query_row(
+                    "SELECT status, body, lease_until FROM run_keys
+                     WHERE conversation_id = ?1 AND idem_key = ?2",
+                    params![conv, key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                match (status, body) {
+                    (Some(status), Some(body)) => RunKey::Done {
+                        status: status.clamp(100, 599) as u16,
+                        body,
+                    },
+                    _ if lease <= now => {
+                        tx.execute(
+                            "UPDATE run_keys SET lease_until = ?3
+                             WHERE conversation_id = ?1 AND idem_key = ?2",
+                            params![conv, key, now + lease_ms],
+                        )?;
+                        RunKey::Fresh
+                    }
+                    _ => RunKey::Running,
+                }
+            };
+            tx.commit()?;
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn run_key_finish(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        let (conv, key) = (conversation_id.to_string(), key.to_string());
+        self.call(move |c| {
+            match answer {
+                Some((status, body)) => c.execute(
+                    "UPDATE run_keys SET status = ?3, body = ?4
+                     WHERE conversation_id = ?1 AND idem_key = ?2",
+                    params![conv, key, status as i64, body],
+                )?,
+                None => c.execute(
+                    "DELETE FROM run_keys WHERE conversation_id = ?1 AND idem_key = ?2",
+                    params![conv, key],
+                )?,
+            };
             Ok(())
         })
         .await
