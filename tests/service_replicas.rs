@@ -123,15 +123,12 @@ impl Ctx {
             if let Some(b) = &body {
                 rb = rb.json(b);
             }
-            match rb.send().await {
-                Ok(r) => {
-                    let s = r.status().as_u16();
-                    let v = r.json().await.unwrap_or(Value::Null);
-                    if s != 502 && s != 503 {
-                        return (s, v);
-                    }
+            if let Ok(r) = rb.send().await {
+                let s = r.status().as_u16();
+                let v = r.json().await.unwrap_or(Value::Null);
+                if s != 502 && s != 503 {
+                    return (s, v);
                 }
-                Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -445,7 +445,7 @@ pub(crate) fn migrator(files: &[(&'static str, &'static str)]) -> sqlx::migrate:
     sqlx::migrate::Migrator::with_migrations(migrations)
 }
 
-/// Runs `migrator` on `conn` and maps its failures; `known` is the newest version here.
+/// Runs `migrator` on `conn` and maps its failures (a newer database is [`StoreError::TooNew`]).
 pub(crate) async fn run_migrations<C>(
     migrator: &sqlx::migrate::Migrator,
     conn: &mut C,

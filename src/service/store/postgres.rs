@@ -11,7 +11,7 @@
 //!   a replica that dies loses its claims when the lease runs out.
 //! - `Idempotency-Key`s of `/run` are rows under a primary key (`run_keys`).
 //! - Triggers `pg_notify('transbordo', 'outbox' | 'timers')` when work appears;
-//!   [`PgStore::listen`] turns that into wake-ups (workers poll too).
+//!   its [`LiveChatStore::listen`] turns that into wake-ups (workers poll too).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -78,7 +78,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl PgStore {
-    /// Connects (a pool of [`POOL_SIZE`]) and applies pending migrations.
+    /// Connects (a pool of 8 connections) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
         // sqlx's parse errors may quote the URL: say which URL without its password.
         let opts = PgConnectOptions::from_str(url).map_err(|_| {
