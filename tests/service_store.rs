@@ -357,8 +357,8 @@ async fn ten_thousand_timers_over_eight_handles_fire_once(db: Db) {
     }
     let start = std::time::Instant::now();
     let mut tasks = Vec::new();
-    for s in handles.iter().cloned() {
-        let log = log.clone();
+    for s in &handles {
+        let (s, log) = (s.clone(), log.clone());
         tasks.push(tokio::spawn(async move {
             let mut fired = Vec::new();
             loop {
