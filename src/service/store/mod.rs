@@ -647,6 +647,53 @@ pub trait LiveChatStore: Send + Sync {
     }
 }
 
+// The decisions of a change, shared by the backends so that they cannot drift apart
+// (each backend only does the SQL).
+
+/// The user inactivity deadline set at `now`, if the chat has that timer.
+pub(crate) fn inactivity_due(chat: &LiveChatRecord, now: i64) -> Option<i64> {
+    (chat.user_inactivity_timeout_s > 0)
+        .then(|| now + (chat.user_inactivity_timeout_s as i64) * 1000)
+}
+
+/// Whether a [`Change::Claim`] expecting `expect` may claim `chat` (its deadline aside).
+pub(crate) fn claim_allowed(chat: &LiveChatRecord, expect: Option<ChatState>) -> bool {
+    match expect {
+        Some(s) => chat.state == s,
+        None => chat.state.is_open(),
+    }
+}
+
+/// The status a [`Change::End`] ends `chat` with: its pending one when it is closing and
+/// the pending status wins (the provider's echo of our own close).
+pub(crate) fn end_status(
+    chat: &LiveChatRecord,
+    status: EndStatus,
+    pending_wins: bool,
+) -> EndStatus {
+    match (chat.state, chat.pending_end, pending_wins) {
+        (ChatState::Closing, Some(p), true) => p,
+        _ => status,
+    }
+}
+
+/// A stored end status (`pending_end`, `end_status`).
+pub(crate) fn parse_status(s: Option<String>) -> Result<Option<EndStatus>, StoreError> {
+    match s {
+        None => Ok(None),
+        Some(s) => EndStatus::parse(&s)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("live chat: unknown status `{s}`"))),
+    }
+}
+
+/// A stored deadline row.
+pub(crate) fn read_deadline(kind: String, due_at: i64) -> Result<Deadline, StoreError> {
+    let kind = DeadlineKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown deadline kind `{kind}`")))?;
+    Ok(Deadline { kind, due_at })
+}
+
 /// The public JSON view of a live chat (`GET /v1/conversations/{id}/live_chat`).
 pub fn record_json(r: &LiveChatRecord, deadlines: &[Deadline]) -> Value {
     let dl = |k: DeadlineKind| {

@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
+    AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard,
     LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
     TimelineEntry, Wake, WakeFn,
 };
@@ -128,15 +128,6 @@ const CHAT_COLUMNS: &str =
      state, pending_end, end_status, wait_timeout_s, user_inactivity_timeout_s, last_provider_ts, \
      created_at, agent_joined_at, last_user_message_at, ended_at, handoff";
 
-fn status(s: Option<String>) -> Result<Option<EndStatus>, StoreError> {
-    match s {
-        None => Ok(None),
-        Some(s) => EndStatus::parse(&s)
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt(format!("live chat: unknown status `{s}`"))),
-    }
-}
-
 fn read_chat(r: &PgRow) -> Result<LiveChatRecord, StoreError> {
     let id: String = r.try_get(0)?;
     let state: String = r.try_get(5)?;
@@ -153,8 +144,8 @@ fn read_chat(r: &PgRow) -> Result<LiveChatRecord, StoreError> {
         integration_id: r.try_get(3)?,
         provider_conversation_id: r.try_get(4)?,
         state,
-        pending_end: status(r.try_get(6)?)?,
-        end_status: status(r.try_get(7)?)?,
+        pending_end: super::parse_status(r.try_get(6)?)?,
+        end_status: super::parse_status(r.try_get(7)?)?,
         wait_timeout_s: wait.max(0) as u64,
         user_inactivity_timeout_s: inactivity.max(0) as u64,
         last_provider_ts: r.try_get(10)?,
@@ -265,19 +256,12 @@ async fn join(
     .execute(&mut *c)
     .await?;
     delete_deadline(c, &chat.id, DeadlineKind::Wait).await?;
-    if chat.user_inactivity_timeout_s > 0 {
-        let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+    if let Some(due) = super::inactivity_due(chat, now) {
         set_deadline(c, &chat.id, DeadlineKind::Inactivity, due).await?;
     }
     let event_id = events::new_event_id();
     let body = events::agent_joined(chat, agent, &event_id, now);
     enqueue(c, &chat.conversation_id, &event_id, &body, now).await
-}
-
-fn read_deadline(kind: String, due_at: i64) -> Result<Deadline, StoreError> {
-    let kind = DeadlineKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown deadline kind `{kind}`")))?;
-    Ok(Deadline { kind, due_at })
 }
 
 /// Undelivered events that are the oldest undelivered one of their conversation.
@@ -353,8 +337,9 @@ impl PgStore {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                    if chat.state == ChatState::WithAgent && chat.user_inactivity_timeout_s > 0 {
-                        let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+                    if let (ChatState::WithAgent, Some(due)) =
+                        (chat.state, super::inactivity_due(&chat, now))
+                    {
                         set_deadline(&mut tx, id, DeadlineKind::Inactivity, due).await?;
                     }
                     true
@@ -367,10 +352,7 @@ impl PgStore {
                 expect,
                 deadline,
             } => {
-                let state_ok = match expect {
-                    Some(s) => chat.state == s,
-                    None => chat.state.is_open(),
-                };
+                let state_ok = super::claim_allowed(&chat, expect);
                 let deadline_ok = match deadline {
                     None => true,
                     Some(d) => {
@@ -407,10 +389,7 @@ impl PgStore {
                 if chat.state == ChatState::Ended {
                     false
                 } else {
-                    let status = match (chat.state, chat.pending_end, pending_wins) {
-                        (ChatState::Closing, Some(p), true) => p,
-                        _ => status,
-                    };
+                    let status = super::end_status(&chat, status, pending_wins);
                     let n = sqlx::query(
                         "UPDATE live_chats SET state = 'ended', end_status = $2, ended_at = $3
                          WHERE id = $1 AND state <> 'ended'",
@@ -527,7 +506,7 @@ impl LiveChatStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| read_deadline(r.try_get(0)?, r.try_get(1)?))
+            .map(|r| super::read_deadline(r.try_get(0)?, r.try_get(1)?))
             .collect()
     }
 
@@ -592,7 +571,7 @@ impl LiveChatStore for PgStore {
             .map(|r| {
                 Ok(DueDeadline {
                     live_chat_id: r.try_get(0)?,
-                    deadline: read_deadline(r.try_get(1)?, r.try_get(2)?)?,
+                    deadline: super::read_deadline(r.try_get(1)?, r.try_get(2)?)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -10,9 +10,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
-    Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
-    TimelineEntry,
+    Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, LiveChatRecord,
+    LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats, TimelineEntry,
 };
 use crate::service::events;
 
@@ -197,15 +196,7 @@ fn read_chat(r: &Row<'_>) -> rusqlite::Result<Result<LiveChatRecord, StoreError>
             "live chat {id}: unknown state `{state}`"
         ))));
     };
-    let status = |s: Option<String>| -> Result<Option<EndStatus>, StoreError> {
-        match s {
-            None => Ok(None),
-            Some(s) => EndStatus::parse(&s)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt(format!("live chat: unknown status `{s}`"))),
-        }
-    };
-    let (pending_end, end_status) = match (status(pending), status(end)) {
+    let (pending_end, end_status) = match (super::parse_status(pending), super::parse_status(end)) {
         (Ok(p), Ok(e)) => (p, e),
         (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
     };
@@ -295,8 +286,7 @@ fn join(
         params![chat.id, now],
     )?;
     drop_deadline(tx, &chat.id, DeadlineKind::Wait)?;
-    if chat.user_inactivity_timeout_s > 0 {
-        let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+    if let Some(due) = super::inactivity_due(chat, now) {
         set_deadline(tx, &chat.id, DeadlineKind::Inactivity, due)?;
     }
     let event_id = events::new_event_id();
@@ -362,8 +352,9 @@ fn apply_tx(
                     "UPDATE live_chats SET last_user_message_at = ?2 WHERE id = ?1",
                     params![id, now],
                 )?;
-                if chat.state == ChatState::WithAgent && chat.user_inactivity_timeout_s > 0 {
-                    let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+                if let (ChatState::WithAgent, Some(due)) =
+                    (chat.state, super::inactivity_due(&chat, now))
+                {
                     set_deadline(&tx, id, DeadlineKind::Inactivity, due)?;
                 }
                 true
@@ -376,10 +367,7 @@ fn apply_tx(
             expect,
             deadline,
         } => {
-            let state_ok = match expect {
-                Some(s) => chat.state == s,
-                None => chat.state.is_open(),
-            };
+            let state_ok = super::claim_allowed(&chat, expect);
             let deadline_ok = match deadline {
                 None => true,
                 Some(d) => {
@@ -413,10 +401,7 @@ fn apply_tx(
             if chat.state == ChatState::Ended {
                 false
             } else {
-                let status = match (chat.state, chat.pending_end, pending_wins) {
-                    (ChatState::Closing, Some(p), true) => p,
-                    _ => status,
-                };
+                let status = super::end_status(&chat, status, pending_wins);
                 let n = tx.execute(
                     "UPDATE live_chats SET state = 'ended', end_status = ?2, ended_at = ?3
                      WHERE id = ?1 AND state != 'ended'",
@@ -440,12 +425,6 @@ fn apply_tx(
     } else {
         Applied::Ignored(after)
     })
-}
-
-fn read_deadline(kind: String, due_at: i64) -> Result<Deadline, StoreError> {
-    let kind = DeadlineKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown deadline kind `{kind}`")))?;
-    Ok(Deadline { kind, due_at })
 }
 
 const OUTBOX_HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND o.seq = (
@@ -544,7 +523,9 @@ impl LiveChatStore for SqliteStore {
             let rows = st
                 .query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(|(k, d)| read_deadline(k, d)).collect()
+            rows.into_iter()
+                .map(|(k, d)| super::read_deadline(k, d))
+                .collect()
         })
         .await
     }
@@ -618,7 +599,7 @@ impl LiveChatStore for SqliteStore {
                 .map(|(id, k, d)| {
                     Ok(DueDeadline {
                         live_chat_id: id,
-                        deadline: read_deadline(k, d)?,
+                        deadline: super::read_deadline(k, d)?,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
