@@ -1,6 +1,8 @@
 //! [`LiveChatStore`] over one SQLite file (rusqlite, bundled SQLite). Each call runs on
 //! `spawn_blocking` with the connection behind a mutex, so the async runtime never
 //! blocks on disk. WAL journal: a killed process loses nothing that was committed.
+//! Write transactions begin `IMMEDIATE` (take the write lock first), so that several
+//! handles on one file (tests) wait for each other instead of failing to upgrade.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -301,7 +303,7 @@ fn apply_tx(
     guard: Guard,
     now: i64,
 ) -> Result<Applied, StoreError> {
-    let tx = c.transaction()?;
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let Some(chat) = chat_by_id(&tx, id)? else {
         return Ok(Applied::NotFound);
     };
@@ -435,7 +437,7 @@ const OUTBOX_HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND o.seq
 impl LiveChatStore for SqliteStore {
     async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let res = tx.execute(
                 "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
                    provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s, created_at,
@@ -751,7 +753,7 @@ impl LiveChatStore for SqliteStore {
 
     async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut st = tx.prepare(
                     "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data)
