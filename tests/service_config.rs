@@ -27,7 +27,10 @@ fn shipped_example_parses() {
     assert_eq!(c.api.max_run_body_bytes, 1 << 20);
     assert_eq!(c.webhooks.max_body_bytes, 256 << 10);
     assert_eq!(c.listen.to_string(), "127.0.0.1:8920");
-    assert_eq!(c.database, d.path().join("transbordo.db"));
+    assert_eq!(
+        c.database.sqlite_path(),
+        Some(d.path().join("transbordo.db").as_path())
+    );
     assert_eq!(c.builder.signing_secret, "s3cr3t-value");
     assert_eq!(c.delivery.initial_backoff.as_millis(), 500);
     assert_eq!(c.webhooks.zendesk_replay_window_s, 300);

@@ -63,15 +63,25 @@ impl LiveChatStore for Flaky {
     async fn drop_deadline(&self, id: &str, d: Deadline) -> Result<(), StoreError> {
         self.inner.drop_deadline(id, d).await
     }
-    async fn due_deadlines(&self, now: i64) -> Result<Vec<DueDeadline>, StoreError> {
-        self.inner.due_deadlines(now).await
+    async fn claim_deadlines(
+        &self,
+        now: i64,
+        lease: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDeadline>, StoreError> {
+        self.inner.claim_deadlines(now, lease, limit).await
     }
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
         self.check()?;
         self.inner.next_deadline().await
     }
-    async fn outbox_heads(&self, now: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
-        self.inner.outbox_heads(now, limit).await
+    async fn outbox_claim(
+        &self,
+        now: i64,
+        lease: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.inner.outbox_claim(now, lease, limit).await
     }
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
         self.inner.outbox_next_wake().await
@@ -110,7 +120,9 @@ async fn probes_follow_the_store() {
     let (url, _rx) = Receiver::default().start().await;
     let cfg = ServiceConfig::from_file(&write_config(dir.path(), &url, "")).unwrap();
     let store = Arc::new(Flaky {
-        inner: SqliteStore::open(&cfg.database).await.unwrap(),
+        inner: SqliteStore::open(cfg.database.sqlite_path().unwrap())
+            .await
+            .unwrap(),
         down: AtomicBool::new(false),
     });
     let state = ServiceState::new(

@@ -1,13 +1,87 @@
-//! The SQLite store directly: migrations, exactly-once endings under concurrency,
-//! conditional timers, dedup, per-conversation outbox heads.
+//! One store test suite, run against both backends: SQLite (a temporary file) and
+//! PostgreSQL (a fresh database per test, see `pg_support`; skipped with a message when
+//! no server answers, failing instead under `TRANSBORDO_REQUIRE_PG=1`). Several store
+//! handles on one database stand for replicas: exactly-once endings, one open live chat
+//! per conversation, conditional timers, dedup, timer claims (10,000 due timers over 8
+//! handles, each fire recorded under a UNIQUE constraint), per-conversation outbox heads
+//! with leases, and old SQLite databases still opening.
 
-use std::sync::Arc;
+mod pg_support;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use transbordo::service::store::{
-    AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, EndStatus, Guard, LiveChatStore,
-    NewLiveChat,
+    AgentInfo, Applied, Change, ChatState, Database, Deadline, DeadlineKind, DueDeadline,
+    EndStatus, Guard, LiveChatStore, NewLiveChat,
 };
-use transbordo::service::SqliteStore;
+use transbordo::service::{now_ms, SqliteStore, StoreError};
+
+/// Lease for claims in these tests (ms).
+const LEASE: i64 = 60_000;
+
+/// One database of one backend; `open` gives another handle on it.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(pg_support::TestDb),
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres() -> Option<Db> {
+        pg_support::test_db().await.map(Db::Postgres)
+    }
+
+    fn database(&self) -> Database {
+        match self {
+            Db::Sqlite(d) => Database::Sqlite(d.path().join("sub/dir/t.db")),
+            Db::Postgres(t) => Database::Postgres(t.url.clone()),
+        }
+    }
+
+    async fn open(&self) -> Arc<dyn LiveChatStore> {
+        self.database().open().await.unwrap()
+    }
+
+    async fn handles(&self, n: usize) -> Vec<Arc<dyn LiveChatStore>> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(self.open().await);
+        }
+        v
+    }
+}
+
+/// Each test twice: `<name>::sqlite` and `<name>::postgres`.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Db::sqlite()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(db) = super::Db::postgres().await else { return };
+                super::$name(db).await
+            }
+        }
+    )*};
+}
+
+both_stores!(
+    migrations_recorded_and_reopen_is_idempotent,
+    concurrent_endings_apply_once_with_one_outbox_event,
+    timer_claims_are_conditional_and_dedup_holds,
+    same_millisecond_changes_both_apply_older_ones_are_stale,
+    one_open_live_chat_per_conversation_across_handles,
+    deadline_claims_are_exclusive_until_the_lease_ends,
+    outbox_heads_in_order_with_leases,
+    ten_thousand_timers_over_eight_handles_fire_once,
+);
 
 fn chat(id: &str, conv: &str, wait: u64) -> NewLiveChat {
     NewLiveChat {
@@ -29,23 +103,395 @@ fn end(status: EndStatus) -> Change {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn migrations_recorded_and_reopen_is_idempotent() {
+/// 16 handles race to open a live chat for one conversation: the unique index lets one
+/// in, the others get `AlreadyOpen`; after the end a new one may open.
+async fn one_open_live_chat_per_conversation_across_handles(db: Db) {
+    let handles = db.handles(4).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = handles[i % handles.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            s.create(chat(&format!("h{i}"), "c1", 0), 1).await
+        }));
+    }
+    let mut ok = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => ok.push(r.id),
+            Err(StoreError::AlreadyOpen) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    let s = &handles[0];
+    assert!(matches!(
+        s.create(chat("again", "c1", 0), 2).await,
+        Err(StoreError::AlreadyOpen)
+    ));
+    s.apply(&ok[0], end(EndStatus::UserClosed), Guard::default(), 3)
+        .await
+        .unwrap();
+    let next = s.create(chat("next", "c1", 0), 4).await.unwrap();
+    assert_eq!(
+        s.latest_for_conversation("c1").await.unwrap().unwrap().id,
+        next.id
+    );
+}
+
+/// A claimed deadline is nobody else's until its lease ends; then it is claimable again
+/// (its claimant died). Moving a deadline frees it.
+async fn deadline_claims_are_exclusive_until_the_lease_ends(db: Db) {
+    let handles = db.handles(2).await;
+    let (a, b) = (&handles[0], &handles[1]);
+    a.create(chat("h1", "c1", 1), 0).await.unwrap();
+    assert!(a.claim_deadlines(999, 5_000, 10).await.unwrap().is_empty());
+    let got = a.claim_deadlines(1_000, 5_000, 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].deadline.due_at, 1_000);
+    assert!(b
+        .claim_deadlines(1_000, 5_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(b
+        .claim_deadlines(5_999, 5_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(b.next_deadline().await.unwrap(), Some(6_000));
+    let again = b.claim_deadlines(6_000, 5_000, 10).await.unwrap();
+    assert_eq!(again, got);
+}
+
+/// Only the oldest undelivered event of a conversation is claimable; a leased or
+/// retrying head holds back its own conversation only; a lease that runs out hands the
+/// same event (same `event_id`) to another handle.
+async fn outbox_heads_in_order_with_leases(db: Db) {
+    let handles = db.handles(2).await;
+    let (a, b) = (&handles[0], &handles[1]);
+    for c in ["c1", "c2"] {
+        let id = format!("h-{c}");
+        a.create(chat(&id, c, 0), 0).await.unwrap();
+        for (i, text) in ["one", "two"].iter().enumerate() {
+            let change = Change::AgentMessage {
+                text: text.to_string(),
+                agent: AgentInfo::default(),
+            };
+            a.apply(&id, change, Guard::default(), 10 + i as i64)
+                .await
+                .unwrap();
+        }
+        a.apply(&id, end(EndStatus::AgentClosed), Guard::default(), 20)
+            .await
+            .unwrap();
+    }
+    let kinds = |b: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(b).unwrap();
+        format!(
+            "{}:{}",
+            v["type"].as_str().unwrap(),
+            v["text"].as_str().unwrap_or("")
+        )
+    };
+    // Heads: c1's agent_joined and c2's.
+    let first = a.outbox_claim(100, 1_000, 10).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|e| kinds(&e.body) == "agent_joined:"));
+    // Both leased: nothing for b, not even c1's second event.
+    assert!(b.outbox_claim(100, 1_000, 10).await.unwrap().is_empty());
+    assert_eq!(b.outbox_next_wake().await.unwrap(), Some(1_100));
+    // c1 delivered; c2 fails and retries at 5_000: c1 goes on, c2 waits.
+    let (c1, c2) = if first[0].conversation_id == "c1" {
+        (&first[0], &first[1])
+    } else {
+        (&first[1], &first[0])
+    };
+    a.outbox_delivered(c1.seq, 101).await.unwrap();
+    a.outbox_failed(c2.seq, 5_000, "builder answered 500")
+        .await
+        .unwrap();
+    let next = b.outbox_claim(200, 1_000, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        (
+            next[0].conversation_id.as_str(),
+            kinds(&next[0].body).as_str()
+        ),
+        ("c1", "agent_message:one")
+    );
+    // b dies holding it: after the lease a gets the same event.
+    assert!(a.outbox_claim(1_199, 1_000, 10).await.unwrap().is_empty());
+    let retaken = a.outbox_claim(1_200, 1_000, 10).await.unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].event_id, next[0].event_id);
+    a.outbox_delivered(retaken[0].seq, 1_201).await.unwrap();
+    // c2's head comes back at its retry time, with its attempt counted (and c1 goes on).
+    let at_retry = a.outbox_claim(5_000, 1_000, 10).await.unwrap();
+    assert_eq!(at_retry.len(), 2);
+    let c2_again = at_retry
+        .iter()
+        .find(|e| e.conversation_id == "c2")
+        .expect("c2's head");
+    assert_eq!(c2_again.event_id, c2.event_id);
+    assert_eq!(c2_again.attempts, 1);
+    // Drain both: each conversation's order is joined, one, two, ended.
+    let mut order: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let c1_so_far = ["agent_joined:", "agent_message:one"];
+    order
+        .entry("c1".into())
+        .or_default()
+        .extend(c1_so_far.map(String::from));
+    for e in &at_retry {
+        order
+            .entry(e.conversation_id.clone())
+            .or_default()
+            .push(kinds(&e.body));
+        a.outbox_delivered(e.seq, 5_001).await.unwrap();
+    }
+    loop {
+        let got = b.outbox_claim(6_000, 1_000, 10).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for e in got {
+            order
+                .entry(e.conversation_id.clone())
+                .or_default()
+                .push(kinds(&e.body));
+            b.outbox_delivered(e.seq, 6_001).await.unwrap();
+        }
+    }
+    for c in ["c1", "c2"] {
+        assert_eq!(
+            order[c],
+            [
+                "agent_joined:",
+                "agent_message:one",
+                "agent_message:two",
+                "live_chat_ended:"
+            ],
+            "{c}"
+        );
+    }
+    assert_eq!(b.outbox_next_wake().await.unwrap(), None);
+}
+
+/// Where fires are recorded, under a UNIQUE constraint: a second fire of one deadline
+/// is a failed insert.
+enum FireLog {
+    Pg(sqlx::PgPool),
+    Sqlite(Mutex<rusqlite::Connection>),
+}
+
+impl FireLog {
+    async fn new(db: &Db) -> FireLog {
+        match db {
+            Db::Postgres(t) => {
+                let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
+                sqlx::query(
+                    "CREATE TABLE fire_log (live_chat_id TEXT NOT NULL, kind TEXT NOT NULL,
+                     due_at BIGINT NOT NULL, UNIQUE (live_chat_id, kind, due_at))",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                FireLog::Pg(pool)
+            }
+            Db::Sqlite(d) => {
+                let c = rusqlite::Connection::open(d.path().join("fires.db")).unwrap();
+                c.execute_batch(
+                    "CREATE TABLE fire_log (live_chat_id TEXT NOT NULL, kind TEXT NOT NULL,
+                     due_at INTEGER NOT NULL, UNIQUE (live_chat_id, kind, due_at))",
+                )
+                .unwrap();
+                FireLog::Sqlite(Mutex::new(c))
+            }
+        }
+    }
+
+    async fn record(&self, d: &DueDeadline) -> Result<(), String> {
+        match self {
+            FireLog::Pg(pool) => {
+                sqlx::query("INSERT INTO fire_log (live_chat_id, kind, due_at) VALUES ($1, $2, $3)")
+                    .bind(&d.live_chat_id)
+                    .bind(d.deadline.kind.as_str())
+                    .bind(d.deadline.due_at)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            FireLog::Sqlite(c) => c
+                .lock()
+                .unwrap()
+                .execute(
+                    "INSERT INTO fire_log (live_chat_id, kind, due_at) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![d.live_chat_id, d.deadline.kind.as_str(), d.deadline.due_at],
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// 10,000 due timers, 8 handles claiming concurrently (`FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL): every timer fires once, none twice (the fire log's UNIQUE constraint).
+async fn ten_thousand_timers_over_eight_handles_fire_once(db: Db) {
+    const N: usize = 10_000;
+    let handles = db.handles(8).await;
+    let log = Arc::new(FireLog::new(&db).await);
+    // Created with a 1 s wait timeout at t=0: all due long ago.
+    let mut tasks = Vec::new();
+    for (h, s) in handles.iter().enumerate() {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (h..N).step_by(8) {
+                s.create(chat(&format!("h{i}"), &format!("c{i}"), 1), 0)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for s in &handles {
+        let (s, log) = (s.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut fired = Vec::new();
+            loop {
+                let due = s.claim_deadlines(now_ms(), LEASE, 64).await.unwrap();
+                if due.is_empty() {
+                    return fired;
+                }
+                for d in due {
+                    if let Err(e) = log.record(&d).await {
+                        panic!("{} fired twice: {e}", d.live_chat_id);
+                    }
+                    s.drop_deadline(&d.live_chat_id, d.deadline).await.unwrap();
+                    fired.push(d.live_chat_id);
+                }
+            }
+        }));
+    }
+    let mut all = HashSet::new();
+    let mut per_handle = Vec::new();
+    for t in tasks {
+        let fired = t.await.unwrap();
+        per_handle.push(fired.len());
+        for id in fired {
+            assert!(all.insert(id), "fired twice");
+        }
+    }
+    eprintln!(
+        "{N} timers over 8 handles in {:?}; per handle: {per_handle:?}",
+        start.elapsed()
+    );
+    assert_eq!(all.len(), N);
+    assert_eq!(handles[0].next_deadline().await.unwrap(), None);
+}
+
+/// A database created by the hand-run migrations of earlier versions (its own
+/// `schema_migrations` table) opens as it is, keeps its rows, and gets the new ones.
+#[tokio::test]
+async fn sqlite_database_from_the_old_migration_runner_still_opens() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sub/dir/t.db");
+    let path = dir.path().join("old.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (
+               version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (v, name, sql) in [
+            (
+                1,
+                "0001_init",
+                include_str!("../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "0002_handoff",
+                include_str!("../migrations/sqlite/0002_handoff.sql"),
+            ),
+            (
+                3,
+                "0003_timeline",
+                include_str!("../migrations/sqlite/0003_timeline.sql"),
+            ),
+        ] {
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![v, name],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
+               provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s,
+               created_at) VALUES ('old', 'c-old', 'zendesk', '9', 't1', 'waiting', 60, 0, 5)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES ('old', 'wait', 60005)",
+            [],
+        )
+        .unwrap();
+    }
     let s = SqliteStore::open(&path).await.unwrap();
     assert_eq!(
         s.migrations().await.unwrap(),
         vec![
-            (1, "0001_init".to_string()),
-            (2, "0002_handoff".to_string()),
-            (3, "0003_timeline".to_string())
+            (1, "init".to_string()),
+            (2, "handoff".to_string()),
+            (3, "timeline".to_string()),
+            (4, "leases".to_string()),
+            (5, "run_keys".to_string()),
         ]
     );
+    let old = s.get("old").await.unwrap().unwrap();
+    assert_eq!(old.state, ChatState::Waiting);
+    let due = s.claim_deadlines(60_005, LEASE, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    drop(s);
+    // And again, now under the new runner.
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(s.migrations().await.unwrap().len(), 5);
+}
+
+/// A database with a migration this program does not know is refused, not altered.
+#[tokio::test]
+async fn sqlite_database_from_a_newer_program_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum,
+               execution_time) VALUES (99, 'future', 1, x'00', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let e = SqliteStore::open(&path).await.err().unwrap();
+    assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
+}
+
+async fn migrations_recorded_and_reopen_is_idempotent(db: Db) {
+    let applied = db.database().migrate().await.unwrap();
+    assert!(!applied.is_empty());
+    assert_eq!(db.database().migrate().await.unwrap(), applied);
+    let s = db.open().await;
     s.create(chat("h1", "c1", 10), 1_000).await.unwrap();
     drop(s);
-    let s = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(s.migrations().await.unwrap().len(), 3);
+    let s = db.open().await;
+    assert_eq!(db.database().migrate().await.unwrap(), applied);
     let c = s.get("h1").await.unwrap().unwrap();
     assert_eq!(c.state, ChatState::Waiting);
     assert_eq!(
@@ -59,14 +505,14 @@ async fn migrations_recorded_and_reopen_is_idempotent() {
     assert!(s.create(chat("h2", "c1", 0), 2_000).await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_endings_apply_once_with_one_outbox_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+/// Endings race in from 4 handles (replicas): one applies, one event.
+async fn concurrent_endings_apply_once_with_one_outbox_event(db: Db) {
+    let handles = db.handles(4).await;
+    let s = handles[0].clone();
     s.create(chat("h1", "c1", 0), 0).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..32 {
-        let s = s.clone();
+        let s = handles[i % handles.len()].clone();
         let status = [
             EndStatus::AgentClosed,
             EndStatus::UserClosed,
@@ -85,17 +531,15 @@ async fn concurrent_endings_apply_once_with_one_outbox_event() {
         }
     }
     assert_eq!(done, 1);
-    let heads = s.outbox_heads(10, 100).await.unwrap();
+    let heads = s.outbox_claim(10, LEASE, 100).await.unwrap();
     assert_eq!(heads.len(), 1);
     assert!(heads[0].body.contains("live_chat_ended"));
     s.outbox_delivered(heads[0].seq, 11).await.unwrap();
-    assert!(s.outbox_heads(10, 100).await.unwrap().is_empty());
+    assert!(s.outbox_claim(10, LEASE, 100).await.unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timer_claims_are_conditional_and_dedup_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+async fn timer_claims_are_conditional_and_dedup_holds(db: Db) {
+    let s = db.open().await;
     s.create(chat("h1", "c1", 1), 0).await.unwrap();
     let wait = Deadline {
         kind: DeadlineKind::Wait,
@@ -189,17 +633,15 @@ async fn timer_claims_are_conditional_and_dedup_holds() {
     );
     assert!(s.deadlines("h1").await.unwrap().is_empty());
     // Outbox order for c1: joined, ended.
-    let h = s.outbox_heads(10_000, 10).await.unwrap();
+    let h = s.outbox_claim(10_000, LEASE, 10).await.unwrap();
     assert_eq!(h.len(), 1);
     assert!(h[0].body.contains("agent_joined"));
 }
 
 /// Two different LivePerson changes stamped in the same millisecond (a join, then the
 /// close) must both apply; only strictly older updates are stale.
-#[tokio::test]
-async fn same_millisecond_changes_both_apply_older_ones_are_stale() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+async fn same_millisecond_changes_both_apply_older_ones_are_stale(db: Db) {
+    let s = db.open().await;
     s.create(chat("h1", "c1", 0), 0).await.unwrap();
     let guard = |id: &str, ts: i64| Guard {
         dedup: Some(("lp".into(), id.into())),

@@ -1,4 +1,5 @@
-//! The command-line interface: `check`, `render`, `run`, `sandbox`, `serve`, `playground`.
+//! The command-line interface: `check`, `render`, `run`, `sandbox`, `serve`, `migrate`,
+//! `playground`.
 //!
 //! Exit codes: 0 success; 1 a flow, context or integrations file that cannot be loaded
 //! (or, for `check`, any error found); 2 usage errors (clap). An action that fails at
@@ -97,6 +98,8 @@ enum Command {
     Sandbox(Box<crate::sandbox::SandboxArgs>),
     /// The live chat lifecycle service: runs flows, relays, webhooks, timeouts, re-entry.
     Serve(crate::service::ServeArgs),
+    /// Apply the lifecycle service's database migrations (SQLite or PostgreSQL) and exit.
+    Migrate(crate::service::MigrateArgs),
     /// Run flow tests (`*.test.json`, `*.test.toml`): dry runs checked against expectations.
     Test(test::TestArgs),
     /// Print the JSON Schema of flow documents (or `--for test`: of flow test files).
@@ -126,6 +129,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => execute(args, false).await,
         Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
         Command::Serve(args) => crate::service::run_cli(args).await,
+        Command::Migrate(args) => crate::service::migrate_cli(args).await,
         Command::Test(args) => test::run(args).await,
         Command::Schema(args) => schema::run(args),
         Command::Playground(args) => crate::playground::run_cli(args).await,

@@ -256,7 +256,7 @@ impl World {
         );
         let config = ServiceConfig {
             listen: service_addr,
-            database: PathBuf::from(":memory:"),
+            database: crate::service::Database::Sqlite(PathBuf::from(":memory:")),
             integrations_path: PathBuf::from("examples/sandbox-integrations.toml"),
             integrations: integrations.clone(),
             flows_dir: None,
@@ -277,7 +277,9 @@ impl World {
             http_guard: crate::actions::http_guard::HttpGuard::new::<&str>(&[]).map_err(startup)?,
             timeline: crate::service::config::TimelineConfig::default(),
         };
-        let store = SqliteStore::open(&config.database).await.map_err(startup)?;
+        let store = SqliteStore::open(std::path::Path::new(":memory:"))
+            .await
+            .map_err(startup)?;
         let engine = Engine::try_new()
             .map_err(startup)?
             .with_integrations((*integrations).clone());

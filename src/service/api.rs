@@ -28,7 +28,7 @@ use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
 use super::openapi::*;
 use super::secrets;
-use super::store::{record_json, LiveChatRecord, TimelineEntry};
+use super::store::{record_json, LiveChatRecord, RunKey, StoreError, TimelineEntry};
 use super::timeline;
 use super::webhooks::{self, ProviderEvent};
 use crate::interp::{RunOptions, Store};
@@ -172,6 +172,27 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "internal error");
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// A store failure: 503 `database_unavailable` when the database cannot be reached
+/// (the caller may retry; nothing was acknowledged), 500 otherwise.
+fn store_failed(e: StoreError) -> Response {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "database unavailable");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database cannot be reached right now; retry later",
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            r
+        }
+        e => internal(e),
+    }
 }
 
 /// The body as a JSON object with only the `known` keys (a typo is an error, not ignored).
@@ -409,7 +430,7 @@ fn lifecycle_error(e: LifecycleError) -> Response {
             format!("{e}; the live chat ended with status `error`"),
         ),
         e @ LifecycleError::UnknownIntegration(_) => internal(e),
-        LifecycleError::Store(e) => internal(e),
+        LifecycleError::Store(e) => store_failed(e),
     }
 }
 
@@ -425,29 +446,108 @@ fn safe_flow_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
 }
 
+/// How long a run holds its `Idempotency-Key` before another replica may take it over
+/// (its own replica died): longer than any run (provider calls time out well before).
+const RUN_KEY_LEASE_MS: i64 = 120_000;
+
 #[utoipa::path(
     post,
     path = "/v1/conversations/{id}/run",
     tag = "builder",
-    params(("id" = String, Path, description = "The builder's conversation id")),
+    params(
+        ("id" = String, Path, description = "The builder's conversation id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible ASCII characters) answer the first run's result and never start a second handoff; `Idempotency-Replayed: true` marks a replayed answer"),
+    ),
     request_body(content = RunRequest, description = "The flow (inline or a file under flows_dir) and its context"),
     responses(
         (status = 200, description = "The run document; `live_chat` when a handoff started", body = RunResponse),
         (status = 400, description = "Malformed request (`bad_request`, `bad_context`, `bad_flow_file`, `flows_dir_not_configured`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "`flow_not_found`", body = ErrorBody),
-        (status = 409, description = "`live_chat_open` or `run_in_progress`", body = ErrorBody),
+        (status = 409, description = "`live_chat_open` or `run_in_progress` (also: a run with this `Idempotency-Key` is in progress)", body = ErrorBody),
         (status = 413, description = "Body over `[api] max_run_body_bytes`", body = ErrorBody),
         (status = 422, description = "`flow_invalid`, with the diagnostics", body = ErrorBody),
         (status = 502, description = "`provider_error`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry (with the same `Idempotency-Key`)", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
 async fn run(
     State(state): State<ServiceState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Some(key) = headers.get("idempotency-key") else {
+        return run_flow(state, id, raw).await;
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            k.to_string()
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
+            )
+        }
+    };
+    let store = state.store().clone();
+    match store
+        .run_key_begin(&id, &key, now_ms(), RUN_KEY_LEASE_MS)
+        .await
+    {
+        Ok(RunKey::Fresh) => {}
+        Ok(RunKey::Running) => {
+            return error(
+                StatusCode::CONFLICT,
+                "run_in_progress",
+                "a run with this Idempotency-Key is in progress",
+            )
+        }
+        Ok(RunKey::Done { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut r = (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            r.headers_mut().insert(
+                "idempotency-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            return r;
+        }
+        Err(e) => return store_failed(e),
+    }
+    let resp = run_flow(state, id.clone(), raw).await;
+    let status = resp.status();
+    // Answers a retry must see again: success and the client's own mistakes. A server
+    // or database failure forgets the key, so a retry runs again.
+    let keep = status.is_success()
+        || (status.is_client_error() && status != StatusCode::CONFLICT)
+        || status == StatusCode::BAD_GATEWAY;
+    let (parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return internal(e),
+    };
+    let answer = keep.then(|| {
+        (
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    });
+    if let Err(e) = store.run_key_finish(&id, &key, answer).await {
+        tracing::warn!(conversation_id = %id, error = %e, "could not record the run's Idempotency-Key");
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// `/run` without (or after) the `Idempotency-Key` handling.
+async fn run_flow(state: ServiceState, id: String, raw: Result<Bytes, BytesRejection>) -> Response {
     let body = match body(raw, state.config().api.max_run_body_bytes) {
         Ok(b) => b,
         Err(r) => return r,
@@ -536,7 +636,7 @@ async fn run(
             )
         }
         Ok(None) => {}
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     }
     let flow = match state.engine().load(&src, &file) {
         Ok(f) => f,
@@ -698,7 +798,7 @@ async fn live_chat(State(state): State<ServiceState>, Path(id): Path<String>) ->
             "no_live_chat",
             "the conversation never had a live chat",
         ),
-        Err(e) => internal(e),
+        Err(e) => store_failed(e),
     }
 }
 
@@ -825,7 +925,7 @@ async fn apply_events(
                 EventOutcome::Ignored => "ignored",
                 EventOutcome::Unknown => "unknown_conversation",
             }),
-            Err(e) => return internal(e),
+            Err(e) => return store_failed(e),
         }
     }
     noted(
@@ -1013,7 +1113,7 @@ async fn webhook_altu(
                 Some("token already used (jti replay)".into()),
             )
         }
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     }
     let integration_id = i.id.to_string();
     let unknown = || {
@@ -1034,7 +1134,7 @@ async fn webhook_altu(
     {
         Ok(Some(chat)) if chat.id == ev.conversation_id => {}
         Ok(_) => return unknown(),
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     }
     let source = format!("altu:{}", i.id);
     let outcome = match state
@@ -1042,7 +1142,7 @@ async fn webhook_altu(
         .await
     {
         Ok(o) => o,
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     };
     let name = match outcome {
         EventOutcome::Applied => "applied",

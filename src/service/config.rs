@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::store::Database;
 use crate::actions::HttpGuard;
 use crate::providers::Integrations;
 
@@ -37,6 +38,14 @@ pub enum ConfigError {
         line: usize,
         /// 1-based.
         column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A command-line flag that overrides the config is not acceptable.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag (`--listen`).
+        flag: String,
         /// What is wrong.
         message: String,
     },
@@ -176,8 +185,8 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub struct ServiceConfig {
     /// Address to bind (`127.0.0.1:8920`).
     pub listen: SocketAddr,
-    /// SQLite file (created on first start).
-    pub database: PathBuf,
+    /// Where the state lives: an SQLite file (created on first start) or a PostgreSQL URL.
+    pub database: Database,
     /// The integrations file it was loaded from.
     pub integrations_path: PathBuf,
     /// The live chat integrations.
@@ -196,6 +205,24 @@ pub struct ServiceConfig {
     pub http_guard: HttpGuard,
     /// Timeline retention and content.
     pub timeline: TimelineConfig,
+}
+
+impl ServiceConfig {
+    /// Binds `listen` instead of the config's (`serve --listen`), under the same rule:
+    /// a non-loopback address needs `[api] tokens`.
+    pub fn set_listen(&mut self, listen: SocketAddr) -> Result<(), ConfigError> {
+        if self.api.tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(ConfigError::Flag {
+                flag: "--listen".into(),
+                message: format!(
+                    "{listen} is not a loopback address and `[api] tokens` is empty: the \
+                     builder API would be open to anyone who reaches the port"
+                ),
+            });
+        }
+        self.listen = listen;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -341,10 +368,13 @@ impl ServiceConfig {
                 format!("`listen`: `{listen_s}` is not an address like 127.0.0.1:8920"),
             )
         })?;
-        let database = resolve(match &raw.database {
-            Some(d) => expand(d, "database")?,
-            None => "transbordo.db".to_string(),
-        });
+        let database = Database::parse(
+            &match &raw.database {
+                Some(d) => expand(d, "database")?,
+                None => "transbordo.db".to_string(),
+            },
+            base_dir,
+        );
         let integrations_path = resolve(expand(&raw.integrations, "integrations")?);
         let isrc = std::fs::read_to_string(&integrations_path).map_err(|e| {
             invalid(

@@ -4,7 +4,8 @@
 //!
 //! Pieces:
 //! - [`config`]: the TOML config ([`ServiceConfig`]);
-//! - [`store`]: the durable state behind [`LiveChatStore`], [`sqlite`]: its SQLite impl;
+//! - [`store`]: the durable state behind [`LiveChatStore`]: SQLite ([`SqliteStore`], one
+//!   process) or PostgreSQL ([`PgStore`], several replicas on one database);
 //! - [`lifecycle`]: the state machine ([`ServiceState`]);
 //! - [`webhooks`] and [`auth`]: provider events in, authenticated on the raw bytes;
 //! - [`events`]: events out (shapes and signature); [`workers`]: timers and the outbox;
@@ -32,7 +33,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod provider;
 pub mod secrets;
-pub mod sqlite;
 pub mod store;
 pub mod timeline;
 pub mod webhooks;
@@ -46,8 +46,9 @@ use std::sync::Arc;
 pub use config::{ConfigError, ServiceConfig};
 pub use lifecycle::{now_ms, ServiceState};
 pub use provider::LiveChatTransport;
-pub use sqlite::SqliteStore;
-pub use store::{LiveChatRecord, LiveChatStore, StoreError};
+pub use store::postgres::PgStore;
+pub use store::sqlite::SqliteStore;
+pub use store::{Database, LiveChatRecord, LiveChatStore, StoreError};
 
 use crate::interp::Engine;
 
@@ -81,7 +82,7 @@ pub async fn serve(
     config: ServiceConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let store = SqliteStore::open(&config.database).await?;
+    let store = config.database.open().await?;
     let engine = Engine::try_new()
         .and_then(|e| e.with_http_guard(config.http_guard.clone()))
         .map_err(|e| ServiceError::Startup(e.to_string()))?
@@ -91,7 +92,7 @@ pub async fn serve(
         config.integrations.clone(),
     );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let state = ServiceState::new(config, engine, Arc::new(store), Arc::new(transport));
+    let state = ServiceState::new(config, engine, store, Arc::new(transport));
     serve_with(state, listener, shutdown).await
 }
 
@@ -106,7 +107,7 @@ pub async fn serve_with(
 ) -> Result<(), ServiceError> {
     if let Ok(addr) = listener.local_addr() {
         let cfg = state.config();
-        tracing::info!(listen = %addr, database = %cfg.database.display(), "listening");
+        tracing::info!(listen = %addr, database = %cfg.database, "listening");
         if cfg.api.tokens.is_empty() {
             tracing::warn!(
                 listen = %addr,
@@ -116,6 +117,7 @@ pub async fn serve_with(
         }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let listener_task = tokio::spawn(workers::run_listener(state.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(workers::run_scheduler(state.clone(), stop_rx.clone()));
     let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx.clone()));
     let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx));
@@ -126,6 +128,7 @@ pub async fn serve_with(
     let _ = scheduler.await;
     let _ = outbox.await;
     let _ = pruner.await;
+    let _ = listener_task.await;
     served.map_err(ServiceError::Io)
 }
 
@@ -157,10 +160,22 @@ pub struct ServeArgs {
     /// The service config (TOML; see examples/service.toml).
     #[arg(long)]
     pub config: PathBuf,
+    /// Address to bind, instead of the config's `listen` (so replicas share one config).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
-/// `transbordo serve`: exit 0 after a clean shutdown, 1 on a config, database or bind error.
-pub async fn run_cli(args: ServeArgs) -> ExitCode {
+/// `transbordo migrate` arguments.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The service config whose `database` to migrate.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// `transbordo migrate`: applies pending migrations to the config's database without
+/// serving, then prints the applied versions. Exit 1 on a config or database error.
+pub async fn migrate_cli(args: MigrateArgs) -> ExitCode {
     let config = match ServiceConfig::from_file(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -168,6 +183,36 @@ pub async fn run_cli(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    match config.database.migrate().await {
+        Ok(applied) => {
+            crate::cli::output::line(format_args!("{}: schema up to date", config.database));
+            for (version, name) in applied {
+                crate::cli::output::line(format_args!("  {version:04} {name}"));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `transbordo serve`: exit 0 after a clean shutdown, 1 on a config, database or bind error.
+pub async fn run_cli(args: ServeArgs) -> ExitCode {
+    let mut config = match ServiceConfig::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(listen) = args.listen {
+        if let Err(e) = config.set_listen(listen) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     match serve(config, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("stopped");

@@ -1,7 +1,9 @@
-//! Background tasks: the deadline scheduler and the outbox delivery worker. Both read
-//! their work from the store (so they pick up where a previous process stopped), sleep
-//! until the next due time or a notification, and stop between units of work when
-//! shutdown is signalled.
+//! Background tasks: the deadline scheduler and the outbox delivery worker. Both claim
+//! their work from the store with a lease (so they pick up where a previous process
+//! stopped, and replicas on one database never both take the same unit), sleep until
+//! the next due time or a notification, and stop between units of work when shutdown
+//! is signalled. On a shared database they also poll every [`SHARED_POLL`], since a
+//! notification from another replica can be lost.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,14 +17,42 @@ use super::store::OutboxEvent;
 
 /// How long to sleep when there is nothing scheduled (a safety net; notifications wake earlier).
 const IDLE: Duration = Duration::from_secs(30);
+/// The longest sleep on a database other processes share: a deadline fires within
+/// about this long of being due even when its notification was lost.
+pub const SHARED_POLL: Duration = Duration::from_millis(500);
 /// Pause after a storage error before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long a claimed deadline is ours: firing it takes one store change (the claim
+/// of the chat, or dropping the deadline); a replica that dies loses it after this.
+pub const TIMER_LEASE_MS: i64 = 5_000;
+/// Due deadlines claimed at a time.
+const TIMER_BATCH: usize = 256;
 
-fn until(at: Option<i64>) -> Duration {
-    match at {
-        Some(t) => Duration::from_millis((t - now_ms()).clamp(0, IDLE.as_millis() as i64) as u64),
-        None => IDLE,
+fn idle(state: &ServiceState) -> Duration {
+    if state.store().shared() {
+        SHARED_POLL
+    } else {
+        IDLE
     }
+}
+
+fn until(state: &ServiceState, at: Option<i64>) -> Duration {
+    let idle = idle(state);
+    match at {
+        Some(t) => Duration::from_millis((t - now_ms()).clamp(0, idle.as_millis() as i64) as u64),
+        None => idle,
+    }
+}
+
+/// Turns the store's notifications (work added by other replicas) into wake-ups of
+/// this process's workers, until shutdown.
+pub async fn run_listener(state: ServiceState, stop: watch::Receiver<bool>) {
+    let st = state.clone();
+    let wake: super::store::WakeFn = std::sync::Arc::new(move |w| match w {
+        super::store::Wake::Timers => st.timers_notify().notify_one(),
+        super::store::Wake::Outbox => st.outbox_notify().notify_one(),
+    });
+    state.store().listen(wake, stop).await;
 }
 
 /// Waits for `d`, a notification or shutdown. Returns false on shutdown.
@@ -47,7 +77,11 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
         if *stop.borrow() {
             return;
         }
-        let due = match state.store().due_deadlines(now_ms()).await {
+        let claimed = state
+            .store()
+            .claim_deadlines(now_ms(), TIMER_LEASE_MS, TIMER_BATCH)
+            .await;
+        let due = match claimed {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "scheduler: the store failed");
@@ -79,11 +113,15 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
             continue;
         }
         let next = state.store().next_deadline().await.ok().flatten();
-        if !pause(until(next), state.timers_notify(), &mut stop).await {
+        if !pause(until(&state, next), state.timers_notify(), &mut stop).await {
             return;
         }
     }
 }
+
+/// An outbox head is leased for the delivery timeout plus this: a replica killed
+/// mid-delivery leaves it to another after that long (same `event_id`).
+const OUTBOX_LEASE_MARGIN_MS: i64 = 5_000;
 
 fn backoff(state: &ServiceState, attempts: u32) -> Duration {
     let d = state.config().delivery;
@@ -123,7 +161,8 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
-        let mut wait = match state.store().outbox_heads(now_ms(), 64).await {
+        let lease = state.config().delivery.timeout.as_millis() as i64 + OUTBOX_LEASE_MARGIN_MS;
+        let mut wait = match state.store().outbox_claim(now_ms(), lease, 64).await {
             Ok(heads) => {
                 for ev in heads {
                     if inflight.values().any(|c| *c == ev.conversation_id) {
@@ -134,7 +173,10 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
                     let handle = set.spawn(async move { attempt(&st, &ev).await });
                     inflight.insert(handle.id(), conv);
                 }
-                until(state.store().outbox_next_wake().await.ok().flatten())
+                until(
+                    &state,
+                    state.store().outbox_next_wake().await.ok().flatten(),
+                )
             }
             Err(e) => {
                 tracing::error!(error = %e, "outbox: the store failed");
@@ -143,7 +185,7 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
         };
         if !inflight.is_empty() && wait.is_zero() {
             // Heads due now are all in flight: wait for one of them instead of spinning.
-            wait = IDLE;
+            wait = idle(&state);
         }
         tokio::select! {
             Some(done) = set.join_next_with_id(), if !set.is_empty() => {

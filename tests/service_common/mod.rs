@@ -17,7 +17,7 @@ use transbordo::providers::{Handoff, IntegrationId};
 use transbordo::service::auth;
 use transbordo::service::events::sign_event;
 use transbordo::service::{
-    serve_with, LiveChatRecord, LiveChatTransport, ServiceConfig, ServiceState, SqliteStore,
+    serve_with, LiveChatRecord, LiveChatTransport, ServiceConfig, ServiceState,
 };
 use transbordo::Engine;
 
@@ -317,8 +317,8 @@ pub fn engine(config: &ServiceConfig) -> Engine {
 /// Starts the service in this process (scheduler and outbox included).
 pub async fn start(config_path: &Path, transport: Arc<dyn LiveChatTransport>) -> Running {
     let config = ServiceConfig::from_file(config_path).unwrap();
-    let store = SqliteStore::open(&config.database).await.unwrap();
-    let state = ServiceState::new(config.clone(), engine(&config), Arc::new(store), transport);
+    let store = config.database.open().await.unwrap();
+    let state = ServiceState::new(config.clone(), engine(&config), store, transport);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

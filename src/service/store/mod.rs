@@ -1,6 +1,15 @@
-//! The durable state behind ONE trait ([`LiveChatStore`]), so a server database can
-//! replace SQLite later. Every state change, its deadlines, its outbox events and its
-//! dedup record are written in one transaction ([`LiveChatStore::apply`]).
+//! The durable state behind ONE trait ([`LiveChatStore`]), with two backends: an
+//! embedded SQLite file ([`sqlite::SqliteStore`], one process) and PostgreSQL
+//! ([`postgres::PgStore`], any number of replicas on one database). Every state change,
+//! its deadlines, its outbox events and its dedup record are written in one transaction
+//! ([`LiveChatStore::apply`]). Work shared by replicas (due timers, outbox heads) is
+//! claimed with a lease, so a claimant that dies loses it after the lease.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -319,13 +328,181 @@ pub struct StoreStats {
     pub outbox_oldest_created_at: Option<i64>,
 }
 
+/// What became of a run's `Idempotency-Key` ([`LiveChatStore::run_key_begin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunKey {
+    /// New (or taken over): this request runs.
+    Fresh,
+    /// Another request with this key is running.
+    Running,
+    /// Answered before: the status and the JSON body to answer again.
+    Done {
+        /// HTTP status.
+        status: u16,
+        /// The body.
+        body: String,
+    },
+}
+
+/// What [`LiveChatStore::listen`] calls: `Wake::Timers` or `Wake::Outbox`.
+pub type WakeFn = Arc<dyn Fn(Wake) + Send + Sync>;
+
+/// Which worker has new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Deadlines were added or moved.
+    Timers,
+    /// Outbox events were queued.
+    Outbox,
+}
+
+/// Where the state lives: `database` in the service config.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (created on first start): a path or a `sqlite:` URL.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl Database {
+    /// Reads the `database` setting: a `postgres://` or `postgresql://` URL selects
+    /// PostgreSQL, a `sqlite:` URL or anything else a file path (relative to `base`).
+    pub fn parse(value: &str, base: &std::path::Path) -> Database {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Database::Postgres(value.to_string());
+        }
+        let path = value
+            .strip_prefix("sqlite://")
+            .or_else(|| value.strip_prefix("sqlite:"))
+            .unwrap_or(value);
+        let path = PathBuf::from(path);
+        Database::Sqlite(if path.is_absolute() {
+            path
+        } else {
+            base.join(path)
+        })
+    }
+
+    /// The SQLite file, if this is SQLite.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Database::Sqlite(p) => Some(p),
+            Database::Postgres(_) => None,
+        }
+    }
+
+    /// Opens the store, applying pending migrations.
+    pub async fn open(&self) -> Result<Arc<dyn LiveChatStore>, StoreError> {
+        Ok(match self {
+            Database::Sqlite(p) => Arc::new(sqlite::SqliteStore::open(p).await?),
+            Database::Postgres(url) => Arc::new(postgres::PgStore::connect(url).await?),
+        })
+    }
+
+    /// Applies pending migrations and returns the versions now applied.
+    pub async fn migrate(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        match self {
+            Database::Sqlite(p) => sqlite::SqliteStore::open(p).await?.migrations().await,
+            Database::Postgres(url) => postgres::PgStore::connect(url).await?.migrations().await,
+        }
+    }
+}
+
+/// Shown in logs: the file, or the URL without its password.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres(url) => f.write_str(&postgres::redact_url(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
+/// The migrations of one backend, for sqlx's migrator (embedded in the binary, so the
+/// program needs no migration files at run time). `files` are `(name, sql)` with names
+/// like `0001_init`.
+pub(crate) fn migrator(files: &[(&'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    let migrations = files
+        .iter()
+        .map(|(name, sql)| {
+            let (num, desc) = name.split_once('_').unwrap_or((name, name));
+            sqlx::migrate::Migration::new(
+                num.parse().unwrap_or(0),
+                std::borrow::Cow::Borrowed(desc),
+                sqlx::migrate::MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(*sql),
+                false,
+            )
+        })
+        .collect();
+    sqlx::migrate::Migrator::with_migrations(migrations)
+}
+
+/// Runs `migrator` on `conn` and maps its failures (a newer database is [`StoreError::TooNew`]).
+pub(crate) async fn run_migrations<C>(
+    migrator: &sqlx::migrate::Migrator,
+    conn: &mut C,
+) -> Result<(), StoreError>
+where
+    C: sqlx::migrate::Migrate,
+{
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match migrator.run_direct(None, conn, false).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::Execute(e)) => Err(e.into()),
+        Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
+            Err(StoreError::TooNew { found, known })
+        }
+        Err(e) => Err(StoreError::Migrate(e.to_string())),
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_)
+            | E::Tls(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed
+            | E::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            E::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // Class 08: connection exception; 57P01-03: the server shut the session
+                // (pg_terminate_backend, shutdown, not accepting connections yet).
+                if code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03") {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Database(e.to_string())
+                }
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
 /// Database failures. Never carries secrets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// SQLite said no.
+    /// The database said no.
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot be reached right now (connection refused or cut, pool
+    /// exhausted): the API answers 503 and the caller may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Applying the schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
     /// A row that cannot be read back (corrupt or written by a newer version).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -381,13 +558,27 @@ pub trait LiveChatStore: Send + Sync {
     async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError>;
     /// Drops one exact deadline (a timer that found nothing to do), so it does not fire again.
     async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError>;
-    /// Deadlines due at `now`.
-    async fn due_deadlines(&self, now: i64) -> Result<Vec<DueDeadline>, StoreError>;
-    /// The earliest pending deadline.
+    /// Claims up to `limit` deadlines due at `now` that nobody holds, for `lease_ms`: no
+    /// other caller (replica) gets them until the lease runs out. Firing one ends with it
+    /// dropped or replaced (see [`Change::Claim`]); a claimant that dies loses it.
+    async fn claim_deadlines(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDeadline>, StoreError>;
+    /// When the earliest pending deadline can be claimed (due and its lease over).
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError>;
-    /// The oldest undelivered event of each conversation, if due at `now`.
-    async fn outbox_heads(&self, now: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError>;
-    /// When the next head is due (the earliest `next_attempt_at` among heads).
+    /// Claims, for `lease_ms`, the oldest undelivered event of up to `limit`
+    /// conversations whose head is due at `now` and not leased. Only heads are leased, so
+    /// a conversation's events go out in order whichever replica delivers them.
+    async fn outbox_claim(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// When the next head can be claimed (due and its lease over).
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError>;
     /// Marks an event delivered.
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError>;
@@ -412,6 +603,41 @@ pub trait LiveChatStore: Send + Sync {
         let _ = before;
         Ok(0)
     }
+    /// Starts the run of `(conversation_id, key)` (`Idempotency-Key`), or tells what
+    /// became of an earlier one: answered ([`RunKey::Done`]) or still running elsewhere
+    /// ([`RunKey::Running`]). A running key whose lease ran out (its replica died) is
+    /// taken over. The default keeps no keys: every run is [`RunKey::Fresh`].
+    async fn run_key_begin(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<RunKey, StoreError> {
+        let _ = (conversation_id, key, now, lease_ms);
+        Ok(RunKey::Fresh)
+    }
+    /// Records the answer of a run begun with [`LiveChatStore::run_key_begin`]; `None`
+    /// forgets the key (the run failed in a way a retry should redo).
+    async fn run_key_finish(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        let _ = (conversation_id, key, answer);
+        Ok(())
+    }
+    /// True when other processes may share this database (then workers poll often
+    /// besides waiting for [`LiveChatStore::listen`]).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Calls `wake` whenever another process adds work (new outbox events, deadlines),
+    /// until `stop` is set. The default has nobody to hear from and returns at once.
+    async fn listen(&self, wake: WakeFn, stop: tokio::sync::watch::Receiver<bool>) {
+        let _ = (wake, stop);
+    }
     /// Open live chats by provider and state, and the outbox backlog (for `/metrics`).
     /// The default says the store cannot tell (the gauges are then left out).
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -419,6 +645,53 @@ pub trait LiveChatStore: Send + Sync {
             "this store does not report statistics".into(),
         ))
     }
+}
+
+// The decisions of a change, shared by the backends so that they cannot drift apart
+// (each backend only does the SQL).
+
+/// The user inactivity deadline set at `now`, if the chat has that timer.
+pub(crate) fn inactivity_due(chat: &LiveChatRecord, now: i64) -> Option<i64> {
+    (chat.user_inactivity_timeout_s > 0)
+        .then(|| now + (chat.user_inactivity_timeout_s as i64) * 1000)
+}
+
+/// Whether a [`Change::Claim`] expecting `expect` may claim `chat` (its deadline aside).
+pub(crate) fn claim_allowed(chat: &LiveChatRecord, expect: Option<ChatState>) -> bool {
+    match expect {
+        Some(s) => chat.state == s,
+        None => chat.state.is_open(),
+    }
+}
+
+/// The status a [`Change::End`] ends `chat` with: its pending one when it is closing and
+/// the pending status wins (the provider's echo of our own close).
+pub(crate) fn end_status(
+    chat: &LiveChatRecord,
+    status: EndStatus,
+    pending_wins: bool,
+) -> EndStatus {
+    match (chat.state, chat.pending_end, pending_wins) {
+        (ChatState::Closing, Some(p), true) => p,
+        _ => status,
+    }
+}
+
+/// A stored end status (`pending_end`, `end_status`).
+pub(crate) fn parse_status(s: Option<String>) -> Result<Option<EndStatus>, StoreError> {
+    match s {
+        None => Ok(None),
+        Some(s) => EndStatus::parse(&s)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("live chat: unknown status `{s}`"))),
+    }
+}
+
+/// A stored deadline row.
+pub(crate) fn read_deadline(kind: String, due_at: i64) -> Result<Deadline, StoreError> {
+    let kind = DeadlineKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown deadline kind `{kind}`")))?;
+    Ok(Deadline { kind, due_at })
 }
 
 /// The public JSON view of a live chat (`GET /v1/conversations/{id}/live_chat`).

@@ -1,35 +1,43 @@
 //! [`LiveChatStore`] over one SQLite file (rusqlite, bundled SQLite). Each call runs on
 //! `spawn_blocking` with the connection behind a mutex, so the async runtime never
 //! blocks on disk. WAL journal: a killed process loses nothing that was committed.
+//! Write transactions begin `IMMEDIATE` (take the write lock first), so that several
+//! handles on one file (tests) wait for each other instead of failing to upgrade.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
-use super::events;
-use super::store::{
-    Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, EndStatus, Guard,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, StoreError, StoreStats, TimelineEntry,
+use super::{
+    Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, LiveChatRecord,
+    LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats, TimelineEntry,
 };
+use crate::service::events;
 
-/// Schema migrations, applied in order and recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// Schema migrations (sqlx's migrator, recorded in `_sqlx_migrations`).
+const MIGRATIONS: &[(&str, &str)] = &[
     (
-        1,
         "0001_init",
-        include_str!("../../migrations/0001_init.sql"),
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
     ),
     (
-        2,
         "0002_handoff",
-        include_str!("../../migrations/0002_handoff.sql"),
+        include_str!("../../../migrations/sqlite/0002_handoff.sql"),
     ),
     (
-        3,
         "0003_timeline",
-        include_str!("../../migrations/0003_timeline.sql"),
+        include_str!("../../../migrations/sqlite/0003_timeline.sql"),
+    ),
+    (
+        "0004_leases",
+        include_str!("../../../migrations/sqlite/0004_leases.sql"),
+    ),
+    (
+        "0005_run_keys",
+        include_str!("../../../migrations/sqlite/0005_run_keys.sql"),
     ),
 ];
 
@@ -50,22 +58,54 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating on first start) the database file and applies pending migrations.
+    /// `:memory:` is a database of this process only (the playground's).
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let path = path.to_path_buf();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+        // An in-memory database is shared by name between the connection kept here and
+        // the migrator's, and lives as long as the kept one.
+        let memory = (path == Path::new(":memory:"))
+            .then(|| format!("file:transbordo-memory-{}", uuid::Uuid::new_v4().simple()));
+        if memory.is_none() {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Database(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
-            let mut conn = Connection::open(&path)?;
+        }
+        let (p, mem) = (path.to_path_buf(), memory.clone());
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let conn = match &mem {
+                Some(name) => Connection::open_with_flags(
+                    format!("{name}?mode=memory&cache=shared"),
+                    rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+                )?,
+                None => Connection::open(&p)?,
+            };
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            if mem.is_none() {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        let opts = match &memory {
+            Some(name) => sqlx::sqlite::SqliteConnectOptions::from_str(&format!(
+                "sqlite:{name}?mode=memory&cache=shared"
+            ))?,
+            None => sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true),
+        };
+        migrate(opts).await?;
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             conn.pragma_update(None, "foreign_keys", "ON")?;
-            migrate(&mut conn)?;
-            let cutoff = super::now_ms() - SEEN_RETENTION_MS;
+            let cutoff = crate::service::now_ms() - SEEN_RETENTION_MS;
             conn.execute("DELETE FROM seen_events WHERE seen_at < ?1", [cutoff])?;
+            // One process owns an SQLite file: claims left by a previous (killed) run of
+            // it are void, so its work resumes at once instead of after the lease.
+            conn.execute("UPDATE deadlines SET claimed_until = NULL", [])?;
+            conn.execute("UPDATE outbox SET leased_until = NULL", [])?;
             Ok(conn)
         })
         .await
@@ -79,7 +119,7 @@ impl SqliteStore {
     pub async fn migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
         self.call(|c| {
             let mut st =
-                c.prepare("SELECT version, name FROM schema_migrations ORDER BY version")?;
+                c.prepare("SELECT version, description FROM _sqlx_migrations ORDER BY version")?;
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -105,33 +145,41 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-    )?;
-    let current: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )?;
-    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-    if current > known {
-        return Err(StoreError::TooNew {
-            found: current,
-            known,
-        });
+/// Applies pending migrations with sqlx's migrator. A database made by the runner of
+/// earlier versions (its own `schema_migrations` table, same SQL) has its versions
+/// marked as applied first, so it opens as it is.
+async fn migrate(opts: sqlx::sqlite::SqliteConnectOptions) -> Result<(), StoreError> {
+    use sqlx::Connection as _;
+    let opts = opts.busy_timeout(std::time::Duration::from_secs(5));
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
+    let migrator = super::migrator(MIGRATIONS);
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table'
+         AND name IN ('schema_migrations', '_sqlx_migrations')",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    if tables.iter().any(|t| t == "schema_migrations")
+        && !tables.iter().any(|t| t == "_sqlx_migrations")
+    {
+        let legacy: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut conn)
+                .await?;
+        let known = MIGRATIONS.len() as i64;
+        if legacy > known {
+            return Err(StoreError::TooNew {
+                found: legacy,
+                known,
+            });
+        }
+        migrator
+            .run_direct(Some(legacy), &mut conn, true)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)
-            .map_err(|e| StoreError::Database(format!("migration {name}: {e}")))?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            params![version, name, super::now_ms()],
-        )?;
-        tx.commit()?;
-    }
+    super::run_migrations(&migrator, &mut conn).await?;
+    conn.close().await?;
     Ok(())
 }
 
@@ -150,15 +198,7 @@ fn read_chat(r: &Row<'_>) -> rusqlite::Result<Result<LiveChatRecord, StoreError>
             "live chat {id}: unknown state `{state}`"
         ))));
     };
-    let status = |s: Option<String>| -> Result<Option<EndStatus>, StoreError> {
-        match s {
-            None => Ok(None),
-            Some(s) => EndStatus::parse(&s)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt(format!("live chat: unknown status `{s}`"))),
-        }
-    };
-    let (pending_end, end_status) = match (status(pending), status(end)) {
+    let (pending_end, end_status) = match (super::parse_status(pending), super::parse_status(end)) {
         (Ok(p), Ok(e)) => (p, e),
         (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
     };
@@ -206,7 +246,8 @@ fn set_deadline(
 ) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at",
+         ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
+           claimed_until = NULL",
         params![id, kind.as_str(), due],
     )?;
     Ok(())
@@ -239,7 +280,7 @@ fn enqueue(
 fn join(
     tx: &Transaction<'_>,
     chat: &LiveChatRecord,
-    agent: &super::store::AgentInfo,
+    agent: &super::AgentInfo,
     now: i64,
 ) -> Result<(), StoreError> {
     tx.execute(
@@ -247,8 +288,7 @@ fn join(
         params![chat.id, now],
     )?;
     drop_deadline(tx, &chat.id, DeadlineKind::Wait)?;
-    if chat.user_inactivity_timeout_s > 0 {
-        let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+    if let Some(due) = super::inactivity_due(chat, now) {
         set_deadline(tx, &chat.id, DeadlineKind::Inactivity, due)?;
     }
     let event_id = events::new_event_id();
@@ -263,7 +303,7 @@ fn apply_tx(
     guard: Guard,
     now: i64,
 ) -> Result<Applied, StoreError> {
-    let tx = c.transaction()?;
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let Some(chat) = chat_by_id(&tx, id)? else {
         return Ok(Applied::NotFound);
     };
@@ -314,8 +354,9 @@ fn apply_tx(
                     "UPDATE live_chats SET last_user_message_at = ?2 WHERE id = ?1",
                     params![id, now],
                 )?;
-                if chat.state == ChatState::WithAgent && chat.user_inactivity_timeout_s > 0 {
-                    let due = now + (chat.user_inactivity_timeout_s as i64) * 1000;
+                if let (ChatState::WithAgent, Some(due)) =
+                    (chat.state, super::inactivity_due(&chat, now))
+                {
                     set_deadline(&tx, id, DeadlineKind::Inactivity, due)?;
                 }
                 true
@@ -328,10 +369,7 @@ fn apply_tx(
             expect,
             deadline,
         } => {
-            let state_ok = match expect {
-                Some(s) => chat.state == s,
-                None => chat.state.is_open(),
-            };
+            let state_ok = super::claim_allowed(&chat, expect);
             let deadline_ok = match deadline {
                 None => true,
                 Some(d) => {
@@ -365,10 +403,7 @@ fn apply_tx(
             if chat.state == ChatState::Ended {
                 false
             } else {
-                let status = match (chat.state, chat.pending_end, pending_wins) {
-                    (ChatState::Closing, Some(p), true) => p,
-                    _ => status,
-                };
+                let status = super::end_status(&chat, status, pending_wins);
                 let n = tx.execute(
                     "UPDATE live_chats SET state = 'ended', end_status = ?2, ended_at = ?3
                      WHERE id = ?1 AND state != 'ended'",
@@ -394,12 +429,6 @@ fn apply_tx(
     })
 }
 
-fn read_deadline(kind: String, due_at: i64) -> Result<Deadline, StoreError> {
-    let kind = DeadlineKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown deadline kind `{kind}`")))?;
-    Ok(Deadline { kind, due_at })
-}
-
 const OUTBOX_HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND o.seq = (
        SELECT MIN(i.seq) FROM outbox i
        WHERE i.conversation_id = o.conversation_id AND i.delivered_at IS NULL)";
@@ -408,7 +437,7 @@ const OUTBOX_HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND o.seq
 impl LiveChatStore for SqliteStore {
     async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let res = tx.execute(
                 "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
                    provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s, created_at,
@@ -496,7 +525,9 @@ impl LiveChatStore for SqliteStore {
             let rows = st
                 .query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(|(k, d)| read_deadline(k, d)).collect()
+            rows.into_iter()
+                .map(|(k, d)| super::read_deadline(k, d))
+                .collect()
         })
         .await
     }
@@ -537,55 +568,92 @@ impl LiveChatStore for SqliteStore {
         .await
     }
 
-    async fn due_deadlines(&self, now: i64) -> Result<Vec<DueDeadline>, StoreError> {
+    async fn claim_deadlines(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDeadline>, StoreError> {
         self.call(move |c| {
-            let mut st = c.prepare(
-                "SELECT live_chat_id, kind, due_at FROM deadlines WHERE due_at <= ?1 ORDER BY due_at LIMIT 256",
-            )?;
-            let rows = st
-                .query_map([now], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows = {
+                let mut st = tx.prepare(
+                    "UPDATE deadlines SET claimed_until = ?2 WHERE rowid IN (
+                       SELECT rowid FROM deadlines
+                       WHERE due_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
+                       ORDER BY due_at LIMIT ?3)
+                     RETURNING live_chat_id, kind, due_at",
+                )?;
+                let rows = st
+                    .query_map(params![now, now + lease_ms, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            tx.commit()?;
+            let mut due = rows
+                .into_iter()
                 .map(|(id, k, d)| {
                     Ok(DueDeadline {
                         live_chat_id: id,
-                        deadline: read_deadline(k, d)?,
+                        deadline: super::read_deadline(k, d)?,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            due.sort_by_key(|d| d.deadline.due_at);
+            Ok(due)
         })
         .await
     }
 
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
-        self.call(|c| Ok(c.query_row("SELECT MIN(due_at) FROM deadlines", [], |r| r.get(0))?))
-            .await
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM deadlines",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
     }
 
-    async fn outbox_heads(&self, now: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn outbox_claim(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
         self.call(move |c| {
-            let sql = format!(
-                "SELECT o.seq, o.event_id, o.conversation_id, o.body, o.attempts {OUTBOX_HEADS}
-                 AND o.next_attempt_at <= ?1 ORDER BY o.seq LIMIT ?2"
-            );
-            let mut st = c.prepare(&sql)?;
-            let rows = st
-                .query_map(params![now, limit as i64], |r| {
-                    Ok(OutboxEvent {
-                        seq: r.get(0)?,
-                        event_id: r.get(1)?,
-                        conversation_id: r.get(2)?,
-                        body: r.get(3)?,
-                        attempts: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut rows = {
+                let sql = format!(
+                    "UPDATE outbox SET leased_until = ?2 WHERE seq IN (
+                       SELECT o.seq {OUTBOX_HEADS} AND o.next_attempt_at <= ?1
+                       AND (o.leased_until IS NULL OR o.leased_until <= ?1)
+                       ORDER BY o.seq LIMIT ?3)
+                     RETURNING seq, event_id, conversation_id, body, attempts"
+                );
+                let mut st = tx.prepare(&sql)?;
+                let rows = st
+                    .query_map(params![now, now + lease_ms, limit as i64], |r| {
+                        Ok(OutboxEvent {
+                            seq: r.get(0)?,
+                            event_id: r.get(1)?,
+                            conversation_id: r.get(2)?,
+                            body: r.get(3)?,
+                            attempts: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            tx.commit()?;
+            rows.sort_by_key(|e| e.seq);
             Ok(rows)
         })
         .await
@@ -593,7 +661,9 @@ impl LiveChatStore for SqliteStore {
 
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
         self.call(|c| {
-            let sql = format!("SELECT MIN(o.next_attempt_at) {OUTBOX_HEADS}");
+            let sql = format!(
+                "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.leased_until, 0))) {OUTBOX_HEADS}"
+            );
             Ok(c.query_row(&sql, [], |r| r.get(0))?)
         })
         .await
@@ -602,7 +672,8 @@ impl LiveChatStore for SqliteStore {
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
         self.call(move |c| {
             c.execute(
-                "UPDATE outbox SET delivered_at = ?2 WHERE seq = ?1 AND delivered_at IS NULL",
+                "UPDATE outbox SET delivered_at = ?2, leased_until = NULL
+                 WHERE seq = ?1 AND delivered_at IS NULL",
                 params![seq, now],
             )?;
             Ok(())
@@ -610,9 +681,79 @@ impl LiveChatStore for SqliteStore {
         .await
     }
 
+    async fn run_key_begin(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<RunKey, StoreError> {
+        let (conv, key) = (conversation_id.to_string(), key.to_string());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO run_keys (conversation_id, idem_key, created_at, lease_until)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![conv, key, now, now + lease_ms],
+            )?;
+            let r = if n == 1 {
+                RunKey::Fresh
+            } else {
+                let (status, body, lease): (Option<i64>, Option<String>, i64) = tx.query_row(
+                    "SELECT status, body, lease_until FROM run_keys
+                     WHERE conversation_id = ?1 AND idem_key = ?2",
+                    params![conv, key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                match (status, body) {
+                    (Some(status), Some(body)) => RunKey::Done {
+                        status: status.clamp(100, 599) as u16,
+                        body,
+                    },
+                    _ if lease <= now => {
+                        tx.execute(
+                            "UPDATE run_keys SET lease_until = ?3
+                             WHERE conversation_id = ?1 AND idem_key = ?2",
+                            params![conv, key, now + lease_ms],
+                        )?;
+                        RunKey::Fresh
+                    }
+                    _ => RunKey::Running,
+                }
+            };
+            tx.commit()?;
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn run_key_finish(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        let (conv, key) = (conversation_id.to_string(), key.to_string());
+        self.call(move |c| {
+            match answer {
+                Some((status, body)) => c.execute(
+                    "UPDATE run_keys SET status = ?3, body = ?4
+                     WHERE conversation_id = ?1 AND idem_key = ?2",
+                    params![conv, key, status as i64, body],
+                )?,
+                None => c.execute(
+                    "DELETE FROM run_keys WHERE conversation_id = ?1 AND idem_key = ?2",
+                    params![conv, key],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
     async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut st = tx.prepare(
                     "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data)
@@ -691,7 +832,8 @@ impl LiveChatStore for SqliteStore {
         let error = error.chars().take(500).collect::<String>();
         self.call(move |c| {
             c.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
+                   leased_until = NULL
                  WHERE seq = ?1 AND delivered_at IS NULL",
                 params![seq, next_at, error],
             )?;

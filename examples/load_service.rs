@@ -1,0 +1,285 @@
+//! Load generator for `transbordo serve` (not a test; `scripts/load-service.sh` runs it
+//! for the README's table). Starts the provider sandbox and a builder receiver in this
+//! process and REPLICAS `transbordo serve` processes (the release binary) on one
+//! database, then:
+//!
+//! 1. N LivePerson handoffs (`POST /run`, C at a time, spread over the replicas):
+//!    handoffs/s and the p50/p99 latency of `/run`; the replicas' RSS growth per open
+//!    live chat;
+//! 2. N user closes (`POST /close`): closes/s, p50/p99, and endings/s until every
+//!    `live_chat_ended` reached the builder.
+//!
+//! ```text
+//! cargo run --release --example load_service -- DATABASE REPLICAS N C
+//! ```
+//! DATABASE is `sqlite` (a temporary file) or a PostgreSQL server URL, on which a fresh
+//! database is created for the run and dropped after it.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use transbordo::sandbox::{Provider, Sandbox, SandboxOptions, WebhookPatch};
+
+const TOKEN: &str = "load-test-api-token-0123456789";
+const SECRET: &str = "load-test-builder-secret";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `VmRSS` (now) or `VmHWM` (peak) of a process, in KB.
+fn rss_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Replicas(Vec<Child>);
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends `n` requests, `c` at a time, round-robin over `bases`; returns the wall time
+/// and the sorted latencies (ms). Any non-200 answer aborts.
+async fn burst(
+    http: &reqwest::Client,
+    bases: &[String],
+    n: usize,
+    c: usize,
+    path: impl Fn(usize) -> (String, serde_json::Value) + Send + Sync + 'static,
+) -> (Duration, Vec<f64>) {
+    let path = Arc::new(path);
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (http, bases, path, next) = (http.clone(), bases.to_vec(), path.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return lat;
+                }
+                let (p, body) = path(i);
+                let t = Instant::now();
+                let r = http
+                    .post(format!("{}{p}", bases[i % bases.len()]))
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request");
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                assert!(status.is_success(), "{p}: {status} {text}");
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let wall = t0.elapsed();
+    all.sort_by(|a, b| a.total_cmp(b));
+    (wall, all)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, database, replicas, n, c] = &args[..] else {
+        eprintln!("usage: load_service DATABASE(sqlite|postgres://...) REPLICAS N CONCURRENCY");
+        std::process::exit(2);
+    };
+    let replicas: usize = replicas.parse().expect("REPLICAS");
+    let n: usize = n.parse().expect("N");
+    let c: usize = c.parse().expect("CONCURRENCY");
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/transbordo");
+    let dir = std::env::temp_dir().join(format!("transbordo-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
+        .await
+        .expect("sandbox");
+    let ended = Arc::new(AtomicUsize::new(0));
+    let e2 = ended.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let e = e2.clone();
+            async move {
+                if body.windows(15).any(|w| w == b"live_chat_ended") {
+                    e.fetch_add(1, Ordering::Relaxed);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let rx_url = format!("http://{}/events", l.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+
+    let integrations = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sandbox-integrations.toml"
+    ))
+    .expect("integrations")
+    .replace("http://127.0.0.1:8910", &sandbox.base_url());
+    std::fs::write(dir.join("integrations.toml"), integrations).expect("write");
+    let pg_name = format!("transbordo_load_{}", std::process::id());
+    let db = if database == "sqlite" {
+        dir.join("load.db").display().to_string()
+    } else {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(database)
+            .await
+            .expect("PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_name}")))
+            .execute(&mut admin)
+            .await
+            .expect("CREATE DATABASE");
+        let (server, _) = database.rsplit_once('/').expect("a postgres:// URL");
+        format!("{server}/{pg_name}")
+    };
+    std::fs::write(
+        dir.join("service.toml"),
+        format!(
+            "listen = \"127.0.0.1:1\"\ndatabase = \"{db}\"\nintegrations = \"integrations.toml\"\n\
+             [builder]\ncallback_url = \"{rx_url}\"\nsigning_secret = \"{SECRET}\"\n\
+             [api]\ntokens = [\"{TOKEN}\"]\nmessages_per_minute = 0\n"
+        ),
+    )
+    .expect("write config");
+    let status = Command::new(bin)
+        .args(["migrate", "--config"])
+        .arg(dir.join("service.toml"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("migrate");
+    assert!(status.success());
+    let mut procs = Replicas(Vec::new());
+    let mut bases = Vec::new();
+    for _ in 0..replicas {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let child = Command::new(bin)
+            .env("TRANSBORDO_LOG", "warn")
+            .args(["serve", "--config"])
+            .arg(dir.join("service.toml"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        procs.0.push(child);
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(c)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    for b in &bases {
+        while !http
+            .get(format!("{b}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let control = sandbox.control();
+    let lp_hook = WebhookPatch {
+        url: Some(Some(format!("{}/webhooks/liveperson/7", bases[0]))),
+        ..WebhookPatch::default()
+    };
+    control
+        .set_webhook(Provider::Liveperson, &lp_hook)
+        .await
+        .expect("webhook");
+
+    let rss_before: u64 = procs.0.iter().map(|p| rss_kb(p.id(), "VmRSS:")).sum();
+    let run = |i: usize| {
+        (
+            format!("/v1/conversations/load-{i}/run"),
+            serde_json::json!({"flow": [{"name": "start_live_chat",
+                "parameters": {"integration_id": 7, "start_message": "Cliente pediu atendimento"}}],
+                "context": {"contact": {"name": "Ana"}}}),
+        )
+    };
+    let (wall, lat) = burst(&http, &bases, n, c, run).await;
+    let rss_open: u64 = procs.0.iter().map(|p| rss_kb(p.id(), "VmRSS:")).sum();
+    let per_chat = (rss_open.saturating_sub(rss_before) * 1024) as f64 / n as f64;
+    let handoffs = n as f64 / wall.as_secs_f64();
+    let close = |i: usize| {
+        (
+            format!("/v1/conversations/load-{i}/close"),
+            serde_json::json!({}),
+        )
+    };
+    let t_end = Instant::now();
+    let (cwall, clat) = burst(&http, &bases, n, c, close).await;
+    while ended.load(Ordering::Relaxed) < n {
+        assert!(
+            t_end.elapsed() < Duration::from_secs(600),
+            "endings not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let endings = n as f64 / t_end.elapsed().as_secs_f64();
+    let peak: u64 = procs.0.iter().map(|p| rss_kb(p.id(), "VmHWM:")).sum();
+    let store = if database == "sqlite" {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    };
+    println!(
+        "| {store} | {replicas} | {n} | {handoffs:.0} | {:.1} / {:.1} | {:.0} | {:.1} / {:.1} | {endings:.0} | {:.1} KB | {:.0} MB |",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        n as f64 / cwall.as_secs_f64(),
+        percentile(&clat, 0.5),
+        percentile(&clat, 0.99),
+        per_chat / 1024.0,
+        peak as f64 / 1024.0,
+    );
+    drop(procs);
+    if database != "sqlite" {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(database).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+    sandbox.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

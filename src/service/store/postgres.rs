@@ -1,0 +1,866 @@
+//! [`LiveChatStore`] on PostgreSQL (sqlx, runtime-checked queries), for several
+//! replicas on one database.
+//!
+//! - Every change is one transaction that first locks the live chat's row
+//!   (`SELECT … FOR UPDATE`), so changes of one chat are serialised whichever replica
+//!   makes them, and its outbox events get `seq`s in commit order.
+//! - One open live chat per conversation and webhook dedupe are unique indexes
+//!   (`live_chats_one_open`, `seen_events` primary key), not read-then-write checks.
+//! - Due deadlines and outbox heads are claimed with `FOR UPDATE SKIP LOCKED` and a
+//!   lease (`claimed_until`, `leased_until`): two replicas never hold the same one, and
+//!   a replica that dies loses its claims when the lease runs out.
+//! - `Idempotency-Key`s of `/run` are rows under a primary key (`run_keys`).
+//! - Triggers `pg_notify('transbordo', 'outbox' | 'timers')` when work appears;
+//!   its [`LiveChatStore::listen`] turns that into wake-ups (workers poll too).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{
+    AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
+    TimelineEntry, Wake, WakeFn,
+};
+use crate::service::events;
+
+/// Schema migrations (sqlx's migrator, recorded in `_sqlx_migrations`; it holds
+/// `pg_advisory_lock` while it runs, so replicas starting together apply them once).
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_run_keys",
+        include_str!("../../../migrations/postgres/0002_run_keys.sql"),
+    ),
+];
+
+/// Seen-event ids older than this are pruned at start (providers stop retrying long before).
+const SEEN_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Connections per replica: small, since every replica has its own pool and the
+/// server's `max_connections` (100 by default) is shared.
+const POOL_SIZE: u32 = 8;
+
+/// How long a request waits for a connection before it is answered 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The notification channel of the wake-up triggers.
+const CHANNEL: &str = "transbordo";
+
+/// The PostgreSQL store. Cheap to clone (a pool).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// The URL with its password replaced by `***` (for logs and errors).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    match auth {
+        Some(a) => match a.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{a}@{host}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects (a pool of 8 connections) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        // sqlx's parse errors may quote the URL: say which URL without its password.
+        let opts = PgConnectOptions::from_str(url).map_err(|_| {
+            StoreError::Database(format!(
+                "`database`: {} is not a valid PostgreSQL URL",
+                redact_url(url)
+            ))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await?;
+        let store = PgStore { pool };
+        {
+            let mut conn = store.pool.acquire().await?;
+            super::run_migrations(&super::migrator(MIGRATIONS), &mut *conn).await?;
+        }
+        let cutoff = crate::service::now_ms() - SEEN_RETENTION_MS;
+        sqlx::query("DELETE FROM seen_events WHERE seen_at < $1")
+            .bind(cutoff)
+            .execute(&store.pool)
+            .await?;
+        Ok(store)
+    }
+
+    /// Applied migration versions (for tests and `transbordo migrate`).
+    pub async fn migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT version, description FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// The connection pool (for tests that inspect or break the database).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const CHAT_COLUMNS: &str =
+    "id, conversation_id, provider, integration_id, provider_conversation_id, \
+     state, pending_end, end_status, wait_timeout_s, user_inactivity_timeout_s, last_provider_ts, \
+     created_at, agent_joined_at, last_user_message_at, ended_at, handoff";
+
+fn read_chat(r: &PgRow) -> Result<LiveChatRecord, StoreError> {
+    let id: String = r.try_get(0)?;
+    let state: String = r.try_get(5)?;
+    let Some(state) = ChatState::parse(&state) else {
+        return Err(StoreError::Corrupt(format!(
+            "live chat {id}: unknown state `{state}`"
+        )));
+    };
+    let wait: i64 = r.try_get(8)?;
+    let inactivity: i64 = r.try_get(9)?;
+    Ok(LiveChatRecord {
+        conversation_id: r.try_get(1)?,
+        provider: r.try_get(2)?,
+        integration_id: r.try_get(3)?,
+        provider_conversation_id: r.try_get(4)?,
+        state,
+        pending_end: super::parse_status(r.try_get(6)?)?,
+        end_status: super::parse_status(r.try_get(7)?)?,
+        wait_timeout_s: wait.max(0) as u64,
+        user_inactivity_timeout_s: inactivity.max(0) as u64,
+        last_provider_ts: r.try_get(10)?,
+        created_at: r.try_get(11)?,
+        agent_joined_at: r.try_get(12)?,
+        last_user_message_at: r.try_get(13)?,
+        ended_at: r.try_get(14)?,
+        handoff: r.try_get(15)?,
+        id,
+    })
+}
+
+/// One chat by a `WHERE` clause whose parameters are all text (`$1`, `$2`, …).
+async fn query_chat(
+    c: &mut PgConnection,
+    where_sql: &str,
+    args: &[&str],
+) -> Result<Option<LiveChatRecord>, StoreError> {
+    let sql = format!("SELECT {CHAT_COLUMNS} FROM live_chats WHERE {where_sql}");
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for a in args {
+        q = q.bind(*a);
+    }
+    q.fetch_optional(c)
+        .await?
+        .as_ref()
+        .map(read_chat)
+        .transpose()
+}
+
+async fn chat_by_id(c: &mut PgConnection, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
+    query_chat(c, "id = $1", &[id]).await
+}
+
+async fn set_deadline(
+    c: &mut PgConnection,
+    id: &str,
+    kind: DeadlineKind,
+    due: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES ($1, $2, $3)
+         ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
+           claimed_until = NULL",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(due)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn delete_deadline(
+    c: &mut PgConnection,
+    id: &str,
+    kind: DeadlineKind,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM deadlines WHERE live_chat_id = $1 AND kind = $2")
+        .bind(id)
+        .bind(kind.as_str())
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+async fn delete_deadlines(c: &mut PgConnection, id: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM deadlines WHERE live_chat_id = $1")
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+async fn enqueue(
+    c: &mut PgConnection,
+    conversation_id: &str,
+    event_id: &str,
+    body: &serde_json::Value,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, conversation_id, body, created_at, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(event_id)
+    .bind(conversation_id)
+    .bind(body.to_string())
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Joins: waiting → with_agent, wait deadline dropped, inactivity deadline set.
+async fn join(
+    c: &mut PgConnection,
+    chat: &LiveChatRecord,
+    agent: &AgentInfo,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE live_chats SET state = 'with_agent', agent_joined_at = $2
+         WHERE id = $1 AND state = 'waiting'",
+    )
+    .bind(&chat.id)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    delete_deadline(c, &chat.id, DeadlineKind::Wait).await?;
+    if let Some(due) = super::inactivity_due(chat, now) {
+        set_deadline(c, &chat.id, DeadlineKind::Inactivity, due).await?;
+    }
+    let event_id = events::new_event_id();
+    let body = events::agent_joined(chat, agent, &event_id, now);
+    enqueue(c, &chat.conversation_id, &event_id, &body, now).await
+}
+
+/// Undelivered events that are the oldest undelivered one of their conversation.
+const HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND NOT EXISTS (
+       SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id
+       AND p.delivered_at IS NULL AND p.seq < o.seq)";
+
+impl PgStore {
+    async fn apply_tx(
+        &self,
+        id: &str,
+        change: Change,
+        guard: Guard,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock serialises every change of this chat across replicas.
+        let Some(chat) = query_chat(&mut tx, "id = $1 FOR UPDATE", &[id]).await? else {
+            return Ok(Applied::NotFound);
+        };
+        if let Some((source, event_id)) = &guard.dedup {
+            let n = sqlx::query(
+                "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(source)
+            .bind(event_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(Applied::Duplicate);
+            }
+        }
+        if let Some(ts) = guard.provider_ts {
+            if chat.last_provider_ts.is_some_and(|last| ts < last) {
+                tx.commit().await?; // keep the dedup record
+                return Ok(Applied::Stale);
+            }
+            sqlx::query("UPDATE live_chats SET last_provider_ts = $2 WHERE id = $1")
+                .bind(id)
+                .bind(ts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let applied = match change {
+            Change::AgentJoined { agent } => {
+                if chat.state == ChatState::Waiting {
+                    join(&mut tx, &chat, &agent, now).await?;
+                    true
+                } else {
+                    false
+                }
+            }
+            Change::AgentMessage { text, agent } => {
+                if chat.state.is_open() {
+                    if chat.state == ChatState::Waiting {
+                        join(&mut tx, &chat, &agent, now).await?;
+                    }
+                    let event_id = events::new_event_id();
+                    let body = events::agent_message(&chat, &text, &agent, &event_id, now);
+                    enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
+                    true
+                } else {
+                    false
+                }
+            }
+            Change::UserActivity => {
+                if chat.state.is_open() {
+                    sqlx::query("UPDATE live_chats SET last_user_message_at = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if let (ChatState::WithAgent, Some(due)) =
+                        (chat.state, super::inactivity_due(&chat, now))
+                    {
+                        set_deadline(&mut tx, id, DeadlineKind::Inactivity, due).await?;
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+            Change::Claim {
+                pending,
+                expect,
+                deadline,
+            } => {
+                let state_ok = super::claim_allowed(&chat, expect);
+                let deadline_ok = match deadline {
+                    None => true,
+                    Some(d) => {
+                        let due: Option<i64> = sqlx::query_scalar(
+                            "SELECT due_at FROM deadlines WHERE live_chat_id = $1 AND kind = $2",
+                        )
+                        .bind(id)
+                        .bind(d.kind.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        due == Some(d.due_at)
+                    }
+                };
+                if state_ok && deadline_ok {
+                    sqlx::query(
+                        "UPDATE live_chats SET state = 'closing', pending_end = $2 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(pending.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    delete_deadlines(&mut tx, id).await?;
+                    // Watchdog: if this close is interrupted (crash), a scheduler resumes it.
+                    set_deadline(&mut tx, id, DeadlineKind::Close, now + 30_000).await?;
+                    true
+                } else {
+                    false
+                }
+            }
+            Change::End {
+                status,
+                pending_wins,
+            } => {
+                if chat.state == ChatState::Ended {
+                    false
+                } else {
+                    let status = super::end_status(&chat, status, pending_wins);
+                    let n = sqlx::query(
+                        "UPDATE live_chats SET state = 'ended', end_status = $2, ended_at = $3
+                         WHERE id = $1 AND state <> 'ended'",
+                    )
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n == 1 {
+                        delete_deadlines(&mut tx, id).await?;
+                        let event_id = events::new_event_id();
+                        let body = events::live_chat_ended(&chat, status, &event_id, now);
+                        enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
+                    }
+                    n == 1
+                }
+            }
+        };
+        let after = chat_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("{id} vanished")))?;
+        tx.commit().await?;
+        Ok(if applied {
+            Applied::Done(after)
+        } else {
+            Applied::Ignored(after)
+        })
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+#[async_trait]
+impl LiveChatStore for PgStore {
+    async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query(
+            "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
+               provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s,
+               created_at, handoff)
+             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8, $9)",
+        )
+        .bind(&chat.id)
+        .bind(&chat.conversation_id)
+        .bind(&chat.provider)
+        .bind(&chat.integration_id)
+        .bind(&chat.provider_conversation_id)
+        .bind(chat.wait_timeout_s as i64)
+        .bind(chat.user_inactivity_timeout_s as i64)
+        .bind(now)
+        .bind(&chat.handoff)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            // The unique index decides, whichever replica inserts first.
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyOpen),
+            Err(e) => return Err(e.into()),
+        }
+        if chat.wait_timeout_s > 0 {
+            let due = now + (chat.wait_timeout_s as i64) * 1000;
+            set_deadline(&mut tx, &chat.id, DeadlineKind::Wait, due).await?;
+        }
+        let rec = chat_by_id(&mut tx, &chat.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    async fn latest_for_conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        query_chat(
+            &mut c,
+            "conversation_id = $1
+             ORDER BY (state <> 'ended') DESC, created_at DESC, row_seq DESC LIMIT 1",
+            &[conversation_id],
+        )
+        .await
+    }
+
+    async fn find_by_provider(
+        &self,
+        integration_id: &str,
+        provider_conversation_id: &str,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        query_chat(
+            &mut c,
+            "integration_id = $1 AND provider_conversation_id = $2
+             ORDER BY (state <> 'ended') DESC, created_at DESC, row_seq DESC LIMIT 1",
+            &[integration_id, provider_conversation_id],
+        )
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        chat_by_id(&mut c, id).await
+    }
+
+    async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, due_at FROM deadlines WHERE live_chat_id = $1 ORDER BY due_at",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| super::read_deadline(r.try_get(0)?, r.try_get(1)?))
+            .collect()
+    }
+
+    async fn apply(
+        &self,
+        id: &str,
+        change: Change,
+        guard: Guard,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        self.apply_tx(id, change, guard, now).await
+    }
+
+    async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(source)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM deadlines WHERE live_chat_id = $1 AND kind = $2 AND due_at = $3")
+            .bind(id)
+            .bind(deadline.kind.as_str())
+            .bind(deadline.due_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_deadlines(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDeadline>, StoreError> {
+        // The CTE is a fence: its LIMIT and row locks are evaluated once.
+        let rows = sqlx::query(
+            "WITH due AS (
+               SELECT live_chat_id, kind FROM deadlines
+               WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+               ORDER BY due_at LIMIT $3
+               FOR UPDATE SKIP LOCKED)
+             UPDATE deadlines d SET claimed_until = $2 FROM due
+             WHERE d.live_chat_id = due.live_chat_id AND d.kind = due.kind
+             RETURNING d.live_chat_id, d.kind, d.due_at",
+        )
+        .bind(now)
+        .bind(now + lease_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut due = rows
+            .iter()
+            .map(|r| {
+                Ok(DueDeadline {
+                    live_chat_id: r.try_get(0)?,
+                    deadline: super::read_deadline(r.try_get(1)?, r.try_get(2)?)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        due.sort_by_key(|d| d.deadline.due_at);
+        Ok(due)
+    }
+
+    async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(GREATEST(due_at, COALESCE(claimed_until, 0))) FROM deadlines",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn outbox_claim(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        // Only heads qualify, so a head that is leased (in flight elsewhere) or waiting
+        // for its retry holds back its own conversation and no other.
+        let sql = format!(
+            "WITH heads AS (
+               SELECT o.seq {HEADS} AND o.next_attempt_at <= $1
+               AND (o.leased_until IS NULL OR o.leased_until <= $1)
+               ORDER BY o.seq LIMIT $3
+               FOR UPDATE SKIP LOCKED)
+             UPDATE outbox o SET leased_until = $2 FROM heads WHERE o.seq = heads.seq
+             RETURNING o.seq, o.event_id, o.conversation_id, o.body, o.attempts"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut events = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxEvent {
+                    seq: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    conversation_id: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                    attempts: r.try_get::<i64, _>(4)?.clamp(0, u32::MAX as i64) as u32,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        events.sort_by_key(|e| e.seq);
+        Ok(events)
+    }
+
+    async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
+        let sql =
+            format!("SELECT MIN(GREATEST(o.next_attempt_at, COALESCE(o.leased_until, 0))) {HEADS}");
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET delivered_at = $2, leased_until = NULL
+             WHERE seq = $1 AND delivered_at IS NULL",
+        )
+        .bind(seq)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
+        let error = error.chars().take(500).collect::<String>();
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
+               leased_until = NULL
+             WHERE seq = $1 AND delivered_at IS NULL",
+        )
+        .bind(seq)
+        .bind(next_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn run_key_begin(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<RunKey, StoreError> {
+        // The primary key decides which request runs, whichever replica it reached.
+        let n = sqlx::query(
+            "INSERT INTO run_keys (conversation_id, idem_key, created_at, lease_until)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(conversation_id)
+        .bind(key)
+        .bind(now)
+        .bind(now + lease_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            return Ok(RunKey::Fresh);
+        }
+        let row = sqlx::query(
+            "SELECT status, body FROM run_keys WHERE conversation_id = $1 AND idem_key = $2",
+        )
+        .bind(conversation_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let status: Option<i32> = row.try_get(0)?;
+            let body: Option<String> = row.try_get(1)?;
+            if let (Some(status), Some(body)) = (status, body) {
+                return Ok(RunKey::Done {
+                    status: status.clamp(100, 599) as u16,
+                    body,
+                });
+            }
+        }
+        // Still running, unless its lease ran out (the replica died): then take it over.
+        let taken = sqlx::query(
+            "UPDATE run_keys SET lease_until = $4
+             WHERE conversation_id = $1 AND idem_key = $2 AND status IS NULL
+               AND lease_until <= $3",
+        )
+        .bind(conversation_id)
+        .bind(key)
+        .bind(now)
+        .bind(now + lease_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(if taken == 1 {
+            RunKey::Fresh
+        } else {
+            RunKey::Running
+        })
+    }
+
+    async fn run_key_finish(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        match answer {
+            Some((status, body)) => {
+                sqlx::query(
+                    "UPDATE run_keys SET status = $3, body = $4
+                     WHERE conversation_id = $1 AND idem_key = $2",
+                )
+                .bind(conversation_id)
+                .bind(key)
+                .bind(status as i32)
+                .bind(body)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM run_keys WHERE conversation_id = $1 AND idem_key = $2")
+                    .bind(conversation_id)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data) ",
+        );
+        qb.push_values(&entries, |mut b, e| {
+            b.push_bind(&e.live_chat_id)
+                .push_bind(&e.conversation_id)
+                .push_bind(e.at)
+                .push_bind(&e.kind)
+                .push_bind(e.data.to_string());
+        });
+        qb.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT live_chat_id, conversation_id, at, kind, data FROM timeline
+             WHERE conversation_id = $1 ORDER BY seq",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let data: String = r.try_get(4)?;
+                Ok(TimelineEntry {
+                    live_chat_id: r.try_get(0)?,
+                    conversation_id: r.try_get(1)?,
+                    at: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+                })
+            })
+            .collect()
+    }
+
+    async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM timeline WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn listen(&self, wake: WakeFn, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Ok(mut listener) = PgListener::connect_with(&self.pool).await {
+                if listener.listen(CHANNEL).await.is_ok() {
+                    // Whatever was notified while not listening is lost: look now.
+                    wake(Wake::Timers);
+                    wake(Wake::Outbox);
+                    loop {
+                        tokio::select! {
+                            n = listener.try_recv() => match n {
+                                Ok(Some(n)) => wake(if n.payload() == "outbox" {
+                                    Wake::Outbox
+                                } else {
+                                    Wake::Timers
+                                }),
+                                // Connection lost: the next call reconnects; look again.
+                                Ok(None) => {
+                                    wake(Wake::Timers);
+                                    wake(Wake::Outbox);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %StoreError::from(e), "database listener failed");
+                                    break;
+                                }
+                            },
+                            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, state, COUNT(*) FROM live_chats WHERE state <> 'ended'
+             GROUP BY provider, state ORDER BY provider, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let open = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let row =
+            sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(StoreStats {
+            open,
+            outbox_pending: row.try_get(0)?,
+            outbox_oldest_created_at: row.try_get(1)?,
+        })
+    }
+}
