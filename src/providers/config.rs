@@ -10,6 +10,9 @@
 //! client_secret = "${LP_CLIENT_SECRET}"
 //! ```
 //!
+//! The common keys (`id`, `provider`, `wait_timeout_s`, `user_inactivity_timeout_s`) are
+//! read here; the others by the integration's provider ([`Provider::parse_settings`],
+//! through a [`SettingsTable`]), which keeps its settings as a [`ProviderSettings`].
 //! Any string value written exactly `"${NAME}"` is read from the environment at load time.
 //! Every credential is held in a [`Secret`], whose `Debug`/`Display` print `[redacted]`.
 

@@ -1,10 +1,12 @@
 //! Integrations, provider request builders and HTTP clients.
 //!
-//! - [`config`]: the integrations file ([`Integrations`]), ids, secrets;
+//! - [`config`]: the integrations file ([`Integrations`]), ids, secrets, [`ProviderKind`]
+//!   and the [`SettingsTable`] each provider reads its own keys from;
 //! - [`call`]: a provider request as data ([`ProviderCall`]) and the builders' helpers;
 //! - [`provider`](mod@provider): the [`Provider`] trait, one provider described in one place;
-//! - [`liveperson`], [`zendesk`], [`altu`]: the providers, each in its module: parameters,
-//!   checks, request builders (shared by the plan and the real client), client calls;
+//! - [`liveperson`], [`zendesk`], [`altu`]: the providers, each in its module: settings,
+//!   parameters, checks, request builders (shared by the plan and the real client), client
+//!   calls and webhook receiver; [`all`] and [`register`] are the registry;
 //! - [`request`]: what is common to `start_live_chat` on any provider ([`plan_start`],
 //!   [`check_params`], the parameter tables);
 //! - [`http`]: the one retry/timeout policy; [`client`]: [`ProviderClient`];

@@ -1,8 +1,10 @@
-//! One live chat provider, described in one place: its parameters, their checks, the
-//! requests of a handoff (as data, for plans and dry runs), its result shapes, and its
-//! client (open, relay a user message, close). Each provider implements [`Provider`] in
-//! its own module; [`crate::providers::provider()`] is the registry the rest of the code
-//! goes through, so nothing outside a provider's module matches on which provider it is.
+//! One live chat provider, described in one place: its settings (its keys of the
+//! integrations file) and secrets, its parameters, their checks, the requests of a handoff
+//! (as data, for plans and dry runs), its result shapes, its client (open, relay a user
+//! message, close) and, for the service, its webhook receiver. Each provider implements
+//! [`Provider`] in its own module; [`crate::providers::all`] is the registry the rest of
+//! the code goes through, so nothing outside a provider's module matches on which
+//! provider it is.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;

@@ -5,7 +5,8 @@
 //! - `/v1/…` needs `Authorization: Bearer <token>` with one of `[api] tokens` (compared
 //!   in constant time); otherwise `401 unauthorized` and nothing happens. Without tokens
 //!   (loopback only) the API is open.
-//! - Webhooks are authenticated by their provider signatures ([`super::auth`]).
+//! - Webhooks (one route, `/webhooks/{segment}/{integration_id}`) are authenticated by
+//!   their provider's receiver ([`webhooks::WebhookReceiver`]).
 //! - Bodies are limited: `run` to `[api] max_run_body_bytes` (1 MiB), the other `/v1/…`
 //!   routes to `[api] max_body_bytes` (64 KiB), webhooks to `[webhooks] max_body_bytes`
 //!   (256 KiB); larger ones get `413 payload_too_large`.
