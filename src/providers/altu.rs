@@ -388,14 +388,7 @@ impl Provider for AltuSdk {
             .ok_or_else(|| malformed(label, &r))?;
         Ok((
             json!({ "conversationId": conv }),
-            Handoff {
-                provider: KIND,
-                integration_id: integration.id.clone(),
-                provider_conversation_id: conv,
-                consumer_token_key: None,
-                handoff_id: cx.handoff_id.clone(),
-                requester_id: None,
-            },
+            Handoff::new(KIND, integration, conv, cx),
         ))
     }
 
@@ -452,7 +445,7 @@ impl Provider for AltuSdk {
 #[cfg(feature = "cli")]
 mod webhooks {
     use super::AltuSettings;
-    use crate::service::auth::{self, AuthError};
+    use crate::service::auth;
     use crate::service::webhooks::{
         parse_altu, Ack, Refusal, SingleUse, Verified, WebhookReceiver, WebhookRequest,
     };
@@ -465,13 +458,8 @@ mod webhooks {
         }
 
         fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
-            let s = req.integration.settings.get::<AltuSettings>();
-            let (Some(key), Some(access_token)) = (
-                s.map(|s| s.access_key.expose()).filter(|k| !k.is_empty()),
-                s.map(|s| s.access_token.expose()).filter(|t| !t.is_empty()),
-            ) else {
-                return Err(AuthError::NoSecret.into());
-            };
+            let key = req.secret(|s: &AltuSettings| Some(&s.access_key))?;
+            let access_token = req.secret(|s: &AltuSettings| Some(&s.access_token))?;
             let claims = auth::verify_jwt(
                 key,
                 req.header("authorization"),

@@ -696,12 +696,8 @@ impl Provider for LivePerson {
         Ok((
             body,
             Handoff {
-                provider: KIND,
-                integration_id: integration.id.clone(),
-                provider_conversation_id: conversation_id,
                 consumer_token_key: Some(p.ext_consumer_id),
-                handoff_id: cx.handoff_id.clone(),
-                requester_id: None,
+                ..Handoff::new(KIND, integration, conversation_id, cx)
             },
         ))
     }
@@ -1012,7 +1008,7 @@ fn check_code(r: &HttpResponse, label: &str) -> Result<(), ActionError> {
 #[cfg(feature = "cli")]
 mod webhooks {
     use super::LivePersonSettings;
-    use crate::service::auth::{self, AuthError};
+    use crate::service::auth;
     use crate::service::webhooks::{
         parse_liveperson, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
@@ -1025,13 +1021,7 @@ mod webhooks {
         }
 
         fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
-            let secret = req
-                .integration
-                .settings
-                .get::<LivePersonSettings>()
-                .map(|s| s.client_secret.expose())
-                .filter(|s| !s.is_empty())
-                .ok_or(AuthError::NoSecret)?;
+            let secret = req.secret(|s: &LivePersonSettings| Some(&s.client_secret))?;
             auth::verify_liveperson(secret, req.header("x-liveperson-signature"), req.body)?;
             Ok(Verified::events(parse_liveperson(req.body)?))
         }

@@ -42,6 +42,26 @@ pub struct Handoff {
     pub requester_id: Option<Value>,
 }
 
+impl Handoff {
+    /// The handoff `start` made on `integration` for the provider conversation
+    /// `provider_conversation_id`, without the LivePerson and Zendesk extras.
+    pub fn new(
+        provider: ProviderKind,
+        integration: &Integration,
+        provider_conversation_id: String,
+        cx: &HandoffCx,
+    ) -> Self {
+        Handoff {
+            provider,
+            integration_id: integration.id.clone(),
+            provider_conversation_id,
+            consumer_token_key: None,
+            handoff_id: cx.handoff_id.clone(),
+            requester_id: None,
+        }
+    }
+}
+
 /// Why we close a provider conversation (sent to the ALTU platform as `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -669,12 +669,8 @@ impl Provider for Zendesk {
         Ok((
             body,
             Handoff {
-                provider: KIND,
-                integration_id: integration.id.clone(),
-                provider_conversation_id: ticket_id,
-                consumer_token_key: None,
-                handoff_id: cx.handoff_id.clone(),
                 requester_id: requester,
+                ..Handoff::new(KIND, integration, ticket_id, cx)
             },
         ))
     }
@@ -719,7 +715,7 @@ impl Provider for Zendesk {
 #[cfg(feature = "cli")]
 mod webhooks {
     use super::ZendeskSettings;
-    use crate::service::auth::{self, AuthError};
+    use crate::service::auth;
     use crate::service::webhooks::{
         parse_zendesk, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
@@ -732,14 +728,7 @@ mod webhooks {
         }
 
         fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
-            let secret = req
-                .integration
-                .settings
-                .get::<ZendeskSettings>()
-                .and_then(|s| s.webhook_secret.as_ref())
-                .map(|s| s.expose())
-                .filter(|s| !s.is_empty())
-                .ok_or(AuthError::NoSecret)?;
+            let secret = req.secret(|s: &ZendeskSettings| s.webhook_secret.as_ref())?;
             auth::verify_zendesk(
                 secret,
                 req.header("x-zendesk-webhook-signature"),

@@ -42,7 +42,7 @@ use serde_json::Value;
 use super::auth::AuthError;
 use super::config::WebhookConfig;
 use super::store::{AgentInfo, EndStatus};
-use crate::providers::Integration;
+use crate::providers::{Integration, Secret, SettingsValue};
 
 /// How a provider says a conversation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,10 +417,25 @@ pub struct WebhookRequest<'a> {
     pub config: &'a WebhookConfig,
 }
 
-impl WebhookRequest<'_> {
+impl<'a> WebhookRequest<'a> {
     /// A header as text (absent when missing or not visible ASCII).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The secret `pick` reads from the integration's settings (of type `T`), if set and
+    /// not empty; [`AuthError::NoSecret`] otherwise (then the webhook is refused).
+    pub fn secret<T: SettingsValue>(
+        &self,
+        pick: fn(&T) -> Option<&Secret>,
+    ) -> Result<&'a str, AuthError> {
+        self.integration
+            .settings
+            .get::<T>()
+            .and_then(pick)
+            .map(Secret::expose)
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthError::NoSecret)
     }
 }
 

@@ -187,17 +187,7 @@ impl Provider for Echo {
             .and_then(Value::as_str)
             .ok_or_else(|| ActionError::new(ErrorKind::Unavailable, "echo open: no `id`"))?
             .to_string();
-        Ok((
-            json!({"id": id}),
-            Handoff {
-                provider: KIND,
-                integration_id: integration.id.clone(),
-                provider_conversation_id: id,
-                consumer_token_key: None,
-                handoff_id: cx.handoff_id.clone(),
-                requester_id: None,
-            },
-        ))
+        Ok((json!({"id": id}), Handoff::new(KIND, integration, id, cx)))
     }
 
     async fn send_user_message(
@@ -247,12 +237,7 @@ impl WebhookReceiver for Receiver {
     }
 
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
-        let token = req
-            .integration
-            .settings
-            .get::<EchoSettings>()
-            .map(|s| s.token.expose())
-            .ok_or(AuthError::NoSecret)?;
+        let token = req.secret(|s: &EchoSettings| Some(&s.token))?;
         match req.header("x-echo-token") {
             None => return Err(AuthError::Missing("x-echo-token").into()),
             Some(t) if t != token => return Err(AuthError::BadSignature.into()),
