@@ -637,7 +637,7 @@ async fn zendesk_comment_close_and_status() {
         .await;
     let integ = integration("zd", &server.uri());
     let h = transbordo::providers::Handoff {
-        provider: transbordo::providers::ProviderKind::Zendesk,
+        provider: transbordo::providers::zendesk::KIND,
         integration_id: IntegrationId::new("1"),
         provider_conversation_id: "35436".into(),
         consumer_token_key: None,

@@ -1,7 +1,9 @@
 //! The integrations file: loading, env secrets, ids, and positioned errors.
 
 use serde_json::json;
-use transbordo::providers::{IntegrationId, Integrations, ProviderKind, ProviderSettings, Secret};
+use transbordo::providers::{
+    IntegrationId, Integrations, LivePersonSettings, ProviderKind, Secret, ZendeskSettings,
+};
 
 fn err(src: &str) -> (String, Option<(usize, usize)>) {
     match Integrations::from_toml_str(src, "integrations.toml") {
@@ -45,18 +47,23 @@ user_inactivity_timeout_s = 600
     .expect("loads");
     assert_eq!(ints.len(), 3);
     let lp = ints.get_json(&json!("7")).expect("7 as string");
-    assert_eq!(lp.provider, ProviderKind::LivePerson);
+    assert_eq!(
+        lp.provider,
+        ProviderKind::parse("liveperson").expect("built in")
+    );
     assert_eq!(lp.wait_timeout_s, 300);
     assert_eq!(lp.user_inactivity_timeout_s, 0);
-    let ProviderSettings::LivePerson(s) = &lp.settings else {
-        panic!("liveperson settings")
-    };
+    let s = lp
+        .settings
+        .get::<LivePersonSettings>()
+        .expect("liveperson settings");
     assert_eq!(s.client_secret.expose(), "lp-env-secret-1");
     assert_eq!(s.csds_url, "https://api.liveperson.net");
     let zd = ints.get_json(&json!(1)).expect("1 as number");
-    let ProviderSettings::Zendesk(z) = &zd.settings else {
-        panic!("zendesk settings")
-    };
+    let z = zd
+        .settings
+        .get::<ZendeskSettings>()
+        .expect("zendesk settings");
     assert_eq!(
         z.base_url, "https://acme.zendesk.com",
         "trailing slash trimmed"

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 use transbordo::providers::request::REDACTED;
+use transbordo::providers::{altu, liveperson, zendesk};
 use transbordo::providers::{
     check_params, plan_start, CallBody, HandoffCx, IntegrationId, Integrations, ParamShape,
     ProviderKind, Severity,
@@ -250,7 +251,7 @@ fn static_checks() {
     let _g = settings();
     use ParamShape::{Static, Templated};
     let lp = problems(
-        ProviderKind::LivePerson,
+        liveperson::KIND,
         &[
             ("integration_id", Static(json!(7))),
             ("skil_id", Static(json!("1"))),
@@ -263,7 +264,7 @@ fn static_checks() {
     );
     insta::assert_json_snapshot!("check_liveperson", lp);
     let zd = problems(
-        ProviderKind::Zendesk,
+        zendesk::KIND,
         &[
             ("integration_id", Static(json!("1"))),
             ("tags", Static(json!("vip"))),
@@ -275,7 +276,7 @@ fn static_checks() {
     );
     insta::assert_json_snapshot!("check_zendesk_missing_subject", zd);
     let altu = problems(
-        ProviderKind::AltuSdk,
+        altu::KIND,
         &[
             ("integration_id", Static(json!(3))),
             ("skillId", Static(json!("x"))),
@@ -287,7 +288,7 @@ fn static_checks() {
     // A valid Zendesk seed parameter list has no problem at all.
     assert_eq!(
         problems(
-            ProviderKind::Zendesk,
+            zendesk::KIND,
             &[
                 ("assignee_id", Static(json!("9999999"))),
                 ("tags", Templated),

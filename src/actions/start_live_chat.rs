@@ -191,11 +191,11 @@ mod tests {
     #[test]
     fn zendesk_errors_nest_under_response() {
         let e = ActionError::new(ErrorKind::Auth, "bad token").with_status(401);
-        let v = error_result(Some(ProviderKind::Zendesk), &e);
+        let v = error_result(Some(crate::providers::zendesk::KIND), &e);
         assert_eq!(v["response"]["status"], "error");
         assert_eq!(v["response"]["error"]["kind"], "auth");
         assert_eq!(
-            error_result(Some(ProviderKind::LivePerson), &e)["status"],
+            error_result(Some(crate::providers::liveperson::KIND), &e)["status"],
             "error"
         );
     }

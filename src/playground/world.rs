@@ -18,7 +18,7 @@ use crate::cli::{parse_context, render_diagnostics, ContextError};
 use crate::flow::{Diagnostic, Severity};
 use crate::interp::{Engine, RunOptions, Store};
 use crate::providers::request::{required_params, supported_params, COMMON_PARAMS};
-use crate::providers::{Integrations, ProviderKind, ProviderSettings};
+use crate::providers::{Integrations, ProviderKind};
 use crate::sandbox::{
     CloseReason, ControlError, JoinRequest, Provider, Sandbox, SandboxControl, SandboxOptions,
     WebhookPatch,
@@ -176,21 +176,14 @@ fn context_or_422(text: &str) -> Result<(Store, Value), ApiError> {
     }
 }
 
-fn provider_of(kind: ProviderKind) -> Provider {
-    match kind {
-        ProviderKind::LivePerson => Provider::Liveperson,
-        ProviderKind::Zendesk => Provider::Zendesk,
-        ProviderKind::AltuSdk => Provider::Altu,
-    }
-}
-
-/// The webhook route of the service for one integration.
-fn webhook_path(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::LivePerson => "liveperson",
-        ProviderKind::Zendesk => "zendesk",
-        ProviderKind::AltuSdk => "altu",
-    }
+/// The service's webhook segment of a provider and the sandbox fake that sends them (the
+/// fakes are named by the segment), if the sandbox has one.
+fn sandbox_fake(kind: ProviderKind) -> Option<(&'static str, Provider)> {
+    let segment = kind.provider().webhooks()?.segment();
+    [Provider::Liveperson, Provider::Zendesk, Provider::Altu]
+        .into_iter()
+        .find(|p| p.as_str() == segment)
+        .map(|p| (segment, p))
 }
 
 fn control_error(e: ControlError) -> ApiError {
@@ -236,18 +229,14 @@ impl World {
         let service_addr = service_listener.local_addr().map_err(startup)?;
         let service_url = format!("http://{service_addr}");
         for i in integrations.iter() {
+            let Some((segment, fake)) = sandbox_fake(i.provider) else {
+                continue;
+            };
             let patch = WebhookPatch {
-                url: Some(Some(format!(
-                    "{service_url}/webhooks/{}/{}",
-                    webhook_path(i.provider),
-                    i.id
-                ))),
+                url: Some(Some(format!("{service_url}/webhooks/{segment}/{}", i.id))),
                 ..WebhookPatch::default()
             };
-            control
-                .set_webhook(provider_of(i.provider), &patch)
-                .await
-                .map_err(startup)?;
+            control.set_webhook(fake, &patch).await.map_err(startup)?;
         }
         let secret = format!(
             "{}{}",
@@ -356,16 +345,7 @@ impl World {
             .integrations
             .iter()
             .map(|i| {
-                let settings = match &i.settings {
-                    ProviderSettings::LivePerson(lp) => json!({
-                        "account_id": lp.account_id, "client_id": lp.client_id,
-                        "csds_url": lp.csds_url,
-                    }),
-                    ProviderSettings::Zendesk(zd) => json!({
-                        "base_url": zd.base_url, "email": zd.email,
-                    }),
-                    ProviderSettings::AltuSdk(a) => json!({"webhook_url": a.webhook_url}),
-                };
+                let settings = i.provider.provider().public_settings(&i.settings);
                 json!({
                     "id": i.id.as_str(),
                     "provider": i.provider.as_str(),

@@ -17,7 +17,7 @@ use crate::providers::call::{
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
 };
 use crate::providers::config::{
-    AltuSettings, Integration, IntegrationId, ProviderKind, ProviderSettings,
+    ConfigError, Integration, IntegrationId, ProviderKind, ProviderSettings, Secret, SettingsTable,
 };
 use crate::providers::http::{HttpResponse, Retry};
 use crate::providers::jwt;
@@ -135,13 +135,7 @@ pub fn open_event(
     }
     for k in ["extra_info", "contact_info"] {
         if let Some(v) = opt(params, k) {
-            let s = limited_json(
-                k,
-                v,
-                JSON_LIMIT,
-                ProviderKind::AltuSdk.as_str(),
-                &mut warnings,
-            );
+            let s = limited_json(k, v, JSON_LIMIT, KIND.as_str(), &mut warnings);
             data.insert(k.into(), json!(s));
         }
     }
@@ -236,14 +230,28 @@ pub fn plan(
 /// `iss` of the JWTs we sign for the connector.
 pub const CONNECTOR_ISSUER: &str = "transbordo";
 
+/// Its handle in the registry (`provider = "altu_sdk"`).
+pub const KIND: ProviderKind = ProviderKind::of(&AltuSdk);
+
+/// ALTU SDK connector settings (`docs/connector-protocol.md`): the keys of a
+/// `provider = "altu_sdk"` table.
+#[derive(Debug, Clone)]
+pub struct AltuSettings {
+    /// Where our events are POSTed.
+    pub webhook_url: String,
+    /// The identifier the platform issued for this integration (JWT claim `sub`).
+    pub access_token: Secret,
+    /// The HS256 key both sides use to sign and verify event JWTs.
+    pub access_key: Secret,
+}
+
 /// Any agent platform through the ALTU SDK connector protocol.
 pub struct AltuSdk;
 
 fn settings(i: &Integration) -> Result<&AltuSettings, ActionError> {
-    match &i.settings {
-        ProviderSettings::AltuSdk(s) => Ok(s),
-        _ => Err(wrong_settings(ProviderKind::AltuSdk, i)),
-    }
+    i.settings
+        .get::<AltuSettings>()
+        .ok_or_else(|| wrong_settings(KIND, i))
 }
 
 fn now_s() -> u64 {
@@ -280,8 +288,33 @@ async fn send(
 
 #[async_trait]
 impl Provider for AltuSdk {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::AltuSdk
+    fn name(&self) -> &'static str {
+        "altu_sdk"
+    }
+
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &["webhook_url", "access_token", "access_key"]
+    }
+
+    fn parse_settings(&self, t: &SettingsTable<'_>) -> Result<ProviderSettings, ConfigError> {
+        let webhook_url = t.required_url("webhook_url")?;
+        Ok(ProviderSettings::new(AltuSettings {
+            webhook_url,
+            access_token: t.required_secret("access_token")?,
+            access_key: t.required_secret("access_key")?,
+        }))
+    }
+
+    fn public_settings(&self, settings: &ProviderSettings) -> Value {
+        match settings.get::<AltuSettings>() {
+            Some(a) => json!({"webhook_url": a.webhook_url}),
+            None => json!({}),
+        }
+    }
+
+    #[cfg(feature = "cli")]
+    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+        Some(&webhooks::Receiver)
     }
 
     fn display_name(&self) -> &'static str {
@@ -294,6 +327,12 @@ impl Provider for AltuSdk {
 
     fn check_value(&self, name: &str, v: &Value) -> Result<(), ActionError> {
         check_value(name, v)
+    }
+
+    fn transcript_note(&self) -> Option<String> {
+        Some(format!(
+            "the `transcript` array of OPEN_CONVERSATION, at most {TRANSCRIPT_TEXT_LIMIT} bytes of text per entry"
+        ))
     }
 
     fn json_limit(&self, name: &str) -> Option<usize> {
@@ -314,12 +353,12 @@ impl Provider for AltuSdk {
     }
 
     fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
-        match settings {
-            ProviderSettings::AltuSdk(s) => vec![
+        match settings.get::<AltuSettings>() {
+            Some(s) => vec![
                 s.access_key.expose().to_string(),
                 s.access_token.expose().to_string(),
             ],
-            _ => Vec::new(),
+            None => Vec::new(),
         }
     }
 
@@ -349,14 +388,7 @@ impl Provider for AltuSdk {
             .ok_or_else(|| malformed(label, &r))?;
         Ok((
             json!({ "conversationId": conv }),
-            Handoff {
-                provider: ProviderKind::AltuSdk,
-                integration_id: integration.id.clone(),
-                provider_conversation_id: conv,
-                consumer_token_key: None,
-                handoff_id: cx.handoff_id.clone(),
-                requester_id: None,
-            },
+            Handoff::new(KIND, integration, conv, cx),
         ))
     }
 
@@ -403,5 +435,52 @@ impl Provider for AltuSdk {
         send(client, s, &call, &handoff.handoff_id, "altu_sdk close")
             .await
             .map(|_| ())
+    }
+}
+
+/// Its webhooks (`POST /webhooks/altu/{integration_id}`, `docs/connector-protocol.md`
+/// §3, §5): `Authorization: Bearer` an HS256 JWT keyed by `access_key`, checked for
+/// signature, times, `sub` (`access_token`), `iss`, `aud` (this path) and
+/// `conversation_id`; its `jti` is single-use; the event must be about a known live chat.
+#[cfg(feature = "cli")]
+mod webhooks {
+    use super::AltuSettings;
+    use crate::service::auth;
+    use crate::service::webhooks::{
+        parse_altu, Ack, Refusal, SingleUse, Verified, WebhookReceiver, WebhookRequest,
+    };
+
+    pub(super) struct Receiver;
+
+    impl WebhookReceiver for Receiver {
+        fn segment(&self) -> &'static str {
+            "altu"
+        }
+
+        fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
+            let key = req.secret(|s: &AltuSettings| Some(&s.access_key))?;
+            let access_token = req.secret(|s: &AltuSettings| Some(&s.access_token))?;
+            let claims = auth::verify_jwt(
+                key,
+                req.header("authorization"),
+                req.now_ms / 1000,
+                req.config.jwt_clock_skew_s as i64,
+            )?;
+            let ev = parse_altu(req.body)?;
+            auth::check_connector_claims(&claims, access_token, req.path, &ev.conversation_id)?;
+            Ok(Verified {
+                conversation: Some((
+                    ev.event.provider_conversation_id.clone(),
+                    ev.conversation_id,
+                )),
+                events: vec![ev.event],
+                single_use: Some(SingleUse {
+                    scope: format!("altu-jti:{}", req.integration.id),
+                    id: claims.jti,
+                    why: "token already used (jti replay)",
+                }),
+                ack: Ack::Connector,
+            })
+        }
     }
 }

@@ -10,21 +10,25 @@
 //! client_secret = "${LP_CLIENT_SECRET}"
 //! ```
 //!
+//! The common keys (`id`, `provider`, `wait_timeout_s`, `user_inactivity_timeout_s`) are
+//! read here; the others by the integration's provider ([`Provider::parse_settings`],
+//! through a [`SettingsTable`]), which keeps its settings as a [`ProviderSettings`].
 //! Any string value written exactly `"${NAME}"` is read from the environment at load time.
 //! Every credential is held in a [`Secret`], whose `Debug`/`Display` print `[redacted]`.
 
 use crate::flow::json::line_col;
+use crate::providers::provider::Provider;
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
+use indexmap::IndexMap;
 use miette::{NamedSource, SourceSpan};
 use serde::Deserialize;
 use toml::Spanned;
-
-/// Default CSDS (domain discovery) base URL for LivePerson.
-pub const DEFAULT_CSDS_URL: &str = "https://api.liveperson.net";
 
 /// A credential. Kept in its own type so it cannot be printed by accident: `Debug` and
 /// `Display` both print `[redacted]`; only [`Secret::expose`] gives the value, and only the
@@ -102,45 +106,53 @@ impl fmt::Display for IntegrationId {
     }
 }
 
-/// Which provider an integration talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-pub enum ProviderKind {
-    /// LivePerson Messaging, Connector API.
-    #[serde(rename = "liveperson")]
-    LivePerson,
-    /// Zendesk Support (tickets).
-    #[serde(rename = "zendesk")]
-    Zendesk,
-    /// Our generic agent-platform connector (`docs/connector-protocol.md`).
-    #[serde(rename = "altu_sdk")]
-    AltuSdk,
-}
+/// Which provider an integration talks to: a handle on a registered [`Provider`]
+/// ([`crate::providers::register`]). It is written, in the integrations file, in stored
+/// handoffs and in JSON outputs, as the provider's name (`"liveperson"`).
+#[derive(Clone, Copy)]
+pub struct ProviderKind(&'static dyn Provider);
 
 impl ProviderKind {
-    /// Every provider, in documentation order.
-    pub const ALL: [ProviderKind; 3] = [
-        ProviderKind::LivePerson,
-        ProviderKind::Zendesk,
-        ProviderKind::AltuSdk,
-    ];
+    /// The kind of a provider (each provider module has its `KIND` constant).
+    pub const fn of(provider: &'static dyn Provider) -> Self {
+        ProviderKind(provider)
+    }
 
     /// The name used in the integrations file and in traces.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::LivePerson => "liveperson",
-            ProviderKind::Zendesk => "zendesk",
-            ProviderKind::AltuSdk => "altu_sdk",
-        }
+        self.0.name()
     }
 
-    /// Parses the integrations-file name.
+    /// The provider itself.
+    pub fn provider(self) -> &'static dyn Provider {
+        self.0
+    }
+
+    /// The registered provider of that name.
     pub fn parse(s: &str) -> Option<ProviderKind> {
-        match s {
-            "liveperson" => Some(ProviderKind::LivePerson),
-            "zendesk" => Some(ProviderKind::Zendesk),
-            "altu_sdk" => Some(ProviderKind::AltuSdk),
-            _ => None,
-        }
+        crate::providers::all()
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+impl PartialEq for ProviderKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ProviderKind {}
+
+impl std::hash::Hash for ProviderKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProviderKind({:?})", self.as_str())
     }
 }
 
@@ -150,53 +162,49 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-/// LivePerson credentials and endpoints.
-#[derive(Debug, Clone)]
-pub struct LivePersonSettings {
-    /// The LivePerson account (site) id; also the `brandId`.
-    pub account_id: String,
-    /// The app install's client id (Sentinel client credentials).
-    pub client_id: String,
-    /// The app install's client secret; also the webhook signing key.
-    pub client_secret: Secret,
-    /// CSDS base URL (default [`DEFAULT_CSDS_URL`]); a plain `http://` URL (local fake)
-    /// makes the discovered domains `http://` too.
-    pub csds_url: String,
+impl serde::Serialize for ProviderKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
-/// Zendesk Support credentials.
-#[derive(Debug, Clone)]
-pub struct ZendeskSettings {
-    /// `https://{subdomain}.zendesk.com` (no trailing slash), or a fake's URL.
-    pub base_url: String,
-    /// The API user's email (token auth is `{email}/token:{api_token}`).
-    pub email: String,
-    /// The API token.
-    pub api_token: Secret,
-    /// Webhook signing secret, used by the lifecycle service to verify webhooks.
-    pub webhook_secret: Option<Secret>,
+impl<'de> Deserialize<'de> for ProviderKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        ProviderKind::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown provider `{name}`")))
+    }
 }
 
-/// ALTU SDK connector settings (`docs/connector-protocol.md`).
-#[derive(Debug, Clone)]
-pub struct AltuSettings {
-    /// Where our events are POSTed.
-    pub webhook_url: String,
-    /// The identifier the platform issued for this integration (JWT claim `sub`).
-    pub access_token: Secret,
-    /// The HS256 key both sides use to sign and verify event JWTs.
-    pub access_key: Secret,
+/// Provider-specific part of an integration: the value the provider's
+/// [`Provider::parse_settings`] made, read back by that provider with
+/// [`ProviderSettings::get`]. Its `Debug` is the value's (secrets print `[redacted]`).
+#[derive(Clone)]
+pub struct ProviderSettings(Arc<dyn SettingsValue>);
+
+/// What a provider keeps as its settings: any `Debug` value (keep credentials in
+/// [`Secret`]s so it prints none).
+pub trait SettingsValue: Any + fmt::Debug + Send + Sync {}
+
+impl<T: Any + fmt::Debug + Send + Sync> SettingsValue for T {}
+
+impl ProviderSettings {
+    /// Wraps a provider's settings.
+    pub fn new<T: SettingsValue>(value: T) -> Self {
+        ProviderSettings(Arc::new(value))
+    }
+
+    /// The settings, if they are a `T` (the provider that made them asks for its type).
+    pub fn get<T: SettingsValue>(&self) -> Option<&T> {
+        let any: &dyn Any = &*self.0;
+        any.downcast_ref::<T>()
+    }
 }
 
-/// Provider-specific part of an integration.
-#[derive(Debug, Clone)]
-pub enum ProviderSettings {
-    /// LivePerson settings.
-    LivePerson(LivePersonSettings),
-    /// Zendesk settings.
-    Zendesk(ZendeskSettings),
-    /// ALTU SDK settings.
-    AltuSdk(AltuSettings),
+impl fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// One configured live-chat integration.
@@ -249,11 +257,15 @@ impl ConfigError {
     }
 }
 
+/// One `[[integration]]` table as written: its keys and values with their positions, in
+/// file order. The common keys are read here, the rest by the integration's provider.
+type RawTable = IndexMap<Spanned<String>, Spanned<toml::Value>>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
-    integration: Vec<Spanned<RawIntegration>>,
+    integration: Vec<Spanned<RawTable>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -263,29 +275,20 @@ enum RawId {
     Str(String),
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIntegration {
+/// The keys every integration has, whatever its provider.
+const COMMON_KEYS: [&str; 4] = [
+    "id",
+    "provider",
+    "wait_timeout_s",
+    "user_inactivity_timeout_s",
+];
+
+/// The common keys of one table, typed.
+struct Common {
     id: Spanned<RawId>,
     provider: Spanned<String>,
-    #[serde(default)]
-    wait_timeout_s: Option<Spanned<u64>>,
-    #[serde(default)]
-    user_inactivity_timeout_s: Option<Spanned<u64>>,
-    // LivePerson
-    account_id: Option<Spanned<RawId>>,
-    client_id: Option<Spanned<String>>,
-    client_secret: Option<Spanned<String>>,
-    csds_url: Option<Spanned<String>>,
-    // Zendesk
-    base_url: Option<Spanned<String>>,
-    email: Option<Spanned<String>>,
-    api_token: Option<Spanned<String>>,
-    webhook_secret: Option<Spanned<String>>,
-    // ALTU SDK
-    webhook_url: Option<Spanned<String>>,
-    access_token: Option<Spanned<String>>,
-    access_key: Option<Spanned<String>>,
+    wait_timeout_s: u64,
+    user_inactivity_timeout_s: u64,
 }
 
 /// The loaded integrations file: integrations by id, in file order.
@@ -302,6 +305,15 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn err(&self, span: Option<Range<usize>>, msg: impl Into<String>) -> ConfigError {
         ConfigError::at(self.src, self.name, span, msg)
+    }
+
+    /// A value of type `T`, or the type error serde gives, at the value.
+    fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        v: &Spanned<toml::Value>,
+    ) -> Result<T, ConfigError> {
+        T::deserialize(v.get_ref().clone())
+            .map_err(|e| self.err(Some(v.span()), e.message().trim().to_string()))
     }
 
     /// Expands `"${NAME}"` from the environment; errors name the variable only.
@@ -323,45 +335,167 @@ impl Ctx<'_> {
         Ok(s.clone())
     }
 
-    fn required(
-        &self,
-        v: &Option<Spanned<String>>,
-        field: &str,
-        provider: &str,
-        table: &Range<usize>,
-    ) -> Result<String, ConfigError> {
-        match v {
-            Some(v) => {
-                let s = self.string(v, field)?;
-                if s.trim().is_empty() {
-                    return Err(self.err(Some(v.span()), format!("`{field}` must not be empty")));
+    /// The common keys of a table: unknown keys and type errors in file order, then the
+    /// missing ones (serde's messages, as when the whole table was one struct).
+    fn common(&self, table: &Spanned<RawTable>, known: &[&str]) -> Result<Common, ConfigError> {
+        let (mut id, mut provider) = (None, None);
+        let (mut wait, mut inactivity) = (0, 0);
+        for (k, v) in table.get_ref() {
+            match k.get_ref().as_str() {
+                "id" => id = Some(Spanned::new(v.span(), self.typed::<RawId>(v)?)),
+                "provider" => provider = Some(Spanned::new(v.span(), self.typed::<String>(v)?)),
+                "wait_timeout_s" => wait = self.typed::<u64>(v)?,
+                "user_inactivity_timeout_s" => inactivity = self.typed::<u64>(v)?,
+                other if known.contains(&other) => {}
+                other => {
+                    return Err(self.err(
+                        Some(k.span()),
+                        format!(
+                            "unknown field `{other}`, expected one of {}",
+                            quoted_list(known)
+                        ),
+                    ))
                 }
-                Ok(s)
             }
-            None => Err(self.err(
-                Some(table.clone()),
-                format!("missing required field `{field}` for provider `{provider}`"),
-            )),
         }
+        let missing =
+            |field: &str| self.err(Some(table.span()), format!("missing field `{field}`"));
+        Ok(Common {
+            id: id.ok_or_else(|| missing("id"))?,
+            provider: provider.ok_or_else(|| missing("provider"))?,
+            wait_timeout_s: wait,
+            user_inactivity_timeout_s: inactivity,
+        })
     }
+}
 
-    fn url(&self, v: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
-        let s = self.string(v, field)?;
-        let t = s.trim().trim_end_matches('/').to_string();
-        if !(t.starts_with("http://") || t.starts_with("https://")) || t.len() <= "https://".len() {
-            return Err(self.err(
-                Some(v.span()),
-                format!("`{field}` must be an http:// or https:// URL"),
-            ));
-        }
-        Ok(t)
-    }
+/// `` `a`, `b`, `c` ``.
+fn quoted_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|a| format!("`{a}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn raw_id_text(id: &RawId) -> String {
     match id {
         RawId::Int(i) => i.to_string(),
         RawId::Str(s) => s.trim().to_string(),
+    }
+}
+
+/// A provider's keys of one `[[integration]]` table, given to its
+/// [`Provider::parse_settings`]: typed reads with `"${NAME}"` expansion, and errors at
+/// the right place of the file. Keys of other providers were refused before.
+pub struct SettingsTable<'a> {
+    cx: &'a Ctx<'a>,
+    provider: &'static str,
+    span: Range<usize>,
+    keys: &'a RawTable,
+}
+
+impl SettingsTable<'_> {
+    /// The value of `key` as written, with its position.
+    pub fn get(&self, key: &str) -> Option<&Spanned<toml::Value>> {
+        self.keys
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// An error at `span` (a value's), or at the whole table when `None`.
+    pub fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        self.cx
+            .err(Some(span.unwrap_or_else(|| self.span.clone())), message)
+    }
+
+    /// The error for a required key that is not there.
+    pub fn missing(&self, key: &str) -> ConfigError {
+        self.error(
+            None,
+            format!(
+                "missing required field `{key}` for provider `{}`",
+                self.provider
+            ),
+        )
+    }
+
+    fn spanned_string(&self, key: &str) -> Result<Option<Spanned<String>>, ConfigError> {
+        self.get(key)
+            .map(|v| Ok(Spanned::new(v.span(), self.cx.typed::<String>(v)?)))
+            .transpose()
+    }
+
+    /// An optional string, `"${NAME}"` expanded.
+    pub fn optional_string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        self.spanned_string(key)?
+            .map(|v| self.cx.string(&v, key))
+            .transpose()
+    }
+
+    /// A required, non-empty string, `"${NAME}"` expanded.
+    pub fn required_string(&self, key: &str) -> Result<String, ConfigError> {
+        let Some(v) = self.spanned_string(key)? else {
+            return Err(self.missing(key));
+        };
+        let s = self.cx.string(&v, key)?;
+        if s.trim().is_empty() {
+            return Err(self.error(Some(v.span()), format!("`{key}` must not be empty")));
+        }
+        Ok(s)
+    }
+
+    /// A required credential ([`SettingsTable::required_string`] in a [`Secret`]).
+    pub fn required_secret(&self, key: &str) -> Result<Secret, ConfigError> {
+        self.required_string(key).map(Secret)
+    }
+
+    /// An optional credential.
+    pub fn optional_secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
+        Ok(self.optional_string(key)?.map(Secret))
+    }
+
+    /// An optional `http://` or `https://` URL, without its trailing `/`.
+    pub fn optional_url(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(v) = self.spanned_string(key)? else {
+            return Ok(None);
+        };
+        let s = self.cx.string(&v, key)?;
+        let t = s.trim().trim_end_matches('/').to_string();
+        if !(t.starts_with("http://") || t.starts_with("https://")) || t.len() <= "https://".len() {
+            return Err(self.error(
+                Some(v.span()),
+                format!("`{key}` must be an http:// or https:// URL"),
+            ));
+        }
+        Ok(Some(t))
+    }
+
+    /// A required URL.
+    pub fn required_url(&self, key: &str) -> Result<String, ConfigError> {
+        self.optional_url(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// A required id written as an integer or a string (`"${NAME}"` expanded), as text.
+    pub fn required_id(&self, key: &str) -> Result<String, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Err(self.missing(key));
+        };
+        let t = raw_id_text(&self.cx.typed::<RawId>(v)?);
+        let t = match t.strip_prefix("${").and_then(|x| x.strip_suffix('}')) {
+            Some(var) => std::env::var(var).map_err(|_| {
+                self.error(
+                    Some(v.span()),
+                    format!("environment variable `{var}` (for `{key}`) is not set"),
+                )
+            })?,
+            None => t,
+        };
+        if t.is_empty() {
+            return Err(self.error(Some(v.span()), format!("`{key}` must not be empty")));
+        }
+        Ok(t)
     }
 }
 
@@ -386,18 +520,29 @@ impl Integrations {
         Integrations::from_toml_str(&src, &name)
     }
 
-    /// Parses integrations from TOML text; `name` labels positions in errors.
+    /// Parses integrations from TOML text; `name` labels positions in errors. Each
+    /// provider reads its own keys ([`Provider::parse_settings`]).
     pub fn from_toml_str(src: &str, name: &str) -> Result<Integrations, ConfigError> {
         let cx = Ctx { src, name };
         let raw: RawFile = toml::from_str(src).map_err(|e| {
             let msg = e.message().trim().to_string();
             cx.err(e.span(), msg)
         })?;
+        let kinds = crate::providers::all();
+        let mut known: Vec<&str> = COMMON_KEYS.to_vec();
+        for k in kinds.iter().flat_map(|k| k.provider().settings_keys()) {
+            if !known.contains(k) {
+                known.push(k);
+            }
+        }
+        let commons = raw
+            .integration
+            .iter()
+            .map(|t| cx.common(t, &known))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut items = Vec::new();
         let mut ids: HashMap<IntegrationId, Range<usize>> = HashMap::new();
-        for entry in &raw.integration {
-            let table = entry.span();
-            let r = entry.get_ref();
+        for (entry, r) in raw.integration.iter().zip(commons) {
             let id_text = raw_id_text(r.id.get_ref());
             if id_text.is_empty() {
                 return Err(cx.err(Some(r.id.span()), "`id` must not be empty"));
@@ -412,199 +557,42 @@ impl Integrations {
             }
             ids.insert(id.clone(), r.id.span());
             let provider = ProviderKind::parse(r.provider.get_ref()).ok_or_else(|| {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
                 cx.err(
                     Some(r.provider.span()),
                     format!(
-                        "unknown provider `{}`; expected one of `liveperson`, `zendesk`, `altu_sdk`",
-                        r.provider.get_ref()
+                        "unknown provider `{}`; expected one of {}",
+                        r.provider.get_ref(),
+                        quoted_list(&names)
                     ),
                 )
             })?;
-            let pname = provider.as_str();
-            // Fields that belong to another provider are as wrong as unknown ones.
-            let foreign: &[(&str, bool, Option<Range<usize>>)] = &[
-                (
-                    "account_id",
-                    r.account_id.is_some(),
-                    r.account_id.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "client_id",
-                    r.client_id.is_some(),
-                    r.client_id.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "client_secret",
-                    r.client_secret.is_some(),
-                    r.client_secret.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "csds_url",
-                    r.csds_url.is_some(),
-                    r.csds_url.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "base_url",
-                    r.base_url.is_some(),
-                    r.base_url.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "email",
-                    r.email.is_some(),
-                    r.email.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "api_token",
-                    r.api_token.is_some(),
-                    r.api_token.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "webhook_secret",
-                    r.webhook_secret.is_some(),
-                    r.webhook_secret.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "webhook_url",
-                    r.webhook_url.is_some(),
-                    r.webhook_url.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "access_token",
-                    r.access_token.is_some(),
-                    r.access_token.as_ref().map(|v| v.span()),
-                ),
-                (
-                    "access_key",
-                    r.access_key.is_some(),
-                    r.access_key.as_ref().map(|v| v.span()),
-                ),
-            ];
-            let allowed: &[&str] = match provider {
-                ProviderKind::LivePerson => {
-                    &["account_id", "client_id", "client_secret", "csds_url"]
-                }
-                ProviderKind::Zendesk => &["base_url", "email", "api_token", "webhook_secret"],
-                ProviderKind::AltuSdk => &["webhook_url", "access_token", "access_key"],
-            };
-            for (field, present, span) in foreign {
-                if *present && !allowed.contains(field) {
+            let own = provider.provider().settings_keys();
+            // Keys that belong to another provider are as wrong as unknown ones.
+            for (k, v) in entry.get_ref() {
+                let key = k.get_ref().as_str();
+                if !COMMON_KEYS.contains(&key) && !own.contains(&key) {
                     return Err(cx.err(
-                        span.clone().map(|s| s.start..s.start + 1),
+                        Some(v.span().start..v.span().start + 1),
                         format!(
-                            "`{field}` is not a setting of provider `{pname}` (expected: {})",
-                            allowed
-                                .iter()
-                                .map(|a| format!("`{a}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "`{key}` is not a setting of provider `{provider}` (expected: {})",
+                            quoted_list(own)
                         ),
                     ));
                 }
             }
-            let settings = match provider {
-                ProviderKind::LivePerson => {
-                    let account_id = match &r.account_id {
-                        Some(a) => {
-                            let t = raw_id_text(a.get_ref());
-                            let t = if let Some(var) =
-                                t.strip_prefix("${").and_then(|x| x.strip_suffix('}'))
-                            {
-                                std::env::var(var).map_err(|_| {
-                                    cx.err(
-                                        Some(a.span()),
-                                        format!("environment variable `{var}` (for `account_id`) is not set"),
-                                    )
-                                })?
-                            } else {
-                                t
-                            };
-                            if t.is_empty() {
-                                return Err(
-                                    cx.err(Some(a.span()), "`account_id` must not be empty")
-                                );
-                            }
-                            t
-                        }
-                        None => {
-                            return Err(cx.err(
-                                Some(table.clone()),
-                                "missing required field `account_id` for provider `liveperson`",
-                            ))
-                        }
-                    };
-                    let csds_url = match &r.csds_url {
-                        Some(u) => cx.url(u, "csds_url")?,
-                        None => DEFAULT_CSDS_URL.to_string(),
-                    };
-                    ProviderSettings::LivePerson(LivePersonSettings {
-                        account_id,
-                        client_id: cx.required(&r.client_id, "client_id", pname, &table)?,
-                        client_secret: Secret(cx.required(
-                            &r.client_secret,
-                            "client_secret",
-                            pname,
-                            &table,
-                        )?),
-                        csds_url,
-                    })
-                }
-                ProviderKind::Zendesk => {
-                    let base_url = match &r.base_url {
-                        Some(u) => cx.url(u, "base_url")?,
-                        None => {
-                            return Err(cx.err(
-                                Some(table.clone()),
-                                "missing required field `base_url` for provider `zendesk`",
-                            ))
-                        }
-                    };
-                    let webhook_secret = match &r.webhook_secret {
-                        Some(w) => Some(Secret(cx.string(w, "webhook_secret")?)),
-                        None => None,
-                    };
-                    ProviderSettings::Zendesk(ZendeskSettings {
-                        base_url,
-                        email: cx.required(&r.email, "email", pname, &table)?,
-                        api_token: Secret(cx.required(&r.api_token, "api_token", pname, &table)?),
-                        webhook_secret,
-                    })
-                }
-                ProviderKind::AltuSdk => {
-                    let webhook_url = match &r.webhook_url {
-                        Some(u) => cx.url(u, "webhook_url")?,
-                        None => {
-                            return Err(cx.err(
-                                Some(table.clone()),
-                                "missing required field `webhook_url` for provider `altu_sdk`",
-                            ))
-                        }
-                    };
-                    ProviderSettings::AltuSdk(AltuSettings {
-                        webhook_url,
-                        access_token: Secret(cx.required(
-                            &r.access_token,
-                            "access_token",
-                            pname,
-                            &table,
-                        )?),
-                        access_key: Secret(cx.required(
-                            &r.access_key,
-                            "access_key",
-                            pname,
-                            &table,
-                        )?),
-                    })
-                }
+            let table = SettingsTable {
+                cx: &cx,
+                provider: provider.as_str(),
+                span: entry.span(),
+                keys: entry.get_ref(),
             };
+            let settings = provider.provider().parse_settings(&table)?;
             items.push(Integration {
                 id,
                 provider,
-                wait_timeout_s: r.wait_timeout_s.as_ref().map(|v| *v.get_ref()).unwrap_or(0),
-                user_inactivity_timeout_s: r
-                    .user_inactivity_timeout_s
-                    .as_ref()
-                    .map(|v| *v.get_ref())
-                    .unwrap_or(0),
+                wait_timeout_s: r.wait_timeout_s,
+                user_inactivity_timeout_s: r.user_inactivity_timeout_s,
                 settings,
             });
         }

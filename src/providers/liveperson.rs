@@ -37,13 +37,35 @@ use crate::providers::call::{
     config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
 };
-use crate::providers::config::{Integration, LivePersonSettings, ProviderKind, ProviderSettings};
+use crate::providers::config::{
+    ConfigError, Integration, ProviderKind, ProviderSettings, Secret, SettingsTable,
+};
 use crate::providers::http::{HttpResponse, Retry};
 use crate::providers::jwt;
 use crate::providers::provider::{
     malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
+
+/// Default CSDS (domain discovery) base URL.
+pub const DEFAULT_CSDS_URL: &str = "https://api.liveperson.net";
+
+/// Its handle in the registry (`provider = "liveperson"`).
+pub const KIND: ProviderKind = ProviderKind::of(&LivePerson);
+
+/// LivePerson credentials and endpoints: the keys of a `provider = "liveperson"` table.
+#[derive(Debug, Clone)]
+pub struct LivePersonSettings {
+    /// The LivePerson account (site) id; also the `brandId`.
+    pub account_id: String,
+    /// The app install's client id (Sentinel client credentials).
+    pub client_id: String,
+    /// The app install's client secret; also the webhook signing key.
+    pub client_secret: Secret,
+    /// CSDS base URL (default [`DEFAULT_CSDS_URL`]); a plain `http://` URL (local fake)
+    /// makes the discovered domains `http://` too.
+    pub csds_url: String,
+}
 
 /// The parameters it understands besides the common ones, with types and descriptions:
 /// the table the checks, the JSON Schema and the README come from.
@@ -197,7 +219,7 @@ pub fn prepare_start(
             "extra_info",
             x,
             EXTRA_INFO_LIMIT,
-            ProviderKind::LivePerson.as_str(),
+            KIND.as_str(),
             &mut warnings,
         );
         profile.insert("description".into(), json!(text));
@@ -490,16 +512,47 @@ pub fn plan(
 pub struct LivePerson;
 
 fn settings(i: &Integration) -> Result<&LivePersonSettings, ActionError> {
-    match &i.settings {
-        ProviderSettings::LivePerson(s) => Ok(s),
-        _ => Err(wrong_settings(ProviderKind::LivePerson, i)),
-    }
+    i.settings
+        .get::<LivePersonSettings>()
+        .ok_or_else(|| wrong_settings(KIND, i))
 }
 
 #[async_trait]
 impl Provider for LivePerson {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::LivePerson
+    fn name(&self) -> &'static str {
+        "liveperson"
+    }
+
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &["account_id", "client_id", "client_secret", "csds_url"]
+    }
+
+    fn parse_settings(&self, t: &SettingsTable<'_>) -> Result<ProviderSettings, ConfigError> {
+        let account_id = t.required_id("account_id")?;
+        let csds_url = t
+            .optional_url("csds_url")?
+            .unwrap_or_else(|| DEFAULT_CSDS_URL.to_string());
+        Ok(ProviderSettings::new(LivePersonSettings {
+            account_id,
+            client_id: t.required_string("client_id")?,
+            client_secret: t.required_secret("client_secret")?,
+            csds_url,
+        }))
+    }
+
+    fn public_settings(&self, settings: &ProviderSettings) -> Value {
+        match settings.get::<LivePersonSettings>() {
+            Some(lp) => json!({
+                "account_id": lp.account_id, "client_id": lp.client_id,
+                "csds_url": lp.csds_url,
+            }),
+            None => json!({}),
+        }
+    }
+
+    #[cfg(feature = "cli")]
+    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+        Some(&webhooks::Receiver)
     }
 
     fn display_name(&self) -> &'static str {
@@ -512,6 +565,10 @@ impl Provider for LivePerson {
 
     fn check_value(&self, name: &str, v: &Value) -> Result<(), ActionError> {
         check_value(name, v)
+    }
+
+    fn transcript_note(&self) -> Option<String> {
+        Some(format!("consumer messages after `start_message`, at most {TRANSCRIPT_MESSAGE_LIMIT} bytes each"))
     }
 
     fn json_limit(&self, name: &str) -> Option<usize> {
@@ -537,9 +594,9 @@ impl Provider for LivePerson {
     }
 
     fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
-        match settings {
-            ProviderSettings::LivePerson(s) => vec![s.client_secret.expose().to_string()],
-            _ => Vec::new(),
+        match settings.get::<LivePersonSettings>() {
+            Some(s) => vec![s.client_secret.expose().to_string()],
+            None => Vec::new(),
         }
     }
 
@@ -639,12 +696,8 @@ impl Provider for LivePerson {
         Ok((
             body,
             Handoff {
-                provider: ProviderKind::LivePerson,
-                integration_id: integration.id.clone(),
-                provider_conversation_id: conversation_id,
                 consumer_token_key: Some(p.ext_consumer_id),
-                handoff_id: cx.handoff_id.clone(),
-                requester_id: None,
+                ..Handoff::new(KIND, integration, conversation_id, cx)
             },
         ))
     }
@@ -947,5 +1000,30 @@ fn check_code(r: &HttpResponse, label: &str) -> Result<(), ActionError> {
                 .with_body(r.body_value()),
         ),
         None => Err(malformed(label, r)),
+    }
+}
+
+/// Its webhooks (`POST /webhooks/liveperson/{integration_id}`): `x-liveperson-signature`
+/// is `sha1=` and the base64 HMAC-SHA1 of the body keyed by `client_secret`.
+#[cfg(feature = "cli")]
+mod webhooks {
+    use super::LivePersonSettings;
+    use crate::service::auth;
+    use crate::service::webhooks::{
+        parse_liveperson, Refusal, Verified, WebhookReceiver, WebhookRequest,
+    };
+
+    pub(super) struct Receiver;
+
+    impl WebhookReceiver for Receiver {
+        fn segment(&self) -> &'static str {
+            "liveperson"
+        }
+
+        fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
+            let secret = req.secret(|s: &LivePersonSettings| Some(&s.client_secret))?;
+            auth::verify_liveperson(secret, req.header("x-liveperson-signature"), req.body)?;
+            Ok(Verified::events(parse_liveperson(req.body)?))
+        }
     }
 }

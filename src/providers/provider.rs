@@ -1,8 +1,10 @@
-//! One live chat provider, described in one place: its parameters, their checks, the
-//! requests of a handoff (as data, for plans and dry runs), its result shapes, and its
-//! client (open, relay a user message, close). Each provider implements [`Provider`] in
-//! its own module; [`crate::providers::provider()`] is the registry the rest of the code
-//! goes through, so nothing outside a provider's module matches on which provider it is.
+//! One live chat provider, described in one place: its settings (its keys of the
+//! integrations file) and secrets, its parameters, their checks, the requests of a handoff
+//! (as data, for plans and dry runs), its result shapes, its client (open, relay a user
+//! message, close) and, for the service, its webhook receiver. Each provider implements
+//! [`Provider`] in its own module; [`crate::providers::all`] is the registry the rest of
+//! the code goes through, so nothing outside a provider's module matches on which
+//! provider it is.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -15,7 +17,9 @@ use serde_json::{json, Map, Value};
 use crate::actions::spec::ParamSpec;
 use crate::actions::ActionError;
 use crate::providers::call::{HandoffCx, StartPlan};
-use crate::providers::config::{Integration, IntegrationId, ProviderKind, ProviderSettings};
+use crate::providers::config::{
+    ConfigError, Integration, IntegrationId, ProviderKind, ProviderSettings, SettingsTable,
+};
 use crate::providers::http::Transport;
 
 /// A handoff in progress: what the lifecycle needs to talk to the provider later. It is
@@ -36,6 +40,26 @@ pub struct Handoff {
     /// Zendesk: the requester's user id (author of the user's comments), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester_id: Option<Value>,
+}
+
+impl Handoff {
+    /// The handoff `start` made on `integration` for the provider conversation
+    /// `provider_conversation_id`, without the LivePerson and Zendesk extras.
+    pub fn new(
+        provider: ProviderKind,
+        integration: &Integration,
+        provider_conversation_id: String,
+        cx: &HandoffCx,
+    ) -> Self {
+        Handoff {
+            provider,
+            integration_id: integration.id.clone(),
+            provider_conversation_id,
+            consumer_token_key: None,
+            handoff_id: cx.handoff_id.clone(),
+            requester_id: None,
+        }
+    }
 }
 
 /// Why we close a provider conversation (sent to the ALTU platform as `reason`).
@@ -104,11 +128,32 @@ pub struct ClientCx<'a> {
 }
 
 /// A live chat provider. Implemented by each provider module and listed once in
-/// [`crate::providers::provider()`].
+/// [`crate::providers`]'s registry (or added with [`crate::providers::register`]).
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
-    /// Which provider this is.
-    fn kind(&self) -> ProviderKind;
+    /// Its name in the integrations file (`provider = "liveperson"`), in stored handoffs
+    /// and in traces. Unique among the registered providers.
+    fn name(&self) -> &'static str;
+
+    /// Its keys in an `[[integration]]` table besides `id`, `provider`,
+    /// `wait_timeout_s` and `user_inactivity_timeout_s`, in documentation order. Any other
+    /// key in one of its tables is refused before [`Provider::parse_settings`].
+    fn settings_keys(&self) -> &'static [&'static str];
+
+    /// Reads and checks its keys of one `[[integration]]` table (errors at their place in
+    /// the file); the value is what its other methods get back with
+    /// [`ProviderSettings::get`].
+    fn parse_settings(&self, table: &SettingsTable<'_>) -> Result<ProviderSettings, ConfigError>;
+
+    /// The settings that may be shown (no secret), e.g. by the playground.
+    fn public_settings(&self, settings: &ProviderSettings) -> Value;
+
+    /// How the lifecycle service receives its webhooks (`POST
+    /// /webhooks/{segment}/{integration_id}`): `None` when it sends none.
+    #[cfg(feature = "cli")]
+    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+        None
+    }
 
     /// The name people know it by (`LivePerson`), for descriptions.
     fn display_name(&self) -> &'static str;
@@ -124,6 +169,12 @@ pub trait Provider: Send + Sync + 'static {
     /// The size limit, in characters of compact JSON, of a parameter sent as JSON text.
     fn json_limit(&self, name: &str) -> Option<usize> {
         let _ = name;
+        None
+    }
+
+    /// How it delivers `transcript`, with its size limit, for the parameter's description
+    /// (`consumer messages after …, at most 4000 bytes each`).
+    fn transcript_note(&self) -> Option<String> {
         None
     }
 
@@ -158,7 +209,7 @@ pub trait Provider: Send + Sync + 'static {
     fn simulated_result(&self, handoff_id: &str) -> Value;
 
     /// The secret values of an integration's settings, scrubbed from anything a provider
-    /// echoes back.
+    /// echoes back and kept out of logs.
     fn secrets(&self, settings: &ProviderSettings) -> Vec<String>;
 
     /// Opens the conversation for real: the result body and the handoff.

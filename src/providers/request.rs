@@ -17,7 +17,7 @@ use crate::actions::spec::{ParamSpec, ParamType};
 use crate::actions::ActionError;
 use crate::providers::call::{config_err, is_absent, limited_json};
 use crate::providers::config::{Integration, ProviderKind};
-use crate::providers::{altu, liveperson, provider, zendesk};
+use crate::providers::provider;
 
 /// Lists every request the handoff makes on `integration`, from the already-rendered
 /// `parameters` object, without network. Wrong parameter types are a `config` error.
@@ -98,10 +98,15 @@ pub fn common_param_specs() -> Vec<ParamSpec> {
                 additional: true,
             })),
             format!(
-                "The conversation with the bot so far, oldest first, for the agent (usually `\"<? $history ?>\"`). LivePerson: consumer messages after `start_message`, at most {} bytes each; Zendesk: private comments, at most {} bytes each; ALTU SDK: the `transcript` array of OPEN_CONVERSATION, at most {} bytes of text per entry. Split oldest first, never inside a character.",
-                liveperson::TRANSCRIPT_MESSAGE_LIMIT,
-                zendesk::TRANSCRIPT_COMMENT_LIMIT,
-                altu::TRANSCRIPT_TEXT_LIMIT
+                "The conversation with the bot so far, oldest first, for the agent (usually `\"<? $history ?>\"`). {}. Split oldest first, never inside a character.",
+                crate::providers::all()
+                    .into_iter()
+                    .filter_map(|k| {
+                        let p = k.provider();
+                        Some(format!("{}: {}", p.display_name(), p.transcript_note()?))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         ),
         ParamSpec::new(
@@ -122,7 +127,7 @@ pub fn provider_param_specs(kind: ProviderKind) -> Vec<ParamSpec> {
 pub fn start_live_chat_param_specs() -> Vec<ParamSpec> {
     let mut out = common_param_specs();
     let common = out.len();
-    for kind in ProviderKind::ALL {
+    for kind in crate::providers::all() {
         for p in provider_param_specs(kind) {
             let label = provider(kind).display_name();
             let desc = format!("{label}: {}", p.description);
@@ -164,7 +169,7 @@ pub fn required_params(kind: ProviderKind) -> Vec<String> {
 
 fn all_known_params() -> Vec<String> {
     let mut all: Vec<String> = COMMON_PARAMS.iter().map(|s| s.to_string()).collect();
-    for k in ProviderKind::ALL {
+    for k in crate::providers::all() {
         for p in supported_params(k) {
             if !all.contains(&p) {
                 all.push(p);
@@ -321,13 +326,16 @@ mod tests {
             .map(|p| p.name.into_owned())
             .collect();
         assert_eq!(names, COMMON_PARAMS);
-        for k in ProviderKind::ALL {
+        for k in crate::providers::all() {
             for p in supported_params(k) {
                 assert!(!COMMON_PARAMS.contains(&p.as_str()), "{k}: {p}");
             }
         }
-        assert_eq!(required_params(ProviderKind::Zendesk), ["subject"]);
-        assert!(required_params(ProviderKind::LivePerson).is_empty());
+        assert_eq!(
+            required_params(crate::providers::zendesk::KIND),
+            ["subject"]
+        );
+        assert!(required_params(crate::providers::liveperson::KIND).is_empty());
     }
 
     #[test]

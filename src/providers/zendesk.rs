@@ -30,7 +30,9 @@ use crate::providers::call::{
     config_err, contact_text, id_text, id_value, is_absent, opt, text_value, type_name, CallBody,
     HandoffCx, HeaderValue, ProviderCall, StartPlan,
 };
-use crate::providers::config::{Integration, ProviderKind, ProviderSettings, ZendeskSettings};
+use crate::providers::config::{
+    ConfigError, Integration, ProviderKind, ProviderSettings, Secret, SettingsTable,
+};
 use crate::providers::http::{HttpResponse, Retry};
 use crate::providers::provider::{
     malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
@@ -41,6 +43,22 @@ use crate::providers::transcript;
 /// states no size for `comment.body`; Zendesk's help center and integrators cite 64 KB
 /// per comment, so transcripts are cut well below it, at 60,000 bytes.
 pub const TRANSCRIPT_COMMENT_LIMIT: usize = 60_000;
+
+/// Its handle in the registry (`provider = "zendesk"`).
+pub const KIND: ProviderKind = ProviderKind::of(&Zendesk);
+
+/// Zendesk Support credentials: the keys of a `provider = "zendesk"` table.
+#[derive(Debug, Clone)]
+pub struct ZendeskSettings {
+    /// `https://{subdomain}.zendesk.com` (no trailing slash), or a fake's URL.
+    pub base_url: String,
+    /// The API user's email (token auth is `{email}/token:{api_token}`).
+    pub email: String,
+    /// The API token.
+    pub api_token: Secret,
+    /// Webhook signing secret, used by the lifecycle service to verify webhooks.
+    pub webhook_secret: Option<Secret>,
+}
 
 /// The parameters it understands besides the common ones, with types and descriptions:
 /// the table the checks, the JSON Schema and the README come from.
@@ -441,10 +459,9 @@ pub fn plan(
 pub struct Zendesk;
 
 fn settings(i: &Integration) -> Result<&ZendeskSettings, ActionError> {
-    match &i.settings {
-        ProviderSettings::Zendesk(s) => Ok(s),
-        _ => Err(wrong_settings(ProviderKind::Zendesk, i)),
-    }
+    i.settings
+        .get::<ZendeskSettings>()
+        .ok_or_else(|| wrong_settings(KIND, i))
 }
 
 /// Sends a call with `Basic {email}/token:{api_token}`.
@@ -484,8 +501,35 @@ pub(crate) async fn ticket_status(
 
 #[async_trait]
 impl Provider for Zendesk {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Zendesk
+    fn name(&self) -> &'static str {
+        "zendesk"
+    }
+
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &["base_url", "email", "api_token", "webhook_secret"]
+    }
+
+    fn parse_settings(&self, t: &SettingsTable<'_>) -> Result<ProviderSettings, ConfigError> {
+        let base_url = t.required_url("base_url")?;
+        let webhook_secret = t.optional_secret("webhook_secret")?;
+        Ok(ProviderSettings::new(ZendeskSettings {
+            base_url,
+            email: t.required_string("email")?,
+            api_token: t.required_secret("api_token")?,
+            webhook_secret,
+        }))
+    }
+
+    fn public_settings(&self, settings: &ProviderSettings) -> Value {
+        match settings.get::<ZendeskSettings>() {
+            Some(zd) => json!({"base_url": zd.base_url, "email": zd.email}),
+            None => json!({}),
+        }
+    }
+
+    #[cfg(feature = "cli")]
+    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+        Some(&webhooks::Receiver)
     }
 
     fn display_name(&self) -> &'static str {
@@ -512,6 +556,12 @@ impl Provider for Zendesk {
         }
     }
 
+    fn transcript_note(&self) -> Option<String> {
+        Some(format!(
+            "private comments, at most {TRANSCRIPT_COMMENT_LIMIT} bytes each"
+        ))
+    }
+
     fn plan(
         &self,
         integration: &Integration,
@@ -534,7 +584,7 @@ impl Provider for Zendesk {
     }
 
     fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
-        let ProviderSettings::Zendesk(s) = settings else {
+        let Some(s) = settings.get::<ZendeskSettings>() else {
             return Vec::new();
         };
         let mut v = vec![
@@ -619,12 +669,8 @@ impl Provider for Zendesk {
         Ok((
             body,
             Handoff {
-                provider: ProviderKind::Zendesk,
-                integration_id: integration.id.clone(),
-                provider_conversation_id: ticket_id,
-                consumer_token_key: None,
-                handoff_id: cx.handoff_id.clone(),
                 requester_id: requester,
+                ..Handoff::new(KIND, integration, ticket_id, cx)
             },
         ))
     }
@@ -660,5 +706,38 @@ impl Provider for Zendesk {
         send(client, s, "zendesk close", &call, Retry::Safe)
             .await
             .map(|_| ())
+    }
+}
+
+/// Its webhooks (`POST /webhooks/zendesk/{integration_id}`):
+/// `x-zendesk-webhook-signature` is the base64 HMAC-SHA256 of timestamp + body keyed by
+/// `webhook_secret` (none configured: refused), the timestamp within the replay window.
+#[cfg(feature = "cli")]
+mod webhooks {
+    use super::ZendeskSettings;
+    use crate::service::auth;
+    use crate::service::webhooks::{
+        parse_zendesk, Refusal, Verified, WebhookReceiver, WebhookRequest,
+    };
+
+    pub(super) struct Receiver;
+
+    impl WebhookReceiver for Receiver {
+        fn segment(&self) -> &'static str {
+            "zendesk"
+        }
+
+        fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
+            let secret = req.secret(|s: &ZendeskSettings| s.webhook_secret.as_ref())?;
+            auth::verify_zendesk(
+                secret,
+                req.header("x-zendesk-webhook-signature"),
+                req.header("x-zendesk-webhook-signature-timestamp"),
+                req.body,
+                req.now_ms,
+                req.config.zendesk_replay_window_s,
+            )?;
+            Ok(Verified::events(parse_zendesk(req.body)?))
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! - `/v1/…` needs `Authorization: Bearer <token>` with one of `[api] tokens` (compared
 //!   in constant time); otherwise `401 unauthorized` and nothing happens. Without tokens
 //!   (loopback only) the API is open.
-//! - Webhooks are authenticated by their provider signatures ([`super::auth`]).
+//! - Webhooks (one route, `/webhooks/{segment}/{integration_id}`) are authenticated by
+//!   their provider's receiver ([`webhooks::WebhookReceiver`]).
 //! - Bodies are limited: `run` to `[api] max_run_body_bytes` (1 MiB), the other `/v1/…`
 //!   routes to `[api] max_body_bytes` (64 KiB), webhooks to `[webhooks] max_body_bytes`
 //!   (256 KiB); larger ones get `413 payload_too_large`.
@@ -27,10 +28,9 @@ use serde_json::{json, Value};
 use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
 use super::openapi::*;
-use super::secrets;
 use super::store::{record_json, LiveChatRecord, RunKey, StoreError, TimelineEntry};
 use super::timeline;
-use super::webhooks::{self, ProviderEvent};
+use super::webhooks;
 use crate::interp::{RunOptions, Store};
 use crate::providers::observe;
 use crate::providers::{Integration, IntegrationId, ProviderKind};
@@ -50,12 +50,7 @@ pub(crate) fn router(state: ServiceState) -> Router {
         .layer(DefaultBodyLimit::max(cfg.api.max_body_bytes))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let webhooks = Router::new()
-        .route(
-            "/webhooks/liveperson/{integration_id}",
-            post(webhook_liveperson),
-        )
-        .route("/webhooks/zendesk/{integration_id}", post(webhook_zendesk))
-        .route("/webhooks/altu/{integration_id}", post(webhook_altu))
+        .route("/webhooks/{segment}/{integration_id}", post(webhook))
         .layer(DefaultBodyLimit::max(cfg.webhooks.max_body_bytes))
         .route_layer(middleware::from_fn_with_state(state.clone(), log_webhook));
     Router::new()
@@ -856,11 +851,11 @@ fn noted(mut resp: Response, results: Vec<&'static str>, why: Option<String>) ->
 /// result and why, never a signature, token or message text.
 async fn log_webhook(State(state): State<ServiceState>, req: Request, next: Next) -> Response {
     let mut segs = req.uri().path().trim_start_matches("/webhooks/").split('/');
-    let provider = match segs.next() {
-        Some("altu") => "altu_sdk".to_string(),
-        Some(p) => p.to_string(),
-        None => String::new(),
+    // No provider has that segment: no route (no log line or metric of its own).
+    let Some((kind, _)) = segs.next().and_then(webhooks::receiver) else {
+        return next.run(req).await;
     };
+    let provider = kind.as_str().to_string();
     let integration_id = segs.next().unwrap_or_default().to_string();
     let resp = next.run(req).await;
     let status = resp.status();
@@ -905,215 +900,61 @@ async fn log_webhook(State(state): State<ServiceState>, req: Request, next: Next
     resp
 }
 
-async fn apply_events(
-    state: &ServiceState,
-    integration_id: &str,
-    source: &str,
-    parsed: Result<Vec<ProviderEvent>, webhooks::ParseError>,
-) -> Response {
-    let events = match parsed {
-        Ok(e) => e,
-        Err(e) => return malformed(e),
-    };
-    let mut outcomes = Vec::new();
-    for ev in events {
-        match state.provider_event(integration_id, source, ev).await {
-            Ok(o) => outcomes.push(match o {
-                EventOutcome::Applied => "applied",
-                EventOutcome::Duplicate => "duplicate",
-                EventOutcome::Stale => "stale",
-                EventOutcome::Ignored => "ignored",
-                EventOutcome::Unknown => "unknown_conversation",
-            }),
-            Err(e) => return store_failed(e),
-        }
-    }
-    noted(
-        Json(json!({"status": "ok", "events": outcomes})).into_response(),
-        outcomes,
-        None,
-    )
-}
-
-#[utoipa::path(
-    post,
-    path = "/webhooks/liveperson/{integration_id}",
-    tag = "webhooks",
-    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
-        ("x-liveperson-signature" = Option<String>, Header, description = "`sha1=<base64 HMAC-SHA1(client_secret, raw body)>`")),
-    request_body(content = Value, description = "A LivePerson notification"),
-    responses(
-        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
-        (status = 400, description = "`malformed_event`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
-        (status = 404, description = "`unknown_integration`", body = ErrorBody),
-        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
-    )
-)]
-async fn webhook_liveperson(
+/// `POST /webhooks/{segment}/{integration_id}`, for every provider with webhooks: the
+/// provider's receiver ([`webhooks::WebhookReceiver`]) authenticates and parses the body;
+/// here are what all share: the body limit, the integration lookup (`404`), refusals
+/// (`401`, `400`), single-use tokens, the conversation check and the effects (dedupe
+/// and ordering are the lifecycle's). The built-in routes are documented in
+/// [`super::openapi`].
+async fn webhook(
     State(state): State<ServiceState>,
-    Path(iid): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body(raw, state.config().webhooks.max_body_bytes) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let i = match integration(&state, &iid, ProviderKind::LivePerson) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let Some(secret) = secrets::liveperson_webhook_secret(&i) else {
-        return unauthorized(auth::AuthError::NoSecret);
-    };
-    if let Err(e) =
-        auth::verify_liveperson(secret, header(&headers, "x-liveperson-signature"), &body)
-    {
-        return unauthorized(e);
-    }
-    let source = format!("liveperson:{}", i.id);
-    apply_events(
-        &state,
-        &i.id.to_string(),
-        &source,
-        webhooks::parse_liveperson(&body),
-    )
-    .await
-}
-
-#[utoipa::path(
-    post,
-    path = "/webhooks/zendesk/{integration_id}",
-    tag = "webhooks",
-    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
-        ("x-zendesk-webhook-signature" = Option<String>, Header, description = "base64 HMAC-SHA256(webhook_secret, timestamp + body)"),
-        ("x-zendesk-webhook-signature-timestamp" = Option<String>, Header, description = "RFC 3339, within the replay window")),
-    request_body(content = Value, description = "A Zendesk webhook (event-subscribed or trigger)"),
-    responses(
-        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
-        (status = 400, description = "`malformed_event`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
-        (status = 404, description = "`unknown_integration`", body = ErrorBody),
-        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
-    )
-)]
-async fn webhook_zendesk(
-    State(state): State<ServiceState>,
-    Path(iid): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body(raw, state.config().webhooks.max_body_bytes) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let i = match integration(&state, &iid, ProviderKind::Zendesk) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let Some(secret) = secrets::zendesk_webhook_secret(&i) else {
-        return unauthorized(auth::AuthError::NoSecret);
-    };
-    if let Err(e) = auth::verify_zendesk(
-        secret,
-        header(&headers, "x-zendesk-webhook-signature"),
-        header(&headers, "x-zendesk-webhook-signature-timestamp"),
-        &body,
-        now_ms(),
-        state.config().webhooks.zendesk_replay_window_s,
-    ) {
-        return unauthorized(e);
-    }
-    let source = format!("zendesk:{}", i.id);
-    apply_events(
-        &state,
-        &i.id.to_string(),
-        &source,
-        webhooks::parse_zendesk(&body),
-    )
-    .await
-}
-
-/// ALTU connector events (`docs/connector-protocol.md` §3, §5): `401` unless the token
-/// passes every check (signature, times, `sub`, `iss`, `aud`, `conversation_id`, single-use
-/// `jti`), `400` for a malformed body, `404` when no live chat has that
-/// `platform_conversation_id` and `conversation_id`, else `200 {"ok":true,"events":[…]}`
-/// (`applied`, `duplicate`, `stale` or `ignored` after the end).
-#[utoipa::path(
-    post,
-    path = "/webhooks/altu/{integration_id}",
-    tag = "webhooks",
-    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
-        ("authorization" = Option<String>, Header, description = "`Bearer <HS256 JWT>` (docs/connector-protocol.md)")),
-    request_body(content = Value, description = "An ALTU connector event envelope"),
-    responses(
-        (status = 200, description = "Authenticated; what each event came to", body = AltuAck),
-        (status = 400, description = "`malformed_event`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
-        (status = 404, description = "`unknown_integration` or `unknown_conversation`", body = ErrorBody),
-        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
-    )
-)]
-async fn webhook_altu(
-    State(state): State<ServiceState>,
-    Path(iid): Path<String>,
+    Path((segment, iid)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Some((kind, receiver)) = webhooks::receiver(&segment) else {
+        return not_found().await;
+    };
     let body = match body(raw, state.config().webhooks.max_body_bytes) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let i = match integration(&state, &iid, ProviderKind::AltuSdk) {
+    let i = match integration(&state, &iid, kind) {
         Ok(i) => i,
         Err(r) => return r,
     };
-    let (Some(key), Some(access_token)) =
-        (secrets::altu_access_key(&i), secrets::altu_access_token(&i))
-    else {
-        return unauthorized(auth::AuthError::NoSecret);
+    let verified = receiver.verify(&webhooks::WebhookRequest {
+        integration: &i,
+        path: uri.path(),
+        headers: &headers,
+        body: &body,
+        now_ms: now_ms(),
+        config: &state.config().webhooks,
+    });
+    let v = match verified {
+        Ok(v) => v,
+        Err(webhooks::Refusal::Unauthorized(e)) => return unauthorized(e),
+        Err(webhooks::Refusal::Malformed(e)) => return malformed(e),
     };
-    let skew = state.config().webhooks.jwt_clock_skew_s as i64;
-    let claims = match auth::verify_jwt(
-        key,
-        header(&headers, "authorization"),
-        now_ms() / 1000,
-        skew,
-    ) {
-        Ok(c) => c,
-        Err(e) => return unauthorized(e),
-    };
-    let ev = match webhooks::parse_altu(&body) {
-        Ok(ev) => ev,
-        Err(e) => return malformed(e),
-    };
-    if let Err(e) =
-        auth::check_connector_claims(&claims, access_token, uri.path(), &ev.conversation_id)
-    {
-        return unauthorized(e);
-    }
-    // Burn the token id only once everything else checked out, so a malformed body can be
-    // fixed and resent.
-    match state
-        .store()
-        .mark_seen(&format!("altu-jti:{}", i.id), &claims.jti, now_ms())
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return noted(
-                error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "token already used (jti replay)",
-                ),
-                vec!["unauthorized"],
-                Some("token already used (jti replay)".into()),
-            )
+    // Burn a single-use token only once everything else checked out, so a malformed body
+    // can be fixed and resent.
+    if let Some(once) = &v.single_use {
+        match state
+            .store()
+            .mark_seen(&once.scope, &once.id, now_ms())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return noted(
+                    error(StatusCode::UNAUTHORIZED, "unauthorized", once.why),
+                    vec!["unauthorized"],
+                    Some(once.why.into()),
+                )
+            }
+            Err(e) => return store_failed(e),
         }
-        Err(e) => return store_failed(e),
     }
     let integration_id = i.id.to_string();
     let unknown = || {
@@ -1127,33 +968,35 @@ async fn webhook_altu(
             None,
         )
     };
-    match state
-        .store()
-        .find_by_provider(&integration_id, &ev.event.provider_conversation_id)
-        .await
-    {
-        Ok(Some(chat)) if chat.id == ev.conversation_id => {}
-        Ok(_) => return unknown(),
-        Err(e) => return store_failed(e),
+    if let Some((provider_conversation_id, handoff_id)) = &v.conversation {
+        match state
+            .store()
+            .find_by_provider(&integration_id, provider_conversation_id)
+            .await
+        {
+            Ok(Some(chat)) if &chat.id == handoff_id => {}
+            Ok(_) => return unknown(),
+            Err(e) => return store_failed(e),
+        }
     }
-    let source = format!("altu:{}", i.id);
-    let outcome = match state
-        .provider_event(&integration_id, &source, ev.event)
-        .await
-    {
-        Ok(o) => o,
-        Err(e) => return store_failed(e),
+    let source = format!("{segment}:{}", i.id);
+    let mut outcomes = Vec::new();
+    for ev in v.events {
+        match state.provider_event(&integration_id, &source, ev).await {
+            Ok(o) => outcomes.push(match o {
+                EventOutcome::Applied => "applied",
+                EventOutcome::Duplicate => "duplicate",
+                EventOutcome::Stale => "stale",
+                EventOutcome::Ignored => "ignored",
+                EventOutcome::Unknown if v.ack == webhooks::Ack::Connector => return unknown(),
+                EventOutcome::Unknown => "unknown_conversation",
+            }),
+            Err(e) => return store_failed(e),
+        }
+    }
+    let body = match v.ack {
+        webhooks::Ack::Status => json!({"status": "ok", "events": outcomes}),
+        webhooks::Ack::Connector => json!({"ok": true, "events": outcomes}),
     };
-    let name = match outcome {
-        EventOutcome::Applied => "applied",
-        EventOutcome::Duplicate => "duplicate",
-        EventOutcome::Stale => "stale",
-        EventOutcome::Ignored => "ignored",
-        EventOutcome::Unknown => return unknown(),
-    };
-    noted(
-        Json(json!({"ok": true, "events": [name]})).into_response(),
-        vec![name],
-        None,
-    )
+    noted(Json(body).into_response(), outcomes, None)
 }

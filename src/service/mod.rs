@@ -7,10 +7,10 @@
 //! - [`store`]: the durable state behind [`LiveChatStore`]: SQLite ([`SqliteStore`], one
 //!   process) or PostgreSQL ([`PgStore`], several replicas on one database);
 //! - [`lifecycle`]: the state machine ([`ServiceState`]);
-//! - [`webhooks`] and [`auth`]: provider events in, authenticated on the raw bytes;
+//! - [`webhooks`] and [`auth`]: provider events in, authenticated on the raw bytes (one
+//!   route; each provider's [`webhooks::WebhookReceiver`] checks and parses its own);
 //! - [`events`]: events out (shapes and signature); [`workers`]: timers and the outbox;
-//! - [`provider`]: the [`LiveChatTransport`] seam to the provider clients;
-//! - [`secrets`]: where each integration keeps its webhook secret.
+//! - [`provider`]: the [`LiveChatTransport`] seam to the provider clients.
 //!
 //! ## HTTP API
 //! - `GET /healthz` → `{"status":"ok"}`
@@ -21,7 +21,8 @@
 //!   (409 `no_live_chat`; 502 `provider_error`, the chat then ends with `error`).
 //! - `POST /v1/conversations/{id}/close` → the user closes (`user_closed`).
 //! - `GET /v1/conversations/{id}/live_chat` → state, ids, timestamps, deadlines.
-//! - `POST /webhooks/{liveperson|zendesk|altu}/{integration_id}` → provider events.
+//! - `POST /webhooks/{liveperson|zendesk|altu}/{integration_id}` → provider events (the
+//!   segment is the provider's [`webhooks::WebhookReceiver::segment`]).
 
 pub mod api;
 pub mod auth;
@@ -32,7 +33,6 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod provider;
-pub mod secrets;
 pub mod store;
 pub mod timeline;
 pub mod webhooks;

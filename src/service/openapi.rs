@@ -277,6 +277,70 @@ impl Modify for BearerToken {
     }
 }
 
+// The webhook routes of the built-in providers, as their providers configure them. One
+// route serves them all (`POST /webhooks/{segment}/{integration_id}`, each provider's
+// receiver checking its own signature); these functions only carry the documentation.
+
+#[utoipa::path(
+    post,
+    path = "/webhooks/liveperson/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("x-liveperson-signature" = Option<String>, Header, description = "`sha1=<base64 HMAC-SHA1(client_secret, raw body)>`")),
+    request_body(content = Value, description = "A LivePerson notification"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn webhook_liveperson() {}
+
+#[utoipa::path(
+    post,
+    path = "/webhooks/zendesk/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("x-zendesk-webhook-signature" = Option<String>, Header, description = "base64 HMAC-SHA256(webhook_secret, timestamp + body)"),
+        ("x-zendesk-webhook-signature-timestamp" = Option<String>, Header, description = "RFC 3339, within the replay window")),
+    request_body(content = Value, description = "A Zendesk webhook (event-subscribed or trigger)"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = WebhookAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn webhook_zendesk() {}
+
+/// ALTU connector events (`docs/connector-protocol.md` §3, §5): `401` unless the token
+/// passes every check (signature, times, `sub`, `iss`, `aud`, `conversation_id`, single-use
+/// `jti`), `400` for a malformed body, `404` when no live chat has that
+/// `platform_conversation_id` and `conversation_id`, else `200 {"ok":true,"events":[…]}`
+/// (`applied`, `duplicate`, `stale` or `ignored` after the end).
+#[utoipa::path(
+    post,
+    path = "/webhooks/altu/{integration_id}",
+    tag = "webhooks",
+    params(("integration_id" = String, Path, description = "The integration the webhook is for"),
+        ("authorization" = Option<String>, Header, description = "`Bearer <HS256 JWT>` (docs/connector-protocol.md)")),
+    request_body(content = Value, description = "An ALTU connector event envelope"),
+    responses(
+        (status = 200, description = "Authenticated; what each event came to", body = AltuAck),
+        (status = 400, description = "`malformed_event`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
+        (status = 404, description = "`unknown_integration` or `unknown_conversation`", body = ErrorBody),
+        (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn webhook_altu() {}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -291,9 +355,9 @@ impl Modify for BearerToken {
         super::api::close,
         super::api::live_chat,
         super::api::timeline_route,
-        super::api::webhook_liveperson,
-        super::api::webhook_zendesk,
-        super::api::webhook_altu,
+        webhook_liveperson,
+        webhook_zendesk,
+        webhook_altu,
         super::api::healthz,
         super::api::readyz,
         super::api::metrics,

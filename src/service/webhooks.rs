@@ -36,9 +36,13 @@
 //! them. An unknown `event` is malformed (400: new events come only with a new protocol
 //! version); unknown fields are ignored. Dedup by `event_id`.
 
+use axum::http::HeaderMap;
 use serde_json::Value;
 
+use super::auth::AuthError;
+use super::config::WebhookConfig;
 use super::store::{AgentInfo, EndStatus};
+use crate::providers::{Integration, Secret, SettingsValue};
 
 /// How a provider says a conversation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,5 +394,133 @@ pub fn parse_altu(body: &[u8]) -> Result<AltuEvent, ParseError> {
             dedup_id: Some(event_id),
             provider_ts: None,
         },
+    })
+}
+
+// ---- receiving: one trait per provider, one route for all -----------------------------
+
+/// One webhook as it came to `POST /webhooks/{segment}/{integration_id}`, for the
+/// integration it names (already known to be of the receiver's provider).
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRequest<'a> {
+    /// The integration.
+    pub integration: &'a Integration,
+    /// The request path (`/webhooks/altu/7`): tokens may be bound to it.
+    pub path: &'a str,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The raw body (within `[webhooks] max_body_bytes`).
+    pub body: &'a [u8],
+    /// Now, Unix ms.
+    pub now_ms: i64,
+    /// The service's `[webhooks]` settings (replay window, clock skew).
+    pub config: &'a WebhookConfig,
+}
+
+impl<'a> WebhookRequest<'a> {
+    /// A header as text (absent when missing or not visible ASCII).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The secret `pick` reads from the integration's settings (of type `T`), if set and
+    /// not empty; [`AuthError::NoSecret`] otherwise (then the webhook is refused).
+    pub fn secret<T: SettingsValue>(
+        &self,
+        pick: fn(&T) -> Option<&Secret>,
+    ) -> Result<&'a str, AuthError> {
+        self.integration
+            .settings
+            .get::<T>()
+            .and_then(pick)
+            .map(Secret::expose)
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthError::NoSecret)
+    }
+}
+
+/// Why a webhook is refused before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `401 unauthorized`: signature or token refused.
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    /// `400 malformed_event`: not the documented shape.
+    #[error(transparent)]
+    Malformed(#[from] ParseError),
+}
+
+/// A token id that may be used once: the service refuses (`401`) a second use within
+/// `scope`, once everything else checked out (so a malformed body can be fixed and
+/// resent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SingleUse {
+    /// Where ids are unique (`altu-jti:<integration>`).
+    pub scope: String,
+    /// The id (a JWT `jti`).
+    pub id: String,
+    /// The refusal message on a second use.
+    pub why: &'static str,
+}
+
+/// How the service answers an authenticated webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// `200 {"status":"ok","events":[…]}`, one outcome per event
+    /// (`unknown_conversation` among them).
+    Status,
+    /// The connector's `200 {"ok":true,"events":[…]}`; an event for no known live chat is
+    /// `404 unknown_conversation` (`docs/connector-protocol.md` §5).
+    Connector,
+}
+
+/// An authenticated, parsed webhook and what the service still checks before applying it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// Its events, in order.
+    pub events: Vec<ProviderEvent>,
+    /// A token that must not have been used before.
+    pub single_use: Option<SingleUse>,
+    /// The events must be about the live chat with this id (our handoff id) and that
+    /// provider conversation, else `404 unknown_conversation`.
+    pub conversation: Option<(String, String)>,
+    /// The answer's shape.
+    pub ack: Ack,
+}
+
+impl Verified {
+    /// Events answered with [`Ack::Status`], without further checks.
+    pub fn events(events: Vec<ProviderEvent>) -> Self {
+        Verified {
+            events,
+            single_use: None,
+            conversation: None,
+            ack: Ack::Status,
+        }
+    }
+}
+
+/// How a provider's webhooks are received: its URL segment and its check of signature,
+/// tokens and body. Given by [`crate::providers::Provider::webhooks`]; the service has
+/// one route for all (dedupe, ordering and effects are the lifecycle's).
+pub trait WebhookReceiver: Send + Sync {
+    /// The `{segment}` of `POST /webhooks/{segment}/{integration_id}` (configured on the
+    /// provider's side, so never changed), also the prefix of the events' source.
+    fn segment(&self) -> &'static str;
+
+    /// Authenticates the webhook and parses its events; refuses it otherwise. Nothing may
+    /// change here.
+    fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal>;
+}
+
+/// The provider whose webhooks come to `/webhooks/{segment}/…`, with its receiver.
+pub fn receiver(
+    segment: &str,
+) -> Option<(crate::providers::ProviderKind, &'static dyn WebhookReceiver)> {
+    crate::providers::all().into_iter().find_map(|k| {
+        k.provider()
+            .webhooks()
+            .filter(|r| r.segment() == segment)
+            .map(|r| (k, r))
     })
 }
