@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use transbordo::flow::Severity;
 use transbordo::providers::{Integrations, LivePersonSettings, ProviderClient, RetryPolicy};
 use transbordo::service::provider::ProviderTransport;
-use transbordo::service::{serve_with, ServiceConfig, ServiceState, SqliteStore};
+use transbordo::service::{serve_with, ServiceConfig, ServiceState};
 use transbordo::{Engine, RunOptions, Store};
 
 use echo_provider::EchoSettings;
@@ -220,13 +220,13 @@ async fn the_service_receives_its_webhooks_and_relays_to_it() {
     )
     .unwrap();
     let config = ServiceConfig::from_file(&cfg_path).unwrap();
-    let store = SqliteStore::open(&config.database).await.unwrap();
+    let store = config.database.open().await.unwrap();
     let client = ProviderClient::new(RetryPolicy::default()).unwrap();
     let engine = Engine::new()
         .with_integrations((*config.integrations).clone())
         .with_provider_client(client.clone());
     let transport = ProviderTransport::new(client, config.integrations.clone());
-    let state = ServiceState::new(config, engine, Arc::new(store), Arc::new(transport));
+    let state = ServiceState::new(config, engine, store, Arc::new(transport));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
