@@ -212,11 +212,31 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
         "{} provider conversations left open: {still_open:?}",
         still_open.len()
     );
+    // What the reconciles did, from the replicas' logs (for the figures).
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            // `--log-format json` flattens the event's fields into the line.
+            let fields = if v["fields"].is_object() {
+                &v["fields"]
+            } else {
+                &v
+            };
+            if fields["message"] == "interrupted handoff reconciled" {
+                let o = fields["outcome"].as_str().unwrap_or_default().to_string();
+                *outcomes.entry(o).or_default() += 1;
+            }
+        }
+    }
     eprintln!(
         "{kills} SIGKILLs during {RUNS} runs: {} conversations with a live chat, each \
          handoff ended once ({reconciled_errors} extra handoffs ended), {without} without \
          one; {} provider conversations opened, {open_before} open before the user \
-         closes and 0 after",
+         closes and 0 after; interrupted handoffs reconciled: {outcomes:?}",
         tracked.len(),
         after.len()
     );

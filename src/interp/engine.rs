@@ -100,7 +100,10 @@ impl Engine {
     }
 
     /// Records each handoff's intent in `journal` before its first provider call.
-    pub fn with_handoff_journal(mut self, journal: Arc<dyn crate::interp::HandoffJournal>) -> Engine {
+    pub fn with_handoff_journal(
+        mut self,
+        journal: Arc<dyn crate::interp::HandoffJournal>,
+    ) -> Engine {
         self.services.journal = Some(journal);
         self
     }

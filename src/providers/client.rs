@@ -129,9 +129,13 @@ impl ProviderClient {
         integration: &Integration,
         ext_consumer_id: &str,
     ) -> Result<crate::providers::liveperson::ConsumerConversation, ActionError> {
-        crate::providers::liveperson::find_open_conversation(self.cx(), integration, ext_consumer_id)
-            .await
-            .map_err(|e| scrubbed(e, integration))
+        crate::providers::liveperson::find_open_conversation(
+            self.cx(),
+            integration,
+            ext_consumer_id,
+        )
+        .await
+        .map_err(|e| scrubbed(e, integration))
     }
 
     /// ALTU SDK: the platform conversation of a handoff whose answer a crash lost

@@ -127,9 +127,8 @@ impl ServiceState {
             .build()
             .unwrap_or_default();
         // Handoffs record their intent first, so a crash mid-handoff can be reconciled.
-        let engine = engine.with_handoff_journal(Arc::new(super::reconcile::StoreJournal::new(
-            store.clone(),
-        )));
+        let engine = engine
+            .with_handoff_journal(Arc::new(super::reconcile::StoreJournal::new(store.clone())));
         ServiceState {
             inner: Arc::new(Inner {
                 engine,
@@ -428,7 +427,8 @@ impl ServiceState {
         &self,
         chat: &LiveChatRecord,
     ) -> Result<Option<LiveChatRecord>, StoreError> {
-        self.end_with_close(chat, EndStatus::Error, None, None).await
+        self.end_with_close(chat, EndStatus::Error, None, None)
+            .await
     }
 
     /// Claim → close → end. Returns the final record, or `None` when the claim lost

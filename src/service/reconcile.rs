@@ -221,7 +221,10 @@ async fn reconcile(
         return Ok("closed (the conversation has a newer live chat)");
     }
     // Recording the live chat finishes the intent in the same transaction.
-    let chat = match state.start_live_chat(&intent.conversation_id, &handoff).await {
+    let chat = match state
+        .start_live_chat(&intent.conversation_id, &handoff)
+        .await
+    {
         Ok(c) => c,
         Err(LifecycleError::AlreadyOpen) => {
             client

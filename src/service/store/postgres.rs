@@ -21,9 +21,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, HandoffIntent,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
-    TimelineEntry, Wake, WakeFn,
+    AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard,
+    HandoffIntent, LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError,
+    StoreStats, TimelineEntry, Wake, WakeFn,
 };
 use crate::service::events;
 

@@ -13,7 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
     Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, HandoffIntent,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats, TimelineEntry,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
+    TimelineEntry,
 };
 use crate::service::events;
 
