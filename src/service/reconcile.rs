@@ -81,7 +81,7 @@ impl HandoffJournal for StoreJournal {
     }
 }
 
-/// Claims and settles intents whose lease ran out, at start and then every [`POLL`],
+/// Claims and settles intents whose lease ran out, at start and then every second,
 /// until shutdown.
 pub async fn run_reconciler(state: ServiceState, mut stop: watch::Receiver<bool>) {
     loop {
