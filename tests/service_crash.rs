@@ -271,3 +271,76 @@ async fn sigkills_during_runs_on_postgres() {
     };
     crash_during_runs(db.url.clone(), Some(db)).await;
 }
+
+/// The lookups the reconcile uses, against the sandbox fakes: LivePerson names a
+/// consumer's open conversation when asked for a second one (and opens one when none is
+/// open); an ALTU OPEN replayed with its `event_id` names the first platform conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_lookups_against_the_sandbox() {
+    use transbordo::providers::liveperson::ConsumerConversation;
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
+        .await
+        .expect("sandbox");
+    let ints = Integrations::from_toml_str(
+        &process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
+        "i.toml",
+    )
+    .expect("integrations");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let cx = |h: &str| HandoffCx {
+        handoff_id: h.into(),
+        conversation_id: "conv-r".into(),
+        contact: json!({"name": "Ana"}),
+    };
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let started = client.start_live_chat(lp, &params, &cx("h-lp")).await;
+    let opened = started
+        .handoff
+        .expect("lp handoff")
+        .provider_conversation_id;
+    let found = client
+        .liveperson_open_conversation(lp, "conv-r")
+        .await
+        .expect("lookup");
+    assert_eq!(found, ConsumerConversation::Open(opened.clone()));
+    // Another consumer has none open: the lookup opened one.
+    let other = client
+        .liveperson_open_conversation(lp, "conv-nobody")
+        .await
+        .expect("lookup");
+    let ConsumerConversation::Opened(new) = other else {
+        panic!("{other:?}")
+    };
+    assert_ne!(new, opened);
+
+    let altu = ints
+        .get(&IntegrationId::new("3".to_string()))
+        .expect("altu");
+    let started = client.start_live_chat(altu, &params, &cx("h-altu")).await;
+    let platform = started
+        .handoff
+        .expect("altu handoff")
+        .provider_conversation_id;
+    let replayed = client
+        .altu_replay_open(altu, "h-altu", "conv-r")
+        .await
+        .expect("replay");
+    assert_eq!(replayed, platform);
+    let open = sb_open(&sandbox).await;
+    assert!(open.contains(&platform), "{open:?}");
+    sandbox.shutdown().await;
+}
+
+async fn sb_open(sandbox: &Sandbox) -> Vec<String> {
+    sandbox
+        .control()
+        .conversations(Some(Provider::Altu), None)
+        .await
+        .expect("conversations")
+        .into_iter()
+        .filter(|c| c.status != ConversationStatus::Closed)
+        .map(|c| c.id)
+        .collect()
+}
