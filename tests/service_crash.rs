@@ -1,12 +1,11 @@
 //! Repeated SIGKILLs of `transbordo serve` during 180 concurrent LivePerson handoffs, on
 //! both stores: the service is killed and restarted every few hundred milliseconds
-//! while runs are in flight (each run retried until it is answered). Afterwards every
-//! live chat the store tracks ends exactly once (one `live_chat_ended` event id) and is
-//! closed at the provider, and no event is left undelivered.
-//!
-//! Not asserted: provider conversations opened by a run that was killed before its live
-//! chat was stored. They are counted and printed: recording the handoff's intent before
-//! the first provider call and reconciling it at start is not built yet.
+//! while runs are in flight (each run retried until it is answered). A handoff cut by a
+//! kill between its provider call and its live chat left an intent in the store, which
+//! the restarted service reconciles (adopts the conversation, or closes it and ends the
+//! handoff with `error`). Afterwards: no handoff intent is left, every handoff the store
+//! tracks ends exactly once (one `live_chat_ended` event id per handoff), the provider
+//! holds no open conversation, and no event is left undelivered.
 
 mod pg_support;
 mod process_support;
@@ -109,9 +108,40 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
         t.await.expect("run task");
     }
     assert!(kills >= 3, "the runs finished before the kills: {kills}");
+    // Handoffs cut by a kill are reconciled once their intent's lease (5 s) runs out.
+    let metric = |m: &str, name: &str| -> Option<String> {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l[name.len()..].trim().to_string())
+    };
+    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    loop {
+        let m = http
+            .get(format!("{lb}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        if metric(&m, "transbordo_handoff_intents_pending").as_deref() == Some("0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "intents not reconciled: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Before the closes: what the provider opened, and how much of it is open.
+    let opened = sb
+        .conversations(Some(Provider::Liveperson), None)
+        .await
+        .expect("conversations");
+    let open_before = opened
+        .iter()
+        .filter(|c| c.status != ConversationStatus::Closed)
+        .count();
     // Every tracked live chat: the user closes it (or it already ended).
     let mut tracked = HashMap::new();
-    let mut untracked_runs = 0;
+    let mut without = 0;
     for i in 0..RUNS {
         let conv = format!("crash-{i}");
         let r = http
@@ -122,12 +152,11 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
             .unwrap();
         let status = r.status().as_u16();
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        // 404: the run answered without a live chat (its handoff failed: the provider
-        // refused a second conversation for a consumer whose first one a killed run
-        // had opened).
+        // 404: the run answered without a live chat (its handoff failed) and nothing
+        // was left to reconcile.
         let Some(pc) = v["live_chat"]["provider_conversation_id"].as_str() else {
             assert_eq!(status, 404, "{conv}: {v}");
-            untracked_runs += 1;
+            without += 1;
             continue;
         };
         tracked.insert(conv.clone(), pc.to_string());
@@ -139,43 +168,77 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
         .await;
         assert!(s == 200 || s == 409, "close {conv}: {s} {v}");
     }
-    let ended = |conv: &str| -> usize {
-        rx.for_conv(conv)
-            .iter()
-            .filter(|e| e["type"] == "live_chat_ended")
-            .map(|e| e["event_id"].to_string())
-            .collect::<HashSet<_>>()
-            .len()
+    // Endings by handoff: a conversation may have had two (one reconciled with `error`,
+    // then the builder's retry), each must end exactly once.
+    let endings = |conv: &str| -> HashMap<String, HashSet<String>> {
+        let mut by: HashMap<String, HashSet<String>> = HashMap::new();
+        for e in rx.for_conv(conv) {
+            if e["type"] == "live_chat_ended" {
+                by.entry(e["handoff_id"].as_str().unwrap_or_default().to_string())
+                    .or_default()
+                    .insert(e["event_id"].to_string());
+            }
+        }
+        by
     };
     let deadline = Instant::now() + scaled(Duration::from_secs(60));
-    while !tracked.keys().all(|c| ended(c) >= 1) {
+    while !tracked.keys().all(|c| !endings(c).is_empty()) {
         assert!(Instant::now() < deadline, "live chats not ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for conv in tracked.keys() {
-        assert_eq!(ended(conv), 1, "{conv}: {:?}", rx.for_conv(conv));
+    let mut reconciled_errors = 0;
+    for i in 0..RUNS {
+        let conv = format!("crash-{i}");
+        let by = endings(&conv);
+        for (handoff, ids) in &by {
+            assert_eq!(ids.len(), 1, "{conv} {handoff}: {:?}", rx.for_conv(&conv));
+        }
+        if tracked.contains_key(&conv) {
+            assert!(!by.is_empty(), "{conv}: not ended");
+        }
+        reconciled_errors += by.len().saturating_sub(1);
     }
-    let open = sb
+    let after = sb
         .conversations(Some(Provider::Liveperson), None)
         .await
         .expect("conversations");
-    let tracked_ids: HashSet<&String> = tracked.values().collect();
-    for c in &open {
-        if tracked_ids.contains(&c.id) {
-            assert_eq!(c.status, ConversationStatus::Closed, "{c:?}");
+    let still_open: Vec<_> = after
+        .iter()
+        .filter(|c| c.status != ConversationStatus::Closed)
+        .collect();
+    assert!(
+        still_open.is_empty(),
+        "{} provider conversations left open: {still_open:?}",
+        still_open.len()
+    );
+    // What the reconciles did, from the replicas' logs (for the figures).
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            // `--log-format json` flattens the event's fields into the line.
+            let fields = if v["fields"].is_object() {
+                &v["fields"]
+            } else {
+                &v
+            };
+            if fields["message"] == "interrupted handoff reconciled" {
+                let o = fields["outcome"].as_str().unwrap_or_default().to_string();
+                *outcomes.entry(o).or_default() += 1;
+            }
         }
     }
-    let orphans = open
-        .iter()
-        .filter(|c| c.status != ConversationStatus::Closed && !tracked_ids.contains(&c.id))
-        .count();
     eprintln!(
-        "{kills} SIGKILLs during {RUNS} runs: {} live chats tracked and ended once, \
-         {untracked_runs} runs without one; {} provider conversations opened, {orphans} \
-         left open untracked",
+        "{kills} SIGKILLs during {RUNS} runs: {} conversations with a live chat, each \
+         handoff ended once ({reconciled_errors} extra handoffs ended), {without} without \
+         one; {} provider conversations opened, {open_before} open before the user \
+         closes and 0 after; interrupted handoffs reconciled: {outcomes:?}",
         tracked.len(),
-        open.len()
+        after.len()
     );
     let (s, m) = {
         let r = http.get(format!("{lb}/metrics")).send().await.unwrap();
@@ -207,4 +270,77 @@ async fn sigkills_during_runs_on_postgres() {
         return;
     };
     crash_during_runs(db.url.clone(), Some(db)).await;
+}
+
+/// The lookups the reconcile uses, against the sandbox fakes: LivePerson names a
+/// consumer's open conversation when asked for a second one (and opens one when none is
+/// open); an ALTU OPEN replayed with its `event_id` names the first platform conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_lookups_against_the_sandbox() {
+    use transbordo::providers::liveperson::ConsumerConversation;
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
+        .await
+        .expect("sandbox");
+    let ints = Integrations::from_toml_str(
+        &process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
+        "i.toml",
+    )
+    .expect("integrations");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let cx = |h: &str| HandoffCx {
+        handoff_id: h.into(),
+        conversation_id: "conv-r".into(),
+        contact: json!({"name": "Ana"}),
+    };
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let started = client.start_live_chat(lp, &params, &cx("h-lp")).await;
+    let opened = started
+        .handoff
+        .expect("lp handoff")
+        .provider_conversation_id;
+    let found = client
+        .liveperson_open_conversation(lp, "conv-r")
+        .await
+        .expect("lookup");
+    assert_eq!(found, ConsumerConversation::Open(opened.clone()));
+    // Another consumer has none open: the lookup opened one.
+    let other = client
+        .liveperson_open_conversation(lp, "conv-nobody")
+        .await
+        .expect("lookup");
+    let ConsumerConversation::Opened(new) = other else {
+        panic!("{other:?}")
+    };
+    assert_ne!(new, opened);
+
+    let altu = ints
+        .get(&IntegrationId::new("3".to_string()))
+        .expect("altu");
+    let started = client.start_live_chat(altu, &params, &cx("h-altu")).await;
+    let platform = started
+        .handoff
+        .expect("altu handoff")
+        .provider_conversation_id;
+    let replayed = client
+        .altu_replay_open(altu, "h-altu", "conv-r")
+        .await
+        .expect("replay");
+    assert_eq!(replayed, platform);
+    let open = sb_open(&sandbox).await;
+    assert!(open.contains(&platform), "{open:?}");
+    sandbox.shutdown().await;
+}
+
+async fn sb_open(sandbox: &Sandbox) -> Vec<String> {
+    sandbox
+        .control()
+        .conversations(Some(Provider::Altu), None)
+        .await
+        .expect("conversations")
+        .into_iter()
+        .filter(|c| c.status != ConversationStatus::Closed)
+        .map(|c| c.id)
+        .collect()
 }

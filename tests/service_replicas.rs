@@ -8,8 +8,11 @@
 //!
 //! A run cut by the SIGKILL in the middle of its handoff is retried; when the provider
 //! refuses the retry (the consumer already has the conversation the cut attempt opened),
-//! that conversation has no live chat: such handoffs are counted (at most the runs in
-//! flight) and must get no event. Reconciling them is not built yet.
+//! the run answers without a live chat: such handoffs are counted (at most the runs in
+//! flight). The reconcile of the interrupted handoff's intent then adopts the provider
+//! conversation (or closes it, ending with `error`): each such conversation ends at most
+//! once, with whatever status its adopted live chat reached (the plan's driver had no
+//! live chat to act on).
 //!
 //! Skipped (with a message) without a PostgreSQL server; see `pg_support`.
 
@@ -260,7 +263,7 @@ async fn three_replicas_300_live_chats_one_sigkilled() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("integrations.toml"),
-        process_support::integrations_toml(&sandbox.base_url(), 8, 0, 15),
+        process_support::integrations_toml(&sandbox.base_url(), 20, 0, 30),
     )
     .unwrap();
     let (rx_url, rx) = Receiver::default().start().await;
@@ -373,8 +376,14 @@ async fn three_replicas_300_live_chats_one_sigkilled() {
         let conv = format!("conv-{i}");
         let evs = distinct(&rx, &conv);
         if cut.contains(&conv) {
-            if !evs.is_empty() {
-                problems.push(format!("{conv} had no live chat but got {evs:?}"));
+            let endings = evs
+                .iter()
+                .filter(|e| e["type"] == "live_chat_ended")
+                .count();
+            if endings > 1 {
+                problems.push(format!(
+                    "{conv} (reconciled) ended {endings} times: {evs:?}"
+                ));
             }
             continue;
         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use transbordo::service::store::{
     AgentInfo, Applied, Change, ChatState, Database, Deadline, DeadlineKind, DueDeadline,
-    EndStatus, Guard, LiveChatStore, NewLiveChat,
+    EndStatus, Guard, HandoffIntent, LiveChatStore, NewLiveChat,
 };
 use transbordo::service::{now_ms, SqliteStore, StoreError};
 
@@ -81,6 +81,7 @@ both_stores!(
     deadline_claims_are_exclusive_until_the_lease_ends,
     outbox_heads_in_order_with_leases,
     ten_thousand_timers_over_eight_handles_fire_once,
+    handoff_intents_are_leased_and_finished_by_the_live_chat,
 );
 
 fn chat(id: &str, conv: &str, wait: u64) -> NewLiveChat {
@@ -452,6 +453,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
             (3, "timeline".to_string()),
             (4, "leases".to_string()),
             (5, "run_keys".to_string()),
+            (6, "handoff_intents".to_string()),
         ]
     );
     let old = s.get("old").await.unwrap().unwrap();
@@ -461,7 +463,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
     drop(s);
     // And again, now under the new runner.
     let s = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(s.migrations().await.unwrap().len(), 5);
+    assert_eq!(s.migrations().await.unwrap().len(), 6);
 }
 
 /// A database with a migration this program does not know is refused, not altered.
@@ -688,4 +690,45 @@ async fn same_millisecond_changes_both_apply_older_ones_are_stale(db: Db) {
         matches!(closed, Applied::Done(ref c) if c.state == ChatState::Ended),
         "{closed:?}"
     );
+}
+
+/// A handoff's intent: nobody may claim it while its run holds the lease; after, one of
+/// 4 handles (replicas) gets it, for a new lease; recording the live chat finishes it.
+async fn handoff_intents_are_leased_and_finished_by_the_live_chat(db: Db) {
+    let handles = db.handles(4).await;
+    let s = &handles[0];
+    let intent = |id: &str, conv: &str| HandoffIntent {
+        handoff_id: id.into(),
+        conversation_id: conv.into(),
+        integration_id: "7".into(),
+        provider: "liveperson".into(),
+        consumer_key: Some(format!("consumer-{conv}")),
+        created_at: 1_000,
+    };
+    s.intent_begin(&intent("h1", "c1"), 5_000).await.unwrap();
+    s.intent_begin(&intent("h2", "c2"), 5_000).await.unwrap();
+    s.intent_begin(&intent("h3", "c3"), 5_000).await.unwrap();
+    assert_eq!(s.stats().await.unwrap().intents_pending, 3);
+    // The run holds it until 6_000.
+    assert!(s.intent_claim(5_999, 5_000, 10).await.unwrap().is_empty());
+    // h1's live chat is recorded (intent finished in that transaction); h2's start failed.
+    s.create(chat("h1", "c1", 0), 2_000).await.unwrap();
+    s.intent_drop("h2").await.unwrap();
+    let mut tasks = Vec::new();
+    for h in &handles {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            h.intent_claim(6_000, 5_000, 10).await
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap().unwrap());
+    }
+    assert_eq!(claimed, vec![intent("h3", "c3")]);
+    // Claimed until 11_000: a reconciler that dies loses it then.
+    assert!(s.intent_claim(10_999, 5_000, 10).await.unwrap().is_empty());
+    assert_eq!(s.intent_claim(11_000, 5_000, 10).await.unwrap().len(), 1);
+    s.intent_drop("h3").await.unwrap();
+    assert_eq!(s.stats().await.unwrap().intents_pending, 0);
 }

@@ -170,10 +170,33 @@ impl Action for StartLiveChat {
             // (`$ticket.response.body.ticket.id`) render as they would in production.
             return Ok(providers::provider(integration.provider).simulated_result(&handoff_id));
         }
+        if let Some(journal) = &services.journal {
+            let start = crate::interp::HandoffStart {
+                handoff_id: handoff_id.clone(),
+                conversation_id: hcx.conversation_id.clone(),
+                integration_id: id.to_string(),
+                provider: integration.provider.as_str(),
+                consumer_key: (integration.provider == crate::providers::liveperson::KIND)
+                    .then(|| providers::liveperson::ext_consumer_id(&hcx)),
+            };
+            if let Err(e) = journal.begin(&start).await {
+                // No provider call without a record of it: a crash could not be reconciled.
+                let e = ActionError::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot record the handoff before starting it: {e}"),
+                );
+                return Ok(error_result(Some(integration.provider), &e));
+            }
+        }
         let outcome = services
             .providers
             .start_live_chat(integration, params, &hcx)
             .await;
+        if outcome.handoff.is_none() {
+            if let Some(journal) = &services.journal {
+                journal.abandon(&handoff_id).await;
+            }
+        }
         for w in outcome.warnings {
             cx.warn(w);
         }

@@ -69,6 +69,7 @@ impl Engine {
                 http_guard: None,
                 integrations: Arc::new(Integrations::default()),
                 providers: ProviderClient::new(RetryPolicy::default())?,
+                journal: None,
             },
             has_integrations: false,
         })
@@ -95,6 +96,15 @@ impl Engine {
     /// Replaces the provider clients (tests shrink their retry policy this way).
     pub fn with_provider_client(mut self, client: ProviderClient) -> Engine {
         self.services.providers = client;
+        self
+    }
+
+    /// Records each handoff's intent in `journal` before its first provider call.
+    pub fn with_handoff_journal(
+        mut self,
+        journal: Arc<dyn crate::interp::HandoffJournal>,
+    ) -> Engine {
+        self.services.journal = Some(journal);
         self
     }
 

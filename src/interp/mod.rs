@@ -30,6 +30,35 @@ pub struct Services {
     pub integrations: std::sync::Arc<Integrations>,
     /// LivePerson, Zendesk and ALTU SDK clients.
     pub providers: ProviderClient,
+    /// Where `start_live_chat` records a handoff's intent before its first provider call
+    /// (the lifecycle service's store); `None` records nothing (CLI, playground).
+    pub journal: Option<std::sync::Arc<dyn HandoffJournal>>,
+}
+
+/// A handoff about to call its provider ([`HandoffJournal::begin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffStart {
+    /// The handoff id.
+    pub handoff_id: String,
+    /// The builder's conversation.
+    pub conversation_id: String,
+    /// The integration.
+    pub integration_id: String,
+    /// `liveperson`, `zendesk` or `altu_sdk`.
+    pub provider: &'static str,
+    /// LivePerson: the `ext_consumer_id` the conversation is opened for.
+    pub consumer_key: Option<String>,
+}
+
+/// Records handoffs before they reach a provider, so that one cut by a crash (the
+/// provider conversation opened, the live chat never recorded) can be found again.
+#[async_trait::async_trait]
+pub trait HandoffJournal: Send + Sync {
+    /// Records the intent; an error stops the handoff before any provider call.
+    async fn begin(&self, start: &HandoffStart) -> Result<(), String>;
+    /// The start failed (no live chat): forgets the intent. A live chat that is
+    /// recorded finishes its intent itself.
+    async fn abandon(&self, handoff_id: &str);
 }
 
 /// A message for the user, in the order it must be delivered.

@@ -484,3 +484,36 @@ mod webhooks {
         }
     }
 }
+
+/// The platform conversation of a handoff after a crash lost its answer (the reconcile
+/// of a handoff intent): the OPEN is sent again with its `event_id` (`{handoff_id}:open`),
+/// and the platform answers a replayed `event_id` with its first answer
+/// (`docs/connector-protocol.md`, retries). When the first OPEN never arrived this one
+/// opens the conversation, so the two cannot be told apart: the caller closes it.
+pub async fn replay_open(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    handoff_id: &str,
+    bot_conversation_id: &str,
+) -> Result<String, ActionError> {
+    let s = settings(integration)?;
+    let ev = json!({
+        "event": events::OPEN_CONVERSATION,
+        "event_id": format!("{handoff_id}:open"),
+        "conversation_id": handoff_id,
+        "integration_id": integration.id.as_str(),
+        "data": { "bot_conversation_id": bot_conversation_id },
+    });
+    let call = event_call(s, "open", ev);
+    let label = "altu_sdk open (reconcile)";
+    let r = send(client, s, &call, handoff_id, label).await?;
+    r.json
+        .as_ref()
+        .and_then(|j| j.get("conversation_id"))
+        .and_then(|c| match c {
+            Value::String(t) if !t.is_empty() => Some(t.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| malformed(label, &r))
+}

@@ -122,6 +122,35 @@ impl ProviderClient {
             .map_err(|e| scrubbed(e, integration))
     }
 
+    /// LivePerson: the open conversation of a consumer whose handoff a crash cut
+    /// ([`crate::providers::liveperson::find_open_conversation`]).
+    pub async fn liveperson_open_conversation(
+        &self,
+        integration: &Integration,
+        ext_consumer_id: &str,
+    ) -> Result<crate::providers::liveperson::ConsumerConversation, ActionError> {
+        crate::providers::liveperson::find_open_conversation(
+            self.cx(),
+            integration,
+            ext_consumer_id,
+        )
+        .await
+        .map_err(|e| scrubbed(e, integration))
+    }
+
+    /// ALTU SDK: the platform conversation of a handoff whose answer a crash lost
+    /// ([`crate::providers::altu::replay_open`]).
+    pub async fn altu_replay_open(
+        &self,
+        integration: &Integration,
+        handoff_id: &str,
+        bot_conversation_id: &str,
+    ) -> Result<String, ActionError> {
+        crate::providers::altu::replay_open(self.cx(), integration, handoff_id, bot_conversation_id)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
     /// A Zendesk ticket's status (`new`, `open`, `pending`, `hold`, `solved`, `closed`).
     pub async fn ticket_status(
         &self,

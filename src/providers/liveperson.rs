@@ -1027,3 +1027,68 @@ mod webhooks {
         }
     }
 }
+
+/// What [`find_open_conversation`] found for a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerConversation {
+    /// The consumer's open conversation (named by the refusal of a second one).
+    Open(String),
+    /// The consumer had none: the request just opened this one, which the caller closes.
+    Opened(String),
+}
+
+/// Finds the open conversation of `ext_consumer_id` after a crash lost its id (the
+/// reconcile of a handoff intent). The Connector API has no consumer-side lookup
+/// (provider-contracts §1.3, §1.6): this repeats CONVERSATION for the same consumer. A
+/// consumer has one open conversation, so the request is refused and the refusal names
+/// it (`body.conversationId`, what the sandbox answers; the real error body is
+/// undocumented, **\[INFERRED\]**: a refusal without it is an error, and the intent stays
+/// for a later try). When nothing was open, the request opens a conversation
+/// ([`ConsumerConversation::Opened`]).
+pub async fn find_open_conversation(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    ext_consumer_id: &str,
+) -> Result<ConsumerConversation, ActionError> {
+    let s = settings(integration)?;
+    let d = domains(client, s).await?;
+    let body = json!([
+        { "kind": "req", "id": "1", "type": "userprofile.SetUserProfile", "body": {} },
+        { "kind": "req", "id": REQUEST_CONVERSATION_REQ_ID, "type": "cm.ConsumerRequestConversation",
+          "body": { "brandId": s.account_id, "channelType": "MESSAGING", "skillId": "-1" } },
+    ]);
+    let call = conversation_call(s, &d.msg, body);
+    let label = "liveperson conversation lookup";
+    // A refusal is the answer looked for: read the body whatever the status.
+    let r = match send(client, s, &d, ext_consumer_id, &call, Retry::Unsafe, label).await {
+        Ok(r) => r.json,
+        Err(e) if e.http_status == Some(400) => e.body,
+        Err(e) => return Err(e),
+    };
+    let entry = r
+        .as_ref()
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter().find(|e| {
+                e.get("reqId").map(req_id_text).as_deref() == Some(REQUEST_CONVERSATION_REQ_ID)
+            })
+        })
+        .ok_or_else(|| ActionError::new(ErrorKind::Rejected, format!("{label}: no answer")))?;
+    let id = entry
+        .pointer("/body/conversationId")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty() && c.len() <= 64)
+        .ok_or_else(|| {
+            ActionError::new(
+                ErrorKind::Rejected,
+                format!("{label}: the answer names no conversation"),
+            )
+        })?
+        .to_string();
+    let ok = entry.get("code").is_some_and(|c| c == "OK" || c == 200);
+    Ok(if ok {
+        ConsumerConversation::Opened(id)
+    } else {
+        ConsumerConversation::Open(id)
+    })
+}

@@ -126,6 +126,9 @@ impl ServiceState {
             .timeout(config.delivery.timeout)
             .build()
             .unwrap_or_default();
+        // Handoffs record their intent first, so a crash mid-handoff can be reconciled.
+        let engine = engine
+            .with_handoff_journal(Arc::new(super::reconcile::StoreJournal::new(store.clone())));
         ServiceState {
             inner: Arc::new(Inner {
                 engine,
@@ -416,6 +419,16 @@ impl ServiceState {
             Some(c) => Ok(c),
             None => Err(LifecycleError::NoLiveChat),
         }
+    }
+
+    /// Closes an open live chat at the provider and ends it with `error` (the reconcile
+    /// of a handoff it could not adopt).
+    pub(crate) async fn end_with_error(
+        &self,
+        chat: &LiveChatRecord,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        self.end_with_close(chat, EndStatus::Error, None, None)
+            .await
     }
 
     /// Claim → close → end. Returns the final record, or `None` when the claim lost

@@ -96,6 +96,7 @@ pub struct Metrics {
     webhooks: Family<ProviderResult, Counter>,
     provider_requests: HistogramFamily<ProviderCall>,
     outbox_pending: Gauge,
+    intents_pending: Gauge,
     outbox_oldest: Gauge<f64, AtomicU64>,
     deliveries: Family<ResultOnly, Counter>,
     timers: Family<KindOnly, Counter>,
@@ -126,6 +127,7 @@ impl Metrics {
             webhooks: Family::default(),
             provider_requests: Family::new_with_constructor(request_buckets),
             outbox_pending: Gauge::default(),
+            intents_pending: Gauge::default(),
             outbox_oldest: Gauge::default(),
             deliveries: Family::default(),
             timers: Family::default(),
@@ -170,6 +172,11 @@ impl Metrics {
             "transbordo_outbox_pending",
             "Events not yet delivered to the builder (from the store)",
             m.outbox_pending.clone(),
+        );
+        registry.register(
+            "transbordo_handoff_intents_pending",
+            "Handoffs recorded before their provider call and not finished: in flight, or cut by a crash and not reconciled yet (from the store)",
+            m.intents_pending.clone(),
         );
         registry.register(
             "transbordo_outbox_oldest_pending_seconds",
@@ -275,6 +282,7 @@ impl Metrics {
                 .set(n);
         }
         self.outbox_pending.set(stats.outbox_pending);
+        self.intents_pending.set(stats.intents_pending);
         self.outbox_oldest.set(
             stats
                 .outbox_oldest_created_at

@@ -33,6 +33,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod provider;
+pub mod reconcile;
 pub mod store;
 pub mod timeline;
 pub mod webhooks;
@@ -120,6 +121,7 @@ pub async fn serve_with(
     let listener_task = tokio::spawn(workers::run_listener(state.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(workers::run_scheduler(state.clone(), stop_rx.clone()));
     let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx.clone()));
+    let reconciler = tokio::spawn(reconcile::run_reconciler(state.clone(), stop_rx.clone()));
     let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx));
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
@@ -128,6 +130,7 @@ pub async fn serve_with(
     let _ = scheduler.await;
     let _ = outbox.await;
     let _ = pruner.await;
+    let _ = reconciler.await;
     let _ = listener_task.await;
     served.map_err(ServiceError::Io)
 }

@@ -326,6 +326,27 @@ pub struct StoreStats {
     pub outbox_pending: i64,
     /// When the oldest undelivered event was queued (Unix ms).
     pub outbox_oldest_created_at: Option<i64>,
+    /// Handoff intents not finished (in flight, or cut by a crash and not reconciled yet).
+    pub intents_pending: i64,
+}
+
+/// A handoff's intent: written before the first provider call of a `start_live_chat`,
+/// gone once its live chat is recorded (same transaction, [`LiveChatStore::create`]) or
+/// its start failed. One left behind was cut by a crash and is reconciled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffIntent {
+    /// The handoff id (the live chat's id once recorded).
+    pub handoff_id: String,
+    /// The builder's conversation.
+    pub conversation_id: String,
+    /// The integration.
+    pub integration_id: String,
+    /// `liveperson`, `zendesk` or `altu_sdk`.
+    pub provider: String,
+    /// LivePerson: the `ext_consumer_id` the conversation is opened for.
+    pub consumer_key: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
 }
 
 /// What became of a run's `Idempotency-Key` ([`LiveChatStore::run_key_begin`]).
@@ -529,7 +550,8 @@ pub enum StoreError {
 /// [`apply`]: LiveChatStore::apply
 #[async_trait]
 pub trait LiveChatStore: Send + Sync {
-    /// Creates a live chat in `waiting`, with its wait deadline when `wait_timeout_s > 0`.
+    /// Creates a live chat in `waiting`, with its wait deadline when `wait_timeout_s > 0`,
+    /// and finishes its handoff intent (same id) in the same transaction.
     async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError>;
     /// The newest live chat of a conversation (open or ended).
     async fn latest_for_conversation(
@@ -627,6 +649,28 @@ pub trait LiveChatStore: Send + Sync {
     ) -> Result<(), StoreError> {
         let _ = (conversation_id, key, answer);
         Ok(())
+    }
+    /// Records a handoff's intent, leased until `created_at + lease_ms` (a live run
+    /// finishes it well before). The default keeps none (nothing to reconcile).
+    async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
+        let _ = (intent, lease_ms);
+        Ok(())
+    }
+    /// Forgets an intent (its start failed, or the reconcile settled it).
+    async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
+        let _ = handoff_id;
+        Ok(())
+    }
+    /// Claims up to `limit` intents whose lease ran out at `now` (a run cut by a crash, or
+    /// an earlier reconcile that died) for `lease_ms`: no other replica gets them meanwhile.
+    async fn intent_claim(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<HandoffIntent>, StoreError> {
+        let _ = (now, lease_ms, limit);
+        Ok(Vec::new())
     }
     /// True when other processes may share this database (then workers poll often
     /// besides waiting for [`LiveChatStore::listen`]).

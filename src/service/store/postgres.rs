@@ -22,8 +22,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{
     AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
-    TimelineEntry, Wake, WakeFn,
+    HandoffIntent, LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError,
+    StoreStats, TimelineEntry, Wake, WakeFn,
 };
 use crate::service::events;
 
@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_run_keys",
         include_str!("../../../migrations/postgres/0002_run_keys.sql"),
+    ),
+    (
+        "0003_handoff_intents",
+        include_str!("../../../migrations/postgres/0003_handoff_intents.sql"),
     ),
 ];
 
@@ -457,6 +461,10 @@ impl LiveChatStore for PgStore {
             let due = now + (chat.wait_timeout_s as i64) * 1000;
             set_deadline(&mut tx, &chat.id, DeadlineKind::Wait, due).await?;
         }
+        sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1")
+            .bind(&chat.id)
+            .execute(&mut *tx)
+            .await?;
         let rec = chat_by_id(&mut tx, &chat.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
@@ -661,6 +669,65 @@ impl LiveChatStore for PgStore {
         Ok(())
     }
 
+    async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO handoff_intents (handoff_id, conversation_id, integration_id,
+               provider, consumer_key, created_at, lease_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&intent.handoff_id)
+        .bind(&intent.conversation_id)
+        .bind(&intent.integration_id)
+        .bind(&intent.provider)
+        .bind(&intent.consumer_key)
+        .bind(intent.created_at)
+        .bind(intent.created_at + lease_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1")
+            .bind(handoff_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn intent_claim(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<HandoffIntent>, StoreError> {
+        // SKIP LOCKED: replicas reconciling at once each take other intents.
+        let rows = sqlx::query(
+            "UPDATE handoff_intents SET lease_until = $2 WHERE handoff_id IN (
+               SELECT handoff_id FROM handoff_intents WHERE lease_until <= $1
+               ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING handoff_id, conversation_id, integration_id, provider,
+               consumer_key, created_at",
+        )
+        .bind(now)
+        .bind(now + lease_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HandoffIntent {
+                    handoff_id: r.try_get(0)?,
+                    conversation_id: r.try_get(1)?,
+                    integration_id: r.try_get(2)?,
+                    provider: r.try_get(3)?,
+                    consumer_key: r.try_get(4)?,
+                    created_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
     async fn run_key_begin(
         &self,
         conversation_id: &str,
@@ -857,10 +924,14 @@ impl LiveChatStore for PgStore {
             sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
                 .fetch_one(&self.pool)
                 .await?;
+        let intents_pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handoff_intents")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(StoreStats {
             open,
             outbox_pending: row.try_get(0)?,
             outbox_oldest_created_at: row.try_get(1)?,
+            intents_pending,
         })
     }
 }

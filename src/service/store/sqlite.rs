@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
-    Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, LiveChatRecord,
-    LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats, TimelineEntry,
+    Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, HandoffIntent,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
+    TimelineEntry,
 };
 use crate::service::events;
 
@@ -38,6 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_run_keys",
         include_str!("../../../migrations/sqlite/0005_run_keys.sql"),
+    ),
+    (
+        "0006_handoff_intents",
+        include_str!("../../../migrations/sqlite/0006_handoff_intents.sql"),
     ),
 ];
 
@@ -468,6 +473,10 @@ impl LiveChatStore for SqliteStore {
                 let due = now + (chat.wait_timeout_s as i64) * 1000;
                 set_deadline(&tx, &chat.id, DeadlineKind::Wait, due)?;
             }
+            tx.execute(
+                "DELETE FROM handoff_intents WHERE handoff_id = ?1",
+                [&chat.id],
+            )?;
             let rec = chat_by_id(&tx, &chat.id)?
                 .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
             tx.commit()?;
@@ -681,6 +690,73 @@ impl LiveChatStore for SqliteStore {
         .await
     }
 
+    async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
+        let i = intent.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO handoff_intents (handoff_id, conversation_id, integration_id,
+                   provider, consumer_key, created_at, lease_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    i.handoff_id,
+                    i.conversation_id,
+                    i.integration_id,
+                    i.provider,
+                    i.consumer_key,
+                    i.created_at,
+                    i.created_at + lease_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
+        let id = handoff_id.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM handoff_intents WHERE handoff_id = ?1", [id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn intent_claim(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<HandoffIntent>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows = {
+                let mut st = tx.prepare(
+                    "UPDATE handoff_intents SET lease_until = ?2 WHERE handoff_id IN (
+                       SELECT handoff_id FROM handoff_intents WHERE lease_until <= ?1
+                       ORDER BY created_at LIMIT ?3)
+                     RETURNING handoff_id, conversation_id, integration_id, provider,
+                       consumer_key, created_at",
+                )?;
+                let rows = st
+                    .query_map(params![now, now + lease_ms, limit as i64], |r| {
+                        Ok(HandoffIntent {
+                            handoff_id: r.get(0)?,
+                            conversation_id: r.get(1)?,
+                            integration_id: r.get(2)?,
+                            provider: r.get(3)?,
+                            consumer_key: r.get(4)?,
+                            created_at: r.get(5)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            tx.commit()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn run_key_begin(
         &self,
         conversation_id: &str,
@@ -819,10 +895,13 @@ impl LiveChatStore for SqliteStore {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
+            let intents_pending =
+                c.query_row("SELECT COUNT(*) FROM handoff_intents", [], |r| r.get(0))?;
             Ok(StoreStats {
                 open,
                 outbox_pending,
                 outbox_oldest_created_at,
+                intents_pending,
             })
         })
         .await
