@@ -334,6 +334,7 @@ impl HttpRequest {
         let mut req = cx
             .services()
             .http
+            .get()?
             .request(p.method.clone(), p.url.clone())
             .timeout(p.timeout);
         for (k, v) in &p.headers {

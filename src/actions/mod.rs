@@ -142,7 +142,8 @@ pub trait Action: Send + Sync {
 /// The actions an engine knows, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    actions: IndexMap<String, Arc<dyn Action>>,
+    /// foldhash: every action of a loading flow looks its name up here.
+    actions: IndexMap<String, Arc<dyn Action>, foldhash::fast::RandomState>,
 }
 
 impl Registry {

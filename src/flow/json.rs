@@ -161,6 +161,18 @@ pub fn array_items(src: &str) -> Option<ArrayItems<'_>> {
     })
 }
 
+/// The value that starts at byte `start` of `src` (an item [`array_items`] gave, parsed
+/// again where its tree is needed), with spans in `src`; `None` if none parses there.
+pub fn parse_at(src: &str, start: usize) -> Option<Node> {
+    let mut p = Parser {
+        src,
+        b: src.as_bytes(),
+        pos: start,
+        depth: 1,
+    };
+    p.parse_value().ok()
+}
+
 /// See [`array_items`].
 pub struct ArrayItems<'a> {
     p: Parser<'a>,
@@ -242,6 +254,32 @@ impl Node {
                 let mut map = Map::with_capacity(members.len());
                 for m in members {
                     map.insert(m.key.clone(), m.value.to_value());
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    /// Like [`to_value`](Self::to_value), taking the tree apart: strings and keys move
+    /// into the value instead of being copied. `duplicates` is set when an object held a
+    /// key twice (so a caller walks the tree for them only then).
+    pub fn into_value(self, duplicates: &mut bool) -> Value {
+        match self.kind {
+            NodeKind::Null => Value::Null,
+            NodeKind::Bool(b) => Value::Bool(b),
+            NodeKind::Number(n) => Value::Number(n),
+            NodeKind::String(s) => Value::String(s),
+            NodeKind::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|n| n.into_value(duplicates))
+                    .collect(),
+            ),
+            NodeKind::Object(members) => {
+                let mut map = Map::with_capacity(members.len());
+                for m in members {
+                    let v = m.value.into_value(duplicates);
+                    *duplicates |= map.insert(m.key, v).is_some();
                 }
                 Value::Object(map)
             }

@@ -12,7 +12,7 @@ use super::json::{self, Node, NodeKind};
 use crate::actions::{Action, CheckCx, Registry};
 use crate::interp::Services;
 use crate::template::{
-    did_you_mean, pointer, ExprCache, LocatedError, PathStep, TValue, TemplateErrorKind,
+    did_you_mean, pointer, push_index, ExprCache, LocatedError, PathStep, TValue, TemplateErrorKind,
 };
 use indexmap::IndexMap;
 
@@ -110,8 +110,11 @@ struct Loader<'a> {
     file: &'a str,
     /// The whole document, when it was parsed as one tree (node documents).
     root: Option<&'a Node>,
-    /// The action being loaded, when an actions array is read one item at a time.
-    current: Option<(usize, Node)>,
+    /// The action being loaded, when an actions array is read one item at a time: its
+    /// index and where it starts. Its tree is taken apart as it compiles, and parsed
+    /// again only where a problem or a first read must be placed (`current_node`).
+    current: Option<(usize, usize)>,
+    current_node: std::cell::OnceCell<Option<Node>>,
     diags: Vec<Diagnostic>,
     written: BTreeSet<String>,
     /// The first read of each context variable: pointer and source position (start,
@@ -127,13 +130,17 @@ impl Loader<'_> {
         if let Some(root) = self.root {
             return root.pointer(pointer);
         }
-        let (i, item) = self.current.as_ref()?;
+        let &(i, start) = self.current.as_ref()?;
+        let item = self
+            .current_node
+            .get_or_init(|| json::parse_at(self.src, start))
+            .as_ref()?;
         let rest = pointer.strip_prefix('/')?;
         let (index, rest) = match rest.find('/') {
             Some(k) => (&rest[..k], &rest[k..]),
             None => (rest, ""),
         };
-        (index.parse::<usize>().ok()? == *i).then_some(())?;
+        (index.parse::<usize>().ok()? == i).then_some(())?;
         item.pointer(rest)
     }
 
@@ -261,19 +268,20 @@ impl Loader<'_> {
 
     /// Compiles a value, reporting template errors under `pointer`, and notes the
     /// variables it reads.
-    fn compile(&mut self, v: &Value, pointer: &str) -> TValue {
-        match TValue::compile_cached(v, &mut self.cache) {
+    fn compile(&mut self, v: Value, pointer: &str) -> TValue {
+        // The first read of each variable, in document order, is the one reported:
+        // later ones need no pointer built.
+        let read = &self.read;
+        let mut first: Vec<(String, String, std::ops::Range<usize>)> = Vec::new();
+        let compiled = TValue::compile_noting_reads(v, &mut self.cache, &mut |p, e| {
+            for (name, span) in e.context_reads() {
+                if !read.contains_key(name) && !first.iter().any(|(n, ..)| n == name) {
+                    first.push((name.to_string(), format!("{pointer}{p}"), span));
+                }
+            }
+        });
+        match compiled {
             Ok(t) => {
-                let mut first: Vec<(String, String, std::ops::Range<usize>)> = Vec::new();
-                t.for_each_expr(&mut |p, e| {
-                    for (name, span) in e.context_reads() {
-                        // The first read of each variable, in document order, is the
-                        // one reported: later ones need no pointer built.
-                        if !self.read.contains_key(name) && !first.iter().any(|(n, ..)| n == name) {
-                            first.push((name.to_string(), format!("{pointer}{p}"), span));
-                        }
-                    }
-                });
                 for (name, ptr, span) in first {
                     let (a, b, col) = self.string_position(&ptr, span.start, span.end);
                     self.read.insert(name, (ptr, a, b, col));
@@ -319,6 +327,7 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
         file,
         root,
         current: None,
+        current_node: std::cell::OnceCell::new(),
         diags: Vec::new(),
         written: BTreeSet::new(),
         read: IndexMap::default(),
@@ -340,10 +349,18 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
                 // The whole-document parser words the problem and places it.
                 Err(e) => return Err(syntax(json::parse(src).err().unwrap_or(e))),
             };
-            report_duplicate_keys(&mut l, &item, Some(i));
-            let value = item.to_value();
-            l.current = Some((i, item));
-            compile_action(&mut l, i, &value, "", opts, &mut node);
+            let start = item.span.start;
+            l.current = Some((i, start));
+            l.current_node = std::cell::OnceCell::new();
+            let mut duplicates = false;
+            let value = item.into_value(&mut duplicates);
+            // Rare: the item is parsed again to place each duplicate.
+            if duplicates {
+                if let Some(item) = json::parse_at(src, start) {
+                    report_duplicate_keys(&mut l, &item, Some(i));
+                }
+            }
+            compile_action(&mut l, i, value, "", opts, &mut node);
         }
         l.current = None;
         return finish(l, node, opts, source.clone(), fail);
@@ -372,14 +389,14 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
                 match root.get(block).map(json::Node::to_value) {
                     None => {}
                     Some(Value::Object(vars)) => {
-                        for (k, v) in &vars {
-                            let ptr = format!("/{block}/{}", json::escape_pointer_token(k));
+                        for (k, v) in vars {
+                            let ptr = format!("/{block}/{}", json::escape_pointer_token(&k));
                             let t = l.compile(v, &ptr);
                             if block == "context" {
                                 l.written.insert(k.clone());
-                                node.context.push((k.clone(), t, ptr));
+                                node.context.push((k, t, ptr));
                             } else {
-                                node.contact.push((k.clone(), t, ptr));
+                                node.contact.push((k, t, ptr));
                             }
                         }
                     }
@@ -394,7 +411,7 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
             match root.get("output").map(json::Node::to_value) {
                 None => {}
                 Some(Value::Array(items)) => {
-                    for (i, it) in items.iter().enumerate() {
+                    for (i, it) in items.into_iter().enumerate() {
                         let ptr = format!("/output/{i}");
                         if !it.is_object() {
                             l.at(Severity::Error, "flow::shape", &ptr, "an output item must be an object like {\"default\":{\"type\":\"text\",\"text\":\"…\"}}", None);
@@ -494,7 +511,7 @@ fn compile_actions(
     node: &mut CompiledNode,
 ) {
     for (i, a) in actions.iter().enumerate() {
-        compile_action(l, i, &a.to_value(), base, opts, node);
+        compile_action(l, i, a.to_value(), base, opts, node);
     }
 }
 
@@ -502,13 +519,15 @@ fn compile_actions(
 fn compile_action(
     l: &mut Loader<'_>,
     i: usize,
-    a: &Value,
+    a: Value,
     base: &str,
     opts: &LoadOptions<'_>,
     node: &mut CompiledNode,
 ) {
-    let ptr = format!("{base}/{i}");
-    let Some(obj) = a.as_object() else {
+    let mut ptr = String::with_capacity(base.len() + 8);
+    ptr.push_str(base);
+    push_index(&mut ptr, i);
+    let Value::Object(obj) = a else {
         l.at(
             Severity::Error,
             "flow::shape",
@@ -518,22 +537,29 @@ fn compile_action(
         );
         return;
     };
-    for k in obj.keys() {
-        if !matches!(k.as_str(), "name" | "parameters" | "result_variable") {
-            let help = did_you_mean(k, ["name", "parameters", "result_variable"])
-                .map(|s| format!("did you mean `{s}`?"));
-            l.at_key(
-                Severity::Warning,
-                "flow::unknown_key",
-                &ptr,
-                k,
-                format!("unknown key `{k}` in the action (kept, not used)"),
-                help,
-            );
+    // Taken apart in one pass: no key is hashed again.
+    let (mut name, mut parameters, mut result_variable) = (None, None, None);
+    for (k, v) in obj {
+        match k.as_str() {
+            "name" => name = Some(v),
+            "parameters" => parameters = Some(v),
+            "result_variable" => result_variable = Some(v),
+            _ => {
+                let help = did_you_mean(&k, ["name", "parameters", "result_variable"])
+                    .map(|s| format!("did you mean `{s}`?"));
+                l.at_key(
+                    Severity::Warning,
+                    "flow::unknown_key",
+                    &ptr,
+                    &k,
+                    format!("unknown key `{k}` in the action (kept, not used)"),
+                    help,
+                );
+            }
         }
     }
-    let name = match obj.get("name") {
-        Some(Value::String(n)) => n.clone(),
+    let name = match name {
+        Some(Value::String(n)) => n,
         Some(_) => {
             l.at(
                 Severity::Error,
@@ -558,7 +584,7 @@ fn compile_action(
             return;
         }
     };
-    let result_variable = match obj.get("result_variable") {
+    let result_variable = match &result_variable {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => {
             l.at(
@@ -586,9 +612,9 @@ fn compile_action(
             None
         }
     };
-    let empty = Value::Object(Map::new());
-    let params_value = match obj.get("parameters") {
-        None | Some(Value::Null) => &empty,
+    let has_parameters = parameters.is_some();
+    let params_value = match parameters {
+        None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v,
         Some(_) => {
             l.at(
@@ -601,7 +627,7 @@ fn compile_action(
             return;
         }
     };
-    let Value::Object(params) = params_value else {
+    let Value::Object(params) = &params_value else {
         return;
     };
     let Some(action) = opts.registry.get(&name).cloned() else {
@@ -619,18 +645,18 @@ fn compile_action(
         );
         return;
     };
-    let pptr = format!("{ptr}/parameters");
-    let params_ptr = if obj.contains_key("parameters") {
-        pptr.clone()
+    let pptr = [ptr.as_str(), "/parameters"].concat();
+    let params_ptr = if has_parameters {
+        pptr.as_str()
     } else {
-        ptr.clone()
+        ptr.as_str()
     };
     for req in action.required() {
         if !params.contains_key(*req) {
             l.at(
                 Severity::Error,
                 "flow::missing_parameter",
-                &params_ptr,
+                params_ptr,
                 format!("`{name}` needs the parameter `{req}`"),
                 None,
             );
@@ -650,13 +676,8 @@ fn compile_action(
             "flow::parameter_warning"
         };
         // Point at the parameter when it exists, else at the parameters object.
-        let (target, is_key) = if exists {
-            (target, true)
-        } else {
-            (params_ptr.clone(), false)
-        };
-        let _ = is_key;
-        l.at(p.severity, code, &target, p.message, p.help);
+        let target = if exists { target.as_str() } else { params_ptr };
+        l.at(p.severity, code, target, p.message, p.help);
     }
     if name == "set_variables" {
         if let Some(Value::Object(vars)) = params.get("context") {

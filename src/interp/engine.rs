@@ -11,7 +11,7 @@ use super::{
 };
 use crate::actions::{Action, ActionError, ErrorKind, HttpGuard, Registry};
 use crate::flow::{self, Diagnostic, Flow, LoadError, LoadOptions};
-use crate::providers::{Integrations, ProviderClient, RetryPolicy};
+use crate::providers::{Integrations, LazyClient, ProviderClient, RetryPolicy};
 use crate::template::{LocatedError, MissingRead};
 
 /// How one run behaves.
@@ -58,10 +58,11 @@ impl Engine {
     /// An engine with the built-in actions and no integrations, or why the HTTP clients
     /// could not be built.
     pub fn try_new() -> Result<Engine, ActionError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| ActionError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
+        let http = LazyClient::new(|| {
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .build()
+        });
         Ok(Engine {
             registry: Registry::with_builtins(),
             services: Services {
@@ -86,9 +87,8 @@ impl Engine {
     /// [`crate::actions::http_guard`]).
     pub fn with_http_guard(mut self, guard: HttpGuard) -> Result<Engine, ActionError> {
         let guard = Arc::new(guard);
-        self.services.http = guard
-            .client()
-            .map_err(|e| ActionError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
+        let for_client = guard.clone();
+        self.services.http = LazyClient::new(move || for_client.client());
         self.services.http_guard = Some(guard);
         Ok(self)
     }

@@ -22,8 +22,8 @@ use crate::providers::{Handoff, Integrations, ProviderClient};
 /// the provider clients (with their token caches).
 #[derive(Clone)]
 pub struct Services {
-    /// The client `http_request` uses.
-    pub http: reqwest::Client,
+    /// The client `http_request` uses (built on its first request).
+    pub http: crate::providers::LazyClient,
     /// Where `http_request` may go (`None`: anywhere; the CLI's default).
     pub http_guard: Option<std::sync::Arc<crate::actions::HttpGuard>>,
     /// Live chat integrations by id.

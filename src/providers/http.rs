@@ -73,10 +73,55 @@ impl HttpResponse {
     }
 }
 
+/// A reqwest client built on its first request. Building one reads and parses the
+/// system's CA certificates (about 40 M instructions: most of a small `check`), which
+/// `check`, `render` and a flow without HTTP never need.
+#[derive(Clone)]
+pub struct LazyClient(std::sync::Arc<LazyInner>);
+
+type BuildClient = dyn Fn() -> reqwest::Result<reqwest::Client> + Send + Sync;
+
+struct LazyInner {
+    build: Box<BuildClient>,
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl LazyClient {
+    /// A client that `build` makes on first use (once; a failure is kept and reported
+    /// by every use).
+    pub fn new(
+        build: impl Fn() -> reqwest::Result<reqwest::Client> + Send + Sync + 'static,
+    ) -> LazyClient {
+        LazyClient(std::sync::Arc::new(LazyInner {
+            build: Box::new(build),
+            client: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The client, built now if it was not yet.
+    pub fn get(&self) -> Result<&reqwest::Client, ActionError> {
+        self.0
+            .client
+            .get_or_init(|| (self.0.build)().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| {
+                ActionError::new(ErrorKind::Config, format!("cannot build HTTP client: {e}"))
+            })
+    }
+}
+
+impl std::fmt::Debug for LazyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyClient")
+            .field("built", &self.0.client.get().is_some())
+            .finish()
+    }
+}
+
 /// The shared HTTP client and its policy.
 #[derive(Debug, Clone)]
 pub struct Transport {
-    client: reqwest::Client,
+    client: LazyClient,
     policy: RetryPolicy,
 }
 
@@ -90,15 +135,16 @@ enum Attempt {
 }
 
 impl Transport {
-    /// Builds the reqwest client from the policy's timeouts.
+    /// A transport whose reqwest client, with the policy's timeouts, is built on the
+    /// first call.
     pub fn new(policy: RetryPolicy) -> Result<Self, ActionError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(policy.connect_timeout)
-            .timeout(policy.request_timeout)
-            .build()
-            .map_err(|e| {
-                ActionError::new(ErrorKind::Config, format!("cannot build HTTP client: {e}"))
-            })?;
+        let (connect, request) = (policy.connect_timeout, policy.request_timeout);
+        let client = LazyClient::new(move || {
+            reqwest::Client::builder()
+                .connect_timeout(connect)
+                .timeout(request)
+                .build()
+        });
         Ok(Transport { client, policy })
     }
 
@@ -195,7 +241,11 @@ impl Transport {
                 format!("{label}: bad method {}", call.method),
             )
         })?;
-        let mut rb = self.client.request(method, &call.url).timeout(timeout);
+        let mut rb = self
+            .client
+            .get()?
+            .request(method, &call.url)
+            .timeout(timeout);
         for (name, v) in &call.headers {
             let value = match v {
                 HeaderValue::Plain(s) => s.clone(),

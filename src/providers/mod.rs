@@ -33,7 +33,7 @@ pub use config::{
     ConfigError, Integration, IntegrationId, Integrations, ProviderKind, ProviderSettings, Secret,
     SettingsTable, SettingsValue,
 };
-pub use http::{Retry, RetryPolicy};
+pub use http::{LazyClient, Retry, RetryPolicy};
 pub use liveperson::LivePersonSettings;
 pub use provider::{CloseReason, Handoff, Provider};
 pub use request::{

@@ -388,6 +388,106 @@ fn path_to(doc: &std::sync::Arc<serde_json::Value>, steps: &[FastStep]) -> Vec<J
 /// without escapes or a decimal number, exactly as the grammar would build it; `None`
 /// for anything else (the grammar then parses it, errors included).
 pub(crate) fn parse_sum(src: &str) -> Option<Node> {
+    let mut acc: Option<Node> = None;
+    scan_sum(src, |op, span| {
+        let expr = match op {
+            Operand::Str(s) => Expr::Str(s.to_string()),
+            Operand::Num(n) => Expr::Number(n),
+            Operand::Path(p) => super::parse::simple_path(p)?.expr,
+        };
+        let rhs = Node { expr, span };
+        acc = Some(match acc.take() {
+            None => rhs,
+            Some(a) => {
+                let span = a.span.start..rhs.span.end;
+                Node {
+                    expr: Expr::Binary(BinOp::Add, Box::new(a), Box::new(rhs)),
+                    span,
+                }
+            }
+        });
+        Some(())
+    })?;
+    acc
+}
+
+/// What one compiled expression keeps besides its evaluator: the reads it records and
+/// the context variables it reads (as [`build`] fills them).
+pub(crate) type Recorded = (Vec<Read>, Vec<(String, Range<usize>)>);
+
+/// The fast form of a plain path or of a [`parse_sum`] chain, straight from the text:
+/// what [`build`] makes of [`parse_expression`](super::parse::parse_expression)'s tree
+/// for them, without building the tree (the commonest expressions; tests check both
+/// agree). `None` for anything else.
+pub(crate) fn compile_simple(src: &str) -> Option<(Fast, Recorded)> {
+    if src.len() > super::parse::MAX_EXPRESSION_LEN {
+        return None;
+    }
+    // A lone path is a chain of one operand: `parse_expression`'s `simple_path` takes
+    // exactly the paths the chain scanner takes, with the same span.
+    let mut rec: Recorded = (Vec::with_capacity(1), Vec::new());
+    let mut ops: Vec<Fast> = Vec::with_capacity(2);
+    let mut whole = 0..0;
+    scan_sum(src, |op, span| {
+        if ops.is_empty() {
+            whole.start = span.start;
+        }
+        whole.end = span.end;
+        ops.push(match op {
+            Operand::Str(s) => Fast::Const(Value::from(s)),
+            Operand::Num(n) => Fast::Const(number(n)),
+            Operand::Path(p) => path_read(p, span, &mut rec)?,
+        });
+        Some(())
+    })?;
+    let f = if ops.len() == 1 {
+        ops.pop()?
+    } else {
+        Fast::Add(ops.into(), whole)
+    };
+    Some((f, rec))
+}
+
+/// The recorded read of the plain path `src` (at `span` in the expression), as
+/// [`build`] makes it.
+fn path_read(src: &str, span: Range<usize>, rec: &mut Recorded) -> Option<Fast> {
+    // Exact capacity: the steps are kept as a boxed slice.
+    let dots = src.bytes().filter(|&b| b == b'.').count();
+    let mut steps: Vec<FastStep> = Vec::with_capacity(dots + usize::from(src.starts_with('$')));
+    let mut first: Option<&str> = None;
+    let (root, _) = super::parse::simple_path_parts(src, |k| {
+        first.get_or_insert(k);
+        steps.push(FastStep::Key(k.into()));
+    })?;
+    if let (Root::Context, Some(name)) = (root, first) {
+        rec.1.push((name.to_string(), span.clone()));
+    }
+    let id = rec.0.len() as u32;
+    rec.0.push(Read { span });
+    Some(Fast::Read {
+        root,
+        steps: steps.into(),
+        record: Some(id),
+    })
+}
+
+/// One operand of a plain `+` chain, as scanned.
+enum Operand<'s> {
+    /// A string literal's body (no escapes).
+    Str(&'s str),
+    /// A decimal number.
+    Num(f64),
+    /// Text made only of name characters and dots: a plain path if
+    /// [`simple_path_parts`](super::parse::simple_path_parts) accepts it.
+    Path(&'s str),
+}
+
+/// Scans `operand + operand + …`, handing each operand and its span to `f` (which may
+/// refuse it); `None` when `src` is not such a chain.
+fn scan_sum<'s>(
+    src: &'s str,
+    mut f: impl FnMut(Operand<'s>, Range<usize>) -> Option<()>,
+) -> Option<()> {
     let b = src.as_bytes();
     // The grammar's operator bound: leave over-long input to it (it reports the limit).
     if super::parse::operator_count(b) > super::parse::MAX_OPERATORS {
@@ -400,31 +500,28 @@ pub(crate) fn parse_sum(src: &str) -> Option<Node> {
     };
     let mut i = 0;
     ws(&mut i);
-    let mut acc = operand(src, &mut i)?;
+    let (op, span) = operand(src, &mut i)?;
+    f(op, span)?;
     loop {
         ws(&mut i);
         if i == b.len() {
-            return Some(acc);
+            return Some(());
         }
         if b[i] != b'+' || matches!(b.get(i + 1), Some(b'+' | b'=')) {
             return None;
         }
         i += 1;
         ws(&mut i);
-        let rhs = operand(src, &mut i)?;
-        let span = acc.span.start..rhs.span.end;
-        acc = Node {
-            expr: Expr::Binary(BinOp::Add, Box::new(acc), Box::new(rhs)),
-            span,
-        };
+        let (op, span) = operand(src, &mut i)?;
+        f(op, span)?;
     }
 }
 
-fn operand(src: &str, i: &mut usize) -> Option<Node> {
+fn operand<'s>(src: &'s str, i: &mut usize) -> Option<(Operand<'s>, Range<usize>)> {
     let b = src.as_bytes();
     let start = *i;
     let first = *b.get(start)?;
-    let end = match first {
+    match first {
         b'\'' | b'"' => {
             let close = start + 1 + b[start + 1..].iter().position(|&c| c == first)?;
             let body = &src[start + 1..close];
@@ -432,10 +529,7 @@ fn operand(src: &str, i: &mut usize) -> Option<Node> {
                 return None;
             }
             *i = close + 1;
-            return Some(Node {
-                expr: Expr::Str(body.to_string()),
-                span: start..close + 1,
-            });
+            Some((Operand::Str(body), start..close + 1))
         }
         b'0'..=b'9' => {
             let mut j = start;
@@ -456,10 +550,7 @@ fn operand(src: &str, i: &mut usize) -> Option<Node> {
             }
             let n: f64 = src[start..j].parse().ok()?;
             *i = j;
-            return Some(Node {
-                expr: Expr::Number(n),
-                span: start..j,
-            });
+            Some((Operand::Num(n), start..j))
         }
         _ => {
             let mut j = start;
@@ -471,13 +562,10 @@ fn operand(src: &str, i: &mut usize) -> Option<Node> {
             if j == start || b.get(j).is_some_and(|c| *c >= 0x80) {
                 return None;
             }
-            j
+            *i = j;
+            Some((Operand::Path(&src[start..j]), start..j))
         }
-    };
-    let mut node = super::parse::simple_path(&src[start..end])?;
-    node.span = start..end;
-    *i = end;
-    Some(node)
+    }
 }
 
 #[cfg(test)]
@@ -583,6 +671,64 @@ mod tests {
                 panic!("{src:?} must take the grammar path, fast built {f:?}");
             }
         }
+    }
+
+    /// What the general path makes of `src`: the grammar's tree, built.
+    fn built(src: &str) -> Option<String> {
+        let node = parse_with_grammar(src).ok()?;
+        let mut rec: Recorded = (Vec::new(), Vec::new());
+        let f = build(&node, &mut rec.0, &mut rec.1)?;
+        Some(format!("{f:?} {rec:?}"))
+    }
+
+    #[test]
+    fn direct_compilation_builds_what_the_grammar_tree_builds() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut direct = 0;
+        let mut check = |src: &str| {
+            if let Some((f, rec)) = compile_simple(src) {
+                direct += 1;
+                assert_eq!(Some(format!("{f:?} {rec:?}")), built(src), "{src:?}");
+            } else {
+                // Refused: it is not a plain chain, so the tree path decides.
+                assert!(
+                    parse_sum(src).is_none() && simple_path(src).is_none(),
+                    "{src:?} should compile directly"
+                );
+            }
+        };
+        for _ in 0..3000 {
+            check(&sum(&mut seed));
+        }
+        for _ in 0..3000 {
+            check(&expr(&mut seed, 3));
+        }
+        for src in [
+            "$a",
+            " $a.b.c ",
+            "context.x",
+            "context",
+            "$a + 1",
+            "a + 1",
+            "'a\\'b' + x",
+            "contact.name + -1",
+            "1e3 + contact.name",
+            "contact.x.length + 1",
+            "contact.name.trim() + 1",
+            "contact . name + 1",
+            "contact.näme + 1",
+            "\u{a0}contact.name",
+            "$1",
+            "$",
+            "",
+            " ",
+            "contact.name ++ 1",
+            ".5 + 1",
+        ] {
+            check(src);
+        }
+        let _ = check;
+        assert!(direct > 3000, "only {direct} expressions compiled directly");
     }
 
     /// A random expression over the forms the fast evaluator takes.

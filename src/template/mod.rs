@@ -27,7 +27,7 @@ pub mod parse;
 mod render;
 
 pub use error::{did_you_mean, TemplateError, TemplateErrorKind};
-pub(crate) use render::{pointer, PathStep};
+pub(crate) use render::{pointer, push_index, PathStep};
 pub use render::{
     CompiledExpr, ExprCache, LocatedError, MissingRead, Part, Scope, TValue, Template,
 };

@@ -164,6 +164,15 @@ pub fn split(s: &str) -> Result<Vec<Piece>, TemplateError> {
     Ok(out)
 }
 
+/// The expression text of a string that is one segment and nothing else (`<? … ?>`),
+/// found without the scanner: when the first `?>` is the string's end, [`split`] ends
+/// the segment there too (a quote inside cannot carry it past the end). Tests check
+/// both agree.
+pub fn whole_segment(s: &str) -> Option<&str> {
+    let body = s.strip_prefix("<?")?.strip_suffix("?>")?;
+    (s[2..].find("?>") == Some(body.len())).then_some(body)
+}
+
 /// Where a quoted string literal starting at `start` ends (one past its closing quote),
 /// or `None` when it is not closed (the grammar then reads the quote as plain text).
 fn skip_string(b: &[u8], start: usize, quote: u8) -> Option<usize> {
@@ -337,30 +346,47 @@ fn bare_regex(n: &Node) -> Option<Range<usize>> {
 /// `contact.extra.cidade` or `$var.field`: the most common template by far, built
 /// directly; the result is exactly what the grammar builds (checked by tests).
 pub(crate) fn simple_path(src: &str) -> Option<Node> {
-    let start = src.len() - src.trim_start().len();
-    let text = src.trim();
+    let mut steps = Vec::new();
+    let (root, span) = simple_path_parts(src, |k| steps.push(Step::Key(k.to_string())))?;
+    Some(Node {
+        expr: Expr::Path {
+            root,
+            steps,
+            optional: false,
+        },
+        span,
+    })
+}
+
+/// The scan behind [`simple_path`]: the root and the span of the trimmed path, each key
+/// step handed to `step` in order. On `None`, keys already handed over are void.
+pub(crate) fn simple_path_parts<'s>(
+    src: &'s str,
+    mut step: impl FnMut(&'s str),
+) -> Option<(Root, Range<usize>)> {
+    // The grammar's whitespace only (not `str::trim`'s Unicode spaces).
+    let space = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let start = src.len() - src.trim_start_matches(space).len();
+    let text = src.trim_matches(space);
     let end = start + text.len();
     let ident_ok = |w: &str| {
-        let mut c = w.chars();
+        let mut c = w.bytes();
         c.next()
-            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
-            && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == b'_')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == b'_')
     };
-    let (root, mut steps, first_len) = match text.strip_prefix('$') {
+    let (root, first_len) = match text.strip_prefix('$') {
         Some(rest) => {
             let name = rest.split('.').next()?;
             if !ident_ok(name) {
                 return None;
             }
-            (
-                Root::Context,
-                vec![Step::Key(name.to_string())],
-                name.len() + 1,
-            )
+            step(name);
+            (Root::Context, name.len() + 1)
         }
         None => {
             let name = text.split('.').next()?;
-            (Root::from_name(name)?, Vec::new(), name.len())
+            (Root::from_name(name)?, name.len())
         }
     };
     let rest = &text[first_len..];
@@ -370,17 +396,10 @@ pub(crate) fn simple_path(src: &str) -> Option<Node> {
             {
                 return None;
             }
-            steps.push(Step::Key(member.to_string()));
+            step(member);
         }
     }
-    Some(Node {
-        expr: Expr::Path {
-            root,
-            steps,
-            optional: false,
-        },
-        span: start..end,
-    })
+    Some((root, start..end))
 }
 
 /// Rejects pathological nesting before pest recurses into it.
@@ -1284,6 +1303,13 @@ mod tests {
             );
         }
         for s in &inputs {
+            if let Some(body) = whole_segment(s) {
+                let one = vec![Piece::Segment {
+                    source: body.to_string(),
+                    offset: 2,
+                }];
+                assert_eq!(split(s).ok(), Some(one), "input {s:?}");
+            }
             match (split(s), split_with_grammar(s)) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "input {s:?}"),
                 // Both refuse; the scanner points at the `<?` that is never closed.

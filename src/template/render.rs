@@ -11,7 +11,7 @@ use super::error::{TemplateError, TemplateErrorKind};
 use super::eval::{self, to_json, RootView, ENV, MAX_STRING_BYTES};
 use super::fast::{self, Cx, Fast, FastError};
 use super::lower::{lower, original_span, Read};
-use super::parse::{has_template_syntax, parse_expression, split, Piece};
+use super::parse::{has_template_syntax, parse_expression, split, whole_segment, Piece};
 
 /// One compiled `<? ... ?>` expression: a shared compiled form plus where this
 /// occurrence sits in its string.
@@ -266,6 +266,16 @@ impl ExprCore {
     /// Parses `text` and compiles it: to the fast form when `fast` allows and the tree
     /// fits, else lowered to minijinja. Errors are relative to `text`.
     fn compile(text: &str, fast: bool) -> Result<ExprCore, TemplateError> {
+        if fast {
+            if let Some((f, (reads, context_vars))) = fast::compile_simple(text) {
+                return Ok(ExprCore {
+                    text: text.into(),
+                    eval: Evaluator::Fast(f),
+                    reads: reads.into(),
+                    context_vars: context_vars.into(),
+                });
+            }
+        }
         let node = parse_expression(text)?;
         if fast {
             let (mut reads, mut context_vars) = (Vec::new(), Vec::new());
@@ -408,6 +418,12 @@ impl Template {
     pub fn compile_cached(s: &str, cache: &mut ExprCache) -> Result<Template, Vec<TemplateError>> {
         if !has_template_syntax(s) && !s.contains("\\<?") {
             return Ok(Template::Plain(s.to_string()));
+        }
+        // The commonest shape, one segment and nothing around it, needs no split.
+        if let Some(body) = whole_segment(s) {
+            return CompiledExpr::compile_cached(body, 2, cache)
+                .map(Template::Whole)
+                .map_err(|e| vec![e]);
         }
         let pieces = split(s).map_err(|e| vec![e])?;
         let segments = pieces
@@ -555,13 +571,37 @@ impl TValue {
         v: &serde_json::Value,
         cache: &mut ExprCache,
     ) -> Result<TValue, Vec<LocatedError>> {
-        let mut errors = Vec::new();
-        let mut ptr = String::new();
-        let t = compile_at(v, &mut ptr, &mut errors, cache);
-        if errors.is_empty() {
+        Self::compile_owned(v.clone(), cache)
+    }
+
+    /// Like [`compile_cached`](Self::compile_cached), taking the value apart instead of
+    /// copying what stays static (the loader's way: a flow's text is not held twice).
+    pub fn compile_owned(
+        v: serde_json::Value,
+        cache: &mut ExprCache,
+    ) -> Result<TValue, Vec<LocatedError>> {
+        Self::compile_noting_reads(v, cache, &mut |_, _| {})
+    }
+
+    /// Like [`compile_owned`](Self::compile_owned), calling `reads` with the pointer of
+    /// its string for each expression that reads context variables (the loader's check
+    /// of variables never written), as the expression compiles.
+    pub fn compile_noting_reads(
+        v: serde_json::Value,
+        cache: &mut ExprCache,
+        reads: &mut dyn FnMut(&str, &CompiledExpr),
+    ) -> Result<TValue, Vec<LocatedError>> {
+        let mut cx = Compiling {
+            ptr: String::new(),
+            errors: Vec::new(),
+            cache,
+            reads,
+        };
+        let t = compile_at(v, &mut cx);
+        if cx.errors.is_empty() {
             Ok(t)
         } else {
-            Err(errors)
+            Err(cx.errors)
         }
     }
 
@@ -577,6 +617,14 @@ impl TValue {
     /// Whether the value holds any template.
     pub fn is_static(&self) -> bool {
         matches!(self, TValue::Static(_))
+    }
+
+    /// The static value itself (`null` for a template: callers check first).
+    fn into_static(self) -> serde_json::Value {
+        match self {
+            TValue::Static(v) => *v,
+            _ => serde_json::Value::Null,
+        }
     }
 
     /// The value itself when it holds no template.
@@ -632,71 +680,113 @@ fn push_key(ptr: &mut String, k: &str) {
     }
 }
 
-fn push_index(ptr: &mut String, i: usize) {
-    use std::fmt::Write;
-    let _ = write!(ptr, "/{i}");
+/// Appends the pointer token of array index `i` (every action's pointer is built this
+/// way while a flow loads: no formatting machinery).
+pub(crate) fn push_index(ptr: &mut String, i: usize) {
+    ptr.push('/');
+    ptr.push_str(itoa::Buffer::new().format(i));
 }
 
-fn compile_at(
-    v: &serde_json::Value,
-    ptr: &mut String,
-    errors: &mut Vec<LocatedError>,
-    cache: &mut ExprCache,
-) -> TValue {
+/// What compiling a value carries along.
+struct Compiling<'c> {
+    /// The pointer of the value being compiled.
+    ptr: String,
+    errors: Vec<LocatedError>,
+    cache: &'c mut ExprCache,
+    reads: &'c mut dyn FnMut(&str, &CompiledExpr),
+}
+
+/// Compiles `v`, taking it apart: static strings, keys and subtrees move into the
+/// result instead of being copied.
+fn compile_at(v: serde_json::Value, cx: &mut Compiling<'_>) -> TValue {
     use serde_json::Value as J;
+    if !holds_template(&v) {
+        return TValue::Static(Box::new(v));
+    }
     match v {
-        J::String(s) => {
-            if !s.contains("<?") {
-                return TValue::Static(Box::new(v.clone()));
-            }
-            match Template::compile_cached(s, cache) {
-                Ok(Template::Plain(p)) => TValue::Static(Box::new(J::String(p))),
-                Ok(t) => TValue::Template(Box::new(t)),
-                Err(es) => {
-                    errors.extend(es.into_iter().map(|error| LocatedError {
-                        pointer: ptr.clone(),
-                        error,
-                    }));
-                    TValue::Static(Box::new(v.clone()))
+        J::String(s) => match Template::compile_cached(&s, cx.cache) {
+            Ok(Template::Plain(p)) => TValue::Static(Box::new(J::String(p))),
+            Ok(t) => {
+                let mut note = |e: &CompiledExpr| {
+                    if !e.core.context_vars.is_empty() {
+                        (cx.reads)(&cx.ptr, e);
+                    }
+                };
+                match &t {
+                    Template::Whole(e) => note(e),
+                    Template::Mixed(parts) => parts.iter().for_each(|p| {
+                        if let Part::Expr(e) = p {
+                            note(e)
+                        }
+                    }),
+                    Template::Plain(_) => {}
                 }
+                TValue::Template(Box::new(t))
             }
-        }
+            Err(es) => {
+                let ptr = &cx.ptr;
+                cx.errors.extend(es.into_iter().map(|error| LocatedError {
+                    pointer: ptr.clone(),
+                    error,
+                }));
+                TValue::Static(Box::new(J::String(s)))
+            }
+        },
         J::Array(items) => {
             let compiled: Vec<TValue> = items
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, it)| {
-                    let len = ptr.len();
-                    push_index(ptr, i);
-                    let t = compile_at(it, ptr, errors, cache);
-                    ptr.truncate(len);
+                    let len = cx.ptr.len();
+                    push_index(&mut cx.ptr, i);
+                    let t = compile_at(it, cx);
+                    cx.ptr.truncate(len);
                     t
                 })
                 .collect();
             if compiled.iter().all(TValue::is_static) {
-                TValue::Static(Box::new(v.clone()))
+                // Only escapes (`\<?`) or errors: the compiled strings, not the source.
+                TValue::Static(Box::new(J::Array(
+                    compiled.into_iter().map(TValue::into_static).collect(),
+                )))
             } else {
                 TValue::Array(compiled.into())
             }
         }
         J::Object(m) => {
             let compiled: Vec<(String, TValue)> = m
-                .iter()
+                .into_iter()
                 .map(|(k, it)| {
-                    let len = ptr.len();
-                    push_key(ptr, k);
-                    let t = compile_at(it, ptr, errors, cache);
-                    ptr.truncate(len);
-                    (k.clone(), t)
+                    let len = cx.ptr.len();
+                    push_key(&mut cx.ptr, &k);
+                    let t = compile_at(it, cx);
+                    cx.ptr.truncate(len);
+                    (k, t)
                 })
                 .collect();
             if compiled.iter().all(|(_, t)| t.is_static()) {
-                TValue::Static(Box::new(v.clone()))
+                TValue::Static(Box::new(J::Object(
+                    compiled
+                        .into_iter()
+                        .map(|(k, t)| (k, t.into_static()))
+                        .collect(),
+                )))
             } else {
                 TValue::Object(compiled.into_iter().map(|(k, t)| (k.into(), t)).collect())
             }
         }
-        other => TValue::Static(Box::new(other.clone())),
+        other => TValue::Static(Box::new(other)),
+    }
+}
+
+/// Whether any string inside `v` may hold a template (or an escaped `<?`).
+fn holds_template(v: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => has_template_syntax(s),
+        J::Array(items) => items.iter().any(holds_template),
+        J::Object(m) => m.values().any(holds_template),
+        _ => false,
     }
 }
 
