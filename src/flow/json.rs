@@ -181,7 +181,25 @@ pub struct ArrayItems<'a> {
 }
 
 impl ArrayItems<'_> {
-    fn step(&mut self) -> Result<Option<Node>, JsonError> {
+    /// The next item as a plain value, with the offset where it starts and whether an
+    /// object in it held a key twice (the loader's path: no positioned tree is built;
+    /// [`parse_at`] builds one where a problem must be placed). Ends like the iterator.
+    pub fn next_value(&mut self) -> Option<Result<(Value, usize, bool), JsonError>> {
+        if self.done {
+            return None;
+        }
+        let mut sink = Values::default();
+        let r = self
+            .step(&mut sink)
+            .map(|o| o.map(|(v, start)| (v, start, sink.duplicates)))
+            .transpose();
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
+    }
+
+    fn step<S: Sink>(&mut self, sink: &mut S) -> Result<Option<(S::Out, usize)>, JsonError> {
         let p = &mut self.p;
         p.skip_ws();
         if self.started {
@@ -208,7 +226,8 @@ impl ArrayItems<'_> {
             return Err(p.eof_error("a JSON value"));
         }
         self.started = true;
-        p.parse_value().map(Some)
+        let start = p.pos;
+        p.parse_into(sink).map(|v| Some((v, start)))
     }
 
     fn finish(&mut self) -> Result<(), JsonError> {
@@ -232,7 +251,7 @@ impl Iterator for ArrayItems<'_> {
         if self.done {
             return None;
         }
-        let r = self.step().transpose();
+        let r = self.step(&mut Nodes).map(|o| o.map(|(n, _)| n)).transpose();
         if !matches!(r, Some(Ok(_))) {
             self.done = true;
         }
@@ -254,32 +273,6 @@ impl Node {
                 let mut map = Map::with_capacity(members.len());
                 for m in members {
                     map.insert(m.key.clone(), m.value.to_value());
-                }
-                Value::Object(map)
-            }
-        }
-    }
-
-    /// Like [`to_value`](Self::to_value), taking the tree apart: strings and keys move
-    /// into the value instead of being copied. `duplicates` is set when an object held a
-    /// key twice (so a caller walks the tree for them only then).
-    pub fn into_value(self, duplicates: &mut bool) -> Value {
-        match self.kind {
-            NodeKind::Null => Value::Null,
-            NodeKind::Bool(b) => Value::Bool(b),
-            NodeKind::Number(n) => Value::Number(n),
-            NodeKind::String(s) => Value::String(s),
-            NodeKind::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|n| n.into_value(duplicates))
-                    .collect(),
-            ),
-            NodeKind::Object(members) => {
-                let mut map = Map::with_capacity(members.len());
-                for m in members {
-                    let v = m.value.into_value(duplicates);
-                    *duplicates |= map.insert(m.key, v).is_some();
                 }
                 Value::Object(map)
             }
@@ -498,6 +491,98 @@ fn needs_attention(word: u64) -> bool {
     (has_zero(quote) | has_zero(backslash) | below_0x20) != 0
 }
 
+/// What the parser builds from what it reads: positioned nodes ([`Node`]) for
+/// diagnostics, or plain values for the loader's common path (no tree to take apart).
+trait Sink {
+    /// A value built.
+    type Out;
+    /// An object's members while it is open.
+    type Members: Default;
+    /// A scalar (null, boolean, number, string).
+    fn leaf(&mut self, n: Node) -> Self::Out;
+    /// A closed array (exact capacity).
+    fn array(&mut self, items: Vec<Self::Out>, span: Span) -> Self::Out;
+    /// Adds a member to an open object.
+    fn member(&mut self, ms: &mut Self::Members, key: String, key_span: Span, v: Self::Out);
+    /// A closed object.
+    fn object(&mut self, ms: Self::Members, span: Span) -> Self::Out;
+}
+
+/// Builds [`Node`]s.
+struct Nodes;
+
+impl Sink for Nodes {
+    type Out = Node;
+    type Members = Vec<Member>;
+
+    fn leaf(&mut self, n: Node) -> Node {
+        n
+    }
+
+    fn array(&mut self, items: Vec<Node>, span: Span) -> Node {
+        Node {
+            span,
+            kind: NodeKind::Array(items),
+        }
+    }
+
+    fn member(&mut self, ms: &mut Vec<Member>, key: String, key_span: Span, value: Node) {
+        ms.push(Member {
+            key,
+            key_span,
+            value,
+        });
+    }
+
+    fn object(&mut self, mut ms: Vec<Member>, span: Span) -> Node {
+        // Exact capacity: a flow holds tens of thousands of small objects, and doubling
+        // growth leaves most of their slots empty.
+        ms.shrink_to_fit();
+        Node {
+            span,
+            kind: NodeKind::Object(ms),
+        }
+    }
+}
+
+/// Builds plain [`Value`]s (as [`Node::to_value`] would), noting whether an object held
+/// a key twice.
+#[derive(Default)]
+struct Values {
+    duplicates: bool,
+}
+
+impl Sink for Values {
+    type Out = Value;
+    type Members = Vec<(String, Value)>;
+
+    fn leaf(&mut self, n: Node) -> Value {
+        match n.kind {
+            NodeKind::Bool(b) => Value::Bool(b),
+            NodeKind::Number(x) => Value::Number(x),
+            NodeKind::String(s) => Value::String(s),
+            // Containers never come as leaves.
+            NodeKind::Null | NodeKind::Array(_) | NodeKind::Object(_) => Value::Null,
+        }
+    }
+
+    fn array(&mut self, items: Vec<Value>, _: Span) -> Value {
+        Value::Array(items)
+    }
+
+    fn member(&mut self, ms: &mut Self::Members, key: String, _: Span, v: Value) {
+        ms.push((key, v));
+    }
+
+    fn object(&mut self, ms: Self::Members, _: Span) -> Value {
+        let mut map = Map::with_capacity(ms.len());
+        for (k, v) in ms {
+            self.duplicates |= map.insert(k, v).is_some();
+        }
+        Value::Object(map)
+    }
+}
+
 struct Parser<'a> {
     src: &'a str,
     b: &'a [u8],
@@ -511,11 +596,11 @@ enum Container {
 }
 
 /// An open array or object on the parser's explicit stack.
-struct Frame {
+struct Frame<S: Sink> {
     start: usize,
     kind: Container,
-    items: Vec<Node>,
-    members: Vec<Member>,
+    items: Vec<S::Out>,
+    members: S::Members,
     key: Option<(String, Span)>,
 }
 
@@ -613,6 +698,11 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_value(&mut self) -> Result<Node, JsonError> {
+        self.parse_into(&mut Nodes)
+    }
+
+    /// Parses the value at the current position into `sink`'s form.
+    fn parse_into<S: Sink>(&mut self, sink: &mut S) -> Result<S::Out, JsonError> {
         let Some(c) = self.peek() else {
             return Err(self.eof_error("a JSON value"));
         };
@@ -620,14 +710,14 @@ impl<'a> Parser<'a> {
             b'"' => {
                 let start = self.pos;
                 let s = self.parse_string()?;
-                Ok(Node {
+                Ok(sink.leaf(Node {
                     span: Span::new(start, self.pos),
                     kind: NodeKind::String(s),
-                })
+                }))
             }
-            b'{' | b'[' => self.parse_container(),
-            b'-' | b'0'..=b'9' => self.parse_number(),
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'$' => self.parse_word(),
+            b'{' | b'[' => self.parse_container(sink),
+            b'-' | b'0'..=b'9' => self.parse_number().map(|n| sink.leaf(n)),
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'$' => self.parse_word().map(|n| sink.leaf(n)),
             b'\'' => Err(JsonError::new(
                 "strings must use double quotes, found `'`",
                 Span::new(self.pos, self.pos + 1),
@@ -907,11 +997,11 @@ impl<'a> Parser<'a> {
         ))
     }
 
-    fn parse_container(&mut self) -> Result<Node, JsonError> {
+    fn parse_container<S: Sink>(&mut self, sink: &mut S) -> Result<S::Out, JsonError> {
         // An explicit stack of open containers keeps recursion out of the parser entirely.
-        let mut stack: Vec<Frame> = Vec::new();
+        let mut stack: Vec<Frame<S>> = Vec::new();
         // Start with the container at the current position.
-        let mut pending: Option<Node> = None;
+        let mut pending: Option<S::Out> = None;
         'outer: loop {
             if pending.is_none() {
                 // We are at `{` or `[`: open it.
@@ -930,39 +1020,33 @@ impl<'a> Parser<'a> {
                     if self.peek() == Some(b'}') {
                         self.pos += 1;
                         self.depth -= 1;
-                        pending = Some(Node {
-                            span: Span::new(start, self.pos),
-                            kind: NodeKind::Object(Vec::new()),
-                        });
+                        pending = Some(sink.object(S::Members::default(), Span::new(start, self.pos)));
                     } else {
                         let key = self.parse_key(None)?;
                         stack.push(Frame {
                             start,
                             kind: Container::Object,
                             items: Vec::new(),
-                            members: Vec::new(),
+                            members: S::Members::default(),
                             key: Some(key),
                         });
                     }
                 } else if self.peek() == Some(b']') {
                     self.pos += 1;
                     self.depth -= 1;
-                    pending = Some(Node {
-                        span: Span::new(start, self.pos),
-                        kind: NodeKind::Array(Vec::new()),
-                    });
+                    pending = Some(sink.array(Vec::new(), Span::new(start, self.pos)));
                 } else {
                     stack.push(Frame {
                         start,
                         kind: Container::Array,
                         items: Vec::new(),
-                        members: Vec::new(),
+                        members: S::Members::default(),
                         key: None,
                     });
                 }
                 if pending.is_none() {
                     // Parse values until one needs a new container.
-                    match self.next_scalar_or_open()? {
+                    match self.next_scalar_or_open(sink)? {
                         Some(n) => pending = Some(n),
                         None => continue 'outer,
                     }
@@ -980,11 +1064,7 @@ impl<'a> Parser<'a> {
                     Container::Array => top.items.push(value),
                     Container::Object => {
                         let (key, key_span) = top.key.take().unwrap_or_default();
-                        top.members.push(Member {
-                            key,
-                            key_span,
-                            value,
-                        });
+                        sink.member(&mut top.members, key, key_span, value);
                     }
                 }
                 let is_obj = matches!(top.kind, Container::Object);
@@ -1009,7 +1089,7 @@ impl<'a> Parser<'a> {
                         } else if self.pos >= self.b.len() {
                             return Err(self.eof_error("a JSON value"));
                         }
-                        match self.next_scalar_or_open()? {
+                        match self.next_scalar_or_open(sink)? {
                             Some(n) => pending = Some(n),
                             None => continue 'outer,
                         }
@@ -1020,16 +1100,15 @@ impl<'a> Parser<'a> {
                         let Some(mut frame) = stack.pop() else {
                             continue 'outer;
                         };
-                        // Exact capacity: a flow holds tens of thousands of small
-                        // objects, and doubling growth leaves most of their slots empty.
-                        frame.items.shrink_to_fit();
-                        frame.members.shrink_to_fit();
-                        pending = Some(Node {
-                            span: Span::new(frame.start, self.pos),
-                            kind: match frame.kind {
-                                Container::Array => NodeKind::Array(frame.items),
-                                Container::Object => NodeKind::Object(frame.members),
-                            },
+                        let span = Span::new(frame.start, self.pos);
+                        pending = Some(match frame.kind {
+                            Container::Array => {
+                                // Exact capacity: a flow holds tens of thousands of small
+                                // containers, and doubling growth leaves slots empty.
+                                frame.items.shrink_to_fit();
+                                sink.array(frame.items, span)
+                            }
+                            Container::Object => sink.object(frame.members, span),
                         });
                     }
                     None => {
@@ -1053,11 +1132,11 @@ impl<'a> Parser<'a> {
 
     /// After a `[`, `,` or `:`: parses a scalar value, or returns `None` when the next
     /// value opens a container (left at the current position for the caller to open).
-    fn next_scalar_or_open(&mut self) -> Result<Option<Node>, JsonError> {
+    fn next_scalar_or_open<S: Sink>(&mut self, sink: &mut S) -> Result<Option<S::Out>, JsonError> {
         self.skip_ws();
         match self.peek() {
             Some(b'{' | b'[') => Ok(None),
-            _ => self.parse_value().map(Some),
+            _ => self.parse_into(sink).map(Some),
         }
     }
 

@@ -341,26 +341,28 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
     };
     // An actions array, the shape of large flows, is read one action at a time: each
     // action's tree is dropped once compiled, so the document never exists whole.
-    if let Some(items) = json::array_items(src) {
+    if let Some(mut items) = json::array_items(src) {
         let mut l = loader(None);
-        for (i, item) in items.enumerate() {
-            let item = match item {
+        let mut i = 0;
+        // Each item is parsed straight into a plain value; its positioned tree is built
+        // only where a problem or a first read must be placed (`Loader::lookup`).
+        while let Some(item) = items.next_value() {
+            let (value, start, duplicates) = match item {
                 Ok(item) => item,
                 // The whole-document parser words the problem and places it.
                 Err(e) => return Err(syntax(json::parse(src).err().unwrap_or(e))),
             };
-            let start = item.span.start;
             l.current = Some((i, start));
             l.current_node = std::cell::OnceCell::new();
-            let mut duplicates = false;
-            let value = item.into_value(&mut duplicates);
             // Rare: the item is parsed again to place each duplicate.
             if duplicates {
-                if let Some(item) = json::parse_at(src, start) {
+                if let Some(item) = l.lookup(&format!("/{i}")) {
+                    let item = item.clone();
                     report_duplicate_keys(&mut l, &item, Some(i));
                 }
             }
             compile_action(&mut l, i, value, "", opts, &mut node);
+            i += 1;
         }
         l.current = None;
         return finish(l, node, opts, source.clone(), fail);

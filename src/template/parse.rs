@@ -114,7 +114,22 @@ pub enum Piece {
 
 /// Does this string need the template machinery at all?
 pub fn has_template_syntax(s: &str) -> bool {
-    s.contains("<?")
+    find_pair(s.as_bytes(), *b"<?").is_some()
+}
+
+/// The first position of the two bytes `pair` in `b`: `str::contains` sets up a
+/// substring searcher per call, which costs more than the search in the short strings
+/// of a flow (every string is asked while a flow loads).
+fn find_pair(b: &[u8], pair: [u8; 2]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(k) = memchr::memchr(pair[0], b.get(from..)?) {
+        let at = from + k;
+        if b.get(at + 1) == Some(&pair[1]) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Splits a string value into text and segments.
@@ -170,7 +185,7 @@ pub fn split(s: &str) -> Result<Vec<Piece>, TemplateError> {
 /// both agree.
 pub fn whole_segment(s: &str) -> Option<&str> {
     let body = s.strip_prefix("<?")?.strip_suffix("?>")?;
-    (s[2..].find("?>") == Some(body.len())).then_some(body)
+    (find_pair(&s.as_bytes()[2..], *b"?>") == Some(body.len())).then_some(body)
 }
 
 /// Where a quoted string literal starting at `start` ends (one past its closing quote),
@@ -369,35 +384,37 @@ pub(crate) fn simple_path_parts<'s>(
     let start = src.len() - src.trim_start_matches(space).len();
     let text = src.trim_matches(space);
     let end = start + text.len();
-    let ident_ok = |w: &str| {
-        let mut c = w.bytes();
-        c.next()
-            .is_some_and(|f| f.is_ascii_alphabetic() || f == b'_')
-            && c.all(|x| x.is_ascii_alphanumeric() || x == b'_')
+    let b = text.as_bytes();
+    // The end of the identifier starting at `at` (a letter or `_`, then letters,
+    // digits, `_`), or `None` when none starts there.
+    let ident_end = |at: usize| {
+        let first = *b.get(at)?;
+        (first.is_ascii_alphabetic() || first == b'_').then_some(())?;
+        let len = b[at..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+            .count();
+        Some(at + len)
     };
-    let (root, first_len) = match text.strip_prefix('$') {
-        Some(rest) => {
-            let name = rest.split('.').next()?;
-            if !ident_ok(name) {
-                return None;
-            }
-            step(name);
-            (Root::Context, name.len() + 1)
-        }
-        None => {
-            let name = text.split('.').next()?;
-            (Root::from_name(name)?, name.len())
-        }
+    let (root, mut i) = if b.first() == Some(&b'$') {
+        let e = ident_end(1)?;
+        step(&text[1..e]);
+        (Root::Context, e)
+    } else {
+        let e = memchr::memchr(b'.', b).unwrap_or(b.len());
+        (Root::from_name(&text[..e])?, e)
     };
-    let rest = &text[first_len..];
-    if !rest.is_empty() {
-        for member in rest.strip_prefix('.')?.split('.') {
-            if !ident_ok(member) || member == "length" || Method::ALL.iter().any(|m| m.1 == member)
-            {
-                return None;
-            }
-            step(member);
+    while i < b.len() {
+        if b[i] != b'.' {
+            return None;
         }
+        let e = ident_end(i + 1)?;
+        let member = &text[i + 1..e];
+        if member == "length" || Method::ALL.iter().any(|m| m.1 == member) {
+            return None;
+        }
+        step(member);
+        i = e;
     }
     Some((root, start..end))
 }

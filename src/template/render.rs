@@ -416,7 +416,7 @@ impl Template {
 
     /// Like [`compile`](Self::compile), sharing compiled expressions through `cache`.
     pub fn compile_cached(s: &str, cache: &mut ExprCache) -> Result<Template, Vec<TemplateError>> {
-        if !has_template_syntax(s) && !s.contains("\\<?") {
+        if !has_template_syntax(s) {
             return Ok(Template::Plain(s.to_string()));
         }
         // The commonest shape, one segment and nothing around it, needs no split.
