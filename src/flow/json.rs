@@ -1020,7 +1020,8 @@ impl<'a> Parser<'a> {
                     if self.peek() == Some(b'}') {
                         self.pos += 1;
                         self.depth -= 1;
-                        pending = Some(sink.object(S::Members::default(), Span::new(start, self.pos)));
+                        pending =
+                            Some(sink.object(S::Members::default(), Span::new(start, self.pos)));
                     } else {
                         let key = self.parse_key(None)?;
                         stack.push(Frame {

@@ -341,16 +341,19 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
     };
     // An actions array, the shape of large flows, is read one action at a time: each
     // action's tree is dropped once compiled, so the document never exists whole.
-    if let Some(mut items) = json::array_items(src) {
+    if json::array_items(src).is_some() {
         let mut l = loader(None);
         let mut i = 0;
+        let mut failed = None;
         // Each item is parsed straight into a plain value; its positioned tree is built
         // only where a problem or a first read must be placed (`Loader::lookup`).
-        while let Some(item) = items.next_value() {
+        for_each_item(src, |item| {
             let (value, start, duplicates) = match item {
                 Ok(item) => item,
-                // The whole-document parser words the problem and places it.
-                Err(e) => return Err(syntax(json::parse(src).err().unwrap_or(e))),
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
             };
             l.current = Some((i, start));
             l.current_node = std::cell::OnceCell::new();
@@ -363,6 +366,11 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
             }
             compile_action(&mut l, i, value, "", opts, &mut node);
             i += 1;
+            true
+        });
+        if let Some(e) = failed {
+            // The whole-document parser words the problem and places it.
+            return Err(syntax(json::parse(src).err().unwrap_or(e)));
         }
         l.current = None;
         return finish(l, node, opts, source.clone(), fail);
@@ -436,6 +444,68 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
     }
 
     finish(l, node, opts, source.clone(), fail)
+}
+
+/// Documents at least this large are parsed on a second thread while this one compiles
+/// (parsing is about 40 % of a load); below it a thread costs more than it saves.
+const PIPELINE_BYTES: usize = 512 * 1024;
+
+/// Items handed over from the parsing thread at a time.
+const BATCH: usize = 64;
+
+/// One item of an actions array: its value, where it starts, whether it held a key twice.
+type Item = Result<(Value, usize, bool), json::JsonError>;
+
+/// Calls `f` with each item of the actions array `src`, in order, until it returns
+/// `false` or an item fails to parse (that error is the last item). A large document is
+/// parsed on a second thread, a few batches ahead; the items are the same either way.
+fn for_each_item(src: &str, mut f: impl FnMut(Item) -> bool) {
+    let sequential = |f: &mut dyn FnMut(Item) -> bool| {
+        let Some(mut items) = json::array_items(src) else {
+            return;
+        };
+        while let Some(item) = items.next_value() {
+            if !f(item) {
+                return;
+            }
+        }
+    };
+    if src.len() < PIPELINE_BYTES {
+        return sequential(&mut f);
+    }
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Item>>(4);
+        let parser = std::thread::Builder::new()
+            .name("flow-parse".into())
+            .spawn_scoped(s, move || {
+                let Some(mut items) = json::array_items(src) else {
+                    return;
+                };
+                let mut batch = Vec::with_capacity(BATCH);
+                while let Some(item) = items.next_value() {
+                    batch.push(item);
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        // The loader stopped early: nothing more is wanted.
+                        if tx.send(full).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(batch);
+            });
+        if parser.is_err() {
+            // No thread to be had: parse here.
+            return sequential(&mut f);
+        }
+        for batch in rx {
+            for item in batch {
+                if !f(item) {
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// The checks that need the whole flow seen, then the result.
