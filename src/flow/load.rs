@@ -357,11 +357,12 @@ pub fn load(source: Arc<String>, file: &str, opts: &LoadOptions<'_>) -> Result<F
             };
             l.current = Some((i, start));
             l.current_node = std::cell::OnceCell::new();
-            // Rare: the item is parsed again to place each duplicate.
+            // Rare: the item is parsed again to place each duplicate (and kept for the
+            // lookups that follow).
             if duplicates {
-                if let Some(item) = l.lookup(&format!("/{i}")) {
-                    let item = item.clone();
+                if let Some(item) = json::parse_at(src, start) {
                     report_duplicate_keys(&mut l, &item, Some(i));
+                    l.current_node = std::cell::OnceCell::from(Some(item));
                 }
             }
             compile_action(&mut l, i, value, "", opts, &mut node);
