@@ -473,16 +473,21 @@ impl Template {
         Ok(Template::Mixed(parts))
     }
 
-    /// The compiled expressions, in order.
-    pub fn expressions(&self) -> Vec<&CompiledExpr> {
-        match self {
-            Template::Plain(_) => Vec::new(),
-            Template::Whole(e) => vec![e],
-            Template::Mixed(parts) => parts
-                .iter()
-                .filter_map(|p| if let Part::Expr(e) = p { Some(e) } else { None })
-                .collect(),
-        }
+    /// The compiled expressions, in order (nothing is allocated: the loader asks every
+    /// template).
+    pub fn expressions(&self) -> impl Iterator<Item = &CompiledExpr> + '_ {
+        let (whole, parts): (Option<&CompiledExpr>, &[Part]) = match self {
+            Template::Plain(_) => (None, &[]),
+            Template::Whole(e) => (Some(e), &[]),
+            Template::Mixed(parts) => (None, parts),
+        };
+        whole.into_iter().chain(parts.iter().filter_map(|p| {
+            if let Part::Expr(e) = p {
+                Some(e)
+            } else {
+                None
+            }
+        }))
     }
 
     /// Renders to JSON by the typing rule.
@@ -707,19 +712,10 @@ fn compile_at(v: serde_json::Value, cx: &mut Compiling<'_>) -> TValue {
         J::String(s) => match Template::compile_cached(&s, cx.cache) {
             Ok(Template::Plain(p)) => TValue::Static(Box::new(J::String(p))),
             Ok(t) => {
-                let mut note = |e: &CompiledExpr| {
+                for e in t.expressions() {
                     if !e.core.context_vars.is_empty() {
                         (cx.reads)(&cx.ptr, e);
                     }
-                };
-                match &t {
-                    Template::Whole(e) => note(e),
-                    Template::Mixed(parts) => parts.iter().for_each(|p| {
-                        if let Part::Expr(e) = p {
-                            note(e)
-                        }
-                    }),
-                    Template::Plain(_) => {}
                 }
                 TValue::Template(Box::new(t))
             }
