@@ -1,7 +1,7 @@
 //! What an action's parameters look like, as data: names, types, descriptions and
 //! whether they are required. The same tables feed the load-time checks (which names
 //! exist, which are required), the JSON Schema of flow documents (`transbordo schema`)
-//! and the README's tables.
+//! and the tables of docs/flow-authors.md.
 
 use std::borrow::Cow;
 
@@ -119,7 +119,7 @@ pub struct ParamSpec {
     pub name: Cow<'static, str>,
     /// Its type.
     pub ty: ParamType,
-    /// What it does, for people (schema `description`, README).
+    /// What it does, for people (schema `description`, docs/flow-authors.md).
     pub description: String,
     /// Whether it must be given.
     pub required: bool,

@@ -27,7 +27,7 @@ use crate::providers::provider::{
 use crate::providers::transcript;
 
 /// The parameters it understands besides the common ones, with types and descriptions:
-/// the table the checks, the JSON Schema and the README come from.
+/// the table the checks, the JSON Schema and docs/flow-authors.md come from.
 pub fn param_specs() -> Vec<ParamSpec> {
     let skill = "The skill for the platform's routing, kept as given";
     vec![

@@ -68,7 +68,7 @@ pub struct LivePersonSettings {
 }
 
 /// The parameters it understands besides the common ones, with types and descriptions:
-/// the table the checks, the JSON Schema and the README come from.
+/// the table the checks, the JSON Schema and docs/flow-authors.md come from.
 pub fn param_specs() -> Vec<ParamSpec> {
     vec![
         ParamSpec::new(

@@ -160,7 +160,7 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Its parameters besides the common ones ([`crate::providers::request::COMMON_PARAMS`]),
     /// with types and descriptions; those marked required must be given. The checks, the
-    /// JSON Schema and the README's tables come from this.
+    /// JSON Schema and the tables of docs/flow-authors.md come from this.
     fn param_specs(&self) -> Vec<ParamSpec>;
 
     /// Validates one literal parameter value (load time and run time share it).

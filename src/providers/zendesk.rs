@@ -61,7 +61,7 @@ pub struct ZendeskSettings {
 }
 
 /// The parameters it understands besides the common ones, with types and descriptions:
-/// the table the checks, the JSON Schema and the README come from.
+/// the table the checks, the JSON Schema and docs/flow-authors.md come from.
 pub fn param_specs() -> Vec<ParamSpec> {
     let id = |name, what: &str| {
         ParamSpec::new(
