@@ -7,6 +7,8 @@
 //! - ```json flow error: an intentional error example; it must NOT load;
 //! - ```json flow-test name=FILE.test.json: a flow test file, run (as `transbordo test`
 //!   does) from a copy of `examples/` under that name; every case must pass;
+//! - ```json run-body: a `POST /v1/conversations/{id}/run` body: an object with the
+//!   route's keys only, whose inline `flow` must load as above;
 //! - ```json payload: one JSON document; ```json lines: one JSON document per line;
 //! - ```toml integrations: an integrations file (`Integrations::from_toml_str`);
 //! - ```toml service: a `transbordo serve` config (`ServiceConfig::from_toml_str`), its
@@ -44,6 +46,7 @@ enum Kind {
     Flow,
     FlowError,
     FlowTest(String),
+    RunBody,
     Payload,
     Lines,
     Integrations,
@@ -120,6 +123,7 @@ fn classify(b: &Block) -> Result<Option<Kind>, String> {
         ("json", ["flow-test", name]) if name.starts_with("name=") => {
             Kind::FlowTest(name["name=".len()..].to_string())
         }
+        ("json", ["run-body"]) => Kind::RunBody,
         ("json", ["payload"]) => Kind::Payload,
         ("json", ["lines"]) => Kind::Lines,
         ("toml", ["integrations"]) => Kind::Integrations,
@@ -128,7 +132,7 @@ fn classify(b: &Block) -> Result<Option<Kind>, String> {
         ("json" | "toml", _) => {
             return Err(format!(
                 "```{} {} is not a recognised example tag (json: flow, flow error, \
-                 flow-test name=…, payload, lines, fragment; toml: integrations, service, \
+                 flow-test name=…, run-body, payload, lines, fragment; toml: integrations, service, \
                  fragment)",
                 b.lang,
                 b.tags.join(" ")
@@ -240,6 +244,29 @@ fn check_block(engine: &Engine, b: &Block, kind: &Kind) -> Result<(), String> {
             }
         }
         Kind::FlowTest(name) => run_flow_test(b, name),
+        Kind::RunBody => {
+            let body: serde_json::Value =
+                serde_json::from_str(&b.text).map_err(|e| format!("not JSON: {e}"))?;
+            let obj = body.as_object().ok_or("a run body is a JSON object")?;
+            // The keys `POST …/run` accepts (src/service/api.rs refuses any other).
+            if let Some(k) = obj
+                .keys()
+                .find(|k| !["flow", "flow_file", "context", "strict"].contains(&k.as_str()))
+            {
+                return Err(format!("`{k}` is not a key of a run body"));
+            }
+            let flow = obj.get("flow").ok_or("no inline `flow`")?;
+            engine
+                .load(&flow.to_string(), &b.at)
+                .map(drop)
+                .map_err(|e| {
+                    e.diagnostics
+                        .iter()
+                        .map(|d| d.one_line())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+        }
         Kind::Payload => serde_json::from_str::<serde_json::Value>(&b.text)
             .map(drop)
             .map_err(|e| format!("not JSON: {e}")),
