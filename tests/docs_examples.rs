@@ -31,6 +31,8 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// One fenced block of a Markdown file.
 struct Block {
+    /// The Markdown file, relative to the crate root.
+    file: String,
     /// `README.md:12` (the fence line), for messages.
     at: String,
     /// 1-based line of the block's first content line.
@@ -93,6 +95,7 @@ fn blocks(rel: &str, src: &str) -> Vec<Block> {
             }
             None => {}
             Some((start, lang, tags, body)) if fence => out.push(Block {
+                file: rel.to_string(),
                 at: format!("{rel}:{start}"),
                 first_line: start + 1,
                 lang,
@@ -109,6 +112,14 @@ fn blocks(rel: &str, src: &str) -> Vec<Block> {
         panic!("{rel}:{start}: this code fence is never closed");
     }
     out
+}
+
+impl Block {
+    /// The block's text after as many empty lines as precede it in its file, so the
+    /// parsers' line numbers are the Markdown file's.
+    fn padded(&self) -> String {
+        "\n".repeat(self.first_line - 1) + &self.text
+    }
 }
 
 /// `Ok(None)`: a block of another language, not checked.
@@ -174,7 +185,7 @@ fn run_flow_test(b: &Block, name: &str) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     copy_dir(&Path::new(ROOT).join("examples"), dir.path()).map_err(|e| e.to_string())?;
     let path = dir.path().join(name);
-    std::fs::write(&path, &b.text).map_err(|e| e.to_string())?;
+    std::fs::write(&path, b.padded()).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,10 +202,18 @@ fn run_flow_test(b: &Block, name: &str) -> Result<(), String> {
             .iter()
             .flat_map(|r| &r.cases)
             .map(|c| {
-                format!(
-                    "{:?} {}: {:?} {:?}",
-                    c.status, c.name, c.message, c.failures
-                )
+                let failures: Vec<String> = c
+                    .failures
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "\n    {}:{}:{}: {}: expected {:?}, got {:?} ({})",
+                            b.file, f.line, f.column, f.pointer, f.expected, f.got, f.note
+                        )
+                    })
+                    .collect();
+                let why = c.message.as_deref().unwrap_or("");
+                format!("{:?} `{}` {why}{}", c.status, c.name, failures.concat())
             })
             .collect();
         return Err(format!(
@@ -222,19 +241,13 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 fn check_block(engine: &Engine, b: &Block, kind: &Kind) -> Result<(), String> {
     match kind {
         Kind::Flow | Kind::FlowError => {
-            let loaded = engine.load(&b.text, &b.at);
+            let loaded = engine.load(&b.padded(), &b.file);
             match (kind, loaded) {
                 (Kind::Flow, Err(e)) => Err(e
                     .diagnostics
                     .iter()
                     .filter(|d| d.severity == Severity::Error)
-                    .map(|d| {
-                        format!(
-                            "line {} of the file: {}",
-                            b.first_line + d.line - 1,
-                            d.one_line()
-                        )
-                    })
+                    .map(|d| d.one_line())
                     .collect::<Vec<_>>()
                     .join("\n")),
                 (Kind::FlowError, Ok(_)) => {
@@ -267,7 +280,7 @@ fn check_block(engine: &Engine, b: &Block, kind: &Kind) -> Result<(), String> {
                         .join("\n")
                 })
         }
-        Kind::Payload => serde_json::from_str::<serde_json::Value>(&b.text)
+        Kind::Payload => serde_json::from_str::<serde_json::Value>(&b.padded())
             .map(drop)
             .map_err(|e| format!("not JSON: {e}")),
         Kind::Lines => {
@@ -284,13 +297,13 @@ fn check_block(engine: &Engine, b: &Block, kind: &Kind) -> Result<(), String> {
         }
         Kind::Integrations => {
             provide_env(&b.text);
-            Integrations::from_toml_str(&b.text, &b.at)
+            Integrations::from_toml_str(&b.padded(), &b.file)
                 .map(drop)
                 .map_err(|e| e.to_string())
         }
         Kind::Service => {
             provide_env(&b.text);
-            ServiceConfig::from_toml_str(&b.text, &b.at, &Path::new(ROOT).join("examples"))
+            ServiceConfig::from_toml_str(&b.padded(), &b.file, &Path::new(ROOT).join("examples"))
                 .map(drop)
                 .map_err(|e| e.to_string())
         }
