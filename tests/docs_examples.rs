@@ -462,6 +462,50 @@ fn every_relative_link_in_the_docs_resolves() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
+/// Repository paths the docs name (`examples/…`, `scripts/…`, `src/…`, …), globs and
+/// placeholders (`*`, `<id>`, `{x}`) aside.
+fn repository_paths(src: &str) -> Vec<String> {
+    const ROOTS: &[&str] = &[
+        "examples/",
+        "scripts/",
+        "tests/",
+        "src/",
+        "docs/",
+        "schemas/",
+        "migrations/",
+        "benches/",
+        "grammar/",
+    ];
+    let path_char = |c: char| c.is_ascii_alphanumeric() || "_./-*{}<>".contains(c);
+    src.split(|c: char| !path_char(c))
+        .filter(|t| ROOTS.iter().any(|r| t.starts_with(r)))
+        .filter(|t| !t.contains(['*', '<', '{']))
+        .map(|t| t.trim_end_matches(['.', ',', ':', ';']).to_string())
+        .collect()
+}
+
+#[test]
+fn every_repository_path_the_docs_name_exists() {
+    // Named on purpose though absent: a new provider's file in the how-to, and the
+    // database the walkthrough's service creates.
+    const NOT_IN_THE_REPOSITORY: &[&str] = &["src/providers/acme.rs", "examples/transbordo.db"];
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for rel in markdown_files() {
+        for path in repository_paths(&read(&rel)) {
+            checked += 1;
+            if !NOT_IN_THE_REPOSITORY.contains(&path.as_str())
+                && !Path::new(ROOT).join(&path).exists()
+            {
+                missing.push(format!("{rel}: `{path}` does not exist"));
+            }
+        }
+    }
+    println!("checked {checked} repository paths");
+    assert!(checked > 0);
+    assert!(missing.is_empty(), "stale paths:\n{}", missing.join("\n"));
+}
+
 #[test]
 fn the_flow_authors_guide_documents_every_parameter() {
     let guide = read("docs/flow-authors.md");
@@ -509,6 +553,10 @@ fn the_checker_catches_what_it_should() {
     assert_eq!(
         links("see [a](x.md#y) and `[b](z)`"),
         vec![(1, "x.md#y".to_string())]
+    );
+    assert_eq!(
+        repository_paths("run `scripts/x.sh`, see examples/*.json and (src/a.rs)."),
+        vec!["scripts/x.sh".to_string(), "src/a.rs".to_string()]
     );
     assert_eq!(
         slug(" `check`: every problem, with its place"),
