@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use transbordo::authoring::flowtest::{self, TestOptions};
 use transbordo::providers::Integrations;
 use transbordo::service::ServiceConfig;
-use transbordo::{Engine, Severity};
+use transbordo::{Engine, RunOptions, Severity, Store};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -528,6 +528,81 @@ fn the_flow_authors_guide_documents_every_parameter() {
         missing.is_empty(),
         "docs/flow-authors.md does not mention {missing:?}"
     );
+}
+
+/// The README's tour shows an abridged `render` of `examples/zendesk-ticket.json` with the
+/// sandbox's integrations; what it shows must stay what the dry run gives.
+#[test]
+fn the_readme_render_excerpt_matches_a_dry_run() {
+    let engine = engine();
+    let flow = engine
+        .load(
+            &read("examples/zendesk-ticket.json"),
+            "examples/zendesk-ticket.json",
+        )
+        .expect("the example flow loads");
+    let ctx: serde_json::Value =
+        serde_json::from_str(&read("examples/context.json")).expect("the example context is JSON");
+    let store = Store::from_json(&ctx).expect("the example context is a context document");
+    let opts = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let doc = rt.block_on(engine.run(&flow, store, &opts)).render_json();
+    let readme = read("README.md");
+    assert!(readme.contains("render examples/zendesk-ticket.json"));
+    assert!(readme.contains("--integrations examples/sandbox-integrations.toml"));
+    assert_eq!(
+        doc["messages"][0]["message"]["text"],
+        "Aguarde um minuto..."
+    );
+    let urls: Vec<&str> = doc["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter_map(|r| r["url"].as_str())
+        .collect();
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    assert!(
+        urls[0].ends_with("/api/v2/users/create_or_update.json"),
+        "{urls:?}"
+    );
+    assert!(urls[1].ends_with("/api/v2/tickets.json"), "{urls:?}");
+    let ticket = &doc["requests"][1]["body"]["ticket"];
+    assert_eq!(ticket["subject"], "Pedido 123 atrasado");
+    assert_eq!(ticket["tags"][0], "vip");
+    let result = &doc["context"]["ticketResponse"]["response"];
+    assert_eq!(result["status"], "ok");
+    assert_eq!(result["body"]["ticket"]["id"], 0);
+    assert_eq!(result["body"]["ticket"]["status"], "new");
+}
+
+/// The README's `check` output is an excerpt of the CLI's snapshot for the same command
+/// (tests/cli.rs `check_lists_every_problem_and_exits_1`): every line it shows is there.
+#[test]
+fn the_readme_check_excerpt_is_the_cli_output() {
+    let readme = read("README.md");
+    let snapshot = read("snapshots/cli__check_lists_every_problem_and_exits_1.snap");
+    let block = blocks("README.md", &readme)
+        .into_iter()
+        .find(|b| b.text.starts_with("$ transbordo check"))
+        .expect("the README shows a `transbordo check` run");
+    let mut lines = block.text.lines();
+    let command = lines.next().unwrap_or_default();
+    assert!(
+        command.ends_with(
+            "tests/fixtures/load_errors/unknown_action.json tests/fixtures/load_errors/trailing_comma.json"
+        ),
+        "the README's check command is not the snapshot's: {command}"
+    );
+    let missing: Vec<&str> = lines
+        .filter(|l| *l != "…" && !snapshot.contains(l))
+        .collect();
+    assert!(missing.is_empty(), "not in the CLI's output: {missing:#?}");
 }
 
 #[test]
