@@ -78,6 +78,7 @@ impl Engine {
 
     /// Uses these live chat integrations (checked at load time, used at run time).
     pub fn with_integrations(mut self, integrations: Integrations) -> Engine {
+        crate::redact::register_secrets(integrations.secret_values());
         self.services.integrations = Arc::new(integrations);
         self.has_integrations = true;
         self
