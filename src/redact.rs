@@ -9,7 +9,8 @@
 //!
 //! - **Credential headers** ([`is_secret_header`], case-insensitive): `authorization`,
 //!   `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`, `apikey`, `api-key`, and
-//!   any name ending in `-key`, `-token` or `-secret`.
+//!   any name ending in `-key`, `-token` or `-secret` (except `idempotency-key`, a
+//!   request id), and any name that is a secret key (below).
 //! - **Secret keys** ([`is_secret_key`], case-insensitive) in JSON bodies (at any depth),
 //!   form bodies and URL query strings: any name containing `password`, `passwd`,
 //!   `secret`, `token`, `api_key` or `apikey` (so `client_secret`, `access_token`,
@@ -70,9 +71,12 @@ where
     for s in new {
         // A secret in a URL travels percent-encoded: hide that spelling too.
         let encoded = percent_encode(&s);
-        for v in [Some(s), (encoded.len() >= MIN_SECRET_LEN).then_some(encoded)]
-            .into_iter()
-            .flatten()
+        for v in [
+            Some(s),
+            (encoded.len() >= MIN_SECRET_LEN).then_some(encoded),
+        ]
+        .into_iter()
+        .flatten()
         {
             if !all.contains(&v) {
                 all.push(v);
@@ -262,6 +266,10 @@ impl Serialize for View<'_> {
 /// A header whose value is a credential (see the module documentation).
 pub fn is_secret_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
+    // A request id, not a credential: hiding it would hide which request was retried.
+    if n == "idempotency-key" {
+        return false;
+    }
     matches!(
         n.as_str(),
         "authorization"
@@ -321,7 +329,8 @@ fn looks_like_url(s: &str) -> bool {
 fn looks_like_form(s: &str) -> bool {
     s.contains('=')
         && !s.contains(char::is_whitespace)
-        && s.split('&').all(|p| p.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
+        && s.split('&')
+            .all(|p| p.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
 }
 
 /// A query string (or form body) with the values of secret keys hidden; borrowed when

@@ -15,11 +15,11 @@ pub use crate::providers::provider::{CloseReason, Handoff};
 
 use crate::actions::ActionError;
 use crate::providers::call::HandoffCx;
-use crate::redact::Policy;
 use crate::providers::config::Integration;
 use crate::providers::http::{RetryPolicy, Transport};
 use crate::providers::provider::{ClientCx, States};
 use crate::providers::request::ignored_param_warnings;
+use crate::redact::Policy;
 
 /// What `start_live_chat` produced.
 #[derive(Debug, Clone, PartialEq)]

@@ -94,11 +94,9 @@ fn text_shape(v: &Value) -> Value {
         Value::String(s) if s == REDACTED => v.clone(),
         Value::String(s) => json!({REDACTED_TEXT: {"length": s.chars().count()}}),
         Value::Array(a) => Value::Array(a.iter().map(text_shape).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), text_shape(x)))
-                .collect(),
-        ),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, x)| (k.clone(), text_shape(x))).collect())
+        }
         other => other.clone(),
     }
 }
