@@ -149,7 +149,7 @@ async fn no_secret_reaches_any_output() {
     assert_clean("render's stderr", &err, &all);
     let doc: Value = serde_json::from_str(&out).unwrap();
     // The two servers' ports change every run.
-    let filters = vec![
+    let filters = [
         (regex::escape(&crm.uri()), "[crm]".to_string()),
         (regex::escape(&sandbox.base_url()), "[sandbox]".to_string()),
     ];

@@ -264,7 +264,9 @@ impl Engine {
                     index: a.index,
                     name: a.name.clone(),
                     parameters: params_json,
-                    result,
+                    // Every reader of a trace (documents, playground, timeline) sees it
+                    // redacted; the context keeps the real result for later templates.
+                    result: redact(&result),
                     warnings: action_warnings,
                     duration_ms: millis_since(started),
                 });

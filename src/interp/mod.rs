@@ -107,7 +107,7 @@ pub struct RecordedRequest {
     pub method: Value,
     /// URL, with `{service}` placeholders where a domain is only known after discovery.
     pub url: Value,
-    /// Headers, secrets as `[redacted]`.
+    /// Headers ([`crate::redact`] policy applied, as to the URL and body).
     pub headers: Value,
     /// JSON body (or form fields as an object), or `null`.
     pub body: Value,
@@ -120,9 +120,10 @@ pub struct TraceEntry {
     pub index: usize,
     /// The action's name.
     pub name: String,
-    /// Rendered parameters, secrets redacted (`null` when rendering failed).
+    /// Rendered parameters, with the [`crate::redact`] policy applied (`null` when
+    /// rendering failed).
     pub parameters: Value,
-    /// The result object.
+    /// The result object, with the [`crate::redact`] policy applied.
     pub result: Value,
     /// Warnings raised while rendering or running it.
     pub warnings: Vec<String>,
