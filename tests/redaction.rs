@@ -338,6 +338,33 @@ async fn a_text_less_timeline_holds_no_user_text() {
         params["contact"]["name"]["redacted_text"]["length"], 17,
         "{run}"
     );
+    // An entry written before this policy (a cookie and user text kept as they were)
+    // is read back with the policy applied.
+    svc.state
+        .store()
+        .timeline_append(vec![transbordo::service::store::TimelineEntry {
+            live_chat_id: run_handoff(&timeline),
+            conversation_id: "nt1".into(),
+            at: 1,
+            kind: "run".into(),
+            data: json!({"flow": "old.json", "actions": [{"index": 0, "name": "http_request",
+                "parameters": {"config": {"headers": {"Cookie": "sid=OLD-COOKIE-55"},
+                    "data": {"note": "Ana Privada Souza"}}}}]}),
+        }])
+        .await
+        .unwrap();
+    let (s, again) = service_common::get(&svc.base, "/v1/conversations/nt1/timeline").await;
+    assert_eq!(s, 200, "{again}");
+    let text = again.to_string();
+    for t in user_text.iter().chain(&["OLD-COOKIE-55"]) {
+        assert!(!text.contains(t), "the timeline shows `{t}`:\n{again:#}");
+    }
+    assert_eq!(
+        again["handoffs"][0]["entries"][0]["actions"][0]["parameters"]["config"]["headers"]
+            ["Cookie"],
+        "[redacted]",
+        "{again:#}"
+    );
     settings().bind(|| {
         insta::assert_json_snapshot!("text_less_run_entry", run, {
             ".at_ms" => "[at]",
@@ -345,4 +372,11 @@ async fn a_text_less_timeline_holds_no_user_text() {
         });
     });
     svc.stop().await;
+}
+
+fn run_handoff(timeline: &Value) -> String {
+    timeline["handoffs"][0]["handoff_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
