@@ -13,6 +13,7 @@
 //! - [`interp`]: the async interpreter loop, the store, the run outcome;
 //! - [`actions`]: built-in actions and the trait hosts implement for their own;
 //! - [`providers`]: integrations, provider request builders and HTTP clients;
+//! - [`redact`]: the one redaction policy every output applies;
 //! - [`authoring`]: flow tests and the JSON Schema of flow documents, for flow authors.
 //!
 //! ## Embedding
@@ -77,6 +78,7 @@ pub mod authoring;
 pub mod flow;
 pub mod interp;
 pub mod providers;
+pub mod redact;
 pub mod template;
 
 #[cfg(feature = "cli")]

@@ -25,37 +25,9 @@ const METHODS_LOWER: [&str; 7] = ["get", "post", "put", "patch", "delete", "head
 /// `http_request`.
 pub struct HttpRequest;
 
-/// Header names whose values are secrets: shown as `[redacted]` in traces and dry runs.
-fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "authorization"
-        || n == "proxy-authorization"
-        || n == "cookie"
-        || n.contains("token")
-        || n.contains("secret")
-        || n.contains("api-key")
-        || n.contains("apikey")
-        || n.contains("password")
-        || n.ends_with("-key")
-}
-
-/// Replaces secret header values in a headers object.
+/// Replaces secret header values in a headers object ([`crate::redact::headers`]).
 pub fn redact_headers(headers: &Value) -> Value {
-    match headers {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let v = if is_secret_header(k) {
-                        json!("[redacted]")
-                    } else {
-                        v.clone()
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
+    crate::redact::headers(headers)
 }
 
 /// The request a config describes, validated.
@@ -87,7 +59,10 @@ fn prepare(params: &Map<String, Value>) -> Result<Prepared, ActionError> {
     let mut url = reqwest::Url::parse(url_text).map_err(|e| {
         ActionError::new(
             ErrorKind::Config,
-            format!("`config.url` is not a valid URL ({e}): {url_text}"),
+            format!(
+                "`config.url` is not a valid URL ({e}): {}",
+                crate::redact::url(url_text)
+            ),
         )
     })?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -359,7 +334,11 @@ impl HttpRequest {
                     ),
                 )
             } else if e.is_builder() {
-                ActionError::new(ErrorKind::Config, format!("invalid request: {e}"))
+                // reqwest's message quotes the URL, query and all.
+                ActionError::new(
+                    ErrorKind::Config,
+                    format!("invalid request: {}", e.without_url()),
+                )
             } else {
                 ActionError::new(
                     ErrorKind::Unavailable,

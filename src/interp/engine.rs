@@ -78,6 +78,7 @@ impl Engine {
 
     /// Uses these live chat integrations (checked at load time, used at run time).
     pub fn with_integrations(mut self, integrations: Integrations) -> Engine {
+        crate::redact::register_secrets(integrations.secret_values());
         self.services.integrations = Arc::new(integrations);
         self.has_integrations = true;
         self
@@ -263,7 +264,9 @@ impl Engine {
                     index: a.index,
                     name: a.name.clone(),
                     parameters: params_json,
-                    result,
+                    // Every reader of a trace (documents, playground, timeline) sees it
+                    // redacted; the context keeps the real result for later templates.
+                    result: redact(&result),
                     warnings: action_warnings,
                     duration_ms: millis_since(started),
                 });

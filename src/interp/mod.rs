@@ -17,6 +17,7 @@ pub use engine::{Engine, RunOptions};
 pub use store::{store_keys, Store, StoreError};
 
 use crate::providers::{Handoff, Integrations, ProviderClient};
+use crate::redact::Policy;
 
 /// What actions use to reach the outside world: one HTTP client, the integrations and
 /// the provider clients (with their token caches).
@@ -106,7 +107,7 @@ pub struct RecordedRequest {
     pub method: Value,
     /// URL, with `{service}` placeholders where a domain is only known after discovery.
     pub url: Value,
-    /// Headers, secrets as `[redacted]`.
+    /// Headers ([`crate::redact`] policy applied, as to the URL and body).
     pub headers: Value,
     /// JSON body (or form fields as an object), or `null`.
     pub body: Value,
@@ -119,9 +120,10 @@ pub struct TraceEntry {
     pub index: usize,
     /// The action's name.
     pub name: String,
-    /// Rendered parameters, secrets redacted (`null` when rendering failed).
+    /// Rendered parameters, with the [`crate::redact`] policy applied (`null` when
+    /// rendering failed).
     pub parameters: Value,
-    /// The result object.
+    /// The result object, with the [`crate::redact`] policy applied.
     pub result: Value,
     /// Warnings raised while rendering or running it.
     pub warnings: Vec<String>,
@@ -167,13 +169,13 @@ pub fn handoff_json(h: &Handoff) -> Value {
 }
 
 impl RunOutcome {
-    /// The `transbordo render` document. Secret-looking keys (`token`, `secret`,
-    /// `password`, …) in context and contact are shown as `[redacted]`.
+    /// The `transbordo render` document, with the [`crate::redact`] policy applied to
+    /// everything in it (secret keys, credential headers, configured secret values).
     pub fn render_json(&self) -> Value {
         serde_json::to_value(self.document(true, false)).unwrap_or_default()
     }
 
-    /// The `transbordo run` document (secret-looking keys redacted, as in `render`).
+    /// The `transbordo run` document (redacted as in `render`).
     pub fn run_json(&self) -> Value {
         serde_json::to_value(self.document(false, false)).unwrap_or_default()
     }
@@ -183,10 +185,11 @@ impl RunOutcome {
     /// first being copied into a JSON tree.
     pub fn document(&self, dry_run: bool, trace: bool) -> OutcomeDocument<'_> {
         OutcomeDocument {
+            policy: Policy::current(),
             messages: &self.messages,
             requests: dry_run.then_some(self.requests.as_slice()),
-            context: redact(&self.context),
-            contact: redact(&self.contact),
+            context: &self.context,
+            contact: &self.contact,
             warnings: &self.warnings,
             handoff: (!dry_run).then(|| self.handoff.as_ref().map(handoff_json)),
             trace: trace.then_some(self.trace.as_slice()),
@@ -194,19 +197,108 @@ impl RunOutcome {
     }
 }
 
-/// The document `render` and `run` print (see [`RunOutcome::document`]).
-#[derive(Debug, Serialize)]
+/// The document `render` and `run` print (see [`RunOutcome::document`]). It serializes
+/// with the [`crate::redact`] policy applied, straight from the outcome (no copy).
+#[derive(Debug)]
 pub struct OutcomeDocument<'a> {
+    policy: Policy,
     messages: &'a [Message],
-    #[serde(skip_serializing_if = "Option::is_none")]
     requests: Option<&'a [RecordedRequest]>,
-    context: Value,
-    contact: Value,
+    context: &'a Value,
+    contact: &'a Value,
     warnings: &'a [Warning],
-    #[serde(skip_serializing_if = "Option::is_none")]
     handoff: Option<Option<Value>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     trace: Option<&'a [TraceEntry]>,
+}
+
+impl Serialize for OutcomeDocument<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let p = &self.policy;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("messages", &Each(self.messages, p))?;
+        if let Some(r) = self.requests {
+            m.serialize_entry("requests", &Each(r, p))?;
+        }
+        m.serialize_entry("context", &p.view(self.context))?;
+        m.serialize_entry("contact", &p.view(self.contact))?;
+        m.serialize_entry("warnings", &Each(self.warnings, p))?;
+        if let Some(h) = &self.handoff {
+            m.serialize_entry("handoff", h)?;
+        }
+        if let Some(t) = self.trace {
+            m.serialize_entry("trace", &Each(t, p))?;
+        }
+        m.end()
+    }
+}
+
+/// Serializes a list of items, each through [`Redacted`].
+struct Each<'a, T>(&'a [T], &'a Policy);
+
+impl<T: Redacted> Serialize for Each<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for it in self.0 {
+            seq.serialize_element(&it.redacted(self.1))?;
+        }
+        seq.end()
+    }
+}
+
+/// An outcome item as the documents show it: its JSON with the policy applied. Items
+/// are small (one message, one request); the large parts, `context` and `contact`, are
+/// serialized through [`Policy::view`] instead.
+trait Redacted {
+    fn redacted(&self, p: &Policy) -> Value;
+}
+
+impl Redacted for Message {
+    fn redacted(&self, p: &Policy) -> Value {
+        json!({
+            "action_index": self.action_index,
+            "source": self.source,
+            "message": p.view(&self.message),
+        })
+    }
+}
+
+impl Redacted for RecordedRequest {
+    fn redacted(&self, p: &Policy) -> Value {
+        json!({
+            "action_index": self.action_index,
+            "integration_id": self.integration_id,
+            "provider": self.provider,
+            "method": self.method,
+            "url": p.view(&self.url),
+            "headers": p.headers(&self.headers),
+            "body": p.view(&self.body),
+        })
+    }
+}
+
+impl Redacted for Warning {
+    fn redacted(&self, p: &Policy) -> Value {
+        json!({
+            "action_index": self.action_index,
+            "pointer": self.pointer,
+            "message": p.text(&self.message),
+        })
+    }
+}
+
+impl Redacted for TraceEntry {
+    fn redacted(&self, p: &Policy) -> Value {
+        json!({
+            "index": self.index,
+            "name": self.name,
+            "parameters": p.view(&self.parameters),
+            "result": p.view(&self.result),
+            "warnings": self.warnings.iter().map(|w| p.text(w)).collect::<Vec<_>>(),
+            "duration_ms": self.duration_ms,
+        })
+    }
 }
 
 /// What a running action may see and do.
@@ -259,22 +351,26 @@ impl ActionCx<'_> {
         self.warnings.push(w.into());
     }
 
-    /// Records a request (`{"method","url","headers","body"}`, secrets already redacted).
+    /// Records a request (`{"method","url","headers","body"}`), with the
+    /// [`crate::redact`] policy applied.
     pub fn record_request(
         &mut self,
         integration_id: Option<String>,
         provider: Option<&str>,
         req: Value,
     ) {
+        // Redacted here, once, whoever built the request: every reader of `requests`
+        // (documents, playground, host code) sees the policy applied.
+        let p = Policy::current();
         let get = |k: &str| req.get(k).cloned().unwrap_or(Value::Null);
         self.requests.push(RecordedRequest {
             action_index: self.index,
             integration_id,
             provider: provider.unwrap_or("http").to_string(),
             method: get("method"),
-            url: get("url"),
-            headers: get("headers"),
-            body: get("body"),
+            url: p.json(&get("url")),
+            headers: p.headers(&get("headers")),
+            body: p.json(&get("body")),
         });
     }
 
@@ -293,37 +389,9 @@ pub(crate) fn display_value(v: &Value) -> String {
     }
 }
 
-/// Keys whose values are secrets wherever they appear in parameters.
-fn is_secret_key(k: &str) -> bool {
-    let k = k.to_ascii_lowercase();
-    k == "authorization"
-        || k.contains("token")
-        || k.contains("secret")
-        || k.contains("password")
-        || k.contains("api_key")
-        || k.contains("api-key")
-}
-
-/// Replaces secret-looking values in rendered parameters before they reach a trace.
+/// Rendered parameters as a trace keeps them: the [`crate::redact`] policy applied.
 pub(crate) fn redact(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| {
-                    (
-                        k.clone(),
-                        if is_secret_key(k) && !x.is_null() {
-                            json!("[redacted]")
-                        } else {
-                            redact(x)
-                        },
-                    )
-                })
-                .collect::<Map<_, _>>(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
-        other => other.clone(),
-    }
+    crate::redact::json(v)
 }
 
 pub(crate) fn millis_since(t: Instant) -> f64 {

@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 
 use crate::actions::{ActionError, ErrorKind};
 
-/// The placeholder written wherever a secret would be.
-pub const REDACTED: &str = "[redacted]";
+/// The placeholder written wherever a secret would be (the [`crate::redact`] marker).
+pub use crate::redact::REDACTED;
 
 /// What a handoff knows about the conversation it hands over.
 #[derive(Debug, Clone)]

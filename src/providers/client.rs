@@ -14,11 +14,12 @@ pub use crate::providers::altu::CONNECTOR_ISSUER;
 pub use crate::providers::provider::{CloseReason, Handoff};
 
 use crate::actions::ActionError;
-use crate::providers::call::{HandoffCx, REDACTED};
+use crate::providers::call::HandoffCx;
 use crate::providers::config::Integration;
 use crate::providers::http::{RetryPolicy, Transport};
 use crate::providers::provider::{ClientCx, States};
 use crate::providers::request::ignored_param_warnings;
+use crate::redact::Policy;
 
 /// What `start_live_chat` produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,23 +173,25 @@ pub fn error_result(kind: crate::providers::ProviderKind, e: &ActionError) -> Va
 }
 
 fn secrets_of(i: &Integration) -> Vec<String> {
-    let mut v = crate::providers::provider(i.provider).secrets(&i.settings);
-    v.retain(|s| s.len() >= 4);
-    v
+    crate::providers::provider(i.provider).secrets(&i.settings)
 }
 
-/// Replaces any secret that a provider echoed back by `[redacted]`.
+/// Replaces any secret that a provider echoed back by `[redacted]`: this integration's
+/// and every registered one ([`crate::redact`]).
 fn scrub(v: &mut Value, secrets: &[String]) {
+    let p = Policy::current().with_values(secrets);
+    scrub_with(v, &p);
+}
+
+fn scrub_with(v: &mut Value, p: &Policy) {
     match v {
         Value::String(s) => {
-            for sec in secrets {
-                if s.contains(sec.as_str()) {
-                    *s = s.replace(sec.as_str(), REDACTED);
-                }
+            if let std::borrow::Cow::Owned(o) = p.text(s) {
+                *s = o;
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| scrub(x, secrets)),
-        Value::Object(o) => o.values_mut().for_each(|x| scrub(x, secrets)),
+        Value::Array(a) => a.iter_mut().for_each(|x| scrub_with(x, p)),
+        Value::Object(o) => o.values_mut().for_each(|x| scrub_with(x, p)),
         _ => {}
     }
 }

@@ -623,4 +623,13 @@ impl Integrations {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// Every credential of every integration (each provider's `secrets()`), for the
+    /// [`crate::redact`] policy to hide wherever it appears.
+    pub fn secret_values(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .flat_map(|i| crate::providers::provider(i.provider).secrets(&i.settings))
+            .collect()
+    }
 }

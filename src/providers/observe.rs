@@ -56,6 +56,8 @@ pub(crate) fn record(mut r: CallRecord) {
     if let Some(q) = r.url.find(['?', '#']) {
         r.url.truncate(q);
     }
+    // A configured secret may sit in the path (a token as a path segment).
+    r.url = crate::redact::url(&r.url);
     // Steps are labelled `<provider> <step>` ("liveperson csds").
     let provider = r.step.split(' ').next().unwrap_or_default();
     tracing::info!(

@@ -126,6 +126,17 @@ impl ServiceState {
             .timeout(config.delivery.timeout)
             .build()
             .unwrap_or_default();
+        // The service's own credentials join the integrations' in the one redaction
+        // policy, so no output (timeline, logs, errors) can print them.
+        crate::redact::register_secrets(
+            config
+                .api
+                .tokens
+                .iter()
+                .chain([&config.builder.signing_secret])
+                .cloned()
+                .chain(config.integrations.secret_values()),
+        );
         // Handoffs record their intent first, so a crash mid-handoff can be reconciled.
         let engine = engine
             .with_handoff_journal(Arc::new(super::reconcile::StoreJournal::new(store.clone())));

@@ -1,10 +1,16 @@
 //! A timeline per conversation: what happened to each of its live chats, in order, with
-//! timestamps — the run that started it (flow, rendered parameters with secrets
-//! redacted), each provider HTTP attempt (step, method, URL, status, attempt, duration),
-//! each webhook (result), state changes, timers, messages relayed (lengths; the text only
-//! with `[timeline] include_text = true`) and each delivery attempt to the builder with
-//! its answer. Kept in the store with the live chats and pruned after
-//! `[timeline] retention_days`.
+//! timestamps — the run that started it (flow, rendered parameters), each provider HTTP
+//! attempt (step, method, URL, status, attempt, duration), each webhook (result), state
+//! changes, timers, messages relayed (lengths; the text only with `[timeline]
+//! include_text = true`) and each delivery attempt to the builder with its answer. Kept
+//! in the store with the live chats and pruned after `[timeline] retention_days`.
+//!
+//! Every entry passes the [`crate::redact`] policy when written and again when read
+//! (entries written before a secret was configured are hidden too). With `include_text =
+//! false` (the default) no user text is kept at all: a `run` entry's parameters (where
+//! the contact, the input, the context, `start_message` and transcripts end up) keep
+//! their shape, numbers and booleans, but every string is stored as
+//! `{"redacted_text": {"length": N}}` (N in characters, as relayed messages are counted).
 //!
 //! Entries are written after the change they describe (not in its transaction): a crash
 //! between the two loses a line of the timeline, never a state change.
@@ -17,6 +23,7 @@ use tokio::sync::watch;
 use super::lifecycle::{now_ms, ServiceState};
 use super::store::{LiveChatRecord, TimelineEntry};
 use crate::providers::observe::CallRecord;
+use crate::redact::{Policy, REDACTED};
 
 /// How often old entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -61,6 +68,39 @@ pub fn calls(
         .collect()
 }
 
+/// What a `run` entry's strings become without `include_text`.
+pub const REDACTED_TEXT: &str = "redacted_text";
+
+/// An entry's data as the timeline keeps it: the redaction policy applied and, without
+/// `include_text`, the user text of a `run` entry replaced by lengths.
+fn sanitize(p: &Policy, include_text: bool, kind: &str, data: &Value) -> Value {
+    let mut data = p.json(data);
+    if !include_text && kind == "run" {
+        if let Some(Value::Array(actions)) = data.get_mut("actions") {
+            for a in actions {
+                if let Some(params) = a.get_mut("parameters") {
+                    *params = text_shape(params);
+                }
+            }
+        }
+    }
+    data
+}
+
+/// `v` with every string replaced by its length. `[redacted]` stays: it is no user text
+/// and says a secret was there.
+fn text_shape(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s == REDACTED => v.clone(),
+        Value::String(s) => json!({REDACTED_TEXT: {"length": s.chars().count()}}),
+        Value::Array(a) => Value::Array(a.iter().map(text_shape).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, x)| (k.clone(), text_shape(x))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// A message relayed: its length, and its text only when configured.
 pub fn message(state: &ServiceState, direction: &str, text: &str) -> Value {
     let mut v = json!({"direction": direction, "length": text.chars().count()});
@@ -78,9 +118,14 @@ pub fn round_ms(ms: f64) -> f64 {
 impl ServiceState {
     /// Appends entries; a failure is logged, never returned (the timeline is a record of
     /// what happened, not part of it).
-    pub(crate) async fn record(&self, entries: Vec<TimelineEntry>) {
+    pub(crate) async fn record(&self, mut entries: Vec<TimelineEntry>) {
         if entries.is_empty() {
             return;
+        }
+        let p = Policy::current();
+        let include_text = self.config().timeline.include_text;
+        for e in &mut entries {
+            e.data = sanitize(&p, include_text, &e.kind, &e.data);
         }
         if let Err(e) = self.store().timeline_append(entries).await {
             tracing::warn!(error = %e, "timeline: entries not stored");
@@ -96,9 +141,12 @@ pub async fn view(state: &ServiceState, conversation_id: &str) -> Result<Option<
         .timeline(conversation_id)
         .await
         .map_err(|e| e.to_string())?;
+    let p = Policy::current();
+    let include_text = state.config().timeline.include_text;
     let mut order: Vec<String> = Vec::new();
     let mut groups: Map<String, Value> = Map::new();
-    for e in entries {
+    for mut e in entries {
+        e.data = sanitize(&p, include_text, &e.kind, &e.data);
         if !groups.contains_key(&e.live_chat_id) {
             order.push(e.live_chat_id.clone());
             groups.insert(e.live_chat_id.clone(), json!([]));

@@ -63,22 +63,10 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-/// The URL with its password replaced by `***` (for logs and errors).
+/// The URL with its password (and any secret query value) replaced by `[redacted]`, for
+/// logs and errors: [`crate::redact::url`].
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
-    };
-    match auth {
-        Some(a) => match a.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://{a}@{host}"),
-        },
-        None => url.to_string(),
-    }
+    crate::redact::url(url)
 }
 
 impl PgStore {
