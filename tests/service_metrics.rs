@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::json;
-use service_common::{post, Recorder, Receiver};
+use service_common::{post, Receiver, Recorder};
 use transbordo::sandbox::{Sandbox, SandboxOptions};
 use transbordo::service::provider::ProviderTransport;
 use transbordo::service::{serve_with, ServiceConfig, ServiceState};
@@ -115,7 +115,12 @@ async fn every_known_series_is_exposed_at_zero_before_anything_happens() {
                 has(format!("transbordo_provider_request_duration_seconds_count{{provider=\"{p}\",operation=\"{op}\",outcome=\"{outcome}\"}}"));
             }
         }
-        for result in ["applied", "unauthorized", "malformed", "unknown_conversation"] {
+        for result in [
+            "applied",
+            "unauthorized",
+            "malformed",
+            "unknown_conversation",
+        ] {
             has(format!(
                 "transbordo_webhooks_total{{provider=\"{p}\",result=\"{result}\"}}"
             ));
@@ -160,8 +165,10 @@ async fn scrape_after_one_handoff(integration: u32) -> String {
         .and_then(|e| e.with_http_guard(config.http_guard.clone()))
         .expect("engine")
         .with_integrations((*config.integrations).clone());
-    let transport =
-        ProviderTransport::new(engine.services().providers.clone(), config.integrations.clone());
+    let transport = ProviderTransport::new(
+        engine.services().providers.clone(),
+        config.integrations.clone(),
+    );
     let state = ServiceState::new(config, engine, store, Arc::new(transport));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -170,7 +177,8 @@ async fn scrape_after_one_handoff(integration: u32) -> String {
         let _ = stopped.await;
     }));
 
-    let mut params = json!({"integration_id": integration, "start_message": "Cliente pediu atendimento"});
+    let mut params =
+        json!({"integration_id": integration, "start_message": "Cliente pediu atendimento"});
     if integration == 1 {
         params["subject"] = json!("Atendimento");
     }

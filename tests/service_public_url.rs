@@ -80,7 +80,11 @@ fn public_url_is_checked_and_normalized() {
         "8920",
     ]
     .iter()
-    .map(|v| config_with(v).map(|_| format!("accepted: {v}")).unwrap_or_else(|e| e))
+    .map(|v| {
+        config_with(v)
+            .map(|_| format!("accepted: {v}"))
+            .unwrap_or_else(|e| e)
+    })
     .collect();
     // Never the password.
     assert!(!errors.iter().any(|e| e.contains("hunter2")), "{errors:#?}");

@@ -402,7 +402,10 @@ impl Metrics {
             .collect();
         for &provider in &providers {
             for outcome in outcomes(STARTED) {
-                drop(self.handoffs.get_or_create(&ProviderOutcome::new(provider, outcome)));
+                drop(
+                    self.handoffs
+                        .get_or_create(&ProviderOutcome::new(provider, outcome)),
+                );
             }
             for status in END_STATUSES {
                 let l = ProviderStatus::new(provider, status);
@@ -423,7 +426,10 @@ impl Metrics {
         }
         for &provider in &with_webhooks {
             for result in WebhookResult::ALL {
-                drop(self.webhooks.get_or_create(&ProviderResult::new(provider, result)));
+                drop(
+                    self.webhooks
+                        .get_or_create(&ProviderResult::new(provider, result)),
+                );
             }
         }
         for kind in DEADLINE_KINDS {
