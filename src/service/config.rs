@@ -204,7 +204,7 @@ pub struct ServiceConfig {
     pub builder: BuilderConfig,
     /// Outbox retry policy.
     pub delivery: DeliveryConfig,
-    /// Webhook authentication windows and body limit.
+    /// Webhook authentication windows, body limit and the top-level `public_url`.
     pub webhooks: WebhookConfig,
     /// Builder API tokens, body limits and the message rate limit.
     pub api: ApiConfig,
