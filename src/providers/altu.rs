@@ -440,8 +440,10 @@ impl Provider for AltuSdk {
 
 /// Its webhooks (`POST /webhooks/altu/{integration_id}`, `docs/connector-protocol.md`
 /// §3, §5): `Authorization: Bearer` an HS256 JWT keyed by `access_key`, checked for
-/// signature, times, `sub` (`access_token`), `iss`, `aud` (this path) and
-/// `conversation_id`; its `jti` is single-use; the event must be about a known live chat.
+/// signature, times, `sub` (`access_token`), `iss`, `aud` (this receiver: its full URL
+/// under the config's `public_url`, else its path, see [`crate::service::auth::Audience`])
+/// and `conversation_id`; its `jti` is single-use; the event must be about a known live
+/// chat.
 #[cfg(feature = "cli")]
 mod webhooks {
     use super::AltuSettings;
@@ -467,7 +469,16 @@ mod webhooks {
                 req.config.jwt_clock_skew_s as i64,
             )?;
             let ev = parse_altu(req.body)?;
-            auth::check_connector_claims(&claims, access_token, req.path, &ev.conversation_id)?;
+            let url = req
+                .config
+                .public_url
+                .as_ref()
+                .map(|u| auth::receiver_url(u, req.path));
+            let audience = match &url {
+                Some(u) => auth::Audience::Url(u),
+                None => auth::Audience::Path(req.path),
+            };
+            auth::check_connector_binding(&claims, access_token, audience, &ev.conversation_id)?;
             Ok(Verified {
                 conversation: Some((
                     ev.event.provider_conversation_id.clone(),

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
+use super::metrics::{self, WebhookResult};
 use super::openapi::*;
 use super::store::{record_json, LiveChatRecord, RunKey, StoreError, TimelineEntry};
 use super::timeline;
@@ -280,16 +281,22 @@ fn observe_run(state: &ServiceState, conversation_id: &str, run: &crate::interp:
     let handoff_id = run.handoff.as_ref().map(|h| h.handoff_id.as_str());
     // `http_request` logs its own line (the CLI's too).
     for t in run.trace.iter().filter(|t| t.name == "start_live_chat") {
-        let ok = t.result.get("status").and_then(Value::as_str) == Some("ok");
-        let kind = t
+        // `status` and `error` sit where the provider's result shape puts them: Zendesk
+        // nests them under `response` (spec §2), the others at the top. Read at the top
+        // only, a Zendesk handoff that worked was counted as an `error`.
+        let r = t
             .result
+            .get("response")
+            .filter(|r| r.is_object())
+            .unwrap_or(&t.result);
+        let ok = r.get("status").and_then(Value::as_str) == Some("ok");
+        let kind = r
             .pointer("/error/kind")
             .and_then(Value::as_str)
             .unwrap_or("error");
-        let status = t
-            .result
+        let status = r
             .get("statusCode")
-            .or_else(|| t.result.pointer("/error/http_status"))
+            .or_else(|| r.pointer("/error/http_status"))
             .and_then(Value::as_u64);
         let iid = t.parameters.get("integration_id");
         let provider = iid
@@ -297,12 +304,12 @@ fn observe_run(state: &ServiceState, conversation_id: &str, run: &crate::interp:
             .and_then(|i| state.config().integrations.get(&i))
             .map(|i| i.provider.as_str())
             .unwrap_or("unknown");
-        let outcome = if ok { "started" } else { kind };
+        let outcome = if ok { metrics::STARTED } else { kind };
         state.metrics().handoff(provider, outcome);
         state.metrics().provider_request(
             provider,
-            "start",
-            if ok { "ok" } else { kind },
+            metrics::Operation::Start,
+            if ok { metrics::OK } else { kind },
             t.duration_ms / 1000.0,
         );
         tracing::info!(
@@ -821,7 +828,7 @@ fn unauthorized(e: auth::AuthError) -> Response {
     let why = e.to_string();
     noted(
         error(StatusCode::UNAUTHORIZED, "unauthorized", why.clone()),
-        vec!["unauthorized"],
+        vec![WebhookResult::Unauthorized],
         Some(why),
     )
 }
@@ -830,7 +837,7 @@ fn malformed(e: webhooks::ParseError) -> Response {
     let why = e.to_string();
     noted(
         error(StatusCode::BAD_REQUEST, "malformed_event", why.clone()),
-        vec!["malformed"],
+        vec![WebhookResult::Malformed],
         Some(why),
     )
 }
@@ -838,11 +845,11 @@ fn malformed(e: webhooks::ParseError) -> Response {
 /// What a webhook came to, for [`log_webhook`] (logs and metrics).
 #[derive(Clone)]
 struct WebhookNote {
-    results: Vec<&'static str>,
+    results: Vec<WebhookResult>,
     why: Option<String>,
 }
 
-fn noted(mut resp: Response, results: Vec<&'static str>, why: Option<String>) -> Response {
+fn noted(mut resp: Response, results: Vec<WebhookResult>, why: Option<String>) -> Response {
     resp.extensions_mut().insert(WebhookNote { results, why });
     resp
 }
@@ -861,24 +868,28 @@ async fn log_webhook(State(state): State<ServiceState>, req: Request, next: Next
     let status = resp.status();
     let (results, why) = match resp.extensions().get::<WebhookNote>() {
         // A notification with no event for us (e.g. the consumer's own message echoed).
-        Some(n) if n.results.is_empty() => (vec!["ignored"], None),
+        Some(n) if n.results.is_empty() => (vec![WebhookResult::Ignored], None),
         Some(n) => (n.results.clone(), n.why.clone()),
         None => (
             vec![match status.as_u16() {
-                401 => "unauthorized",
-                400 => "malformed",
-                404 => "unknown_integration",
-                413 => "too_large",
-                s if s >= 500 => "error",
-                _ => "ok",
+                401 => WebhookResult::Unauthorized,
+                400 => WebhookResult::Malformed,
+                404 => WebhookResult::UnknownIntegration,
+                413 => WebhookResult::TooLarge,
+                s if s >= 500 => WebhookResult::Error,
+                _ => WebhookResult::Ok,
             }],
             None,
         ),
     };
     for r in &results {
-        state.metrics().webhook(&provider, r);
+        state.metrics().webhook(&provider, *r);
     }
-    let result = results.join(",");
+    let result = results
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     if status.is_success() {
         tracing::info!(
             provider,
@@ -949,7 +960,7 @@ async fn webhook(
             Ok(false) => {
                 return noted(
                     error(StatusCode::UNAUTHORIZED, "unauthorized", once.why),
-                    vec!["unauthorized"],
+                    vec![WebhookResult::Unauthorized],
                     Some(once.why.into()),
                 )
             }
@@ -964,7 +975,7 @@ async fn webhook(
                 "unknown_conversation",
                 "no live chat for that platform_conversation_id and conversation_id",
             ),
-            vec!["unknown_conversation"],
+            vec![WebhookResult::UnknownConversation],
             None,
         )
     };
@@ -983,20 +994,15 @@ async fn webhook(
     let mut outcomes = Vec::new();
     for ev in v.events {
         match state.provider_event(&integration_id, &source, ev).await {
-            Ok(o) => outcomes.push(match o {
-                EventOutcome::Applied => "applied",
-                EventOutcome::Duplicate => "duplicate",
-                EventOutcome::Stale => "stale",
-                EventOutcome::Ignored => "ignored",
-                EventOutcome::Unknown if v.ack == webhooks::Ack::Connector => return unknown(),
-                EventOutcome::Unknown => "unknown_conversation",
-            }),
+            Ok(EventOutcome::Unknown) if v.ack == webhooks::Ack::Connector => return unknown(),
+            Ok(o) => outcomes.push(WebhookResult::from(o)),
             Err(e) => return store_failed(e),
         }
     }
+    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
     let body = match v.ack {
-        webhooks::Ack::Status => json!({"status": "ok", "events": outcomes}),
-        webhooks::Ack::Connector => json!({"ok": true, "events": outcomes}),
+        webhooks::Ack::Status => json!({"status": "ok", "events": names}),
+        webhooks::Ack::Connector => json!({"ok": true, "events": names}),
     };
     noted(Json(body).into_response(), outcomes, None)
 }

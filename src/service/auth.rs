@@ -9,8 +9,9 @@
 //!   use; checked by the caller against the seen-events table), accepted within a clock
 //!   skew ([`verify_jwt`]); then [`check_connector_claims`]: `sub` = the integration's
 //!   `access_token`, `iss` present and not ours (`"transbordo"`, so our own tokens cannot be
-//!   replayed at us), the path of `aud` = the request path (host and port ignored, so
-//!   proxies do not matter) and `conversation_id` = the envelope's.
+//!   replayed at us), `aud` names this receiver ([`Audience`]: the full URL when the
+//!   config's `public_url` is set, else only its path) and `conversation_id` = the
+//!   envelope's.
 
 use crate::providers::jwt;
 use base64::engine::general_purpose::STANDARD;
@@ -42,6 +43,11 @@ pub enum AuthError {
     /// A token claim is missing or has an unexpected value.
     #[error("unexpected or missing claim `{0}`")]
     Claim(&'static str),
+    /// The token's `aud` is not this receiver's full URL (with `public_url` set). Shown
+    /// only to a caller whose token verified, and the URL is public anyway: it tells
+    /// the platform's operator what to put in `aud`.
+    #[error("claim `aud` must be this receiver's URL, {0}")]
+    Audience(String),
 }
 
 fn mac256(key: &str) -> Hmac<Sha256> {
@@ -154,13 +160,77 @@ pub fn url_path(url: &str) -> &str {
     }
 }
 
+/// What a connector token's `aud` must name (protocol §3: "the URL the request is sent
+/// to").
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// No `public_url` in the config: only paths are compared. `aud`'s path is, for a
+    /// value with `://`, what follows the first `/` after it, up to `?` or `#` (nothing:
+    /// `/`); a value without `://` is taken as a path. Trailing `/`s are dropped on both
+    /// sides and the rest is compared byte for byte (case-sensitive, no decoding) with
+    /// the request path. Scheme, host, port, query and fragment are **not** checked: a
+    /// token made for another host with the same path is accepted.
+    Path(&'a str),
+    /// `public_url` set: `aud` must be exactly this URL ([`receiver_url`]) after URL
+    /// parsing (WHATWG), i.e. same scheme, host and port (letter case of scheme and host,
+    /// and an explicit default port, `:443` for https, `:80` for http, do not matter),
+    /// same path (a trailing `/` does: `…/altu/3/` is another URL; `.`/`..` segments are
+    /// resolved), and no user name, password, query or fragment.
+    Url(&'a reqwest::Url),
+}
+
+/// The full URL of the receiver at `request_path` behind `public_url` (normalized by
+/// the config: no trailing `/`): `https://h/tb` + `/webhooks/altu/3` →
+/// `https://h/tb/webhooks/altu/3`.
+pub fn receiver_url(public_url: &reqwest::Url, request_path: &str) -> reqwest::Url {
+    let mut url = public_url.clone();
+    let path = format!("{}{request_path}", public_url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url
+}
+
+/// Whether `aud` names the receiver (see [`Audience`]).
+pub fn check_audience(aud: Option<&str>, expected: Audience<'_>) -> Result<(), AuthError> {
+    match expected {
+        Audience::Path(request_path) => {
+            if aud.map(url_path) != Some(url_path(request_path)) {
+                return Err(AuthError::Claim("aud"));
+            }
+        }
+        Audience::Url(want) => {
+            let got = aud.and_then(|a| reqwest::Url::parse(a).ok());
+            // `Url` equality is equality of the normalized serializations.
+            if got.as_ref() != Some(want) {
+                return Err(AuthError::Audience(want.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The connector binding checks of protocol §3 on verified claims: `sub` = `access_token`,
-/// `iss` present and not [`OWN_ISSUER`], `aud`'s path = `request_path` (host ignored),
-/// `conversation_id` = the envelope's `conversation_id`.
+/// `iss` present and not [`OWN_ISSUER`], `aud`'s path = `request_path` (host ignored:
+/// [`Audience::Path`]), `conversation_id` = the envelope's `conversation_id`.
 pub fn check_connector_claims(
     claims: &JwtClaims,
     access_token: &str,
     request_path: &str,
+    conversation_id: &str,
+) -> Result<(), AuthError> {
+    check_connector_binding(
+        claims,
+        access_token,
+        Audience::Path(request_path),
+        conversation_id,
+    )
+}
+
+/// [`check_connector_claims`] with the `aud` rule given: [`Audience::Url`] when the
+/// service knows its public URL.
+pub fn check_connector_binding(
+    claims: &JwtClaims,
+    access_token: &str,
+    audience: Audience<'_>,
     conversation_id: &str,
 ) -> Result<(), AuthError> {
     if claims.sub.as_deref() != Some(access_token) {
@@ -170,9 +240,7 @@ pub fn check_connector_claims(
         Some(iss) if !iss.is_empty() && iss != OWN_ISSUER => {}
         _ => return Err(AuthError::Claim("iss")),
     }
-    if claims.aud.as_deref().map(url_path) != Some(url_path(request_path)) {
-        return Err(AuthError::Claim("aud"));
-    }
+    check_audience(claims.aud.as_deref(), audience)?;
     if claims.conversation_id.as_deref() != Some(conversation_id) {
         return Err(AuthError::Claim("conversation_id"));
     }

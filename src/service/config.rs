@@ -99,7 +99,7 @@ impl Default for DeliveryConfig {
 }
 
 /// Webhook authentication knobs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// Zendesk signature timestamps older/newer than this are refused.
     pub zendesk_replay_window_s: u64,
@@ -107,6 +107,12 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     /// Clock skew accepted on connector JWT `iat`/`exp`.
     pub jwt_clock_skew_s: u64,
+    /// The top-level `public_url`: where the providers reach this service (through any
+    /// proxy), `scheme://host[:port][/prefix]`, normalized (lower-case scheme and host,
+    /// no default port, no trailing `/` after a prefix). When set, a connector token's
+    /// `aud` must be exactly this URL followed by the webhook's request path (see
+    /// [`super::auth::Audience`]); when not, only `aud`'s path is compared.
+    pub public_url: Option<reqwest::Url>,
 }
 
 impl Default for WebhookConfig {
@@ -115,6 +121,7 @@ impl Default for WebhookConfig {
             zendesk_replay_window_s: 300,
             jwt_clock_skew_s: 30,
             max_body_bytes: 256 << 10,
+            public_url: None,
         }
     }
 }
@@ -197,7 +204,7 @@ pub struct ServiceConfig {
     pub builder: BuilderConfig,
     /// Outbox retry policy.
     pub delivery: DeliveryConfig,
-    /// Webhook authentication windows and body limit.
+    /// Webhook authentication windows, body limit and the top-level `public_url`.
     pub webhooks: WebhookConfig,
     /// Builder API tokens, body limits and the message rate limit.
     pub api: ApiConfig,
@@ -249,6 +256,7 @@ struct RawConfig {
     database: Option<Spanned<String>>,
     integrations: Spanned<String>,
     flows_dir: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
     builder: RawBuilder,
     #[serde(default)]
     delivery: RawDelivery,
@@ -405,6 +413,13 @@ impl ServiceConfig {
             }
             None => None,
         };
+        let public_url = match &raw.public_url {
+            Some(u) => Some(
+                parse_public_url(&expand(u, "public_url")?)
+                    .map_err(|m| invalid(Some(u.span()), format!("`public_url`: {m}")))?,
+            ),
+            None => None,
+        };
         let callback_url = expand(&raw.builder.callback_url, "builder.callback_url")?;
         if reqwest::Url::parse(&callback_url)
             .map(|u| !matches!(u.scheme(), "http" | "https"))
@@ -531,10 +546,42 @@ impl ServiceConfig {
                     "webhooks.max_body_bytes",
                     w.max_body_bytes,
                 )?,
+                public_url,
             },
             api,
             http_guard,
             timeline,
         })
     }
+}
+
+/// Checks and normalizes `public_url`: an absolute http(s) URL without user name,
+/// password, query or fragment. A trailing `/` is dropped (`https://h/tb/` →
+/// `https://h/tb`), so the request path is appended to it as is.
+fn parse_public_url(v: &str) -> Result<reqwest::Url, String> {
+    let example = "like https://bots.example.com or https://example.com/transbordo";
+    // A value with `@` may carry a password: it is not repeated in the message.
+    let shown = if v.contains('@') {
+        "the value".to_string()
+    } else {
+        format!("`{v}`")
+    };
+    let not_url = || format!("{shown} is not an absolute http(s) URL ({example})");
+    let mut url = reqwest::Url::parse(v).map_err(|_| not_url())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(not_url());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{shown} has a user name or password; give only the URL the providers call ({example})"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{shown} has a query or a fragment; give only the URL the providers call, up to this service's root ({example})"
+        ));
+    }
+    let path = url.path().trim_end_matches('/').to_string();
+    url.set_path(&path);
+    Ok(url)
 }

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use super::config::ServiceConfig;
 use super::limits::RateLimiter;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, Operation};
 use super::provider::LiveChatTransport;
 use super::store::TimelineEntry;
 use super::store::{
@@ -65,7 +65,7 @@ pub enum LifecycleError {
 }
 
 /// What processing a provider event did (for logs and tests).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EventOutcome {
     /// State changed.
     Applied,
@@ -210,9 +210,11 @@ impl ServiceState {
         if after.state == ChatState::Ended {
             let secs =
                 (after.ended_at.unwrap_or_else(now_ms) - after.created_at).max(0) as f64 / 1000.0;
-            self.inner
-                .metrics
-                .ended(&after.provider, status.unwrap_or("error"), secs);
+            let end = after
+                .end_status
+                .or(after.pending_end)
+                .unwrap_or(EndStatus::Error);
+            self.inner.metrics.ended(&after.provider, end, secs);
         }
         Some(timeline::entry(
             after,
@@ -226,7 +228,7 @@ impl ServiceState {
     async fn provider_call<F>(
         &self,
         chat: &LiveChatRecord,
-        operation: &str,
+        operation: Operation,
         call: F,
     ) -> Result<(), ActionError>
     where
@@ -236,12 +238,13 @@ impl ServiceState {
         let (r, attempts) = observe::collect(call).await;
         let secs = start.elapsed().as_secs_f64();
         let outcome = match &r {
-            Ok(()) => "ok",
+            Ok(()) => super::metrics::OK,
             Err(e) => e.kind.as_str(),
         };
         self.inner
             .metrics
             .provider_request(&chat.provider, operation, outcome, secs);
+        let operation = operation.as_str();
         let status = r.as_ref().err().and_then(|e| e.http_status);
         let error = r.as_ref().err().map(|e| e.message.as_str());
         tracing::info!(
@@ -377,7 +380,7 @@ impl ServiceState {
             .ok_or(LifecycleError::NoLiveChat)?;
         let sent = self.provider_call(
             &chat,
-            "send",
+            Operation::Send,
             self.inner.transport.send_user_message(&chat, text),
         );
         match sent.await {
@@ -474,7 +477,7 @@ impl ServiceState {
     /// Closes the provider conversation of a `closing` chat and ends it.
     async fn finish_close(&self, chat: &LiveChatRecord) -> Result<LiveChatRecord, StoreError> {
         let pending = chat.pending_end.unwrap_or(EndStatus::Error);
-        let closed = self.provider_call(chat, "close", self.inner.transport.close(chat));
+        let closed = self.provider_call(chat, Operation::Close, self.inner.transport.close(chat));
         let status = match closed.await {
             Ok(()) => pending,
             Err(_) => EndStatus::Error,
@@ -503,8 +506,8 @@ impl ServiceState {
     /// moved on) is dropped.
     pub async fn fire(&self, due: &DueDeadline) -> Result<(), StoreError> {
         let store = &self.inner.store;
+        self.inner.metrics.timer(due.deadline.kind);
         let kind = due.deadline.kind.as_str();
-        self.inner.metrics.timer(kind);
         let Some(chat) = store.get(&due.live_chat_id).await? else {
             tracing::info!(handoff_id = %due.live_chat_id, kind, "timer fired (no such live chat)");
             return store.drop_deadline(&due.live_chat_id, due.deadline).await;
