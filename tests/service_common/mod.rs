@@ -64,7 +64,8 @@ provider = "altu_sdk"
 webhook_url = "http://127.0.0.1:9/altu/events"
 access_key = "altu-access-key"
 access_token = "tok"
-wait_timeout_s = 2
+# Long enough that the webhook tests on a loaded machine finish before the wait timer.
+wait_timeout_s = 30
 user_inactivity_timeout_s = 1
 "#;
 
