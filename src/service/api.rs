@@ -854,6 +854,7 @@ async fn message(
     path = "/v1/conversations/{id}/close",
     tag = "builder",
     params(("id" = String, Path, description = "The builder's conversation id")),
+    request_body(content = CloseRequest, description = "`{}`: not read, but sent as JSON like every `/v1` body, so a page on another site cannot close a live chat"),
     responses(
         (status = 200, description = "Closed: the live chat ended `user_closed` (or `error` when the provider close failed)", body = LiveChatResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),

@@ -126,6 +126,10 @@ pub struct MessageRequest {
     text: String,
 }
 
+/// `POST /v1/conversations/{id}/close`: `{}` (the body is not read).
+#[derive(ToSchema)]
+pub struct CloseRequest {}
+
 /// The message was relayed.
 #[derive(ToSchema)]
 pub struct MessageResponse {
