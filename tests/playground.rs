@@ -692,3 +692,140 @@ async fn a_busy_port_is_a_clear_error() {
     assert!(matches!(err, PlaygroundError::Bind { .. }));
     settings().bind(|| insta::assert_snapshot!("busy_port", err.to_string()));
 }
+
+/// A loopback "internal admin" endpoint counting its requests.
+async fn counting_admin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            "admin"
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (addr, hits)
+}
+
+/// The playground's own lifecycle service is not a side door: without the token only
+/// the playground holds, with a foreign `Host`, or with a cross-site `text/plain` body,
+/// nothing runs there (the sandbox sees no conversation); the page's own runs still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_inner_service_admits_only_the_playground() {
+    let (pg, c) = playground().await;
+    let svc = pg.service_url();
+    assert!(svc.starts_with("http://127.0.0.1:"), "{svc}");
+    assert_ne!(svc, pg.base_url());
+    let flow = json!({"flow": [{"name": "start_live_chat", "parameters": {"integration_id": 7}}]})
+        .to_string();
+    let run = format!("{svc}/v1/conversations/side-door/run");
+    let mut out = Vec::new();
+    for (what, ct, host, auth) in [
+        ("JSON without the token", "application/json", None, None),
+        ("text/plain (a cross-site post)", "text/plain", None, None),
+        (
+            "form-encoded (a cross-site form)",
+            "application/x-www-form-urlencoded",
+            None,
+            None,
+        ),
+        (
+            "a guessed token",
+            "application/json",
+            None,
+            Some("Bearer 0123456789abcdef0123456789abcdef"),
+        ),
+        (
+            "a foreign Host (DNS rebinding)",
+            "application/json",
+            Some("evil.example".to_string()),
+            None,
+        ),
+    ] {
+        let mut rb = c
+            .http
+            .post(&run)
+            .header("content-type", ct)
+            .body(flow.clone());
+        if let Some(h) = &host {
+            rb = rb.header("host", h);
+        }
+        if let Some(a) = auth {
+            rb = rb.header("authorization", a);
+        }
+        let (status, body) = c.send(rb).await;
+        assert!(status == 401 || status == 403, "{what}: {status} {body}");
+        out.push(json!({"request": what, "status": status, "body": body}));
+    }
+    // Reading is refused the same way.
+    let (status, body) = c
+        .send(c.http.get(format!("{svc}/v1/conversations/pg-1/live_chat")))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    settings().bind(|| insta::assert_json_snapshot!("inner_service_refusals", out));
+    // Nothing started on the sandbox.
+    let sandbox = reqwest::get(format!("{}/_sandbox/conversations", pg.sandbox_url()))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(sandbox["conversations"], json!([]), "{sandbox}");
+    // The page's own run goes through (and the witness above can see it).
+    let (_, conv) = c.run(include_str!("../examples/node.json")).await;
+    assert!(conv["provider_conversation"].is_object(), "{conv:#}");
+    let sandbox = reqwest::get(format!("{}/_sandbox/conversations", pg.sandbox_url()))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(sandbox["conversations"].as_array().map(Vec::len), Some(1));
+    pg.shutdown().await;
+}
+
+/// A flow run from the page may reach the sandbox, but not another loopback service
+/// (an "internal admin" on this machine): `http_request` answers `forbidden` and the
+/// admin endpoint is never hit.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_request_from_the_page_reaches_the_sandbox_but_not_loopback() {
+    let (admin, hits) = counting_admin().await;
+    let (pg, c) = playground().await;
+    let flow = json!([
+        {"name": "http_request",
+         "parameters": {"config": {"url": format!("http://{admin}/admin"), "timeout": 3000}},
+         "result_variable": "admin"},
+        {"name": "http_request",
+         "parameters": {"config": {"url": format!("http://localhost:{}/admin", admin.port()), "timeout": 3000}},
+         "result_variable": "admin_by_name"},
+        {"name": "http_request",
+         "parameters": {"config": {"url": format!("{}/_sandbox/conversations", pg.sandbox_url()), "timeout": 3000}},
+         "result_variable": "sandbox"}
+    ])
+    .to_string();
+    let (_, conv) = c.run(&flow).await;
+    let ctx = &conv["run"]["context"];
+    for key in ["admin", "admin_by_name"] {
+        assert_eq!(ctx[key]["status"], "error", "{key}: {ctx:#}");
+        assert_eq!(ctx[key]["error"]["kind"], "forbidden", "{key}: {ctx:#}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(ctx["sandbox"]["status"], "ok", "{ctx:#}");
+    assert!(
+        ctx["sandbox"]["body"]["conversations"].is_array(),
+        "{ctx:#}"
+    );
+    let admin_error = ctx["admin"]["error"].clone();
+    settings()
+        .bind(|| insta::assert_json_snapshot!("http_request_loopback_forbidden", admin_error));
+    pg.shutdown().await;
+}

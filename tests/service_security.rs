@@ -357,3 +357,280 @@ async fn messages_are_rate_limited_per_conversation() {
     assert_eq!(s, 200, "{v}");
     svc.stop().await;
 }
+
+/// A loopback "internal admin" endpoint that counts every request it gets: what a
+/// cross-site attack would make a flow's `http_request` hit.
+async fn counting_admin() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            axum::Json(json!({"admin": true}))
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (addr, hits)
+}
+
+/// A POST with exactly these headers (no `Content-Type` unless given) and body.
+async fn raw_post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let mut rb = client().post(url).body(body.to_string());
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The flow an attacking page would post: reach the loopback admin endpoint.
+fn attack_body(admin: std::net::SocketAddr) -> String {
+    json!({"flow": [{"name": "http_request",
+                     "parameters": {"config": {"url": format!("http://{admin}/admin"), "timeout": 3000}},
+                     "result_variable": "r"}]})
+    .to_string()
+}
+
+/// Every way a page on another site can post without a CORS preflight: refused with
+/// `415`, by a service with tokens (given the right token) and by one without; nothing
+/// runs. JSON with `charset=utf-8` still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_posts_take_only_json_whatever_the_tokens() {
+    let (admin, hits) = counting_admin().await;
+    let allow = "[http_request]\nallow = [\"127.0.0.1\"]\n";
+    let bearer = format!("Bearer {API_TOKEN}");
+    // The same service with its tokens, then with none (open on loopback).
+    for open in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, rx) = Receiver::default().start().await;
+        let cfg = write_config(dir.path(), &url, allow);
+        if open {
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            let line = format!("tokens = [\"{API_TOKEN}\", \"{API_TOKEN_2}\"]");
+            assert!(text.contains(&line));
+            std::fs::write(&cfg, text.replace(&line, "")).unwrap();
+        }
+        let rec = Arc::new(Recorder::default());
+        let svc = start(&cfg, rec.clone()).await;
+        let b = &svc.base;
+        let auth: Vec<(&str, &str)> = if open {
+            vec![]
+        } else {
+            vec![("authorization", bearer.as_str())]
+        };
+        let with = |ct: Option<&'static str>| {
+            let mut h = auth.clone();
+            if let Some(ct) = ct {
+                h.push(("content-type", ct));
+            }
+            h
+        };
+        let body = attack_body(admin);
+        let mut refusals = Vec::new();
+        for (case, ct) in [
+            ("text_plain", Some("text/plain")),
+            ("text_plain_charset", Some("text/plain;charset=UTF-8")),
+            ("form", Some("application/x-www-form-urlencoded")),
+            ("multipart", Some("multipart/form-data; boundary=x")),
+            ("missing", None),
+            ("json_latin1", Some("application/json; charset=latin1")),
+        ] {
+            let (s, v) = raw_post(
+                &format!("{b}/v1/conversations/x-{case}/run"),
+                &with(ct),
+                &body,
+            )
+            .await;
+            assert_eq!(s, 415, "open={open} {case}: {v}");
+            assert_eq!(v["error"]["code"], "unsupported_media_type", "{v}");
+            refusals.push(json!({"content_type": ct, "error": v["error"]}));
+        }
+        // The other POST routes too, even `close`, which reads no body: a bodiless
+        // cross-site POST carries no Content-Type at all.
+        start_chat_open(b, &auth, "c1").await;
+        for path in [
+            "/v1/conversations/c1/messages",
+            "/v1/conversations/c1/close",
+        ] {
+            let (s, v) = raw_post(
+                &format!("{b}{path}"),
+                &with(Some("text/plain")),
+                "{\"text\":\"hi\"}",
+            )
+            .await;
+            assert_eq!(s, 415, "open={open} {path}: {v}");
+            let (s, v) = raw_post(&format!("{b}{path}"), &with(None), "").await;
+            assert_eq!(s, 415, "open={open} {path}: {v}");
+        }
+        if !open {
+            snap("unsupported_media_type", &json!(refusals));
+        } else {
+            // The same answers without tokens.
+            let again: Vec<Value> = refusals.iter().map(|r| r["error"].clone()).collect();
+            assert!(again.iter().all(|e| e["code"] == "unsupported_media_type"));
+        }
+        // Nothing ran: the admin endpoint was never reached, no live chat started, no
+        // message relayed, nothing closed, no event.
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(rec.calls().len(), 0, "{:?}", rec.calls());
+        let (s, v) = raw_get(&format!("{b}/v1/conversations/c1/live_chat"), &auth, None).await;
+        assert_eq!(
+            (s, v["live_chat"]["state"].as_str()),
+            (200, Some("waiting")),
+            "{v}"
+        );
+        // JSON, with or without the charset, is what runs (the test can fail).
+        let (s, v) = raw_post(
+            &format!("{b}/v1/conversations/ok-1/run"),
+            &with(Some("application/json; charset=utf-8")),
+            &body,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["context"]["r"]["body"], json!({"admin": true}), "{v}");
+        assert_eq!(hits.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(rx.events().is_empty());
+        svc.stop().await;
+    }
+}
+
+/// `start_chat` with these auth headers (none for an open service).
+async fn start_chat_open(base: &str, auth: &[(&str, &str)], conv: &str) {
+    let mut h = auth.to_vec();
+    h.push(("content-type", "application/json"));
+    let (s, v) = raw_post(
+        &format!("{base}/v1/conversations/{conv}/run"),
+        &h,
+        &json!({"flow": [{"name": "start_live_chat", "parameters": {"integration_id": 8}}]})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["live_chat"]["state"].as_str()),
+        (200, Some("waiting")),
+        "{v}"
+    );
+}
+
+/// A GET with these headers and, if given, this `Host`.
+async fn raw_get(url: &str, headers: &[(&str, &str)], host: Option<&str>) -> (u16, Value) {
+    let mut rb = client().get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    if let Some(h) = host {
+        rb = rb.header("host", h);
+    }
+    let r = rb.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// DNS rebinding: on a loopback `listen`, a request naming another host is refused
+/// (`403`), with or without tokens, before anything runs; loopback names pass; webhooks
+/// keep any `Host` (providers come through a proxy). A non-loopback `listen` (behind a
+/// proxy, tokens required) takes any `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_listen_answers_only_to_loopback_host_names() {
+    let (admin, hits) = counting_admin().await;
+    let (_d, rx, rec, svc) = world("[http_request]\nallow = [\"127.0.0.1\"]\n").await;
+    let b = &svc.base;
+    let port = b.rsplit(':').next().unwrap().to_string();
+    let bearer = format!("Bearer {API_TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    let mut bodies = Vec::new();
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("localhost.evil.example:{port}"),
+        format!("10.0.0.1:{port}"),
+    ] {
+        let mut h = auth.to_vec();
+        h.push(("content-type", "application/json"));
+        h.push(("host", host.as_str()));
+        let (s, v) = raw_post(
+            &format!("{b}/v1/conversations/r1/run"),
+            &h,
+            &attack_body(admin),
+        )
+        .await;
+        assert_eq!(s, 403, "{host}: {v}");
+        bodies.push(v);
+        for path in [
+            "/v1/conversations/r1/live_chat",
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+            "/v1/nope",
+        ] {
+            let (s, v) = raw_get(&format!("{b}{path}"), &auth, Some(&host)).await;
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (403, Some("forbidden_host")),
+                "{host} {path}"
+            );
+        }
+    }
+    // The one without a port: ports are picked at random.
+    snap("forbidden_host", &bodies[1]);
+    assert!(bodies
+        .iter()
+        .all(|v| v["error"]["code"] == "forbidden_host"));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Loopback names, with or without a port.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+        format!("[::1]:{port}"),
+        "127.0.0.1".to_string(),
+    ] {
+        let (s, v) = raw_get(&format!("{b}/healthz"), &[], Some(&host)).await;
+        assert_eq!(s, 200, "{host}: {v}");
+    }
+    // Webhooks keep their signatures as the check, whatever the Host.
+    start_chat(b, "c1", 8).await;
+    let raw = lp_change("pc-c1", 1, "OPEN", None, true).to_string();
+    let sig = transbordo::service::auth::liveperson_signature(LP_SECRET, raw.as_bytes());
+    let (s, v) = raw_post(
+        &format!("{b}/webhooks/liveperson/8"),
+        &[
+            ("content-type", "application/json"),
+            ("x-liveperson-signature", sig.as_str()),
+            ("host", "transbordo.example.com"),
+        ],
+        &raw,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(rec.count("send"), 0);
+    drop(rx);
+    svc.stop().await;
+
+    // Bound beyond loopback (tokens required): a proxy's public name is fine.
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _rx) = Receiver::default().start().await;
+    let cfg = write_config(dir.path(), &url, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\""),
+    )
+    .unwrap();
+    let svc = start(&cfg, Arc::new(Recorder::default())).await;
+    let (s, v) = raw_get(
+        &format!("{}/healthz", svc.base),
+        &[],
+        Some("transbordo.example.com"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    svc.stop().await;
+}

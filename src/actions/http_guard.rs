@@ -4,6 +4,8 @@
 //! the URL and on every redirect. An allow list (`[http_request] allow` in the service,
 //! `--http-allow` on `transbordo run`) lets through host names (`api.example.com`,
 //! `*.internal.example.com`) and networks (`10.1.2.0/24`, `fd00::/8`, `127.0.0.1`).
+//! Programs embedding the engine can also let through one exact address and port
+//! ([`HttpGuard::allow_socket`]; the playground allows its sandbox that way).
 //!
 //! The check happens inside the HTTP client's DNS resolver, so the address checked is
 //! the address connected to (no window for DNS rebinding between check and use). The
@@ -65,6 +67,7 @@ pub struct HttpGuard {
     hosts: Vec<String>,
     suffixes: Vec<String>,
     nets: Vec<IpNet>,
+    sockets: Vec<SocketAddr>,
 }
 
 /// The non-public range `ip` falls in, if any (`None`: a public address).
@@ -169,6 +172,15 @@ impl HttpGuard {
         Ok(g)
     }
 
+    /// Also lets through `addr` exactly (that address and that port, nothing else on it),
+    /// when a URL names the address literally (`http://127.0.0.1:8910/…`): the port is
+    /// only known there, not when a host name is resolved, so `localhost:8910` stays
+    /// refused.
+    pub fn allow_socket(mut self, addr: SocketAddr) -> HttpGuard {
+        self.sockets.push(addr);
+        self
+    }
+
     /// Whether the host name itself is allowed (then any address it resolves to is).
     pub fn host_allowed(&self, host: &str) -> bool {
         let h = host.trim_end_matches('.').to_ascii_lowercase();
@@ -198,7 +210,13 @@ impl HttpGuard {
             .trim_end_matches(']')
             .parse::<IpAddr>()
         {
-            Ok(ip) => self.check(host, ip),
+            Ok(ip) => {
+                let port = url.port_or_known_default().unwrap_or(0);
+                if self.sockets.contains(&SocketAddr::new(ip, port)) {
+                    return Ok(());
+                }
+                self.check(host, ip)
+            }
             Err(_) => Ok(()),
         }
     }
@@ -326,6 +344,14 @@ mod tests {
         assert!(g.check("h", ip("8.8.8.8")).is_ok());
         let e = g.check("evil.test", ip("169.254.169.254")).unwrap_err();
         assert_eq!(e.range, "link-local");
+        // One exact socket: that port of that address, and only when named literally.
+        let g = HttpGuard::default().allow_socket("127.0.0.1:8910".parse().unwrap());
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(g.check_url(&url("http://127.0.0.1:8910/x")).is_ok());
+        assert!(g.check_url(&url("http://127.0.0.1:8911/x")).is_err());
+        assert!(g.check_url(&url("http://127.0.0.1/x")).is_err());
+        assert!(g.check_url(&url("http://[::1]:8910/x")).is_err());
+        assert!(g.check("localhost", ip("127.0.0.1")).is_err());
         for bad in ["", "a b", "10.0.0.0/33", "*.", "http://x"] {
             assert!(HttpGuard::new(&[bad]).is_err(), "{bad}");
         }

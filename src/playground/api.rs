@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value};
 
 use super::world::{ApiError, World};
+use crate::service::auth::{json_content_type, loopback_host};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -48,18 +49,6 @@ pub(crate) fn router(world: World, loopback_only: bool) -> Router {
         .with_state(world)
 }
 
-/// Hosts a loopback-bound page answers to (any port).
-fn loopback_host(host: &str) -> bool {
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    matches!(name, "localhost" | "[::1]")
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// DNS-rebinding and cross-site protection: a loopback `Host`, and JSON bodies (a
 /// cross-site form cannot send `application/json` without a preflight we never allow).
 async fn guard(loopback_only: bool, req: Request, next: Next) -> Response {
@@ -86,11 +75,7 @@ async fn guard(loopback_only: bool, req: Request, next: Next) -> Response {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|h| h.to_str().ok())
-            .is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
+            .is_some_and(json_content_type);
         if !json {
             return ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -280,32 +265,5 @@ async fn builder_event(State(w): State<World>, headers: HeaderMap, Body(body): B
     match w.builder_event(&headers, &body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::loopback_host;
-
-    #[test]
-    fn only_loopback_host_names_pass() {
-        for ok in [
-            "127.0.0.1:8930",
-            "localhost:8930",
-            "localhost",
-            "[::1]:8930",
-            "127.0.0.2:1",
-        ] {
-            assert!(loopback_host(ok), "{ok}");
-        }
-        for bad in [
-            "evil.example:8930",
-            "localhost.evil.example",
-            "10.0.0.1:8930",
-            "",
-            "127.0.0.1.evil.example",
-        ] {
-            assert!(!loopback_host(bad), "{bad}");
-        }
     }
 }

@@ -9,7 +9,12 @@
 //! - the **lifecycle service** ([`crate::service::serve_with`]) on another, with an
 //!   in-memory SQLite store, the sandbox's integrations
 //!   (`examples/sandbox-integrations.toml` pointed at that sandbox) and its builder
-//!   callback pointed back at the playground, which verifies each event's signature,
+//!   callback pointed back at the playground, which verifies each event's signature.
+//!   Its `/v1` routes take a bearer token made up at each start and known only to the
+//!   playground (the sandbox's webhooks keep their providers' signatures), it answers
+//!   only to a loopback `Host` and JSON bodies, and `http_request` may reach public
+//!   addresses and the sandbox's exact address, nothing else on this machine or its
+//!   network,
 //! - and the page's own server, which checks and renders with [`crate::Engine`], runs
 //!   flows through the service's HTTP API, and plays the agent through the sandbox's
 //!   control API.
@@ -192,6 +197,12 @@ impl Playground {
         self.world.sandbox_url()
     }
 
+    /// The in-process lifecycle service's base URL. Its `/v1` routes need a token only
+    /// the playground holds; shown so tests (and the curious) can see it refuse.
+    pub fn service_url(&self) -> String {
+        self.world.service_url()
+    }
+
     /// Stops the page's server, then the service and the sandbox.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -235,9 +246,11 @@ pub async fn run_cli(args: PlaygroundArgs) -> ExitCode {
         );
     }
     eprintln!(
-        "transbordo playground: open {}/ (sandbox on {}; Ctrl-C to stop)",
+        "transbordo playground: open {}/ (sandbox on {}, lifecycle service on {}; Ctrl-C \
+         to stop)",
         pg.base_url(),
-        pg.sandbox_url()
+        pg.sandbox_url(),
+        pg.service_url()
     );
     crate::service::shutdown_signal().await;
     pg.shutdown().await;

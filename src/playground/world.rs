@@ -101,6 +101,9 @@ struct Inner {
     integrations: Arc<Integrations>,
     control: SandboxControl,
     service_url: String,
+    /// The service's only API token (made up per start, never shown): only this
+    /// process can call the service's `/v1` routes.
+    service_token: String,
     http: reqwest::Client,
     /// Key of the service's event signatures (made up per start, never shown).
     secret: String,
@@ -238,11 +241,19 @@ impl World {
             };
             control.set_webhook(fake, &patch).await.map_err(startup)?;
         }
-        let secret = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let made_up = || {
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+        };
+        let secret = made_up();
+        let service_token = made_up();
+        // Flows from the page reach public addresses and the sandbox, nothing else on
+        // this machine or its network.
+        let http_guard =
+            crate::actions::http_guard::HttpGuard::default().allow_socket(sandbox.addr());
         let config = ServiceConfig {
             listen: service_addr,
             database: crate::service::Database::Sqlite(PathBuf::from(":memory:")),
@@ -260,16 +271,20 @@ impl World {
                 timeout: Duration::from_secs(5),
             },
             webhooks: WebhookConfig::default(),
-            // Loopback only, so the API needs no token; `http_request` keeps the
-            // service's default guard (no private or link-local destinations).
-            api: crate::service::config::ApiConfig::default(),
-            http_guard: crate::actions::http_guard::HttpGuard::new::<&str>(&[]).map_err(startup)?,
+            // A token even on loopback: other programs on this machine, and web pages
+            // the person visits, must not run flows through the playground's service.
+            api: crate::service::config::ApiConfig {
+                tokens: vec![service_token.clone()],
+                ..crate::service::config::ApiConfig::default()
+            },
+            http_guard: http_guard.clone(),
             timeline: crate::service::config::TimelineConfig::default(),
         };
         let store = SqliteStore::open(std::path::Path::new(":memory:"))
             .await
             .map_err(startup)?;
         let engine = Engine::try_new()
+            .and_then(|e| e.with_http_guard(http_guard))
             .map_err(startup)?
             .with_integrations((*integrations).clone());
         let transport =
@@ -290,6 +305,7 @@ impl World {
                 integrations,
                 control,
                 service_url,
+                service_token,
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
                     .build()
@@ -307,6 +323,12 @@ impl World {
     /// The in-process sandbox's base URL.
     pub fn sandbox_url(&self) -> String {
         self.inner.control.base_url().to_string()
+    }
+
+    /// The in-process lifecycle service's base URL (its `/v1` routes need a token only
+    /// this process knows).
+    pub fn service_url(&self) -> String {
+        self.inner.service_url.clone()
     }
 
     fn convs(&self) -> MutexGuard<'_, IndexMap<String, Conv>> {
@@ -447,7 +469,8 @@ impl World {
         let req = match body {
             Some(b) => self.inner.http.post(url).json(&b),
             None => self.inner.http.get(url),
-        };
+        }
+        .bearer_auth(&self.inner.service_token);
         let unreachable = |e: reqwest::Error| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,

@@ -11,6 +11,14 @@
 //!   routes to `[api] max_body_bytes` (64 KiB), webhooks to `[webhooks] max_body_bytes`
 //!   (256 KiB); larger ones get `413 payload_too_large`.
 //! - `/messages` is rate limited per conversation (`429 rate_limited` with `Retry-After`).
+//! - Web pages are kept out, tokens or not: a `/v1/…` `POST` takes only
+//!   `Content-Type: application/json` (optionally `; charset=utf-8`), else `415
+//!   unsupported_media_type` (a page on another site can post `text/plain` or a form
+//!   without asking, but not JSON); and on a loopback `listen` every route but the
+//!   webhooks answers only to a loopback `Host` (`localhost`, `127.0.0.1`, `[::1]`), else
+//!   `403 forbidden_host` (DNS rebinding). Webhooks keep any `Host` and content type:
+//!   providers reach them through a proxy or tunnel under its public name, some send
+//!   forms, and their signatures are what protects them.
 
 // Handlers return ready `Response`s as their error branch; boxing them buys nothing.
 #![allow(clippy::result_large_err)]
@@ -49,6 +57,8 @@ pub(crate) fn router(state: ServiceState) -> Router {
         .route("/v1/conversations/{id}/live_chat", get(live_chat))
         .route("/v1/conversations/{id}/timeline", get(timeline_route))
         .layer(DefaultBodyLimit::max(cfg.api.max_body_bytes))
+        // The token is checked first: without it, nothing about the request is told.
+        .route_layer(middleware::from_fn(require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let webhooks = Router::new()
         .route("/webhooks/{segment}/{integration_id}", post(webhook))
@@ -63,6 +73,10 @@ pub(crate) fn router(state: ServiceState) -> Router {
         .merge(webhooks)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            loopback_host_only,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -115,6 +129,76 @@ async fn require_token(State(state): State<ServiceState>, req: Request, next: Ne
         axum::http::HeaderValue::from_static("Bearer"),
     );
     resp
+}
+
+/// `415 unsupported_media_type` for a `/v1/…` body that is not declared JSON (see the
+/// module docs): checked on the header alone, before the body is read.
+async fn require_json(req: Request, next: Next) -> Response {
+    use axum::http::Method;
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return next.run(req).await;
+    }
+    let sent = match req.headers().get(axum::http::header::CONTENT_TYPE) {
+        None => "no `Content-Type`".to_string(),
+        Some(v) => match v.to_str() {
+            Ok(ct) if auth::json_content_type(ct) => return next.run(req).await,
+            Ok(ct) => format!("`Content-Type: {}`", shorten(ct)),
+            Err(_) => "a `Content-Type` that is not ASCII".to_string(),
+        },
+    };
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "the body must be JSON sent with `Content-Type: application/json` (optionally \
+             `; charset=utf-8`); this request has {sent}"
+        ),
+    )
+}
+
+/// `403 forbidden_host` on a loopback `listen` when `Host` is not a loopback name (see
+/// the module docs). HTTP/2 requests carry the name in the URI instead of `Host`.
+async fn loopback_host_only(
+    State(state): State<ServiceState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !state.config().listen.ip().is_loopback() || req.uri().path().starts_with("/webhooks/") {
+        return next.run(req).await;
+    }
+    let host = match req.headers().get(axum::http::header::HOST) {
+        Some(h) => h.to_str().unwrap_or("").to_string(),
+        None => req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+    };
+    if auth::loopback_host(&host) {
+        return next.run(req).await;
+    }
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden_host",
+        format!(
+            "this service listens on a loopback address and answers only to `localhost`, \
+             `127.0.0.1` or `[::1]` as `Host`, not `{}` (a web page re-pointing its own \
+             name at this machine must not reach it); listen on another address, with \
+             `[api] tokens`, to serve other names",
+            shorten(&host)
+        ),
+    )
+}
+
+/// A header value as an error message quotes it: at most 100 characters.
+fn shorten(v: &str) -> String {
+    match v.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &v[..i]),
+        None => v.to_string(),
+    }
 }
 
 /// Constant time in the token's content: both sides are hashed first (so lengths do not
@@ -219,7 +303,10 @@ fn json_object(body: &Bytes, known: &[&str]) -> Result<serde_json::Map<String, V
     get,
     path = "/openapi.json",
     tag = "operations",
-    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object))
+    responses(
+        (status = 200, description = "This document (OpenAPI 3.1)", body = Object),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
+    )
 )]
 async fn openapi_json() -> Response {
     (
@@ -233,7 +320,10 @@ async fn openapi_json() -> Response {
     get,
     path = "/healthz",
     tag = "operations",
-    responses((status = 200, description = "The process answers", body = Health))
+    responses(
+        (status = 200, description = "The process answers", body = Health),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
+    )
 )]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -247,6 +337,7 @@ async fn healthz() -> Json<Value> {
     tag = "operations",
     responses(
         (status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 503, description = "`not_ready`: the store does not answer", body = ErrorBody),
     )
 )]
@@ -369,6 +460,7 @@ async fn record_run(
     responses(
         (status = 200, description = "Every handoff and what happened to it", body = Timeline),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 404, description = "`no_timeline`", body = ErrorBody),
     ),
     security(("api_token" = []))
@@ -392,6 +484,7 @@ async fn timeline_route(State(state): State<ServiceState>, Path(id): Path<String
     tag = "operations",
     responses(
         (status = 200, description = "The store answers", body = Ready),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 503, description = "`not_ready`", body = ErrorBody),
     )
 )]
@@ -465,9 +558,11 @@ const RUN_KEY_LEASE_MS: i64 = 120_000;
         (status = 200, description = "The run document; `live_chat` when a handoff started", body = RunResponse),
         (status = 400, description = "Malformed request (`bad_request`, `bad_context`, `bad_flow_file`, `flows_dir_not_configured`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 404, description = "`flow_not_found`", body = ErrorBody),
         (status = 409, description = "`live_chat_open` or `run_in_progress` (also: a run with this `Idempotency-Key` is in progress)", body = ErrorBody),
         (status = 413, description = "Body over `[api] max_run_body_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "`flow_invalid`, with the diagnostics", body = ErrorBody),
         (status = 502, description = "`provider_error`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry (with the same `Idempotency-Key`)", body = ErrorBody),
@@ -703,8 +798,10 @@ async fn run_flow(state: ServiceState, id: String, raw: Result<Bytes, BytesRejec
         (status = 200, description = "Relayed to the agent", body = MessageResponse),
         (status = 400, description = "`bad_request`", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 409, description = "`no_live_chat`", body = ErrorBody),
         (status = 413, description = "Body over `[api] max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
         (status = 429, description = "`rate_limited`, see `Retry-After`", body = ErrorBody,
             headers(("retry-after" = u64, description = "Seconds until a message is accepted again"))),
         (status = 502, description = "`provider_error`: the live chat ended with `error`", body = ErrorBody),
@@ -764,10 +861,13 @@ async fn message(
     path = "/v1/conversations/{id}/close",
     tag = "builder",
     params(("id" = String, Path, description = "The builder's conversation id")),
+    request_body(content = CloseRequest, description = "`{}`: not read, but sent as JSON like every `/v1` body, so a page on another site cannot close a live chat"),
     responses(
         (status = 200, description = "Closed: the live chat ended `user_closed` (or `error` when the provider close failed)", body = LiveChatResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 409, description = "`no_live_chat`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
@@ -786,6 +886,7 @@ async fn close(State(state): State<ServiceState>, Path(id): Path<String>) -> Res
     responses(
         (status = 200, description = "The conversation's newest live chat", body = LiveChatResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 404, description = "`no_live_chat`", body = ErrorBody),
     ),
     security(("api_token" = []))

@@ -12,6 +12,11 @@
 //!   replayed at us), `aud` names this receiver ([`Audience`]: the full URL when the
 //!   config's `public_url` is set, else only its path) and `conversation_id` = the
 //!   envelope's.
+//!
+//! And the checks that keep web pages out of a loopback service (shared with the
+//! playground's page server): [`loopback_host`] against DNS rebinding, [`json_content_type`]
+//! against cross-site form and `no-cors` posts (a browser sends `application/json` across
+//! sites only after a CORS preflight, which nothing here ever answers).
 
 use crate::providers::jwt;
 use base64::engine::general_purpose::STANDARD;
@@ -307,6 +312,41 @@ pub fn verify_jwt(
     })
 }
 
+/// Whether a `Host` value names this machine: `localhost`, a `127.0.0.0/8` address or
+/// `[::1]`, with or without a port. A loopback server that answers any other name can be
+/// reached by a web page whose own domain was re-pointed at 127.0.0.1 (DNS rebinding).
+pub fn loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name == "[::1]"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a `Content-Type` value is JSON as the builder API takes it:
+/// `application/json`, alone or with `charset=utf-8` (case-insensitive, quotes allowed).
+/// `text/plain`, forms and `multipart` are exactly what a page on another site can send
+/// without asking, so they are refused even when the bytes happen to be JSON.
+pub fn json_content_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|param| match param.split_once('=') {
+        Some((k, v)) => {
+            k.trim().eq_ignore_ascii_case("charset")
+                && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        // `application/json;` (a dangling separator) is harmless.
+        None => param.trim().is_empty(),
+    })
+}
+
 /// Parses an RFC 3339 / ISO-8601 UTC-or-offset timestamp (`2021-07-25T10:00:00Z`,
 /// `…T10:00:00.123+02:00`) to Unix milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
@@ -371,4 +411,63 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
     Some(secs * 1000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{json_content_type, loopback_host};
+
+    #[test]
+    fn only_loopback_host_names_pass() {
+        for ok in [
+            "127.0.0.1:8930",
+            "localhost:8930",
+            "localhost",
+            "LocalHost:1",
+            "[::1]:8930",
+            "[::1]",
+            "127.0.0.2:1",
+            "127.0.0.1",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8930",
+            "localhost.evil.example",
+            "10.0.0.1:8930",
+            "",
+            ":8930",
+            "127.0.0.1.evil.example",
+            "[::2]:1",
+            "0.0.0.0:8920",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_json_content_types_pass() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json;",
+        ] {
+            assert!(json_content_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/json; charset=latin1",
+            "application/json; boundary=x",
+            "application/jsonp",
+            "application/json-patch+json",
+        ] {
+            assert!(!json_content_type(bad), "{bad}");
+        }
+    }
 }

@@ -23,6 +23,10 @@
 //! - `GET /v1/conversations/{id}/live_chat` → state, ids, timestamps, deadlines.
 //! - `POST /webhooks/{liveperson|zendesk|altu}/{integration_id}` → provider events (the
 //!   segment is the provider's [`webhooks::WebhookReceiver::segment`]).
+//!
+//! `/v1` posts take only `application/json` (`415 unsupported_media_type`), and a
+//! loopback `listen` answers only to a loopback `Host` except on the webhooks (`403
+//! forbidden_host`), so web pages cannot drive a local service (see [`api`]).
 
 pub mod api;
 pub mod auth;

@@ -20,7 +20,7 @@ pub struct ErrorBody {
 #[derive(ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `unauthorized`, `bad_request`, `payload_too_large`,
-    /// `rate_limited`, `no_live_chat`, `live_chat_open`, `run_in_progress`,
+    /// `unsupported_media_type`, `forbidden_host`, `rate_limited`, `no_live_chat`, `live_chat_open`, `run_in_progress`,
     /// `flow_invalid`, `provider_error`, …
     code: String,
     /// For people.
@@ -125,6 +125,10 @@ pub struct MessageRequest {
     #[schema(min_length = 1)]
     text: String,
 }
+
+/// `POST /v1/conversations/{id}/close`: `{}` (the body is not read).
+#[derive(ToSchema)]
+pub struct CloseRequest {}
 
 /// The message was relayed.
 #[derive(ToSchema)]

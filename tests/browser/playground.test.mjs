@@ -7,7 +7,8 @@
 //   4. the same for a Zendesk ticket, closed by the user → user_closed;
 //   5. an ALTU connector handoff added with the integration picker and run with
 //      Ctrl+Enter, closed by the user; its re-entry put in the context's input;
-//   6. the link (URL fragment) reproduces the page; it fits 390 px; controls are labelled.
+//   6. the link (URL fragment) reproduces the page; it fits 390 px; controls are labelled;
+//   7. then cross-site.test.mjs: pages on other sites cannot run anything.
 // Screenshots go to target/browser-artifacts/ (ARTIFACTS overrides); with
 // UPDATE_DOCS_SCREENSHOT=1 one is also written to docs/playground.png.
 //
@@ -21,6 +22,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
+import { crossSite } from "./cross-site.test.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.TRANSBORDO_BIN || join(ROOT, "target/debug/transbordo");
@@ -250,4 +252,5 @@ async function main() {
   }
 }
 
-main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+// Then the side doors: pages on other sites must not run anything (cross-site.test.mjs).
+main().then(crossSite).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
