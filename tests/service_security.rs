@@ -634,3 +634,37 @@ async fn a_loopback_listen_answers_only_to_loopback_host_names() {
     assert_eq!(s, 200, "{v}");
     svc.stop().await;
 }
+
+/// A reverse proxy in front of a loopback `listen` forwards the public name as `Host`:
+/// the name `public_url` gives is the operator's choice and is answered; others are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_listen_also_answers_to_the_public_url_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _rx) = Receiver::default().start().await;
+    let cfg = write_config(dir.path(), &url, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("public_url = \"https://Bots.Example.com/transbordo\"\n{text}"),
+    )
+    .unwrap();
+    let svc = start(&cfg, Arc::new(Recorder::default())).await;
+    let b = &svc.base;
+    for host in ["bots.example.com", "BOTS.example.com:443"] {
+        let (s, v) = raw_get(&format!("{b}/healthz"), &[], Some(host)).await;
+        assert_eq!(s, 200, "{host}: {v}");
+    }
+    for host in [
+        "bots.example.com:8443",
+        "evil.example",
+        "bots.example.com.evil.example",
+    ] {
+        let (s, v) = raw_get(&format!("{b}/healthz"), &[], Some(host)).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (403, Some("forbidden_host")),
+            "{host}"
+        );
+    }
+    svc.stop().await;
+}

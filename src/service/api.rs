@@ -177,7 +177,7 @@ async fn loopback_host_only(
             .map(|a| a.as_str().to_string())
             .unwrap_or_default(),
     };
-    if auth::loopback_host(&host) {
+    if auth::loopback_host(&host) || public_host(&state, &host) {
         return next.run(req).await;
     }
     error(
@@ -186,11 +186,31 @@ async fn loopback_host_only(
         format!(
             "this service listens on a loopback address and answers only to `localhost`, \
              `127.0.0.1` or `[::1]` as `Host`, not `{}` (a web page re-pointing its own \
-             name at this machine must not reach it); listen on another address, with \
-             `[api] tokens`, to serve other names",
+             name at this machine must not reach it); set `public_url` to the name a proxy \
+             forwards, or listen on another address, with `[api] tokens`, to serve other names",
             shorten(&host)
         ),
     )
+}
+
+/// Whether `host` is the authority of the configured `public_url`: the name a reverse
+/// proxy in front of a loopback `listen` forwards. The operator chose that name, so it
+/// is not a rebinding page's.
+fn public_host(state: &ServiceState, host: &str) -> bool {
+    let Some(url) = &state.config().webhooks.public_url else {
+        return false;
+    };
+    let Some(name) = url.host_str() else {
+        return false;
+    };
+    let (h, port) = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h, p.parse::<u16>().ok())
+        }
+        _ => (host, None),
+    };
+    let expected = url.port_or_known_default();
+    h.eq_ignore_ascii_case(name) && port.or(expected) == expected
 }
 
 /// A header value as an error message quotes it: at most 100 characters.
