@@ -7,8 +7,6 @@
 mod builtin;
 pub mod http_guard;
 mod http_request;
-mod result;
-pub mod spec;
 mod start_live_chat;
 
 use std::sync::Arc;
@@ -17,11 +15,11 @@ use async_trait::async_trait;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+pub use crate::flow::spec::{self, ActionSpec, ParamSpec, ParamType};
+pub use crate::providers::{ActionError, ErrorKind};
 pub use builtin::{SendMessage, SetVariables};
 pub use http_guard::HttpGuard;
 pub use http_request::{redact_headers, HttpRequest};
-pub use result::{ActionError, ErrorKind};
-pub use spec::{ActionSpec, ParamSpec, ParamType};
 pub use start_live_chat::StartLiveChat;
 
 use crate::flow::Severity;

@@ -9,6 +9,7 @@
 mod diagnostic;
 pub mod json;
 mod load;
+pub mod spec;
 
 pub use diagnostic::{Diagnostic, DiagnosticReport, Severity};
 pub use load::{load, Flow, LoadError, LoadOptions};

@@ -10,8 +10,7 @@ use serde_json::{json, Map, Value};
 
 use async_trait::async_trait;
 
-use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::ActionError;
+use crate::flow::spec::{ParamSpec, ParamType};
 use crate::providers::call::{
     config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
@@ -25,6 +24,7 @@ use crate::providers::provider::{
     malformed, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
+use crate::providers::ActionError;
 
 /// The parameters it understands besides the common ones, with types and descriptions:
 /// the table the checks, the JSON Schema and the README come from.

@@ -31,8 +31,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::{ActionError, ErrorKind};
+use crate::flow::spec::{ParamSpec, ParamType};
 use crate::providers::call::{
     config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
@@ -46,6 +45,7 @@ use crate::providers::provider::{
     malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
+use crate::providers::{ActionError, ErrorKind};
 
 /// Default CSDS (domain discovery) base URL.
 pub const DEFAULT_CSDS_URL: &str = "https://api.liveperson.net";

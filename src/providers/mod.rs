@@ -24,6 +24,7 @@ pub mod liveperson;
 pub mod observe;
 pub mod provider;
 pub mod request;
+pub mod result;
 pub mod transcript;
 pub mod zendesk;
 
@@ -40,6 +41,7 @@ pub use request::{
     check_params, plan_start, CallBody, HandoffCx, HeaderValue, ParamProblem, ParamShape,
     ProviderCall, Severity, StartPlan,
 };
+pub use result::{ActionError, ErrorKind};
 pub use zendesk::ZendeskSettings;
 
 use std::sync::RwLock;

@@ -24,8 +24,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::{ActionError, ErrorKind};
+use crate::flow::spec::{ParamSpec, ParamType};
 use crate::providers::call::{
     config_err, contact_text, id_text, id_value, is_absent, opt, text_value, type_name, CallBody,
     HandoffCx, HeaderValue, ProviderCall, StartPlan,
@@ -38,6 +37,7 @@ use crate::providers::provider::{
     malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
+use crate::providers::{ActionError, ErrorKind};
 
 /// Largest transcript comment, in UTF-8 bytes. **Assumption**: the Tickets API reference
 /// states no size for `comment.body`; Zendesk's help center and integrators cite 64 KB
