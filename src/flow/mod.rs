@@ -10,6 +10,8 @@ mod diagnostic;
 pub mod json;
 mod load;
 pub mod spec;
+mod store;
 
 pub use diagnostic::{Diagnostic, DiagnosticReport, Severity};
 pub use load::{load, Flow, LoadError, LoadOptions};
+pub use store::{store_keys, Store, StoreError};

@@ -6,15 +6,14 @@
 //! array order, `output`. A failing action yields an error result and the node goes on.
 
 mod engine;
-mod store;
 
 use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+pub use crate::flow::{store_keys, Store, StoreError};
 pub use engine::{Engine, RunOptions};
-pub use store::{store_keys, Store, StoreError};
 
 use crate::providers::{Handoff, Integrations, ProviderClient};
 
