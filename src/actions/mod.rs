@@ -5,6 +5,7 @@
 //! written) and run with its parameters rendered ([`Action::run`]).
 
 mod builtin;
+mod cx;
 pub mod http_guard;
 mod http_request;
 mod start_live_chat;
@@ -18,12 +19,13 @@ use serde_json::{Map, Value};
 pub use crate::flow::spec::{self, ActionSpec, ParamSpec, ParamType};
 pub use crate::providers::{ActionError, ErrorKind};
 pub use builtin::{SendMessage, SetVariables};
+pub(crate) use cx::{display_value, text_message};
+pub use cx::{ActionCx, HandoffJournal, HandoffStart, Message, RecordedRequest, Services};
 pub use http_guard::HttpGuard;
 pub use http_request::{redact_headers, HttpRequest};
 pub use start_live_chat::StartLiveChat;
 
 use crate::flow::Severity;
-use crate::interp::{ActionCx, Services};
 
 /// A problem an action finds in its parameters at load time.
 #[derive(Debug, Clone, PartialEq)]
