@@ -82,8 +82,8 @@ pub mod template;
 #[cfg(feature = "cli")]
 pub mod cli;
 
-pub use flow::{Diagnostic, Flow, LoadError, Severity};
-pub use interp::{Engine, RunOptions, RunOutcome, Store};
+pub use flow::{Diagnostic, Severity};
+pub use interp::{Engine, Flow, LoadError, RunOptions, RunOutcome, Store};
 #[cfg(feature = "cli")]
 pub mod playground;
 #[cfg(feature = "cli")]

@@ -6,6 +6,7 @@
 //! array order, `output`. A failing action yields an error result and the node goes on.
 
 mod engine;
+mod load;
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 pub use crate::flow::{store_keys, Store, StoreError};
 pub use engine::{Engine, RunOptions};
+pub use load::{load, Flow, LoadError, LoadOptions};
 
 pub(crate) use crate::actions::{display_value, text_message};
 pub use crate::actions::{
