@@ -8,6 +8,7 @@ mod builtin;
 mod cx;
 pub mod http_guard;
 mod http_request;
+pub mod schema;
 mod start_live_chat;
 
 use std::sync::Arc;

@@ -124,7 +124,7 @@ impl Engine {
     /// registered action, host actions included, with its parameters
     /// ([`crate::actions::Action::spec`]). For editors; [`Engine::check`] is the authority.
     pub fn json_schema(&self) -> Value {
-        crate::authoring::schema::flow_schema(self.registry.actions())
+        crate::actions::schema::flow_schema(self.registry.actions())
     }
 
     /// The services actions use.
