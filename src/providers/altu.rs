@@ -312,8 +312,7 @@ impl Provider for AltuSdk {
         }
     }
 
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         Some(&webhooks::Receiver)
     }
 
@@ -442,11 +441,10 @@ impl Provider for AltuSdk {
 /// §3, §5): `Authorization: Bearer` an HS256 JWT keyed by `access_key`, checked for
 /// signature, times, `sub` (`access_token`), `iss`, `aud` (this path) and
 /// `conversation_id`; its `jti` is single-use; the event must be about a known live chat.
-#[cfg(feature = "cli")]
 mod webhooks {
     use super::AltuSettings;
-    use crate::service::auth;
-    use crate::service::webhooks::{
+    use crate::providers::auth;
+    use crate::providers::webhooks::{
         parse_altu, Ack, Refusal, SingleUse, Verified, WebhookReceiver, WebhookRequest,
     };
 

@@ -550,8 +550,7 @@ impl Provider for LivePerson {
         }
     }
 
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         Some(&webhooks::Receiver)
     }
 
@@ -1005,11 +1004,10 @@ fn check_code(r: &HttpResponse, label: &str) -> Result<(), ActionError> {
 
 /// Its webhooks (`POST /webhooks/liveperson/{integration_id}`): `x-liveperson-signature`
 /// is `sha1=` and the base64 HMAC-SHA1 of the body keyed by `client_secret`.
-#[cfg(feature = "cli")]
 mod webhooks {
     use super::LivePersonSettings;
-    use crate::service::auth;
-    use crate::service::webhooks::{
+    use crate::providers::auth;
+    use crate::providers::webhooks::{
         parse_liveperson, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
 

@@ -15,6 +15,7 @@
 //! - [`jwt`]: HS256 tokens for the ALTU SDK connector (`docs/connector-protocol.md`).
 
 pub mod altu;
+pub mod auth;
 pub mod call;
 pub mod client;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod provider;
 pub mod request;
 pub mod result;
 pub mod transcript;
+pub mod webhooks;
 pub mod zendesk;
 
 pub use altu::AltuSettings;

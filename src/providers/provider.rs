@@ -150,8 +150,7 @@ pub trait Provider: Send + Sync + 'static {
 
     /// How the lifecycle service receives its webhooks (`POST
     /// /webhooks/{segment}/{integration_id}`): `None` when it sends none.
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         None
     }
 

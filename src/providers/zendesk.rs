@@ -527,8 +527,7 @@ impl Provider for Zendesk {
         }
     }
 
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         Some(&webhooks::Receiver)
     }
 
@@ -712,11 +711,10 @@ impl Provider for Zendesk {
 /// Its webhooks (`POST /webhooks/zendesk/{integration_id}`):
 /// `x-zendesk-webhook-signature` is the base64 HMAC-SHA256 of timestamp + body keyed by
 /// `webhook_secret` (none configured: refused), the timestamp within the replay window.
-#[cfg(feature = "cli")]
 mod webhooks {
     use super::ZendeskSettings;
-    use crate::service::auth;
-    use crate::service::webhooks::{
+    use crate::providers::auth;
+    use crate::providers::webhooks::{
         parse_zendesk, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
 

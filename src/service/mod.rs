@@ -25,7 +25,7 @@
 //!   segment is the provider's [`webhooks::WebhookReceiver::segment`]).
 
 pub mod api;
-pub mod auth;
+pub use crate::providers::auth;
 pub mod config;
 pub mod events;
 pub mod lifecycle;
@@ -36,7 +36,7 @@ pub mod provider;
 pub mod reconcile;
 pub mod store;
 pub mod timeline;
-pub mod webhooks;
+pub use crate::providers::webhooks;
 pub mod workers;
 
 use std::future::Future;
