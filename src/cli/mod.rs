@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 pub mod output;
+pub mod playground;
+pub mod sandbox;
+pub mod serve;
 
 pub use crate::flow::{parse_context, render_diagnostics, ContextError};
 use crate::flow::{Diagnostic, Severity};
@@ -96,17 +99,17 @@ enum Command {
     /// Run the flow for real: HTTP requests and handoffs are sent.
     Run(Execute),
     /// Local fakes of LivePerson, Zendesk and an agent platform; play the agent.
-    Sandbox(Box<crate::sandbox::SandboxArgs>),
+    Sandbox(Box<sandbox::SandboxArgs>),
     /// The live chat lifecycle service: runs flows, relays, webhooks, timeouts, re-entry.
-    Serve(crate::service::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Apply the lifecycle service's database migrations (SQLite or PostgreSQL) and exit.
-    Migrate(crate::service::MigrateArgs),
+    Migrate(serve::MigrateArgs),
     /// Run flow tests (`*.test.json`, `*.test.toml`): dry runs checked against expectations.
     Test(test::TestArgs),
     /// Print the JSON Schema of flow documents (or `--for test`: of flow test files).
     Schema(schema::SchemaArgs),
     /// A page in the browser: edit a flow, see its requests, run it and play the agent.
-    Playground(crate::playground::PlaygroundArgs),
+    Playground(playground::PlaygroundArgs),
 }
 
 /// Parses the command line and runs it.
@@ -128,12 +131,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => check(&flows, context.as_deref(), integrations.as_deref(), format),
         Command::Render(args) => execute(args, true).await,
         Command::Run(args) => execute(args, false).await,
-        Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
-        Command::Serve(args) => crate::service::run_cli(args).await,
-        Command::Migrate(args) => crate::service::migrate_cli(args).await,
+        Command::Sandbox(args) => sandbox::run_cli(*args).await,
+        Command::Serve(args) => serve::run_cli(args).await,
+        Command::Migrate(args) => serve::migrate_cli(args).await,
         Command::Test(args) => test::run(args).await,
         Command::Schema(args) => schema::run(args),
-        Command::Playground(args) => crate::playground::run_cli(args).await,
+        Command::Playground(args) => playground::run_cli(args).await,
     }
 }
 
