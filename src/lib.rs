@@ -7,14 +7,20 @@
 //! conversation on LivePerson, a ticket on Zendesk, or a conversation on an agent
 //! platform through the ALTU SDK connector.
 //!
-//! Modules, one per concern:
+//! Modules, one per concern, in floor order: each uses only the floors listed before it
+//! (`python3 scripts/check-floors.py --floors
+//! redact,template,flow,providers,actions,interp,authoring,service,sandbox,playground,cli`
+//! checks it, in CI):
+//! - [`redact`]: the one redaction policy every output applies (uses nothing else);
 //! - [`template`]: the `<? ... ?>` language (pest grammar, lowering to minijinja, typing rule);
-//! - [`flow`]: loading a flow document with positions, validation, diagnostics;
-//! - [`interp`]: the async interpreter loop, the store, the run outcome;
-//! - [`actions`]: built-in actions and the trait hosts implement for their own;
-//! - [`providers`]: integrations, provider request builders and HTTP clients;
-//! - [`redact`]: the one redaction policy every output applies;
-//! - [`authoring`]: flow tests and the JSON Schema of flow documents, for flow authors.
+//! - [`flow`]: flow documents with positions, diagnostics, parameter tables, the store;
+//! - [`providers`]: integrations, request builders, HTTP clients, webhook checks and events;
+//! - [`actions`]: the trait hosts implement, what a running action sees, the built-ins;
+//! - [`interp`]: loading and validating a flow, the async run loop, the run outcome;
+//! - [`authoring`]: flow tests and their JSON Schema, for flow authors;
+//! - `service`, `sandbox`, `playground`, `cli`, each behind the Cargo feature of the same
+//!   name (all on by default): the lifecycle service, the provider fakes, the page in the
+//!   browser, the command. `service` and `sandbox` do not use each other.
 //!
 //! ## Embedding
 //!
@@ -84,11 +90,11 @@ pub mod template;
 #[cfg(feature = "cli")]
 pub mod cli;
 
-pub use flow::{Diagnostic, Flow, LoadError, Severity};
-pub use interp::{Engine, RunOptions, RunOutcome, Store};
-#[cfg(feature = "cli")]
+pub use flow::{Diagnostic, Severity};
+pub use interp::{Engine, Flow, LoadError, RunOptions, RunOutcome, Store};
+#[cfg(feature = "playground")]
 pub mod playground;
-#[cfg(feature = "cli")]
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
-#[cfg(feature = "cli")]
+#[cfg(feature = "service")]
 pub mod service;

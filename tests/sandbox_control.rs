@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use sandbox_support::*;
 use serde_json::{json, Value};
+use transbordo::cli::sandbox::{run_cli, SandboxArgs};
 use transbordo::sandbox::{
-    run_cli, CloseReason, ControlError, ConversationStatus, DeliveryState, Fault, FaultRule,
-    JoinRequest, Provider, SandboxArgs, WebhookPatch,
+    CloseReason, ControlError, ConversationStatus, DeliveryState, Fault, FaultRule, JoinRequest,
+    Provider, WebhookPatch,
 };
 
 fn err_status(e: ControlError) -> u16 {
@@ -332,7 +333,7 @@ async fn cli_talks_to_the_control_api() {
     .unwrap();
     assert!(matches!(
         cli.args.command,
-        transbordo::sandbox::SandboxCommand::Serve(_)
+        transbordo::cli::sandbox::SandboxCommand::Serve(_)
     ));
     sb.shutdown().await;
 }

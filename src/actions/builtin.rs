@@ -8,7 +8,7 @@ use super::{
     is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem, ParamSpec,
     ParamType,
 };
-use crate::interp::{text_message, ActionCx};
+use crate::actions::{text_message, ActionCx};
 
 /// `set_variables`: `{ "context": {...}, "contact": {...} }`, like the node blocks.
 pub struct SetVariables;
@@ -147,7 +147,7 @@ impl Action for SendMessage {
                         "`text` rendered to null: nothing to send",
                     ))
                 }
-                Some(other) => text_message(crate::interp::display_value(other)),
+                Some(other) => text_message(crate::actions::display_value(other)),
             }
         };
         cx.send(message);

@@ -10,7 +10,7 @@ use super::{
     is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem, ParamSpec,
     ParamType,
 };
-use crate::interp::ActionCx;
+use crate::actions::ActionCx;
 
 /// Used when `config.timeout` is absent: axios waits forever, a flow must not.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;

@@ -5,10 +5,10 @@
 //! written) and run with its parameters rendered ([`Action::run`]).
 
 mod builtin;
+mod cx;
 pub mod http_guard;
 mod http_request;
-mod result;
-pub mod spec;
+pub mod schema;
 mod start_live_chat;
 
 use std::sync::Arc;
@@ -17,15 +17,16 @@ use async_trait::async_trait;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+pub use crate::flow::spec::{self, ActionSpec, ParamSpec, ParamType};
+pub use crate::providers::{ActionError, ErrorKind};
 pub use builtin::{SendMessage, SetVariables};
+pub(crate) use cx::{display_value, text_message};
+pub use cx::{ActionCx, HandoffJournal, HandoffStart, Message, RecordedRequest, Services};
 pub use http_guard::HttpGuard;
 pub use http_request::{redact_headers, HttpRequest};
-pub use result::{ActionError, ErrorKind};
-pub use spec::{ActionSpec, ParamSpec, ParamType};
 pub use start_live_chat::StartLiveChat;
 
 use crate::flow::Severity;
-use crate::interp::{ActionCx, Services};
 
 /// A problem an action finds in its parameters at load time.
 #[derive(Debug, Clone, PartialEq)]

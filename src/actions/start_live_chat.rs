@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem};
+use crate::actions::ActionCx;
 use crate::flow::Severity;
-use crate::interp::ActionCx;
 use crate::providers::{self, transcript, HandoffCx, IntegrationId, ParamShape, ProviderKind};
 
 /// `start_live_chat`.
@@ -171,7 +171,7 @@ impl Action for StartLiveChat {
             return Ok(providers::provider(integration.provider).simulated_result(&handoff_id));
         }
         if let Some(journal) = &services.journal {
-            let start = crate::interp::HandoffStart {
+            let start = crate::actions::HandoffStart {
                 handoff_id: handoff_id.clone(),
                 conversation_id: hcx.conversation_id.clone(),
                 integration_id: id.to_string(),

@@ -15,8 +15,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 pub mod output;
+pub mod playground;
+pub mod sandbox;
+pub mod serve;
 
-use crate::flow::{json, Diagnostic, Severity};
+pub use crate::flow::{parse_context, render_diagnostics, ContextError};
+use crate::flow::{Diagnostic, Severity};
 use crate::interp::{Engine, RunOptions, Store};
 use crate::providers::Integrations;
 use output::{emit, emit_json, write_json, JsonStyle};
@@ -95,17 +99,17 @@ enum Command {
     /// Run the flow for real: HTTP requests and handoffs are sent.
     Run(Execute),
     /// Local fakes of LivePerson, Zendesk and an agent platform; play the agent.
-    Sandbox(Box<crate::sandbox::SandboxArgs>),
+    Sandbox(Box<sandbox::SandboxArgs>),
     /// The live chat lifecycle service: runs flows, relays, webhooks, timeouts, re-entry.
-    Serve(crate::service::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Apply the lifecycle service's database migrations (SQLite or PostgreSQL) and exit.
-    Migrate(crate::service::MigrateArgs),
+    Migrate(serve::MigrateArgs),
     /// Run flow tests (`*.test.json`, `*.test.toml`): dry runs checked against expectations.
     Test(test::TestArgs),
     /// Print the JSON Schema of flow documents (or `--for test`: of flow test files).
     Schema(schema::SchemaArgs),
     /// A page in the browser: edit a flow, see its requests, run it and play the agent.
-    Playground(crate::playground::PlaygroundArgs),
+    Playground(playground::PlaygroundArgs),
 }
 
 /// Parses the command line and runs it.
@@ -127,12 +131,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => check(&flows, context.as_deref(), integrations.as_deref(), format),
         Command::Render(args) => execute(args, true).await,
         Command::Run(args) => execute(args, false).await,
-        Command::Sandbox(args) => crate::sandbox::run_cli(*args).await,
-        Command::Serve(args) => crate::service::run_cli(args).await,
-        Command::Migrate(args) => crate::service::migrate_cli(args).await,
+        Command::Sandbox(args) => sandbox::run_cli(*args).await,
+        Command::Serve(args) => serve::run_cli(args).await,
+        Command::Migrate(args) => serve::migrate_cli(args).await,
         Command::Test(args) => test::run(args).await,
         Command::Schema(args) => schema::run(args),
-        Command::Playground(args) => crate::playground::run_cli(args).await,
+        Command::Playground(args) => playground::run_cli(args).await,
     }
 }
 
@@ -151,69 +155,6 @@ pub fn render_human(diags: &[Diagnostic], source: &Arc<String>) -> String {
     render_diagnostics(diags, source, colour)
 }
 
-/// [`render_human`] with the colour choice made by the caller (the playground shows the
-/// text exactly as `check` prints it to a file: no colour).
-pub fn render_diagnostics(diags: &[Diagnostic], source: &Arc<String>, colour: bool) -> String {
-    use miette::{GraphicalReportHandler, GraphicalTheme};
-    let theme = if colour {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
-    let mut out = String::new();
-    for d in diags {
-        if line_length_at(source, d.span.0) > MAX_SNIPPET_LINE {
-            // A minified flow is one long line: miette would draw all of it (and panics
-            // past 65,535 columns). Give the position without the snippet.
-            plain_diagnostic(&mut out, d);
-            continue;
-        }
-        let report = d.report(source.clone());
-        let _ = handler.render_report(&mut out, &report);
-        out.push('\n');
-    }
-    out
-}
-
-/// Longest source line shown as a snippet under a diagnostic.
-const MAX_SNIPPET_LINE: usize = 2_000;
-
-/// Length in bytes of the line holding byte `at`.
-fn line_length_at(src: &str, at: usize) -> usize {
-    let b = src.as_bytes();
-    let at = at.min(b.len());
-    let start = b[..at]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |i| i + 1);
-    let end = b[at..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(b.len(), |i| at + i);
-    end - start
-}
-
-/// A diagnostic as text, with its position but no source snippet.
-fn plain_diagnostic(out: &mut String, d: &Diagnostic) {
-    use std::fmt::Write as _;
-    let mark = if d.severity == Severity::Error {
-        "×"
-    } else {
-        "⚠"
-    };
-    let _ = writeln!(out, "{}\n\n  {mark} {}", d.code, d.message);
-    let _ = write!(out, "   at {}:{}:{}", d.file, d.line, d.column);
-    if !d.pointer.is_empty() {
-        let _ = write!(out, " ({})", d.pointer);
-    }
-    out.push('\n');
-    if let Some(h) = &d.help {
-        let _ = writeln!(out, "  help: {h}");
-    }
-    out.push('\n');
-}
-
 fn load_context(path: Option<&Path>) -> Result<(Store, Option<Value>), Failure> {
     let Some(path) = path else {
         return Ok((Store::default(), None));
@@ -223,60 +164,6 @@ fn load_context(path: Option<&Path>) -> Result<(Store, Option<Value>), Failure> 
     let (store, value) = parse_context(&text)
         .map_err(|e| Failure(format!("error: {name}:{}:{}: {e}", e.line, e.column)))?;
     Ok((store, Some(value)))
-}
-
-/// A context document that cannot be used, with where the problem is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ContextError {
-    /// True when the text is not JSON at all (false: JSON, but not a context document).
-    pub syntax: bool,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column, in characters.
-    pub column: usize,
-    /// JSON pointer of the offending value (empty for the whole document or a syntax error).
-    pub pointer: String,
-    /// What is wrong.
-    pub detail: String,
-}
-
-impl std::fmt::Display for ContextError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.syntax {
-            write!(f, "invalid context JSON: {}", self.detail)
-        } else if self.pointer.is_empty() {
-            write!(f, "invalid context: {}", self.detail)
-        } else {
-            write!(f, "invalid context (at {}): {}", self.pointer, self.detail)
-        }
-    }
-}
-
-/// Parses a context document (`--context`): the store and the document as JSON.
-pub fn parse_context(text: &str) -> Result<(Store, Value), ContextError> {
-    let node = json::parse(text).map_err(|e| {
-        let (line, column) = json::line_col(text, e.span.start);
-        ContextError {
-            syntax: true,
-            line,
-            column,
-            pointer: String::new(),
-            detail: e.message,
-        }
-    })?;
-    let value = node.to_value();
-    let store = Store::from_json(&value).map_err(|e| {
-        let at = node.pointer(&e.pointer).map_or(0, |n| n.span.start);
-        let (line, column) = json::line_col(text, at);
-        ContextError {
-            syntax: false,
-            line,
-            column,
-            pointer: e.pointer,
-            detail: e.message,
-        }
-    })?;
-    Ok((store, value))
 }
 
 fn load_integrations(path: Option<&Path>) -> Result<Option<Integrations>, Failure> {

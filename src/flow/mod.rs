@@ -1,14 +1,18 @@
-//! Loading flow documents with positions, validation and diagnostics.
-//!
-//! A flow is JSON in one of two shapes (spec §1): an actions array, or a node
-//! `{"context","contact","actions","output"}`. [`load`] parses it with byte positions
-//! ([`json`]), compiles every template once, and checks everything that can be known
-//! before anything runs; every problem is a [`Diagnostic`] with line:column, JSON pointer
-//! and, for templates, the column inside the string.
+//! Flow documents and what describes them, below everything that runs them: JSON with
+//! byte positions ([`json`]), diagnostics with line:column and JSON pointer
+//! ([`Diagnostic`], rendered by [`render_diagnostics`]), the parameter tables actions
+//! and providers declare ([`spec`]), the contact/context [`Store`] and the context
+//! document that fills it ([`parse_context`]). Loading a flow (which needs the actions)
+//! is `interp::load`.
 
+mod context;
 mod diagnostic;
 pub mod json;
-mod load;
+mod render;
+pub mod spec;
+mod store;
 
+pub use context::{parse_context, ContextError};
 pub use diagnostic::{Diagnostic, DiagnosticReport, Severity};
-pub use load::{load, Flow, LoadError, LoadOptions};
+pub use render::render_diagnostics;
+pub use store::{store_keys, Store, StoreError};

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
+use super::load::{self, Flow, LoadError, LoadOptions};
 use super::{
     millis_since, redact, text_message, ActionCx, Message, RunOutcome, Services, Store, TraceEntry,
     Warning,
 };
 use crate::actions::{Action, ActionError, ErrorKind, HttpGuard, Registry};
-use crate::flow::{self, Diagnostic, Flow, LoadError, LoadOptions};
+use crate::flow::Diagnostic;
 use crate::providers::{Integrations, LazyClient, ProviderClient, RetryPolicy};
 use crate::template::{LocatedError, MissingRead};
 
@@ -124,7 +125,7 @@ impl Engine {
     /// registered action, host actions included, with its parameters
     /// ([`crate::actions::Action::spec`]). For editors; [`Engine::check`] is the authority.
     pub fn json_schema(&self) -> Value {
-        crate::authoring::schema::flow_schema(self.registry.actions())
+        crate::actions::schema::flow_schema(self.registry.actions())
     }
 
     /// The services actions use.
@@ -161,7 +162,7 @@ impl Engine {
             has_integrations: self.has_integrations,
             sample,
         };
-        flow::load(Arc::new(src), file, &opts)
+        load::load(Arc::new(src), file, &opts)
     }
 
     /// Every problem in a flow document, errors and warnings (what `transbordo check` shows).

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::PlaygroundError;
-use crate::cli::{parse_context, render_diagnostics, ContextError};
+use crate::flow::{parse_context, render_diagnostics, ContextError};
 use crate::flow::{Diagnostic, Severity};
 use crate::interp::{Engine, RunOptions, Store};
 use crate::providers::request::{required_params, supported_params, COMMON_PARAMS};

@@ -10,8 +10,7 @@ use serde_json::{json, Map, Value};
 
 use async_trait::async_trait;
 
-use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::ActionError;
+use crate::flow::spec::{ParamSpec, ParamType};
 use crate::providers::call::{
     config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan,
@@ -25,6 +24,7 @@ use crate::providers::provider::{
     malformed, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
+use crate::providers::ActionError;
 
 /// The parameters it understands besides the common ones, with types and descriptions:
 /// the table the checks, the JSON Schema and docs/flow-authors.md come from.
@@ -312,8 +312,7 @@ impl Provider for AltuSdk {
         }
     }
 
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         Some(&webhooks::Receiver)
     }
 
@@ -441,14 +440,13 @@ impl Provider for AltuSdk {
 /// Its webhooks (`POST /webhooks/altu/{integration_id}`, `docs/connector-protocol.md`
 /// §3, §5): `Authorization: Bearer` an HS256 JWT keyed by `access_key`, checked for
 /// signature, times, `sub` (`access_token`), `iss`, `aud` (this receiver: its full URL
-/// under the config's `public_url`, else its path, see [`crate::service::auth::Audience`])
+/// under the config's `public_url`, else its path, see [`crate::providers::auth::Audience`])
 /// and `conversation_id`; its `jti` is single-use; the event must be about a known live
 /// chat.
-#[cfg(feature = "cli")]
 mod webhooks {
     use super::AltuSettings;
-    use crate::service::auth;
-    use crate::service::webhooks::{
+    use crate::providers::auth;
+    use crate::providers::webhooks::{
         parse_altu, Ack, Refusal, SingleUse, Verified, WebhookReceiver, WebhookRequest,
     };
 

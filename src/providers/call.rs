@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::actions::{ActionError, ErrorKind};
+use crate::providers::{ActionError, ErrorKind};
 
 /// The placeholder written wherever a secret would be (the [`crate::redact`] marker).
 pub use crate::redact::REDACTED;

@@ -13,12 +13,12 @@ use serde_json::{Map, Value};
 pub use crate::providers::altu::CONNECTOR_ISSUER;
 pub use crate::providers::provider::{CloseReason, Handoff};
 
-use crate::actions::ActionError;
 use crate::providers::call::HandoffCx;
 use crate::providers::config::Integration;
 use crate::providers::http::{RetryPolicy, Transport};
 use crate::providers::provider::{ClientCx, States};
 use crate::providers::request::ignored_param_warnings;
+use crate::providers::ActionError;
 use crate::redact::Policy;
 
 /// What `start_live_chat` produced.

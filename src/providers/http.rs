@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::Rng;
 use serde_json::Value;
 
-use crate::actions::{ActionError, ErrorKind};
 use crate::providers::call::{CallBody, HeaderValue, ProviderCall, REDACTED};
+use crate::providers::{ActionError, ErrorKind};
 
 /// Timeouts and retry knobs (tests shrink them).
 #[derive(Debug, Clone)]

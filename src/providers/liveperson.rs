@@ -31,8 +31,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::{ActionError, ErrorKind};
+use crate::flow::spec::{ParamSpec, ParamType};
 use crate::providers::call::{
     config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
@@ -46,6 +45,7 @@ use crate::providers::provider::{
     malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
+use crate::providers::{ActionError, ErrorKind};
 
 /// Default CSDS (domain discovery) base URL.
 pub const DEFAULT_CSDS_URL: &str = "https://api.liveperson.net";
@@ -550,8 +550,7 @@ impl Provider for LivePerson {
         }
     }
 
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         Some(&webhooks::Receiver)
     }
 
@@ -1005,11 +1004,10 @@ fn check_code(r: &HttpResponse, label: &str) -> Result<(), ActionError> {
 
 /// Its webhooks (`POST /webhooks/liveperson/{integration_id}`): `x-liveperson-signature`
 /// is `sha1=` and the base64 HMAC-SHA1 of the body keyed by `client_secret`.
-#[cfg(feature = "cli")]
 mod webhooks {
     use super::LivePersonSettings;
-    use crate::service::auth;
-    use crate::service::webhooks::{
+    use crate::providers::auth;
+    use crate::providers::webhooks::{
         parse_liveperson, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
 

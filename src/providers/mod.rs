@@ -15,6 +15,7 @@
 //! - [`jwt`]: HS256 tokens for the ALTU SDK connector (`docs/connector-protocol.md`).
 
 pub mod altu;
+pub mod auth;
 pub mod call;
 pub mod client;
 pub mod config;
@@ -24,7 +25,9 @@ pub mod liveperson;
 pub mod observe;
 pub mod provider;
 pub mod request;
+pub mod result;
 pub mod transcript;
+pub mod webhooks;
 pub mod zendesk;
 
 pub use altu::AltuSettings;
@@ -40,6 +43,7 @@ pub use request::{
     check_params, plan_start, CallBody, HandoffCx, HeaderValue, ParamProblem, ParamShape,
     ProviderCall, Severity, StartPlan,
 };
+pub use result::{ActionError, ErrorKind};
 pub use zendesk::ZendeskSettings;
 
 use std::sync::RwLock;

@@ -14,13 +14,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::actions::spec::ParamSpec;
-use crate::actions::ActionError;
+use crate::flow::spec::ParamSpec;
 use crate::providers::call::{HandoffCx, StartPlan};
 use crate::providers::config::{
     ConfigError, Integration, IntegrationId, ProviderKind, ProviderSettings, SettingsTable,
 };
 use crate::providers::http::Transport;
+use crate::providers::ActionError;
 
 /// A handoff in progress: what the lifecycle needs to talk to the provider later. It is
 /// serializable so the lifecycle can store it and survive a restart (tokens are not kept:
@@ -150,8 +150,7 @@ pub trait Provider: Send + Sync + 'static {
 
     /// How the lifecycle service receives its webhooks (`POST
     /// /webhooks/{segment}/{integration_id}`): `None` when it sends none.
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         None
     }
 
@@ -245,7 +244,7 @@ pub trait Provider: Send + Sync + 'static {
 /// registry picks the provider from the same integration).
 pub(crate) fn wrong_settings(kind: ProviderKind, integration: &Integration) -> ActionError {
     ActionError::new(
-        crate::actions::ErrorKind::Config,
+        crate::providers::ErrorKind::Config,
         format!(
             "integration {} is not a {} integration",
             integration.id,
@@ -266,7 +265,7 @@ pub(crate) fn transcript_undelivered(index: usize, parts: usize, e: &ActionError
 /// A 2xx answer that is not the documented shape.
 pub(crate) fn malformed(label: &str, r: &crate::providers::http::HttpResponse) -> ActionError {
     ActionError::new(
-        crate::actions::ErrorKind::Unavailable,
+        crate::providers::ErrorKind::Unavailable,
         format!("{label}: unexpected answer from the provider"),
     )
     .with_status(r.status)

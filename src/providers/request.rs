@@ -13,11 +13,11 @@ pub use crate::providers::call::{
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
 };
 
-use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::ActionError;
+use crate::flow::spec::{ParamSpec, ParamType};
 use crate::providers::call::{config_err, is_absent, limited_json};
 use crate::providers::config::{Integration, ProviderKind};
 use crate::providers::provider;
+use crate::providers::ActionError;
 
 /// Lists every request the handoff makes on `integration`, from the already-rendered
 /// `parameters` object, without network. Wrong parameter types are a `config` error.
@@ -81,7 +81,7 @@ pub fn common_param_specs() -> Vec<ParamSpec> {
             "The integration to hand over to, from the integrations file (`7` and `\"7\"` are the same).",
         )
         .required(),
-        crate::actions::spec::before_action_messages(),
+        crate::flow::spec::before_action_messages(),
         ParamSpec::new(
             "start_message",
             ParamType::OneOf(vec![ParamType::String, ParamType::Number, ParamType::Boolean]),

@@ -15,8 +15,8 @@ use regex::Regex;
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
-use crate::actions::ActionError;
 use crate::providers::call::{config_err, is_absent, type_name};
+use crate::providers::ActionError;
 
 /// Messages sent when `transcript_max_messages` is not given.
 pub const DEFAULT_MAX_MESSAGES: usize = 50;

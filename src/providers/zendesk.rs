@@ -24,8 +24,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use crate::actions::spec::{ParamSpec, ParamType};
-use crate::actions::{ActionError, ErrorKind};
+use crate::flow::spec::{ParamSpec, ParamType};
 use crate::providers::call::{
     config_err, contact_text, id_text, id_value, is_absent, opt, text_value, type_name, CallBody,
     HandoffCx, HeaderValue, ProviderCall, StartPlan,
@@ -38,6 +37,7 @@ use crate::providers::provider::{
     malformed, transcript_undelivered, wrong_settings, ClientCx, CloseReason, Handoff, Provider,
 };
 use crate::providers::transcript;
+use crate::providers::{ActionError, ErrorKind};
 
 /// Largest transcript comment, in UTF-8 bytes. **Assumption**: the Tickets API reference
 /// states no size for `comment.body`; Zendesk's help center and integrators cite 64 KB
@@ -527,8 +527,7 @@ impl Provider for Zendesk {
         }
     }
 
-    #[cfg(feature = "cli")]
-    fn webhooks(&self) -> Option<&'static dyn crate::service::webhooks::WebhookReceiver> {
+    fn webhooks(&self) -> Option<&'static dyn crate::providers::webhooks::WebhookReceiver> {
         Some(&webhooks::Receiver)
     }
 
@@ -712,11 +711,10 @@ impl Provider for Zendesk {
 /// Its webhooks (`POST /webhooks/zendesk/{integration_id}`):
 /// `x-zendesk-webhook-signature` is the base64 HMAC-SHA256 of timestamp + body keyed by
 /// `webhook_secret` (none configured: refused), the timestamp within the replay window.
-#[cfg(feature = "cli")]
 mod webhooks {
     use super::ZendeskSettings;
-    use crate::service::auth;
-    use crate::service::webhooks::{
+    use crate::providers::auth;
+    use crate::providers::webhooks::{
         parse_zendesk, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
 

@@ -82,7 +82,6 @@
 #![allow(clippy::result_large_err)]
 
 mod altu;
-mod cli;
 mod client;
 mod control;
 mod faults;
@@ -105,10 +104,6 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use cli::{
-    run_cli, Connection, FaultArgs, FaultsCommand, SandboxArgs, SandboxCommand, ServeArgs,
-    DEFAULT_BIND,
-};
 pub use client::{ControlError, SandboxControl};
 pub use model::SandboxOptions;
 pub use model::{

@@ -8,19 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Which fake a conversation, fault or webhook belongs to.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     /// The LivePerson Connector API fake.
@@ -49,7 +38,8 @@ impl std::fmt::Display for Provider {
 }
 
 /// Where a conversation stands, seen from the agent's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationStatus {
     /// Queued, no agent has joined yet.
@@ -61,7 +51,8 @@ pub enum ConversationStatus {
 }
 
 /// Who closed a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// The agent closed it (LivePerson `AGENT`, Zendesk `solved`, ALTU `AGENT_CLOSED`).
@@ -170,7 +161,8 @@ pub struct NotificationView {
 }
 
 /// Which bytes the Zendesk webhook signature covers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureOrder {
     /// `TIMESTAMP ‖ BODY`: the current Zendesk documentation (default).

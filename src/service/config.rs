@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::store::Database;
 use crate::actions::HttpGuard;
+pub use crate::providers::webhooks::WebhookConfig;
 use crate::providers::Integrations;
 
 /// A config file that cannot be used. Messages carry `file:line:col` where the problem
@@ -94,34 +95,6 @@ impl Default for DeliveryConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Webhook authentication knobs.
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    /// Zendesk signature timestamps older/newer than this are refused.
-    pub zendesk_replay_window_s: u64,
-    /// Largest webhook body (bytes).
-    pub max_body_bytes: usize,
-    /// Clock skew accepted on connector JWT `iat`/`exp`.
-    pub jwt_clock_skew_s: u64,
-    /// The top-level `public_url`: where the providers reach this service (through any
-    /// proxy), `scheme://host[:port][/prefix]`, normalized (lower-case scheme and host,
-    /// no default port, no trailing `/` after a prefix). When set, a connector token's
-    /// `aud` must be exactly this URL followed by the webhook's request path (see
-    /// [`super::auth::Audience`]); when not, only `aud`'s path is compared.
-    pub public_url: Option<reqwest::Url>,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            zendesk_replay_window_s: 300,
-            jwt_clock_skew_s: 30,
-            max_body_bytes: 256 << 10,
-            public_url: None,
         }
     }
 }

@@ -29,7 +29,7 @@
 //! forbidden_host`), so web pages cannot drive a local service (see [`api`]).
 
 pub mod api;
-pub mod auth;
+pub use crate::providers::auth;
 pub mod config;
 pub mod events;
 pub mod lifecycle;
@@ -40,12 +40,10 @@ pub mod provider;
 pub mod reconcile;
 pub mod store;
 pub mod timeline;
-pub mod webhooks;
+pub use crate::providers::webhooks;
 pub mod workers;
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use config::{ConfigError, ServiceConfig};
@@ -158,77 +156,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
-    }
-}
-
-/// `transbordo serve` arguments.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// The service config (TOML; see examples/service.toml).
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Address to bind, instead of the config's `listen` (so replicas share one config).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<std::net::SocketAddr>,
-}
-
-/// `transbordo migrate` arguments.
-#[derive(Debug, clap::Args)]
-pub struct MigrateArgs {
-    /// The service config whose `database` to migrate.
-    #[arg(long)]
-    pub config: PathBuf,
-}
-
-/// `transbordo migrate`: applies pending migrations to the config's database without
-/// serving, then prints the applied versions. Exit 1 on a config or database error.
-pub async fn migrate_cli(args: MigrateArgs) -> ExitCode {
-    let config = match ServiceConfig::from_file(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match config.database.migrate().await {
-        Ok(applied) => {
-            crate::cli::output::line(format_args!("{}: schema up to date", config.database));
-            for (version, name) in applied {
-                crate::cli::output::line(format_args!("  {version:04} {name}"));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `transbordo serve`: exit 0 after a clean shutdown, 1 on a config, database or bind error.
-pub async fn run_cli(args: ServeArgs) -> ExitCode {
-    let mut config = match ServiceConfig::from_file(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    if let Some(listen) = args.listen {
-        if let Err(e) = config.set_listen(listen) {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    match serve(config, shutdown_signal()).await {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "stopped with an error");
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
     }
 }

@@ -15,6 +15,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use crate::providers::webhooks::{AgentInfo, EndStatus};
+
 /// Where a live chat is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,47 +56,6 @@ impl ChatState {
     /// Waiting or with an agent: user messages are relayed.
     pub fn is_open(self) -> bool {
         matches!(self, ChatState::Waiting | ChatState::WithAgent)
-    }
-}
-
-/// How a live chat ended: the `input.live_chat.status` of the re-entry (spec §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndStatus {
-    /// The agent (or the provider on the agent's side) closed it.
-    AgentClosed,
-    /// The user closed it.
-    UserClosed,
-    /// No agent joined within `wait_timeout_s`.
-    Timeout,
-    /// The user was silent for `user_inactivity_timeout_s` while with the agent.
-    UserInactivityTimeout,
-    /// Anything unexpected after the handoff started.
-    Error,
-}
-
-impl EndStatus {
-    /// The wire and database name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndStatus::AgentClosed => "agent_closed",
-            EndStatus::UserClosed => "user_closed",
-            EndStatus::Timeout => "timeout",
-            EndStatus::UserInactivityTimeout => "user_inactivity_timeout",
-            EndStatus::Error => "error",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<EndStatus> {
-        Some(match s {
-            "agent_closed" => EndStatus::AgentClosed,
-            "user_closed" => EndStatus::UserClosed,
-            "timeout" => EndStatus::Timeout,
-            "user_inactivity_timeout" => EndStatus::UserInactivityTimeout,
-            "error" => EndStatus::Error,
-            _ => return None,
-        })
     }
 }
 
@@ -207,17 +168,6 @@ pub struct NewLiveChat {
     pub user_inactivity_timeout_s: u64,
     /// The interpreter's handoff as JSON.
     pub handoff: Option<String>,
-}
-
-/// Who the agent is, when the provider says.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct AgentInfo {
-    /// Provider's agent id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Display name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
 }
 
 /// A state change. The store applies it only when it makes sense in the current state

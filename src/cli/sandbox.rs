@@ -1,17 +1,17 @@
 //! `transbordo sandbox …`: run the fakes, or play the agent against a running sandbox.
 
-use crate::cli::output::outln;
+use super::output::outln;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::client::{ControlError, SandboxControl};
-use super::model::{
+use crate::sandbox::Sandbox;
+use crate::sandbox::{
     ActionResult, CloseReason, ConversationStatus, ConversationView, Fault, FaultRule, JoinRequest,
     NotificationView, Provider, SandboxOptions, SignatureOrder, TokenSettings, WebhookPatch,
 };
-use super::Sandbox;
+use crate::sandbox::{ControlError, SandboxControl};
 
 /// Arguments of `transbordo sandbox`.
 #[derive(Debug, clap::Args)]

@@ -1,5 +1,5 @@
 //! Provider webhook bodies → [`ProviderEvent`]s. Parsing only (authentication is in
-//! [`super::auth`], effects in [`super::lifecycle`]). Unknown event types are ignored
+//! [`super::auth`], effects in the service's `lifecycle`). Unknown event types are ignored
 //! (an empty list), a body that is not the documented shape is a [`ParseError`] (400).
 //!
 //! ## LivePerson (`POST /webhooks/liveperson/{integration_id}`)
@@ -36,12 +36,11 @@
 //! them. An unknown `event` is malformed (400: new events come only with a new protocol
 //! version); unknown fields are ignored. Dedup by `event_id`.
 
-use axum::http::HeaderMap;
+use reqwest::header::HeaderMap;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::auth::AuthError;
-use super::config::WebhookConfig;
-use super::store::{AgentInfo, EndStatus};
 use crate::providers::{Integration, Secret, SettingsValue};
 
 /// How a provider says a conversation ended.
@@ -523,4 +522,86 @@ pub fn receiver(
             .filter(|r| r.segment() == segment)
             .map(|r| (k, r))
     })
+}
+
+// ---- plain types the events and the checks carry (re-exported by the service) ----
+
+/// How a live chat ended: the `input.live_chat.status` of the re-entry (spec §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndStatus {
+    /// The agent (or the provider on the agent's side) closed it.
+    AgentClosed,
+    /// The user closed it.
+    UserClosed,
+    /// No agent joined within `wait_timeout_s`.
+    Timeout,
+    /// The user was silent for `user_inactivity_timeout_s` while with the agent.
+    UserInactivityTimeout,
+    /// Anything unexpected after the handoff started.
+    Error,
+}
+
+impl EndStatus {
+    /// The wire and database name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndStatus::AgentClosed => "agent_closed",
+            EndStatus::UserClosed => "user_closed",
+            EndStatus::Timeout => "timeout",
+            EndStatus::UserInactivityTimeout => "user_inactivity_timeout",
+            EndStatus::Error => "error",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<EndStatus> {
+        Some(match s {
+            "agent_closed" => EndStatus::AgentClosed,
+            "user_closed" => EndStatus::UserClosed,
+            "timeout" => EndStatus::Timeout,
+            "user_inactivity_timeout" => EndStatus::UserInactivityTimeout,
+            "error" => EndStatus::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Who the agent is, when the provider says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgentInfo {
+    /// Provider's agent id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Webhook authentication knobs.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Zendesk signature timestamps older/newer than this are refused.
+    pub zendesk_replay_window_s: u64,
+    /// Largest webhook body (bytes).
+    pub max_body_bytes: usize,
+    /// Clock skew accepted on connector JWT `iat`/`exp`.
+    pub jwt_clock_skew_s: u64,
+    /// The top-level `public_url`: where the providers reach this service (through any
+    /// proxy), `scheme://host[:port][/prefix]`, normalized (lower-case scheme and host,
+    /// no default port, no trailing `/` after a prefix). When set, a connector token's
+    /// `aud` must be exactly this URL followed by the webhook's request path (see
+    /// [`super::auth::Audience`]); when not, only `aud`'s path is compared.
+    pub public_url: Option<reqwest::Url>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            zendesk_replay_window_s: 300,
+            jwt_clock_skew_s: 30,
+            max_body_bytes: 256 << 10,
+            public_url: None,
+        }
+    }
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::diagnostic::{Diagnostic, Severity};
-use super::json::{self, Node, NodeKind};
 use crate::actions::{Action, CheckCx, Registry};
+use crate::flow::json::{self, Node, NodeKind};
+use crate::flow::{Diagnostic, Severity};
 use crate::interp::Services;
 use crate::template::{
     did_you_mean, pointer, push_index, ExprCache, LocatedError, PathStep, TValue, TemplateErrorKind,
