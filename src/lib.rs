@@ -83,7 +83,7 @@ pub mod template;
 pub mod cli;
 
 pub use flow::{Diagnostic, Flow, LoadError, Severity};
-pub use interp::{Engine, RunOptions, RunOutcome, Store};
+pub use interp::{Engine, RunLimits, RunOptions, RunOutcome, Store};
 #[cfg(feature = "cli")]
 pub mod playground;
 #[cfg(feature = "cli")]
