@@ -399,7 +399,14 @@ fn template_failure(action_pointer: &str, e: LocatedError, budget: &Budget) -> V
         }
         return json!({"status": "error", "error": obj});
     }
-    let mut obj = ActionError::new(ErrorKind::Template, e.error.message.clone()).to_error_object();
+    // A per-expression bound (fuel, string size, nesting) is a limit too, as the error
+    // kinds of the spec say.
+    let kind = if e.error.kind == TemplateErrorKind::Limit {
+        ErrorKind::Limit
+    } else {
+        ErrorKind::Template
+    };
+    let mut obj = ActionError::new(kind, e.error.message.clone()).to_error_object();
     if let Some(m) = obj.as_object_mut() {
         m.insert("pointer".into(), json!(pointer));
     }
