@@ -208,6 +208,7 @@ impl Engine {
         limits: RunLimits,
     ) -> RunOutcome {
         let budget = Budget::new(limits);
+        let mut pacer = Pacer::new();
         let mut r = Run {
             store,
             messages: Vec::new(),
@@ -219,6 +220,7 @@ impl Engine {
         let node = &flow.node;
         for (block, vars) in [("context", &node.context), ("contact", &node.contact)] {
             for (key, tv, ptr) in vars {
+                pacer.pace().await;
                 let scope = r.store.scope(opts.strict).with_budget(budget.clone());
                 let mut missing = Vec::new();
                 let rendered = tv.render(&scope, &mut missing);
@@ -237,6 +239,7 @@ impl Engine {
         }
         let conversation_id = r.store.conversation_id().unwrap_or("local").to_string();
         for a in &node.actions {
+            pacer.pace().await;
             let started = Instant::now();
             let mut action_warnings = Vec::new();
             let scope = r.store.scope(opts.strict).with_budget(budget.clone());
@@ -323,6 +326,7 @@ impl Engine {
             }
         }
         for (tv, ptr) in &node.output {
+            pacer.pace().await;
             let scope = r.store.scope(opts.strict).with_budget(budget.clone());
             let mut missing = Vec::new();
             let rendered = tv.render(&scope, &mut missing);
@@ -411,6 +415,31 @@ fn template_failure(action_pointer: &str, e: LocatedError, budget: &Budget) -> V
         m.insert("pointer".into(), json!(pointer));
     }
     json!({"status": "error", "error": obj})
+}
+
+/// Evaluation is synchronous: a run that evaluates for long yields to the scheduler
+/// between steps, so the other tasks of its worker thread (a service's `/healthz`, other
+/// conversations) are not held up behind it.
+struct Pacer {
+    since: Instant,
+}
+
+impl Pacer {
+    /// Longest stretch of evaluation between yields.
+    const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+    fn new() -> Pacer {
+        Pacer {
+            since: Instant::now(),
+        }
+    }
+
+    async fn pace(&mut self) {
+        if self.since.elapsed() >= Self::SLICE {
+            tokio::task::yield_now().await;
+            self.since = Instant::now();
+        }
+    }
 }
 
 struct Run {

@@ -31,14 +31,14 @@ pub const NODE_BYTES: u64 = 32;
 
 /// Work units a scanned byte costs in a regular expression (the regex engines are
 /// about this much slower per byte than a copy).
-pub const REGEX_WORK_PER_BYTE: u64 = 16;
+pub const REGEX_WORK_PER_BYTE: u64 = 32;
 
 /// Default of [`RunLimits::bytes`]: 16 MiB.
 pub const DEFAULT_BYTES: u64 = 16 << 20;
 /// Default of [`RunLimits::work`]: sized so that one run cannot take more than about
 /// 250 ms of CPU on a 2-core build machine (a unit is about one byte copied or scanned,
 /// or one evaluation step).
-pub const DEFAULT_WORK: u64 = 256 << 20;
+pub const DEFAULT_WORK: u64 = 128 << 20;
 /// Default of [`RunLimits::deadline`]: 30 s.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// Default of [`RunLimits::http_timeout_max`]: 60 s.

@@ -1317,10 +1317,24 @@ fn regex_replace(re: &regex::Regex, s: &str, rep: &str, global: bool) -> Result<
     let mut out = String::new();
     let mut last = 0;
     let mut charged = 0usize;
-    for caps in re.captures_iter(s) {
-        let Some(m) = caps.get(0) else { continue };
-        out.push_str(&s[last..m.start()]);
-        caps.expand(rep, &mut out);
+    // Without `$` the replacement is literal: matches need no capture groups, which
+    // the regex engines find several times faster.
+    let literal = !rep.contains('$');
+    let mut matches = re.captures_iter(s);
+    let mut found = re.find_iter(s);
+    loop {
+        let m = if literal {
+            let Some(m) = found.next() else { break };
+            out.push_str(&s[last..m.start()]);
+            out.push_str(rep);
+            m
+        } else {
+            let Some(caps) = matches.next() else { break };
+            let Some(m) = caps.get(0) else { continue };
+            out.push_str(&s[last..m.start()]);
+            caps.expand(rep, &mut out);
+            m
+        };
         last = m.end();
         if out.len() > MAX_STRING_BYTES {
             return Err(limit_error());
