@@ -1311,6 +1311,9 @@ impl<'a> Utf16<'a> {
     }
 }
 
+/// Work units a match with capture groups costs (see [`regex_replace`]).
+const WORK_PER_CAPTURE: u64 = 128;
+
 /// `s.replace(re, rep)` (all matches with `global`), built match by match and charged
 /// as it grows, so an output larger than what is left fails before it is built.
 fn regex_replace(re: &regex::Regex, s: &str, rep: &str, global: bool) -> Result<String, Error> {
@@ -1320,6 +1323,7 @@ fn regex_replace(re: &regex::Regex, s: &str, rep: &str, global: bool) -> Result<
     // Without `$` the replacement is literal: matches need no capture groups, which
     // the regex engines find several times faster.
     let literal = !rep.contains('$');
+    let mut groups = 0u64;
     let mut matches = re.captures_iter(s);
     let mut found = re.find_iter(s);
     loop {
@@ -1331,6 +1335,11 @@ fn regex_replace(re: &regex::Regex, s: &str, rep: &str, global: bool) -> Result<
         } else {
             let Some(caps) = matches.next() else { break };
             let Some(m) = caps.get(0) else { continue };
+            // Capture groups cost ~100 ns a match, whatever the bytes: work per match.
+            groups += 1;
+            if groups % 1024 == 0 {
+                charge_work(1024 * WORK_PER_CAPTURE)?;
+            }
             out.push_str(&s[last..m.start()]);
             caps.expand(rep, &mut out);
             m
