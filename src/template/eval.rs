@@ -1337,7 +1337,7 @@ fn regex_replace(re: &regex::Regex, s: &str, rep: &str, global: bool) -> Result<
             let Some(m) = caps.get(0) else { continue };
             // Capture groups cost ~100 ns a match, whatever the bytes: work per match.
             groups += 1;
-            if groups % 1024 == 0 {
+            if groups.is_multiple_of(1024) {
                 charge_work(1024 * WORK_PER_CAPTURE)?;
             }
             out.push_str(&s[last..m.start()]);
