@@ -91,7 +91,7 @@ pub mod template;
 pub mod cli;
 
 pub use flow::{Diagnostic, Severity};
-pub use interp::{Engine, Flow, LoadError, RunOptions, RunOutcome, Store};
+pub use interp::{Engine, Flow, LoadError, RunLimits, RunOptions, RunOutcome, Store};
 #[cfg(feature = "playground")]
 pub mod playground;
 #[cfg(feature = "sandbox")]

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::flow::Store;
 use crate::providers::{Handoff, Integrations, ProviderClient};
+use crate::template::RunLimits;
 
 /// What actions use to reach the outside world: one HTTP client, the integrations and
 /// the provider clients (with their token caches).
@@ -23,6 +24,9 @@ pub struct Services {
     /// Where `start_live_chat` records a handoff's intent before its first provider call
     /// (the lifecycle service's store); `None` records nothing (CLI, playground).
     pub journal: Option<std::sync::Arc<dyn HandoffJournal>>,
+    /// The budgets a run gets unless `Engine::run_with_limits` says otherwise; `check`
+    /// reads `http_timeout_max` here (`Engine::with_limits`).
+    pub limits: RunLimits,
 }
 
 /// A handoff about to call its provider ([`HandoffJournal::begin`]).
@@ -104,9 +108,15 @@ pub struct ActionCx<'a> {
     pub(crate) requests: &'a mut Vec<RecordedRequest>,
     pub(crate) handoff: &'a mut Option<Handoff>,
     pub(crate) conversation_id: &'a str,
+    pub(crate) limits: RunLimits,
 }
 
 impl ActionCx<'_> {
+    /// The run's budgets (`http_request` bounds its timeout by `http_timeout_max`).
+    pub fn limits(&self) -> &RunLimits {
+        &self.limits
+    }
+
     /// The action's position in the flow.
     pub fn index(&self) -> usize {
         self.index

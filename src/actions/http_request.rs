@@ -139,6 +139,15 @@ fn prepare(params: &Map<String, Value>) -> Result<Prepared, ActionError> {
     })
 }
 
+/// A timeout over the run's maximum (`[limits] http_timeout_max_s`).
+fn timeout_too_long(ms: u64, max: Duration) -> String {
+    format!(
+        "`timeout` of {ms} ms exceeds the maximum of {} ms ({})",
+        max.as_millis(),
+        crate::template::budget::human_duration(max)
+    )
+}
+
 fn request_json(p: &Prepared) -> Value {
     let headers: Map<String, Value> = p
         .headers
@@ -242,11 +251,17 @@ impl Action for HttpRequest {
             }
         }
         if let Some(t) = c.get("timeout").filter(|t| !is_templated(t)) {
-            if t.as_u64().is_none_or(|t| t == 0) {
-                out.push(ParamProblem::error(
+            let max = _cx.services.limits.http_timeout_max;
+            match t.as_u64() {
+                None | Some(0) => out.push(ParamProblem::error(
                     "/config/timeout",
                     "`timeout` must be a positive number of milliseconds",
-                ));
+                )),
+                Some(ms) if u128::from(ms) > max.as_millis() => out.push(ParamProblem::error(
+                    "/config/timeout",
+                    timeout_too_long(ms, max),
+                )),
+                Some(_) => {}
             }
         }
         for k in c.keys() {
@@ -269,6 +284,13 @@ impl Action for HttpRequest {
         cx: &mut ActionCx<'_>,
     ) -> Result<Value, ActionError> {
         let p = prepare(params)?;
+        let max = cx.limits().http_timeout_max;
+        if p.timeout > max {
+            return Err(ActionError::new(
+                ErrorKind::Limit,
+                timeout_too_long(p.timeout.as_millis() as u64, max),
+            ));
+        }
         if cx.dry_run() {
             cx.record_request(None, None, request_json(&p));
             cx.warn("dry run: http_request was not sent; its result is simulated");

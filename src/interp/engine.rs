@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::template::{Budget, Exceeded, RunLimits, TemplateErrorKind};
+
 use serde_json::{json, Map, Value};
 
 use super::load::{self, Flow, LoadError, LoadOptions};
@@ -16,6 +18,12 @@ use crate::providers::{Integrations, LazyClient, ProviderClient, RetryPolicy};
 use crate::template::{LocatedError, MissingRead};
 
 /// How one run behaves.
+///
+/// A run's budgets ([`RunLimits`]: bytes built, evaluation work, wall deadline,
+/// `http_request` timeout) are the engine's ([`Engine::with_limits`], safe defaults
+/// of 16 MiB, ~250 ms of work, 30 s, 60 s), or given per run with
+/// [`Engine::run_with_limits`]: they are not a field here, so that the struct
+/// literals callers write keep compiling.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// A missing value is an error instead of a warning (`--strict`).
@@ -72,6 +80,7 @@ impl Engine {
                 integrations: Arc::new(Integrations::default()),
                 providers: ProviderClient::new(RetryPolicy::default())?,
                 journal: None,
+                limits: RunLimits::default(),
             },
             has_integrations: false,
         })
@@ -93,6 +102,14 @@ impl Engine {
         self.services.http = LazyClient::new(move || for_client.client());
         self.services.http_guard = Some(guard);
         Ok(self)
+    }
+
+    /// Every run's budgets (see [`RunLimits`]; the defaults are safe for untrusted
+    /// flows). `check` refuses an `http_request` timeout literal over
+    /// `limits.http_timeout_max`.
+    pub fn with_limits(mut self, limits: RunLimits) -> Engine {
+        self.services.limits = limits;
+        self
     }
 
     /// Replaces the provider clients (tests shrink their retry policy this way).
@@ -173,8 +190,27 @@ impl Engine {
         }
     }
 
-    /// Runs a flow against a store.
+    /// Runs a flow against a store, within the engine's budgets ([`Engine::with_limits`]).
     pub async fn run(&self, flow: &Flow, store: Store, opts: &RunOptions) -> RunOutcome {
+        self.run_with_limits(flow, store, opts, self.services.limits)
+            .await
+    }
+
+    /// Runs a flow against a store within `limits`.
+    ///
+    /// A spent budget fails the action it happens in with kind `limit` (message naming
+    /// the budget and the parameter pointer), and every later evaluation of the run
+    /// fails the same way at once; in the `context`, `contact` and `output` blocks it
+    /// is a warning, as other failures there are.
+    pub async fn run_with_limits(
+        &self,
+        flow: &Flow,
+        store: Store,
+        opts: &RunOptions,
+        limits: RunLimits,
+    ) -> RunOutcome {
+        let budget = Budget::new(limits);
+        let mut pacer = Pacer::new();
         let mut r = Run {
             store,
             messages: Vec::new(),
@@ -186,7 +222,8 @@ impl Engine {
         let node = &flow.node;
         for (block, vars) in [("context", &node.context), ("contact", &node.contact)] {
             for (key, tv, ptr) in vars {
-                let scope = r.store.scope(opts.strict);
+                pacer.pace().await;
+                let scope = r.store.scope(opts.strict).with_budget(budget.clone());
                 let mut missing = Vec::new();
                 let rendered = tv.render(&scope, &mut missing);
                 drop(scope);
@@ -204,9 +241,10 @@ impl Engine {
         }
         let conversation_id = r.store.conversation_id().unwrap_or("local").to_string();
         for a in &node.actions {
+            pacer.pace().await;
             let started = Instant::now();
             let mut action_warnings = Vec::new();
-            let scope = r.store.scope(opts.strict);
+            let scope = r.store.scope(opts.strict).with_budget(budget.clone());
             let mut missing = Vec::new();
             let rendered = a.params.render(&scope, &mut missing);
             drop(scope);
@@ -216,7 +254,7 @@ impl Engine {
                 r.warn(Some(a.index), &format!("{}/parameters{p}", a.pointer), msg);
             }
             let (params_json, result) = match rendered {
-                Err(e) => (Value::Null, template_failure(&a.pointer, e)),
+                Err(e) => (Value::Null, template_failure(&a.pointer, e, &budget)),
                 Ok(Value::Object(params)) => {
                     r.send_before_messages(a.index, &params);
                     let mut extra = Vec::new();
@@ -232,14 +270,32 @@ impl Engine {
                             requests: &mut r.requests,
                             handoff: &mut r.handoff,
                             conversation_id: &conversation_id,
+                            limits,
                         };
-                        a.action.run(&params, &mut cx).await
+                        // The run's deadline bounds every action, provider calls included.
+                        match tokio::time::timeout_at(
+                            budget.deadline().into(),
+                            a.action.run(&params, &mut cx),
+                        )
+                        .await
+                        {
+                            Ok(res) => res,
+                            Err(_) => {
+                                budget.spend(Exceeded::Deadline);
+                                Err(budget_failure(&budget, Exceeded::Deadline, &a.pointer))
+                            }
+                        }
                     };
                     for w in extra {
                         r.warn(Some(a.index), &a.pointer, w.clone());
                         action_warnings.push(w);
                     }
-                    let result = res.unwrap_or_else(|e| e.to_result());
+                    let mut result = res.unwrap_or_else(|e| e.to_result());
+                    // An action's result is a value the run keeps: charged like one.
+                    let size = crate::template::eval::json_mem_size(&result, budget.bytes_left());
+                    if budget.exceeded().is_none() && !budget.charge_bytes(size) {
+                        result = budget_failure(&budget, Exceeded::Bytes, &a.pointer).to_result();
+                    }
                     let shown = if opts.trace {
                         redact(&Value::Object(params))
                     } else {
@@ -274,7 +330,8 @@ impl Engine {
             }
         }
         for (tv, ptr) in &node.output {
-            let scope = r.store.scope(opts.strict);
+            pacer.pace().await;
+            let scope = r.store.scope(opts.strict).with_budget(budget.clone());
             let mut missing = Vec::new();
             let rendered = tv.render(&scope, &mut missing);
             drop(scope);
@@ -331,16 +388,62 @@ fn missing_message(m: &MissingRead) -> String {
     }
 }
 
-/// A parameter template that failed at run time: the action does not run.
-fn template_failure(action_pointer: &str, e: LocatedError) -> Value {
-    let mut obj = ActionError::new(ErrorKind::Template, e.error.message.clone()).to_error_object();
+/// A spent budget as an action's error: kind `limit`, naming the budget and where.
+fn budget_failure(budget: &Budget, e: Exceeded, pointer: &str) -> ActionError {
+    ActionError::new(
+        ErrorKind::Limit,
+        format!("{} at {pointer}", budget.message(e)),
+    )
+}
+
+/// A parameter template that failed at run time: the action does not run. A spent run
+/// budget is kind `limit`, its message naming the budget and the parameter pointer.
+fn template_failure(action_pointer: &str, e: LocatedError, budget: &Budget) -> Value {
+    let pointer = format!("{action_pointer}/parameters{}", e.pointer);
+    if let (TemplateErrorKind::Limit, Some(spent)) = (e.error.kind, budget.exceeded()) {
+        let mut obj = budget_failure(budget, spent, &pointer).to_error_object();
+        if let Some(m) = obj.as_object_mut() {
+            m.insert("pointer".into(), json!(pointer));
+        }
+        return json!({"status": "error", "error": obj});
+    }
+    // A per-expression bound (fuel, string size, nesting) is a limit too, as the error
+    // kinds of the spec say.
+    let kind = if e.error.kind == TemplateErrorKind::Limit {
+        ErrorKind::Limit
+    } else {
+        ErrorKind::Template
+    };
+    let mut obj = ActionError::new(kind, e.error.message.clone()).to_error_object();
     if let Some(m) = obj.as_object_mut() {
-        m.insert(
-            "pointer".into(),
-            json!(format!("{action_pointer}/parameters{}", e.pointer)),
-        );
+        m.insert("pointer".into(), json!(pointer));
     }
     json!({"status": "error", "error": obj})
+}
+
+/// Evaluation is synchronous: a run that evaluates for long yields to the scheduler
+/// between steps, so the other tasks of its worker thread (a service's `/healthz`, other
+/// conversations) are not held up behind it.
+struct Pacer {
+    since: Instant,
+}
+
+impl Pacer {
+    /// Longest stretch of evaluation between yields.
+    const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+    fn new() -> Pacer {
+        Pacer {
+            since: Instant::now(),
+        }
+    }
+
+    async fn pace(&mut self) {
+        if self.since.elapsed() >= Self::SLICE {
+            tokio::task::yield_now().await;
+            self.since = Instant::now();
+        }
+    }
 }
 
 struct Run {

@@ -56,7 +56,9 @@ impl Flow {
         strict: bool,
         missing: &mut Vec<(String, crate::template::MissingRead)>,
     ) -> Vec<Result<Value, LocatedError>> {
-        let scope = store.scope(strict);
+        // A preview is bounded like a run: one default budget for the whole node.
+        let budget = crate::template::Budget::new(crate::template::RunLimits::default());
+        let scope = store.scope(strict).with_budget(budget);
         self.node
             .actions
             .iter()

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 pub use crate::flow::{store_keys, Store, StoreError};
+pub use crate::template::{Budget, Exceeded, RunLimits};
 pub use engine::{Engine, RunOptions};
 pub use load::{load, Flow, LoadError, LoadOptions};
 

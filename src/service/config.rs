@@ -113,6 +113,13 @@ pub struct ApiConfig {
     pub messages_per_minute: u32,
     /// Messages a conversation may send in a burst above that rate.
     pub messages_burst: u32,
+    /// Every run's budgets (`[limits]`; kept here, with the API's other protections):
+    /// `max_bytes` (default 16 MiB of values built by templates and actions),
+    /// `max_work` (evaluation work units, default sized for ~250 ms of CPU),
+    /// `deadline_ms` (wall time of a run, provider calls included, default 30000) and
+    /// `http_timeout_max_s` (largest `http_request` timeout, default 60). A spent budget
+    /// fails the action with kind `limit`; the response stays a 200.
+    pub run_limits: crate::template::RunLimits,
 }
 
 impl Default for ApiConfig {
@@ -123,6 +130,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 << 10,
             messages_per_minute: 60,
             messages_burst: 20,
+            run_limits: crate::template::RunLimits::default(),
         }
     }
 }
@@ -135,6 +143,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("messages_per_minute", &self.messages_per_minute)
             .field("messages_burst", &self.messages_burst)
+            .field("run_limits", &self.run_limits)
             .finish()
     }
 }
@@ -241,6 +250,17 @@ struct RawConfig {
     http_request: RawHttpRequest,
     #[serde(default)]
     timeline: RawTimeline,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_bytes: Option<Spanned<u64>>,
+    max_work: Option<Spanned<u64>>,
+    deadline_ms: Option<Spanned<u64>>,
+    http_timeout_max_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -470,6 +490,36 @@ impl ServiceConfig {
             )?,
             messages_per_minute: raw.api.messages_per_minute.unwrap_or(a.messages_per_minute),
             messages_burst: raw.api.messages_burst.unwrap_or(a.messages_burst).max(1),
+            run_limits: {
+                let l = &raw.limits;
+                let d = a.run_limits;
+                // A bound below these would fail every real flow: refused as a typo.
+                let at_least = |v: &Option<Spanned<u64>>, key: &str, min: u64, default: u64| match v
+                {
+                    None => Ok(default),
+                    Some(s) if *s.get_ref() >= min => Ok(*s.get_ref()),
+                    Some(s) => Err(invalid(
+                        Some(s.span()),
+                        format!("`limits.{key}` must be at least {min}"),
+                    )),
+                };
+                crate::template::RunLimits {
+                    bytes: at_least(&l.max_bytes, "max_bytes", 65536, d.bytes)?,
+                    work: at_least(&l.max_work, "max_work", 100_000, d.work)?,
+                    deadline: Duration::from_millis(at_least(
+                        &l.deadline_ms,
+                        "deadline_ms",
+                        100,
+                        d.deadline.as_millis() as u64,
+                    )?),
+                    http_timeout_max: Duration::from_secs(at_least(
+                        &l.http_timeout_max_s,
+                        "http_timeout_max_s",
+                        1,
+                        d.http_timeout_max.as_secs(),
+                    )?),
+                }
+            },
         };
         let mut allow = Vec::new();
         for entry in &raw.http_request.allow {

@@ -89,7 +89,8 @@ pub async fn serve(
     let engine = Engine::try_new()
         .and_then(|e| e.with_http_guard(config.http_guard.clone()))
         .map_err(|e| ServiceError::Startup(e.to_string()))?
-        .with_integrations((*config.integrations).clone());
+        .with_integrations((*config.integrations).clone())
+        .with_limits(config.api.run_limits);
     let transport = provider::ProviderTransport::new(
         engine.services().providers.clone(),
         config.integrations.clone(),

@@ -10,6 +10,7 @@ use minijinja::value::{Enumerator, Object, ObjectRepr, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
 use super::ast::BinOp;
+use super::budget::{self, NODE_BYTES, REGEX_WORK_PER_BYTE};
 
 /// Fuel for one expression evaluation (minijinja instructions): ample for any real
 /// flow expression, small enough that a runaway one fails in well under a millisecond.
@@ -62,6 +63,53 @@ fn err(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg.into())
 }
 
+/// The error of a spent run budget (its message names the budget).
+pub(crate) fn budget_error() -> Error {
+    err(budget::spent_message()
+        .unwrap_or_else(|| format!("{}evaluation stopped", budget::BUDGET_PREFIX)))
+}
+
+/// Charges a value of `n` bytes about to be built by copying (bytes and work).
+#[inline]
+fn charge_build(n: usize) -> Result<(), Error> {
+    if budget::build(n as u64 + NODE_BYTES) {
+        Ok(())
+    } else {
+        Err(budget_error())
+    }
+}
+
+/// Charges `n` bytes about to be built without a copy of as many bytes (the work is
+/// charged separately).
+#[inline]
+fn charge_bytes(n: u64) -> Result<(), Error> {
+    if budget::bytes(n) {
+        Ok(())
+    } else {
+        Err(budget_error())
+    }
+}
+
+/// Charges `n` units of work (bytes scanned) about to be done.
+#[inline]
+fn charge_work(n: u64) -> Result<(), Error> {
+    if budget::work(n) {
+        Ok(())
+    } else {
+        Err(budget_error())
+    }
+}
+
+/// Fails when the run budget was spent while `f` ran (conversions such as [`to_json`]
+/// stop building when it is, and leave the failure to be found here).
+fn unless_spent(v: Value) -> Result<Value, Error> {
+    if budget::is_spent() {
+        Err(budget_error())
+    } else {
+        Ok(v)
+    }
+}
+
 fn build_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
@@ -87,6 +135,16 @@ fn build_env() -> Environment<'static> {
         Ok(v)
     });
     env.add_function("js_undefined", || Value::UNDEFINED);
+    env.add_function("js_charged", |v: Value| -> Result<Value, Error> {
+        match v.kind() {
+            ValueKind::String => charge_build(v.as_str().map_or(0, str::len))?,
+            ValueKind::Seq | ValueKind::Map => {
+                charge_build(v.len().unwrap_or(0).saturating_mul(NODE_BYTES as usize))?
+            }
+            _ => {}
+        }
+        Ok(v)
+    });
     env.add_function("js_truthy", |v: Value| truthy(&v));
     env.add_function("js_present", |v: Value| !v.is_undefined() && !v.is_none());
     env.add_function("js_tv", |v: Value| {
@@ -133,31 +191,46 @@ fn build_env() -> Environment<'static> {
 
     // methods
     env.add_function("js_upper", |v: Value| {
-        str_method(&v, "toUpperCase", |s| Ok(Value::from(s.to_uppercase())))
+        str_method(&v, "toUpperCase", |s| {
+            charge_build(s.len())?;
+            Ok(Value::from(s.to_uppercase()))
+        })
     });
     env.add_function("js_lower", |v: Value| {
-        str_method(&v, "toLowerCase", |s| Ok(Value::from(s.to_lowercase())))
+        str_method(&v, "toLowerCase", |s| {
+            charge_build(s.len())?;
+            Ok(Value::from(s.to_lowercase()))
+        })
     });
     env.add_function("js_trim", |v: Value| {
-        str_method(&v, "trim", |s| Ok(Value::from(s.trim())))
+        str_method(&v, "trim", |s| {
+            charge_build(s.trim().len())?;
+            Ok(Value::from(s.trim()))
+        })
     });
     env.add_function("js_starts_with", |v: Value, x: Value| {
         str_method(&v, "startsWith", |s| {
-            Ok(Value::from(s.starts_with(to_js_string(&x).as_str())))
+            let x = to_js_string(&x);
+            charge_work(x.len() as u64)?;
+            Ok(Value::from(s.starts_with(x.as_str())))
         })
     });
     env.add_function("js_ends_with", |v: Value, x: Value| {
         str_method(&v, "endsWith", |s| {
-            Ok(Value::from(s.ends_with(to_js_string(&x).as_str())))
+            let x = to_js_string(&x);
+            charge_work(x.len() as u64)?;
+            Ok(Value::from(s.ends_with(x.as_str())))
         })
     });
     env.add_function(
         "js_includes",
         |v: Value, x: Value| -> Result<Value, Error> {
             match v.kind() {
-                ValueKind::String => Ok(Value::from(
-                    v.as_str().unwrap_or("").contains(to_js_string(&x).as_str()),
-                )),
+                ValueKind::String => {
+                    let s = v.as_str().unwrap_or("");
+                    charge_work(s.len() as u64)?;
+                    Ok(Value::from(s.contains(to_js_string(&x).as_str())))
+                }
                 ValueKind::Seq => Ok(Value::from(seq(&v)?.iter().any(|e| same_value_zero(e, &x)))),
                 _ => Err(not_a_function(&v, "includes")),
             }
@@ -169,6 +242,7 @@ fn build_env() -> Environment<'static> {
             match v.kind() {
                 ValueKind::String => {
                     let s = v.as_str().unwrap_or("");
+                    charge_work(s.len() as u64)?;
                     let needle = to_js_string(&x);
                     Ok(Value::from(match s.find(needle.as_str()) {
                         Some(byte) => utf16_len(&s[..byte]) as i64,
@@ -188,11 +262,21 @@ fn build_env() -> Environment<'static> {
     env.add_function("js_split", |v: Value, rest: Rest<Value>| {
         let sep = opt_arg(&rest, 0);
         str_method(&v, "split", |s| {
+            // Counted first (work), so the parts are charged before any is built.
+            charge_work(s.len() as u64)?;
+            let sep = sep
+                .filter(|sep| !sep.is_undefined())
+                .map(|sep| to_js_string(&sep));
+            let count = match &sep {
+                None => 1,
+                Some(sep) if sep.is_empty() => s.chars().count(),
+                Some(sep) => s.matches(sep.as_str()).count() + 1,
+            };
+            charge_build(s.len())?;
+            charge_bytes(count as u64 * NODE_BYTES)?;
             let parts: Vec<Value> = match &sep {
                 None => vec![Value::from(s)],
-                Some(sep) if sep.is_undefined() => vec![Value::from(s)],
                 Some(sep) => {
-                    let sep = to_js_string(sep);
                     if sep.is_empty() {
                         s.chars().map(|c| Value::from(c.to_string())).collect()
                     } else {
@@ -216,11 +300,14 @@ fn build_env() -> Environment<'static> {
             };
             let mut out = String::new();
             for (i, e) in seq(&v)?.iter().enumerate() {
+                charge_work(sep.len() as u64 + 1)?;
                 if i > 0 {
                     out.push_str(&sep);
                 }
                 if !e.is_undefined() && !e.is_none() {
-                    out.push_str(&to_js_string(e));
+                    let piece = to_js_string(e);
+                    charge_build(piece.len() + sep.len())?;
+                    out.push_str(&piece);
                 }
                 if out.len() > MAX_STRING_BYTES {
                     return Err(limit_error());
@@ -231,7 +318,11 @@ fn build_env() -> Environment<'static> {
     );
     env.add_function("js_replace", |v: Value, a: Value, b: Value| {
         str_method(&v, "replace", |s| {
-            let out = s.replacen(to_js_string(&a).as_str(), &to_js_string(&b), 1);
+            let (a, b) = (to_js_string(&a), to_js_string(&b));
+            charge_work(s.len() as u64)?;
+            // One occurrence at most: the output is never longer than this.
+            charge_build(s.len() + b.len())?;
+            let out = s.replacen(a.as_str(), &b, 1);
             if out.len() > MAX_STRING_BYTES {
                 return Err(limit_error());
             }
@@ -241,7 +332,8 @@ fn build_env() -> Environment<'static> {
     env.add_function("js_substring", |v: Value, a: Value, rest: Rest<Value>| {
         let b = opt_arg(&rest, 0);
         str_method(&v, "substring", |s| {
-            let units: Vec<u16> = s.encode_utf16().collect();
+            charge_work(s.len() as u64)?;
+            let units = Utf16::of(s);
             let len = units.len() as f64;
             let clamp = |x: f64| {
                 if x.is_nan() {
@@ -260,9 +352,7 @@ fn build_env() -> Environment<'static> {
             } else {
                 (end, start)
             };
-            Ok(Value::from(String::from_utf16_lossy(
-                &units[lo as usize..hi as usize],
-            )))
+            units.slice(lo as usize, hi as usize)
         })
     });
     env.add_function(
@@ -285,20 +375,22 @@ fn build_env() -> Environment<'static> {
             };
             match v.kind() {
                 ValueKind::String => {
-                    let units: Vec<u16> = v.as_str().unwrap_or("").encode_utf16().collect();
+                    let text = v.as_str().unwrap_or("");
+                    charge_work(text.len() as u64)?;
+                    let units = Utf16::of(text);
                     let len = units.len() as f64;
                     let (s, e) = (resolve(&a, len, 0.0), resolve(&b, len, len));
-                    let out = if s < e {
-                        String::from_utf16_lossy(&units[s as usize..e as usize])
+                    if s < e {
+                        units.slice(s as usize, e as usize)
                     } else {
-                        String::new()
-                    };
-                    Ok(Value::from(out))
+                        Ok(Value::from(""))
+                    }
                 }
                 ValueKind::Seq => {
                     let items = seq(&v)?;
                     let len = items.len() as f64;
                     let (s, e) = (resolve(&a, len, 0.0), resolve(&b, len, len));
+                    charge_bytes((e - s).max(0.0) as u64 * NODE_BYTES)?;
                     let out: Vec<Value> = if s < e {
                         items[s as usize..e as usize].to_vec()
                     } else {
@@ -314,7 +406,7 @@ fn build_env() -> Environment<'static> {
         if v.is_undefined() || v.is_none() {
             return Err(not_a_function(&v, "toString"));
         }
-        Ok(Value::from(to_js_string(&v)))
+        unless_spent(Value::from(to_js_string(&v)))
     });
     env.add_function(
         "js_to_fixed",
@@ -337,7 +429,12 @@ fn build_env() -> Environment<'static> {
         if v.is_undefined() {
             return Ok(Value::UNDEFINED);
         }
-        let s = serde_json::to_string(&to_json(&v)).map_err(|e| err(e.to_string()))?;
+        let j = to_json(&v);
+        if budget::is_spent() {
+            return Err(budget_error());
+        }
+        charge_build(json_text_len(&j, u64::MAX) as usize)?;
+        let s = serde_json::to_string(&j).map_err(|e| err(e.to_string()))?;
         if s.len() > MAX_STRING_BYTES {
             return Err(limit_error());
         }
@@ -345,6 +442,14 @@ fn build_env() -> Environment<'static> {
     });
     env.add_function("js_json_parse", |v: Value| -> Result<Value, Error> {
         let s = to_js_string(&v);
+        // Every value parsed is a node: one per `,` `:` `[` `{` at most, plus one.
+        charge_work(s.len() as u64)?;
+        let nodes = s
+            .bytes()
+            .filter(|b| matches!(b, b',' | b':' | b'[' | b'{'))
+            .count()
+            + 1;
+        charge_bytes(s.len() as u64 + nodes as u64 * NODE_BYTES)?;
         let parsed: serde_json::Value =
             serde_json::from_str(&s).map_err(|e| err(format!("JSON.parse: {e}")))?;
         Ok(from_json_owned(parsed))
@@ -355,7 +460,7 @@ fn build_env() -> Environment<'static> {
         num(v.first().map_or(0.0, to_number))
     });
     env.add_function("js_string", |v: Rest<Value>| {
-        Value::from(v.first().map_or(String::new(), to_js_string))
+        unless_spent(Value::from(v.first().map_or(String::new(), to_js_string)))
     });
     env.add_function("js_parse_int", |v: Value, radix: Rest<Value>| {
         num(parse_int(
@@ -394,7 +499,17 @@ fn build_env() -> Environment<'static> {
         "js_regex_test",
         |pattern: String, flags: String, v: Value| -> Result<Value, Error> {
             let re = cached_regex(&pattern, &flags)?;
-            Ok(Value::from(re.is_match(&to_js_string(&v))))
+            // A string is tested where it is: no copy.
+            let owned;
+            let s = match v.as_str() {
+                Some(s) => s,
+                None => {
+                    owned = to_js_string(&v);
+                    owned.as_str()
+                }
+            };
+            charge_work(s.len() as u64 * REGEX_WORK_PER_BYTE)?;
+            Ok(Value::from(re.is_match(s)))
         },
     );
     env.add_function(
@@ -403,11 +518,8 @@ fn build_env() -> Environment<'static> {
             str_method(&v, "replace", |s| {
                 let re = cached_regex(&pattern, &flags)?;
                 let rep = to_js_string(&r).replace("$&", "${0}");
-                let out = if flags.contains('g') {
-                    re.replace_all(s, rep.as_str()).into_owned()
-                } else {
-                    re.replace(s, rep.as_str()).into_owned()
-                };
+                charge_work(s.len() as u64 * REGEX_WORK_PER_BYTE)?;
+                let out = regex_replace(&re, s, &rep, flags.contains('g'))?;
                 if out.len() > MAX_STRING_BYTES {
                     return Err(limit_error());
                 }
@@ -420,6 +532,11 @@ fn build_env() -> Environment<'static> {
         |v: Value, pattern: String, flags: String| {
             str_method(&v, "split", |s| {
                 let re = cached_regex(&pattern, &flags)?;
+                // Counted first, so the parts are charged before any is built.
+                charge_work(2 * s.len() as u64 * REGEX_WORK_PER_BYTE)?;
+                let count = re.find_iter(s).count() + 1;
+                charge_build(s.len())?;
+                charge_bytes(count as u64 * NODE_BYTES)?;
                 Ok(Value::from(
                     re.split(s).map(Value::from).collect::<Vec<_>>(),
                 ))
@@ -505,7 +622,11 @@ pub(crate) fn js_type(v: &Value) -> &'static str {
 /// `.length`: UTF-16 units of a string, items of an array, a map's own `length` member.
 pub(crate) fn length(v: &Value) -> Result<Value, Error> {
     match v.kind() {
-        ValueKind::String => Ok(Value::from(utf16_len(v.as_str().unwrap_or("")))),
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or("");
+            charge_work(s.len() as u64)?;
+            Ok(Value::from(utf16_len(s)))
+        }
         ValueKind::Seq => Ok(Value::from(v.len().unwrap_or(0))),
         ValueKind::Map => Ok(v.get_attr("length").unwrap_or(Value::UNDEFINED)),
         _ => Ok(Value::UNDEFINED),
@@ -522,10 +643,25 @@ pub(crate) fn add(a: &Value, b: &Value) -> Result<Value, Error> {
         )
     };
     if stringy(a) || stringy(b) {
+        // Two strings (the common case) concatenate without copying either first.
+        if let (Some(a), Some(b)) = (a.as_str(), b.as_str()) {
+            if a.len() + b.len() > MAX_STRING_BYTES {
+                return Err(limit_error());
+            }
+            charge_build(a.len() + b.len())?;
+            let mut out = String::with_capacity(a.len() + b.len());
+            out.push_str(a);
+            out.push_str(b);
+            return Ok(Value::from(out));
+        }
         let (a, b) = (to_js_string(a), to_js_string(b));
+        if budget::is_spent() {
+            return Err(budget_error());
+        }
         if a.len() + b.len() > MAX_STRING_BYTES {
             return Err(limit_error());
         }
+        charge_build(a.len() + b.len())?;
         Ok(Value::from(a + &b))
     } else {
         Ok(num(to_number(a) + to_number(b)))
@@ -576,6 +712,7 @@ fn str_method(
 }
 
 fn seq(v: &Value) -> Result<Vec<Value>, Error> {
+    charge_build(v.len().unwrap_or(0).saturating_mul(NODE_BYTES as usize))?;
     Ok(v.try_iter()?.collect())
 }
 
@@ -857,25 +994,40 @@ pub(crate) fn format_number(n: f64) -> String {
 
 /// JavaScript `ToString` (used by `+`, `String()`, methods): arrays join with `,`,
 /// objects are `[object Object]`, `null`/`undefined` spell themselves.
+///
+/// Copies are charged to the run budget; once it is spent the result is cut short
+/// (empty), and the caller reports the budget (see [`unless_spent`]).
 pub(crate) fn to_js_string(v: &Value) -> String {
     match v.kind() {
         ValueKind::Undefined => "undefined".into(),
         ValueKind::None => "null".into(),
         ValueKind::Bool => if v.is_true() { "true" } else { "false" }.into(),
         ValueKind::Number => format_number(to_number(v)),
-        ValueKind::String => v.as_str().unwrap_or("").to_string(),
-        ValueKind::Seq => seq(v)
-            .unwrap_or_default()
-            .iter()
-            .map(|e| {
-                if e.is_undefined() || e.is_none() {
-                    String::new()
-                } else {
-                    to_js_string(e)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(","),
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or("");
+            if charge_build(s.len()).is_err() {
+                return String::new();
+            }
+            s.to_string()
+        }
+        ValueKind::Seq => {
+            let parts: Vec<String> = seq(v)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    if e.is_undefined() || e.is_none() || budget::is_spent() {
+                        String::new()
+                    } else {
+                        to_js_string(e)
+                    }
+                })
+                .collect();
+            let total = parts.iter().map(String::len).sum::<usize>() + parts.len();
+            if charge_build(total).is_err() {
+                return String::new();
+            }
+            parts.join(",")
+        }
         ValueKind::Map => "[object Object]".into(),
         _ => v.to_string(),
     }
@@ -972,10 +1124,13 @@ fn get(v: &Value, k: &Value) -> Result<Value, Error> {
             let n = to_number(k);
             let s = v.as_str().unwrap_or("");
             if n >= 0.0 && n.fract() == 0.0 {
-                let units: Vec<u16> = s.encode_utf16().collect();
-                return Ok(units.get(n as usize).map_or(Value::UNDEFINED, |u| {
-                    Value::from(String::from_utf16_lossy(&[*u]))
-                }));
+                charge_work(s.len() as u64)?;
+                let units = Utf16::of(s);
+                let i = n as usize;
+                if i >= units.len() {
+                    return Ok(Value::UNDEFINED);
+                }
+                return units.slice(i, i + 1);
             }
             Ok(Value::UNDEFINED)
         }
@@ -985,8 +1140,14 @@ fn get(v: &Value, k: &Value) -> Result<Value, Error> {
 
 /// Converts an evaluated value to JSON. `undefined` becomes `null`; non-finite
 /// numbers become `null` as in `JSON.stringify`.
+///
+/// Every node is charged to the run budget before it is built; once the budget is
+/// spent the rest becomes `null`, and the caller reports the budget.
 pub(crate) fn to_json(v: &Value) -> serde_json::Value {
     use serde_json::Value as J;
+    if !budget::bytes(NODE_BYTES) {
+        return J::Null;
+    }
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => J::Null,
         ValueKind::Bool => J::Bool(v.is_true()),
@@ -1006,10 +1167,16 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
                 serde_json::Number::from_f64(f).map_or(J::Null, J::Number)
             }
         }
-        ValueKind::String => J::String(v.as_str().unwrap_or("").to_string()),
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or("");
+            if charge_build(s.len()).is_err() {
+                return J::Null;
+            }
+            J::String(s.to_string())
+        }
         ValueKind::Seq => {
             if let Some(view) = v.downcast_object_ref::<JsonView>() {
-                return view.node().clone();
+                return charged_clone(view.node());
             }
             J::Array(
                 v.try_iter()
@@ -1019,7 +1186,7 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
         }
         ValueKind::Map => {
             if let Some(view) = v.downcast_object_ref::<JsonView>() {
-                return view.node().clone();
+                return charged_clone(view.node());
             }
             let mut m = serde_json::Map::new();
             if let Ok(keys) = v.try_iter() {
@@ -1028,6 +1195,9 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
                     if val.is_undefined() {
                         continue; // JSON.stringify drops undefined members
                     }
+                    if budget::is_spent() {
+                        break;
+                    }
                     m.insert(to_js_string(&k), to_json(&val));
                 }
             }
@@ -1035,6 +1205,163 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
         }
         _ => J::String(v.to_string()),
     }
+}
+
+/// A deep copy of a stored JSON node, charged (size first, by a walk that stops at
+/// what is left) before anything is copied; `null` when it does not fit.
+fn charged_clone(node: &serde_json::Value) -> serde_json::Value {
+    let left = budget_left();
+    let size = json_mem_size(node, left);
+    if !budget::build(size) {
+        return serde_json::Value::Null;
+    }
+    node.clone()
+}
+
+/// Bytes left in the installed budget (`u64::MAX` without one).
+fn budget_left() -> u64 {
+    budget::left()
+}
+
+/// The charge of a JSON value: its string bytes plus [`NODE_BYTES`] per value and per
+/// key. The walk stops once past `cap` (what is left does not matter then).
+pub(crate) fn json_mem_size(v: &serde_json::Value, cap: u64) -> u64 {
+    use serde_json::Value as J;
+    let mut total = 0u64;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        total = total.saturating_add(NODE_BYTES);
+        match v {
+            J::String(s) => total = total.saturating_add(s.len() as u64),
+            J::Array(a) => stack.extend(a.iter()),
+            J::Object(m) => {
+                for (k, x) in m {
+                    total = total.saturating_add(k.len() as u64 + NODE_BYTES);
+                    stack.push(x);
+                }
+            }
+            _ => {}
+        }
+        if total > cap {
+            break;
+        }
+    }
+    total
+}
+
+/// About how long the JSON text of `v` is (escapes not counted), stopping past `cap`.
+pub(crate) fn json_text_len(v: &serde_json::Value, cap: u64) -> u64 {
+    use serde_json::Value as J;
+    let mut total = 0u64;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        total = total.saturating_add(match v {
+            J::Null | J::Bool(_) => 5,
+            J::Number(_) => 24,
+            J::String(s) => s.len() as u64 + 2,
+            J::Array(a) => {
+                stack.extend(a.iter());
+                a.len() as u64 + 2
+            }
+            J::Object(m) => {
+                for (k, x) in m {
+                    stack.push(x);
+                    total = total.saturating_add(k.len() as u64 + 4);
+                }
+                2
+            }
+        });
+        if total > cap {
+            break;
+        }
+    }
+    total
+}
+
+/// A string seen as UTF-16 code units, for `substring`, `slice` and `s[i]`: ASCII
+/// text (nearly all of it) indexes its bytes directly, without a copy.
+enum Utf16<'a> {
+    Ascii(&'a str),
+    Units(Vec<u16>),
+}
+
+impl<'a> Utf16<'a> {
+    fn of(s: &'a str) -> Utf16<'a> {
+        if s.is_ascii() {
+            Utf16::Ascii(s)
+        } else {
+            Utf16::Units(s.encode_utf16().collect())
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Utf16::Ascii(s) => s.len(),
+            Utf16::Units(u) => u.len(),
+        }
+    }
+
+    /// Units `lo..hi` (in range, `lo <= hi`) as a new string, charged first.
+    fn slice(&self, lo: usize, hi: usize) -> Result<Value, Error> {
+        charge_build(hi - lo)?;
+        Ok(match self {
+            Utf16::Ascii(s) => Value::from(&s[lo..hi]),
+            Utf16::Units(u) => Value::from(String::from_utf16_lossy(&u[lo..hi])),
+        })
+    }
+}
+
+/// Work units a match with capture groups costs (see [`regex_replace`]).
+const WORK_PER_CAPTURE: u64 = 128;
+
+/// `s.replace(re, rep)` (all matches with `global`), built match by match and charged
+/// as it grows, so an output larger than what is left fails before it is built.
+fn regex_replace(re: &regex::Regex, s: &str, rep: &str, global: bool) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut last = 0;
+    let mut charged = 0usize;
+    // Without `$` the replacement is literal: matches need no capture groups, which
+    // the regex engines find several times faster.
+    let literal = !rep.contains('$');
+    let mut groups = 0u64;
+    let mut matches = re.captures_iter(s);
+    let mut found = re.find_iter(s);
+    loop {
+        let m = if literal {
+            let Some(m) = found.next() else { break };
+            out.push_str(&s[last..m.start()]);
+            out.push_str(rep);
+            m
+        } else {
+            let Some(caps) = matches.next() else { break };
+            let Some(m) = caps.get(0) else { continue };
+            // Capture groups cost ~100 ns a match, whatever the bytes: work per match.
+            groups += 1;
+            if groups.is_multiple_of(1024) {
+                charge_work(1024 * WORK_PER_CAPTURE)?;
+            }
+            out.push_str(&s[last..m.start()]);
+            caps.expand(rep, &mut out);
+            m
+        };
+        last = m.end();
+        if out.len() > MAX_STRING_BYTES {
+            return Err(limit_error());
+        }
+        // Charged in steps of at least 4 KiB: a charge per match would cost more
+        // than the copy itself.
+        if out.len() - charged >= 4096 {
+            charge_bytes((out.len() - charged) as u64)?;
+            charged = out.len();
+        }
+        if !global {
+            break;
+        }
+    }
+    let rest = s.len() - last;
+    charge_bytes((out.len() + rest - charged) as u64 + NODE_BYTES)?;
+    out.push_str(&s[last..]);
+    Ok(out)
 }
 
 fn from_json_owned(v: serde_json::Value) -> Value {
@@ -1111,7 +1438,13 @@ pub(crate) fn json_scalar(v: &serde_json::Value) -> Value {
                 Value::from(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        J::String(s) => Value::from(s.as_str()),
+        J::String(s) => {
+            // A read copies the string: charged as work, not as a value built.
+            if !budget::work(s.len() as u64) {
+                return Value::UNDEFINED;
+            }
+            Value::from(s.as_str())
+        }
         J::Array(_) | J::Object(_) => Value::UNDEFINED,
     }
 }

@@ -285,6 +285,9 @@ impl Fast {
                 }
             }
             Fast::Array(xs) => {
+                if !super::budget::bytes(xs.len() as u64 * super::budget::NODE_BYTES) {
+                    return Ok(Value::UNDEFINED);
+                }
                 let mut out = Vec::with_capacity(xs.len());
                 for x in xs.iter() {
                     out.push(x.eval(cx)?);
@@ -293,6 +296,9 @@ impl Fast {
             }
             Fast::Object(items) => {
                 // The map minijinja builds for a `{…}` literal (later duplicates win).
+                if !super::budget::bytes(items.len() as u64 * 2 * super::budget::NODE_BYTES) {
+                    return Ok(Value::UNDEFINED);
+                }
                 let mut out = indexmap::IndexMap::with_capacity(items.len());
                 for (k, x) in items.iter() {
                     out.insert(k.clone(), x.eval(cx)?);

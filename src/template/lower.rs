@@ -307,7 +307,9 @@ impl Lowerer {
                 self.out.push(')');
             }
             Expr::Filter(x, name, args) => {
-                self.out.push('(');
+                // minijinja's filters build values the run budget cannot see inside:
+                // `js_charged` charges what one returns.
+                self.out.push_str("js_charged((");
                 // `x | default(…)` is a default for a missing `x`, like `??`.
                 self.node(x, guarded || matches!(name.as_str(), "default" | "d"));
                 self.out.push_str(")|");
@@ -322,6 +324,7 @@ impl Lowerer {
                     }
                     self.out.push(')');
                 }
+                self.out.push(')');
             }
         }
     }

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod ast;
+pub mod budget;
 mod error;
 pub mod eval;
 mod fast;
@@ -26,6 +27,7 @@ pub mod lower;
 pub mod parse;
 mod render;
 
+pub use budget::{Budget, Exceeded, RunLimits};
 pub use error::{did_you_mean, TemplateError, TemplateErrorKind};
 pub(crate) use render::{pointer, push_index, PathStep};
 pub use render::{

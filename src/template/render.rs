@@ -7,6 +7,7 @@ use std::sync::Arc;
 use minijinja::value::Value;
 use minijinja::Expression;
 
+use super::budget::{self, Budget, BUDGET_PREFIX};
 use super::error::{TemplateError, TemplateErrorKind};
 use super::eval::{self, to_json, RootView, ENV, MAX_STRING_BYTES};
 use super::fast::{self, Cx, Fast, FastError};
@@ -38,6 +39,9 @@ struct ExprCore {
 struct JinjaExpr {
     expr: Expression<'static, 'static>,
     map: Box<[(Range<usize>, Range<usize>)]>,
+    /// Work charged per evaluation: the lowered source's length, a bound on the
+    /// instructions an expression without loops runs.
+    cost: u64,
 }
 
 enum Evaluator {
@@ -145,8 +149,32 @@ impl CompiledExpr {
 
     /// Evaluates against `scope`, returning the raw value and recording missing reads.
     fn eval(&self, scope: &Scope, missing: &mut Vec<MissingRead>) -> Result<Value, TemplateError> {
+        let result = self.eval_uncharged(scope, missing);
+        // A spent budget wins over whatever the evaluation made of it (a conversion
+        // cut short, an error of its own).
+        if scope.budget.is_some() && budget::is_spent() {
+            return Err(self.budget_error());
+        }
+        result
+    }
+
+    fn budget_error(&self) -> TemplateError {
+        let message =
+            budget::spent_message().unwrap_or_else(|| format!("{BUDGET_PREFIX}evaluation stopped"));
+        TemplateError::new(TemplateErrorKind::Limit, message, 0..self.core.text.len())
+            .shifted(self.offset)
+    }
+
+    fn eval_uncharged(
+        &self,
+        scope: &Scope,
+        missing: &mut Vec<MissingRead>,
+    ) -> Result<Value, TemplateError> {
         match &self.core.eval {
             Evaluator::Fast(f) => {
+                if !budget::work(self.core.text.len() as u64) {
+                    return Err(self.budget_error());
+                }
                 let mut cx = Cx {
                     roots: scope.root.downcast_object_ref::<RootView>(),
                     strict: scope.strict,
@@ -160,7 +188,10 @@ impl CompiledExpr {
                 })
             }
             Evaluator::Jinja(j) => {
-                let JinjaExpr { expr, map } = &**j;
+                let JinjaExpr { expr, map, cost } = &**j;
+                if !budget::work(*cost) {
+                    return Err(self.budget_error());
+                }
                 eval::begin(scope.strict);
                 let result = expr.eval(scope.root.clone());
                 let mut ids = Vec::new();
@@ -215,6 +246,7 @@ impl CompiledExpr {
             .map(str::to_string)
             .unwrap_or_else(|| e.kind().to_string());
         let kind = if matches!(e.kind(), minijinja::ErrorKind::OutOfFuel)
+            || detail.starts_with(BUDGET_PREFIX)
             || detail.contains("longer than")
             || detail.contains("recursion")
         {
@@ -299,6 +331,7 @@ impl ExprCore {
                 0..text.len(),
             ));
         }
+        let cost = lowered.source.len() as u64;
         let expr = ENV.compile_expression_owned(lowered.source).map_err(|e| {
             // Lowering emits only valid syntax; if minijinja disagrees it is our bug,
             // reported on the whole expression rather than a panic.
@@ -313,6 +346,7 @@ impl ExprCore {
             eval: Evaluator::Jinja(Box::new(JinjaExpr {
                 expr,
                 map: lowered.map.into(),
+                cost,
             })),
             reads: lowered.reads.into(),
             context_vars: lowered.context_vars.into(),
@@ -364,11 +398,13 @@ pub struct MissingRead {
     pub span: Range<usize>,
 }
 
-/// What an expression sees: the store, and the missing-value policy.
+/// What an expression sees: the store, the missing-value policy, and the run budget
+/// its evaluations are charged to.
 #[derive(Clone)]
 pub struct Scope {
     root: Value,
     strict: bool,
+    budget: Option<Arc<Budget>>,
 }
 
 impl Scope {
@@ -378,7 +414,37 @@ impl Scope {
         Scope {
             root: Value::from_object(RootView { roots }),
             strict,
+            budget: None,
         }
+    }
+
+    /// Charges this scope's evaluations to `budget` (a run's: every scope of the run
+    /// shares it). A scope without one is bounded only per expression ([`eval::FUEL`],
+    /// [`eval::MAX_STRING_BYTES`]); the engine always gives one.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Scope {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The run budget evaluations are charged to.
+    pub fn budget(&self) -> Option<&Arc<Budget>> {
+        self.budget.as_ref()
+    }
+
+    /// Installs the budget for one render, or the error of a budget already spent
+    /// (nothing more is evaluated then).
+    fn enter(&self) -> Result<Option<budget::Installed>, TemplateError> {
+        let Some(b) = &self.budget else {
+            return Ok(None);
+        };
+        if let Err(e) = b.check() {
+            return Err(TemplateError::new(
+                TemplateErrorKind::Limit,
+                b.message(e),
+                0..0,
+            ));
+        }
+        Ok(Some(budget::install(b)))
     }
 
     /// Whether a missing value is an error (strict) or a warning (lenient).
@@ -496,20 +562,45 @@ impl Template {
         scope: &Scope,
         missing: &mut Vec<MissingRead>,
     ) -> Result<serde_json::Value, TemplateError> {
+        let _installed = scope.enter()?;
+        self.render_installed(scope, missing)
+    }
+
+    /// [`render`](Self::render) with the scope's budget installed.
+    fn render_installed(
+        &self,
+        scope: &Scope,
+        missing: &mut Vec<MissingRead>,
+    ) -> Result<serde_json::Value, TemplateError> {
         match self {
             Template::Plain(s) => Ok(serde_json::Value::String(s.clone())),
             Template::Whole(e) => {
                 let v = e.eval(scope, missing)?;
-                Ok(to_json(&v))
+                let j = to_json(&v);
+                if scope.budget.is_some() && budget::is_spent() {
+                    return Err(e.budget_error());
+                }
+                Ok(j)
             }
             Template::Mixed(parts) => {
                 let mut out = String::new();
                 for p in parts {
                     match p {
-                        Part::Text(t) => out.push_str(t),
+                        Part::Text(t) => {
+                            if !budget::build(t.len() as u64) {
+                                return Err(TemplateError::new(
+                                    TemplateErrorKind::Limit,
+                                    budget::spent_message().unwrap_or_default(),
+                                    0..0,
+                                ));
+                            }
+                            out.push_str(t)
+                        }
                         Part::Expr(e) => {
                             let v = e.eval(scope, missing)?;
-                            append_typed(&mut out, &v);
+                            if !append_typed(&mut out, &v) {
+                                return Err(e.budget_error());
+                            }
                             if out.len() > MAX_STRING_BYTES {
                                 return Err(TemplateError::new(
                                     TemplateErrorKind::Limit,
@@ -526,17 +617,31 @@ impl Template {
     }
 }
 
-/// The typing rule's conversion of one segment inside a mixed string.
-fn append_typed(out: &mut String, v: &Value) {
+/// The typing rule's conversion of one segment inside a mixed string, charged to the
+/// run budget before it is appended; `false` when the budget is spent.
+fn append_typed(out: &mut String, v: &Value) -> bool {
     use minijinja::value::ValueKind as K;
     match v.kind() {
         K::Undefined | K::None => {}
-        K::String => out.push_str(v.as_str().unwrap_or("")),
+        K::String => {
+            let s = v.as_str().unwrap_or("");
+            if !budget::build(s.len() as u64) {
+                return false;
+            }
+            out.push_str(s)
+        }
         K::Number => out.push_str(&eval::format_number(eval::to_number(v))),
         K::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
-        K::Seq | K::Map => out.push_str(&serde_json::to_string(&to_json(v)).unwrap_or_default()),
+        K::Seq | K::Map => {
+            let j = to_json(v);
+            if budget::is_spent() || !budget::build(eval::json_text_len(&j, u64::MAX)) {
+                return false;
+            }
+            out.push_str(&serde_json::to_string(&j).unwrap_or_default())
+        }
         _ => out.push_str(&v.to_string()),
     }
+    true
 }
 
 /// A compiled JSON value: static subtrees stay as they are, strings with templates
@@ -616,6 +721,10 @@ impl TValue {
         scope: &Scope,
         missing: &mut Vec<(String, MissingRead)>,
     ) -> Result<serde_json::Value, LocatedError> {
+        let _installed = scope.enter().map_err(|error| LocatedError {
+            pointer: String::new(),
+            error,
+        })?;
         render_at(self, scope, &mut Vec::new(), missing)
     }
 
@@ -818,7 +927,7 @@ fn render_at<'a>(
         TValue::Static(v) => Ok((**v).clone()),
         TValue::Template(tpl) => {
             let mut m = Vec::new();
-            let r = tpl.render(scope, &mut m);
+            let r = tpl.render_installed(scope, &mut m);
             if !m.is_empty() {
                 let ptr = pointer(path);
                 missing.extend(m.into_iter().map(|x| (ptr.clone(), x)));
