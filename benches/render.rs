@@ -67,6 +67,7 @@ fn bench_render(c: &mut Criterion) {
         strict: false,
         dry_run: true,
         trace: true,
+        ..RunOptions::default()
     };
     g.bench_function("dry_run_whole_node", |b| {
         b.iter(|| rt.block_on(async { black_box(engine.run(&flow, store.clone(), &opts).await) }))

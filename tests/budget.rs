@@ -300,3 +300,31 @@ async fn ordinary_flows_are_untouched_by_the_default_budget() {
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
     assert_eq!(o.messages[0].message["text"], "Olá ANA, 1-2-3 {\"a\":42} 2");
 }
+
+#[tokio::test]
+async fn run_options_limits_override_the_engines_for_one_run() {
+    let flow = json!({
+        "actions": [
+            {"name": "send_message", "parameters": {"text": "<? [1,2,3,4,5,6,7,8].join('-----') ?>"}},
+        ],
+    });
+    let engine = Engine::new();
+    let loaded = engine.load(&flow.to_string(), "flow.json").expect("loads");
+    let tight = RunOptions {
+        trace: true,
+        limits: Some(RunLimits {
+            bytes: 16,
+            ..RunLimits::default()
+        }),
+        ..RunOptions::default()
+    };
+    let o = engine.run(&loaded, Store::default(), &tight).await;
+    assert_eq!(error_kind(result(&o, 0)), Some("limit"), "{:?}", o.trace);
+    // The same engine, without per-run limits, keeps its own (default) budget.
+    let o = engine
+        .run(&loaded, Store::default(), &RunOptions::default())
+        .await;
+    assert!(o.messages[0].message["text"]
+        .as_str()
+        .is_some_and(|t| t == "1-----2-----3-----4-----5-----6-----7-----8"));
+}

@@ -68,6 +68,7 @@ async fn render_fixtures() {
                     strict,
                     dry_run: true,
                     trace: true,
+                    ..RunOptions::default()
                 },
             )
             .await;

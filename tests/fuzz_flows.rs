@@ -157,6 +157,7 @@ async fn random_and_truncated_flows_fail_cleanly() {
                                 strict,
                                 dry_run: true,
                                 trace: true,
+                                ..RunOptions::default()
                             },
                         )
                         .await;

@@ -569,6 +569,7 @@ async fn run_case(
         strict: case.strict,
         dry_run: true,
         trace: false,
+        ..RunOptions::default()
     };
     let outcome = engine.run(flow, case.store, &opts).await;
     let actual = outcome.render_json();

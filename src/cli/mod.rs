@@ -283,6 +283,7 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         strict,
         dry_run,
         trace,
+        ..RunOptions::default()
     };
     let prepared = (|| -> Result<_, Failure> {
         let text = read(flow)?;

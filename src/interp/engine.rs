@@ -20,10 +20,8 @@ use crate::template::{LocatedError, MissingRead};
 /// How one run behaves.
 ///
 /// A run's budgets ([`RunLimits`]: bytes built, evaluation work, wall deadline,
-/// `http_request` timeout) are the engine's ([`Engine::with_limits`], safe defaults
-/// of 16 MiB, ~250 ms of work, 30 s, 60 s), or given per run with
-/// [`Engine::run_with_limits`]: they are not a field here, so that the struct
-/// literals callers write keep compiling.
+/// `http_request` timeout) are [`RunOptions::limits`] when given, else the engine's
+/// ([`Engine::with_limits`]; safe defaults of 16 MiB, ~250 ms of work, 30 s, 60 s).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// A missing value is an error instead of a warning (`--strict`).
@@ -34,6 +32,10 @@ pub struct RunOptions {
     /// [`RunOutcome::trace`]; off, the trace stays empty and a large flow's run holds
     /// only what it must.
     pub trace: bool,
+    /// This run's budgets; `None`: the engine's ([`Engine::with_limits`]). Literals
+    /// written as `RunOptions { strict, ..RunOptions::default() }` keep compiling as
+    /// options are added.
+    pub limits: Option<RunLimits>,
 }
 
 /// The interpreter: registered actions plus the services they use. Cheap to clone and
@@ -192,8 +194,8 @@ impl Engine {
 
     /// Runs a flow against a store, within the engine's budgets ([`Engine::with_limits`]).
     pub async fn run(&self, flow: &Flow, store: Store, opts: &RunOptions) -> RunOutcome {
-        self.run_with_limits(flow, store, opts, self.services.limits)
-            .await
+        let limits = opts.limits.unwrap_or(self.services.limits);
+        self.run_with_limits(flow, store, opts, limits).await
     }
 
     /// Runs a flow against a store within `limits`.

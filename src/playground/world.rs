@@ -456,6 +456,7 @@ impl World {
             strict,
             dry_run: true,
             trace: true,
+            ..RunOptions::default()
         };
         let outcome = self.inner.engine.run(&loaded, store, &opts).await;
         let mut doc = outcome.render_json();
