@@ -656,6 +656,7 @@ async fn a_loopback_listen_also_answers_to_the_public_url_host() {
     }
     for host in [
         "bots.example.com:8443",
+        "bots.example.com:66979",
         "evil.example",
         "bots.example.com.evil.example",
     ] {

@@ -316,15 +316,24 @@ pub fn verify_jwt(
 /// `[::1]`, with or without a port. A loopback server that answers any other name can be
 /// reached by a web page whose own domain was re-pointed at 127.0.0.1 (DNS rebinding).
 pub fn loopback_host(host: &str) -> bool {
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
+    let (name, _) = split_host_port(host);
     name.eq_ignore_ascii_case("localhost")
         || name == "[::1]"
         || name
             .parse::<std::net::Ipv4Addr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A `Host` value as its name and its port text, when it has one (`[::1]:8080` →
+/// (`[::1]`, `8080`); `[::1]` → (`[::1]`, none)). What follows the last `:` is a port
+/// only when it is digits (an IPv6 literal's colons are inside its brackets).
+pub fn split_host_port(host: &str) -> (&str, Option<&str>) {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (name, Some(port))
+        }
+        _ => (host, None),
+    }
 }
 
 /// Whether a `Content-Type` value is JSON as the builder API takes it:

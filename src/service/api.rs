@@ -203,14 +203,14 @@ fn public_host(state: &ServiceState, host: &str) -> bool {
     let Some(name) = url.host_str() else {
         return false;
     };
-    let (h, port) = match host.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            (h, p.parse::<u16>().ok())
-        }
-        _ => (host, None),
+    let (h, port) = auth::split_host_port(host);
+    // No port (or an empty one) is the scheme's default; a port that is not a u16
+    // (`:99999`) matches nothing.
+    let port = match port.filter(|p| !p.is_empty()) {
+        None => url.port_or_known_default(),
+        Some(p) => p.parse::<u16>().ok(),
     };
-    let expected = url.port_or_known_default();
-    h.eq_ignore_ascii_case(name) && port.or(expected) == expected
+    h.eq_ignore_ascii_case(name) && port.is_some() && port == url.port_or_known_default()
 }
 
 /// A header value as an error message quotes it: at most 100 characters.
