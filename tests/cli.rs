@@ -265,3 +265,30 @@ fn check_on_a_minified_flow_gives_positions_without_snippets() {
         "{out}"
     );
 }
+
+/// `--max-bytes` / `--max-work` / `--deadline-ms` set the run's budgets: a flow that fits
+/// the defaults fails with kind `limit` under a tighter one, and says which.
+#[test]
+fn render_takes_the_runs_budgets_from_flags() {
+    let dir = tmp_file(
+        "flow.json",
+        r#"[{"name": "send_message", "parameters": {"text": "<? [1,2,3,4,5,6,7,8].join('-----') ?>"}}]"#,
+    );
+    let flow = dir.path().join("flow.json");
+    let flow = flow.to_str().expect("utf-8 path");
+    let (code, out, err) = transbordo(&["render", flow, "--compact"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1-----2-----3"), "{out}");
+    let (code, out, err) = transbordo(&["render", flow, "--compact", "--max-bytes", "16"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stdout is JSON");
+    assert_eq!(v["messages"], serde_json::json!([]));
+    let warning = v["warnings"][0]["message"].as_str().expect("a warning");
+    assert!(
+        warning.contains("limit") && warning.contains("16 bytes"),
+        "{warning}"
+    );
+    settings().bind(|| insta::assert_snapshot!(warning));
+    let (code, _, err) = transbordo(&["render", flow, "--max-work", "lots"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -75,6 +75,16 @@ struct Execute {
     /// Print the document on one line (smaller and faster for large flows).
     #[arg(long)]
     compact: bool,
+    /// The run's budget of bytes built by templates and actions (default 16 MiB; a very
+    /// large flow may need more). Exceeded: the action fails with kind `limit`.
+    #[arg(long, value_name = "BYTES")]
+    max_bytes: Option<u64>,
+    /// The run's budget of evaluation work (default 134217728 units, ~250 ms of CPU).
+    #[arg(long, value_name = "UNITS")]
+    max_work: Option<u64>,
+    /// The run's wall deadline in milliseconds (default 30000).
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,14 +286,25 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         http_allow,
         http_guard,
         compact,
+        max_bytes,
+        max_work,
+        deadline_ms,
     } = args;
     let (flow, context, integrations) =
         (flow.as_path(), context.as_deref(), integrations.as_deref());
+    let defaults = crate::RunLimits::default();
     let opts = RunOptions {
         strict,
         dry_run,
         trace,
-        ..RunOptions::default()
+        limits: (max_bytes.is_some() || max_work.is_some() || deadline_ms.is_some()).then(|| {
+            crate::RunLimits {
+                bytes: max_bytes.unwrap_or(defaults.bytes),
+                work: max_work.unwrap_or(defaults.work),
+                deadline: deadline_ms.map_or(defaults.deadline, std::time::Duration::from_millis),
+                ..defaults
+            }
+        }),
     };
     let prepared = (|| -> Result<_, Failure> {
         let text = read(flow)?;
