@@ -9,8 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::load::{self, Flow, LoadError, LoadOptions};
 use super::{
-    millis_since, redact, text_message, ActionCx, Message, RunOutcome, Services, Store, TraceEntry,
-    Warning,
+    millis_since, text_message, ActionCx, Message, RunOutcome, Services, Store, TraceEntry, Warning,
 };
 use crate::actions::{Action, ActionError, ErrorKind, HttpGuard, Registry};
 use crate::flow::Diagnostic;
@@ -299,7 +298,7 @@ impl Engine {
                         result = budget_failure(&budget, Exceeded::Bytes, &a.pointer).to_result();
                     }
                     let shown = if opts.trace {
-                        redact(&Value::Object(params))
+                        crate::redact::json(&Value::Object(params))
                     } else {
                         Value::Null
                     };
@@ -325,7 +324,7 @@ impl Engine {
                     parameters: params_json,
                     // Every reader of a trace (documents, playground, timeline) sees it
                     // redacted; the context keeps the real result for later templates.
-                    result: redact(&result),
+                    result: crate::redact::json(&result),
                     warnings: action_warnings,
                     duration_ms: millis_since(started),
                 });

@@ -224,11 +224,6 @@ impl Redacted for TraceEntry {
     }
 }
 
-/// Rendered parameters as a trace keeps them: the [`crate::redact`] policy applied.
-pub(crate) fn redact(v: &Value) -> Value {
-    crate::redact::json(v)
-}
-
 pub(crate) fn millis_since(t: Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
