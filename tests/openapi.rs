@@ -38,6 +38,7 @@ fn committed_document_matches_the_code() {
         [
             "/v1/conversations/{id}/run",
             "/v1/conversations/{id}/messages",
+            "/v1/conversations/{id}/typing",
             "/v1/conversations/{id}/close",
             "/v1/conversations/{id}/live_chat",
             "/v1/conversations/{id}/timeline",
@@ -48,6 +49,7 @@ fn committed_document_matches_the_code() {
             "/readyz",
             "/metrics",
             "/openapi.json",
+            "/files/{token}",
         ]
     );
     for (path, item) in doc["paths"].as_object().expect("paths") {

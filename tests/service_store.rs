@@ -177,6 +177,7 @@ async fn outbox_heads_in_order_with_leases(db: Db) {
             let change = Change::AgentMessage {
                 text: text.to_string(),
                 agent: AgentInfo::default(),
+                extra: Default::default(),
             };
             a.apply(&id, change, Guard::default(), 10 + i as i64)
                 .await
@@ -667,6 +668,7 @@ async fn same_millisecond_changes_both_apply_older_ones_are_stale(db: Db) {
             Change::AgentMessage {
                 text: "old".into(),
                 agent: AgentInfo::default(),
+                extra: Default::default(),
             },
             guard("old", 4_999),
             11,

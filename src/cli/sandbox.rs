@@ -190,13 +190,16 @@ pub enum SandboxCommand {
         #[command(flatten)]
         conn: Connection,
     },
-    /// Send an agent message.
+    /// Send an agent message, or a file (`--file PATH`, the text its caption).
     Say {
         /// Conversation id.
         id: String,
         /// The message (words are joined with spaces).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "file")]
         text: Vec<String>,
+        /// A file the agent sends (its type guessed from the extension).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
         /// Connection.
         #[command(flatten)]
         conn: Connection,
@@ -296,6 +299,8 @@ enum CliError {
     Control(#[from] ControlError),
     #[error("cannot start the sandbox on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("cannot read {0}: {1}")]
+    File(String, std::io::Error),
 }
 
 fn print_json<T: Serialize>(v: &T) {
@@ -342,6 +347,24 @@ fn print_conversation(c: &ConversationView) {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
+        );
+    }
+    if let Some(t) = c.typing.filter(|t| t.consumer || t.agent) {
+        let who: Vec<&str> = [("user", t.consumer), ("agent", t.agent)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(w, _)| *w)
+            .collect();
+        outln!("  typing: {}", who.join(", "));
+    }
+    for f in &c.files {
+        outln!(
+            "  file [{}] {} ({}, {} bytes, sha256 {})",
+            f.role,
+            f.name,
+            f.content_type,
+            f.size,
+            &f.sha256[..f.sha256.len().min(16)]
         );
     }
     for t in &c.transcript {
@@ -475,9 +498,37 @@ async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                 .await?;
             print_action(&r, conn.json);
         }
-        SandboxCommand::Say { id, text, conn } => {
+        SandboxCommand::Say {
+            id,
+            text,
+            file: None,
+            conn,
+        } => {
             let r = SandboxControl::new(&conn.url)
                 .say(&id, &text.join(" "))
+                .await?;
+            print_action(&r, conn.json);
+        }
+        SandboxCommand::Say {
+            id,
+            text,
+            file: Some(path),
+            conn,
+        } => {
+            use base64::Engine as _;
+            let bytes =
+                std::fs::read(&path).map_err(|e| CliError::File(path.display().to_string(), e))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            let file = crate::sandbox::SayFile {
+                content_type: crate::providers::attachments::content_type_for(&name).to_string(),
+                name,
+                data_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            };
+            let r = SandboxControl::new(&conn.url)
+                .say_file(&id, &text.join(" "), file)
                 .await?;
             print_action(&r, conn.json);
         }

@@ -79,6 +79,61 @@ pub mod events {
     pub const USER_MESSAGE: &str = "USER_MESSAGE";
     /// We end the conversation (user left, timeout, …).
     pub const CLOSE_CONVERSATION: &str = "CLOSE_CONVERSATION";
+    /// The user started or stopped typing (protocol v1.2).
+    pub const USER_TYPING: &str = "USER_TYPING";
+}
+
+/// The largest attachment a `USER_MESSAGE` carries inline (protocol v1.2): 10 MiB.
+pub const MAX_ATTACHMENT_BYTES: u64 = 10 << 20;
+
+/// A v1.2 `USER_MESSAGE` with attachments inline (`data.attachments[]` of
+/// `{name, content_type, size, data_base64}`); `text` may be absent.
+pub fn user_content_event(
+    handoff_id: &str,
+    platform_conversation_id: &str,
+    message_id: &str,
+    msg: &crate::providers::attachments::UserMessage,
+) -> Value {
+    use base64::Engine as _;
+    let attachments: Vec<Value> = msg
+        .attachments
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "content_type": a.content_type,
+                "size": a.data.len(),
+                "data_base64": base64::engine::general_purpose::STANDARD.encode(&a.data),
+            })
+        })
+        .collect();
+    let mut data = json!({ "attachments": attachments });
+    if let Some(t) = &msg.text {
+        data["text"] = json!(t);
+    }
+    json!({
+        "event": events::USER_MESSAGE,
+        "event_id": format!("{handoff_id}:msg:{message_id}"),
+        "conversation_id": handoff_id,
+        "platform_conversation_id": platform_conversation_id,
+        "data": data,
+    })
+}
+
+/// A v1.2 `USER_TYPING` event.
+pub fn user_typing_event(
+    handoff_id: &str,
+    platform_conversation_id: &str,
+    message_id: &str,
+    typing: bool,
+) -> Value {
+    json!({
+        "event": events::USER_TYPING,
+        "event_id": format!("{handoff_id}:typing:{message_id}"),
+        "conversation_id": handoff_id,
+        "platform_conversation_id": platform_conversation_id,
+        "data": { "typing": typing },
+    })
 }
 
 /// Validates one literal parameter value (load-time check and run time share it).
@@ -415,6 +470,75 @@ impl Provider for AltuSdk {
         )
         .await
         .map(|_| ())
+    }
+
+    fn attachment_rule(
+        &self,
+        _integration: &Integration,
+        _name: &str,
+        _content_type: &str,
+    ) -> Result<
+        crate::providers::attachments::AttachmentRule,
+        crate::providers::attachments::AttachmentRefusal,
+    > {
+        // The connector gets the bytes inline and decides itself what its platform takes.
+        Ok(crate::providers::attachments::AttachmentRule::Upload {
+            max_bytes: MAX_ATTACHMENT_BYTES,
+            takes: "files of any type up to 10 MiB (10485760 bytes), inline".into(),
+        })
+    }
+
+    async fn send_user_content(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        msg: &crate::providers::attachments::UserMessage,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        // One event carries the text and every file: nothing is announced half-way.
+        let ev = user_content_event(
+            &handoff.handoff_id,
+            &handoff.provider_conversation_id,
+            &uuid::Uuid::new_v4().to_string(),
+            msg,
+        );
+        let call = event_call(s, "user_message", ev);
+        send(
+            client,
+            s,
+            &call,
+            &handoff.handoff_id,
+            "altu_sdk user_message",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn send_typing(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        typing: bool,
+    ) -> Result<bool, ActionError> {
+        let s = settings(integration)?;
+        let ev = user_typing_event(
+            &handoff.handoff_id,
+            &handoff.provider_conversation_id,
+            &uuid::Uuid::new_v4().to_string(),
+            typing,
+        );
+        let call = event_call(s, "user_typing", ev);
+        send(
+            client,
+            s,
+            &call,
+            &handoff.handoff_id,
+            "altu_sdk user_typing",
+        )
+        .await
+        .map(|_| true)
     }
 
     async fn close(

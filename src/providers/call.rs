@@ -41,6 +41,8 @@ pub enum CallBody {
     Json(Value),
     /// An `application/x-www-form-urlencoded` body; secret values are [`REDACTED`].
     Form(Vec<(String, String)>),
+    /// Raw bytes (a file upload); printed as its size.
+    Bytes(Vec<u8>),
 }
 
 /// One HTTP request of a provider exchange, as far as it is known without network.
@@ -73,6 +75,7 @@ impl ProviderCall {
         let body = match &self.body {
             CallBody::None => Value::Null,
             CallBody::Json(v) => v.clone(),
+            CallBody::Bytes(b) => json!({ "bytes": b.len() }),
             CallBody::Form(pairs) => Value::Object(
                 pairs
                     .iter()

@@ -109,6 +109,45 @@ impl ProviderClient {
             .map_err(|e| scrubbed(e, integration))
     }
 
+    /// Relays a user's message with attachments ([`crate::providers::Provider::send_user_content`]).
+    pub async fn send_user_content(
+        &self,
+        integration: &Integration,
+        handoff: &Handoff,
+        msg: &crate::providers::attachments::UserMessage,
+    ) -> Result<(), ActionError> {
+        crate::providers::provider(integration.provider)
+            .send_user_content(self.cx(), integration, handoff, msg)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
+    /// Relays the user's typing state; `Ok(false)` where the provider has none.
+    pub async fn send_typing(
+        &self,
+        integration: &Integration,
+        handoff: &Handoff,
+        typing: bool,
+    ) -> Result<bool, ActionError> {
+        crate::providers::provider(integration.provider)
+            .send_typing(self.cx(), integration, handoff, typing)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
+    /// Downloads a file the provider keeps behind its credentials.
+    pub async fn download_file(
+        &self,
+        integration: &Integration,
+        handoff: &Handoff,
+        path: &str,
+    ) -> Result<Vec<u8>, ActionError> {
+        crate::providers::provider(integration.provider)
+            .download_file(self.cx(), integration, handoff, path)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
     /// Closes the provider conversation (LivePerson CLOSE, Zendesk `solved`, ALTU
     /// `CLOSE_CONVERSATION`).
     pub async fn close(

@@ -456,6 +456,11 @@ impl SettingsTable<'_> {
         Ok(self.optional_string(key)?.map(Secret))
     }
 
+    /// An optional boolean.
+    pub fn optional_bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.get(key).map(|v| self.cx.typed::<bool>(v)).transpose()
+    }
+
     /// An optional `http://` or `https://` URL, without its trailing `/`.
     pub fn optional_url(&self, key: &str) -> Result<Option<String>, ConfigError> {
         let Some(v) = self.spanned_string(key)? else {

@@ -62,6 +62,8 @@ pub struct HttpResponse {
     pub json: Option<Value>,
     /// The body text.
     pub text: String,
+    /// The body as received (files downloaded from a provider's storage are binary).
+    pub bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -185,7 +187,7 @@ impl Transport {
                 at_ms,
                 step: label.to_string(),
                 method: call.method.to_string(),
-                url: call.url.clone(),
+                url: without_url_signature(&call.url),
                 status,
                 attempt: attempt + 1,
                 duration_ms: began.elapsed().as_secs_f64() * 1000.0,
@@ -261,6 +263,7 @@ impl Transport {
         rb = match &call.body {
             CallBody::None => rb,
             CallBody::Json(v) => rb.body(v.to_string()),
+            CallBody::Bytes(b) => rb.body(b.clone()),
             CallBody::Form(pairs) => {
                 let mut enc = Vec::with_capacity(pairs.len());
                 for (k, v) in pairs {
@@ -294,8 +297,8 @@ impl Transport {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.contains("json"));
-        let text = match resp.text().await {
-            Ok(t) => t,
+        let bytes = match resp.bytes().await {
+            Ok(t) => t.to_vec(),
             Err(e) => {
                 let mut f = transport_failure(label, &e);
                 if let Attempt::Failed { retryable, .. } = &mut f {
@@ -305,8 +308,14 @@ impl Transport {
                 return Ok(f);
             }
         };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str::<Value>(&text).ok();
-        let r = HttpResponse { status, json, text };
+        let r = HttpResponse {
+            status,
+            json,
+            text,
+            bytes,
+        };
         if (200..300).contains(&status) {
             // A success declared as JSON that does not parse was cut in transit: the
             // request was processed, so only an idempotent call may be sent again (a
@@ -347,6 +356,17 @@ impl Transport {
             retry_after,
         })
     }
+}
+
+/// The URL with the value of a storage temp-URL signature (`temp_url_sig=…`) replaced:
+/// it grants access to a file for a while, so it stays out of traces and timelines.
+pub fn without_url_signature(url: &str) -> String {
+    let Some(i) = url.find("temp_url_sig=") else {
+        return url.to_string();
+    };
+    let start = i + "temp_url_sig=".len();
+    let end = url[start..].find('&').map_or(url.len(), |j| start + j);
+    format!("{}{}{}", &url[..start], REDACTED, &url[end..])
 }
 
 fn with_attempts(mut err: ActionError, retries: u32) -> ActionError {

@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::flow::spec::{ParamSpec, ParamType};
+use crate::providers::attachments::{AttachmentRefusal, AttachmentRule, UserMessage};
 use crate::providers::call::{
     config_err, contact_text, id_value, is_absent, limited_json, opt, text_value, type_name,
     CallBody, HandoffCx, HeaderValue, ProviderCall, StartPlan, REDACTED,
@@ -65,6 +66,101 @@ pub struct LivePersonSettings {
     /// CSDS base URL (default [`DEFAULT_CSDS_URL`]); a plain `http://` URL (local fake)
     /// makes the discovered domains `http://` too.
     pub csds_url: String,
+    /// Send a user's file LivePerson cannot host (not JPG/PNG/GIF) as a link: a
+    /// `text/plain` message with the `url` the builder gave (default `false`: refused).
+    pub attachments_as_links: bool,
+}
+
+/// The largest file LivePerson hosts (`hosted/file`): 3 MB.
+pub const MAX_HOSTED_FILE_BYTES: u64 = 3 * 1024 * 1024;
+
+/// A `hosted/file` preview must stay under 30 KB: an image that small is its own preview.
+const MAX_PREVIEW_BYTES: usize = 30 * 1000;
+
+/// The LivePerson `fileType` of a MIME type it hosts.
+fn hosted_file_type(content_type: &str) -> Option<&'static str> {
+    match content_type {
+        "image/jpeg" | "image/jpg" => Some("JPG"),
+        "image/png" => Some("PNG"),
+        "image/gif" => Some("GIF"),
+        _ => None,
+    }
+}
+
+/// SEND `ms.GenerateURLForUploadFile` (`fileSize` is a string, as documented).
+pub fn upload_url_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    req_id: &str,
+    size: usize,
+    file_type: &str,
+) -> ProviderCall {
+    send_call(
+        s,
+        msg_base,
+        "upload_url",
+        json!({
+            "kind": "req", "id": req_id, "type": "ms.GenerateURLForUploadFile",
+            "body": { "fileSize": size.to_string(), "fileType": file_type }
+        }),
+    )
+}
+
+/// SEND `ms.GenerateURLForDownloadFile`.
+pub fn download_url_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    req_id: &str,
+    relative_path: &str,
+) -> ProviderCall {
+    send_call(
+        s,
+        msg_base,
+        "download_url",
+        json!({
+            "kind": "req", "id": req_id, "type": "ms.GenerateURLForDownloadFile",
+            "body": { "relativePath": relative_path }
+        }),
+    )
+}
+
+/// SEND a `ms.PublishEvent` with any event on the MAIN dialog.
+pub fn event_call(
+    s: &LivePersonSettings,
+    msg_base: &str,
+    step: &'static str,
+    conversation_id: &str,
+    req_id: &str,
+    event: Value,
+) -> ProviderCall {
+    send_call(
+        s,
+        msg_base,
+        step,
+        json!({
+            "kind": "req", "id": req_id, "type": "ms.PublishEvent",
+            "body": { "dialogId": conversation_id, "event": event }
+        }),
+    )
+}
+
+/// The storage (`swift`) URL of a file: `{swift}{relativePath}?temp_url_sig=…&temp_url_expires=…`
+/// from a GenerateURLFor…File answer's body.
+fn storage_url(swift: &str, body: &Value) -> Option<String> {
+    let path = body.get("relativePath").and_then(Value::as_str)?;
+    let q = body.get("queryParams")?;
+    let sig = q.get("temp_url_sig").and_then(Value::as_str)?;
+    let exp = match q.get("temp_url_expires")? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let sep = if path.starts_with('/') { "" } else { "/" };
+    Some(format!(
+        "{swift}{sep}{path}?temp_url_sig={}&temp_url_expires={}",
+        crate::providers::http::form_encode(sig),
+        crate::providers::http::form_encode(&exp)
+    ))
 }
 
 /// The parameters it understands besides the common ones, with types and descriptions:
@@ -524,7 +620,13 @@ impl Provider for LivePerson {
     }
 
     fn settings_keys(&self) -> &'static [&'static str] {
-        &["account_id", "client_id", "client_secret", "csds_url"]
+        &[
+            "account_id",
+            "client_id",
+            "client_secret",
+            "csds_url",
+            "attachments_as_links",
+        ]
     }
 
     fn parse_settings(&self, t: &SettingsTable<'_>) -> Result<ProviderSettings, ConfigError> {
@@ -537,6 +639,7 @@ impl Provider for LivePerson {
             client_id: t.required_string("client_id")?,
             client_secret: t.required_secret("client_secret")?,
             csds_url,
+            attachments_as_links: t.optional_bool("attachments_as_links")?.unwrap_or(false),
         }))
     }
 
@@ -544,7 +647,7 @@ impl Provider for LivePerson {
         match settings.get::<LivePersonSettings>() {
             Some(lp) => json!({
                 "account_id": lp.account_id, "client_id": lp.client_id,
-                "csds_url": lp.csds_url,
+                "csds_url": lp.csds_url, "attachments_as_links": lp.attachments_as_links,
             }),
             None => json!({}),
         }
@@ -721,6 +824,193 @@ impl Provider for LivePerson {
         send_checked(client, s, &d, ext, &call, Retry::Unsafe, "liveperson send").await
     }
 
+    fn attachment_rule(
+        &self,
+        integration: &Integration,
+        name: &str,
+        content_type: &str,
+    ) -> Result<AttachmentRule, AttachmentRefusal> {
+        let links = settings(integration).is_ok_and(|s| s.attachments_as_links);
+        if hosted_file_type(content_type).is_some() {
+            return Ok(AttachmentRule::Upload {
+                max_bytes: MAX_HOSTED_FILE_BYTES,
+                takes: "JPG, PNG and GIF images up to 3 MB (3145728 bytes)".into(),
+            });
+        }
+        if links {
+            return Ok(AttachmentRule::Link);
+        }
+        Err(AttachmentRefusal::Type {
+            name: name.to_string(),
+            content_type: content_type.to_string(),
+            provider: "LivePerson".into(),
+            takes: "JPG, PNG and GIF images up to 3 MB (other files go as links, with a `url`, \
+                    where the integration sets `attachments_as_links = true`)"
+                .into(),
+        })
+    }
+
+    async fn send_user_content(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        msg: &UserMessage,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        let d = domains(client, s).await?;
+        let ext = consumer_key(handoff)?;
+        let conv = &handoff.provider_conversation_id;
+        // Every file is stored first; the events announcing them are published only once
+        // all are stored, so a failed upload leaves no message pointing at nothing.
+        let mut events = Vec::new();
+        for a in &msg.attachments {
+            if let Some(link) = &a.link {
+                events.push(json!({"type": "ContentEvent", "contentType": "text/plain",
+                                   "message": format!("{}: {link}", a.name)}));
+                continue;
+            }
+            let file_type = hosted_file_type(&a.content_type).ok_or_else(|| {
+                ActionError::new(
+                    ErrorKind::Config,
+                    format!("LivePerson does not host `{}`", a.content_type),
+                )
+            })?;
+            let swift = d.swift.as_deref().ok_or_else(|| {
+                ActionError::new(
+                    ErrorKind::Unavailable,
+                    "liveperson csds: service `swift` (file storage) not listed for the account",
+                )
+            })?;
+            let label = "liveperson upload_url";
+            let call = upload_url_call(
+                s,
+                &d.msg,
+                &uuid::Uuid::new_v4().to_string(),
+                a.data.len(),
+                file_type,
+            );
+            let r = send(client, s, &d, ext, &call, Retry::Safe, label).await?;
+            check_code(&r, label)?;
+            let body = r
+                .json
+                .as_ref()
+                .and_then(|j| j.get("body"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let url = storage_url(swift, &body).ok_or_else(|| malformed(label, &r))?;
+            let relative_path = body.get("relativePath").cloned().unwrap_or(Value::Null);
+            let put = ProviderCall {
+                step: "upload",
+                method: "PUT",
+                url,
+                headers: vec![(
+                    "Content-Type".into(),
+                    HeaderValue::Plain(a.content_type.clone()),
+                )],
+                body: CallBody::Bytes(a.data.clone()),
+            };
+            // The signed URL is the credential: no header carries a secret.
+            client
+                .transport
+                .send("liveperson upload", &put, Retry::Safe, &|_| None)
+                .await?;
+            let mut file =
+                json!({"caption": a.name, "relativePath": relative_path, "fileType": file_type});
+            if a.data.len() <= MAX_PREVIEW_BYTES {
+                use base64::Engine as _;
+                file["preview"] = json!(format!(
+                    "data:{};base64,{}",
+                    a.content_type,
+                    base64::engine::general_purpose::STANDARD.encode(&a.data)
+                ));
+            }
+            events.push(
+                json!({"type": "ContentEvent", "contentType": "hosted/file", "message": file}),
+            );
+        }
+        if let Some(t) = &msg.text {
+            events.push(json!({"type": "ContentEvent", "contentType": "text/plain", "message": t}));
+        }
+        for ev in events {
+            let call = event_call(
+                s,
+                &d.msg,
+                "send",
+                conv,
+                &uuid::Uuid::new_v4().to_string(),
+                ev,
+            );
+            send_checked(client, s, &d, ext, &call, Retry::Unsafe, "liveperson send").await?;
+        }
+        Ok(())
+    }
+
+    async fn send_typing(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        typing: bool,
+    ) -> Result<bool, ActionError> {
+        let s = settings(integration)?;
+        let d = domains(client, s).await?;
+        let ext = consumer_key(handoff)?;
+        // Anything but COMPOSING clears the indicator; ACTIVE says the user is still here.
+        let state = if typing { "COMPOSING" } else { "ACTIVE" };
+        let call = event_call(
+            s,
+            &d.msg,
+            "typing",
+            &handoff.provider_conversation_id,
+            &uuid::Uuid::new_v4().to_string(),
+            json!({"type": "ChatStateEvent", "chatState": state}),
+        );
+        send_checked(client, s, &d, ext, &call, Retry::Safe, "liveperson typing").await?;
+        Ok(true)
+    }
+
+    async fn download_file(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        path: &str,
+    ) -> Result<Vec<u8>, ActionError> {
+        let s = settings(integration)?;
+        let d = domains(client, s).await?;
+        let ext = consumer_key(handoff)?;
+        let swift = d.swift.clone().ok_or_else(|| {
+            ActionError::new(
+                ErrorKind::Unavailable,
+                "liveperson csds: service `swift` (file storage) not listed for the account",
+            )
+        })?;
+        let label = "liveperson download_url";
+        let call = download_url_call(s, &d.msg, &uuid::Uuid::new_v4().to_string(), path);
+        let r = send(client, s, &d, ext, &call, Retry::Safe, label).await?;
+        check_code(&r, label)?;
+        let body = r
+            .json
+            .as_ref()
+            .and_then(|j| j.get("body"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let url = storage_url(&swift, &body).ok_or_else(|| malformed(label, &r))?;
+        let get = ProviderCall {
+            step: "download",
+            method: "GET",
+            url,
+            headers: vec![],
+            body: CallBody::None,
+        };
+        let r = client
+            .transport
+            .send("liveperson download", &get, Retry::Safe, &|_| None)
+            .await?;
+        Ok(r.bytes)
+    }
+
     async fn close(
         &self,
         client: ClientCx<'_>,
@@ -748,6 +1038,8 @@ struct Domains {
     sentinel: String,
     idp: String,
     msg: String,
+    /// File storage; only files need it, so an account without it still hands off.
+    swift: Option<String>,
 }
 
 /// Domains and tokens, shared by every handoff of a client.
@@ -818,6 +1110,7 @@ async fn domains(client: ClientCx<'_>, s: &LivePersonSettings) -> Result<Domains
         sentinel: find("sentinel")?,
         idp: find("idp")?,
         msg: find("asyncMessagingEnt")?,
+        swift: find("swift").ok(),
     };
     lock(&caches.domains).insert(key, d.clone());
     Ok(d)

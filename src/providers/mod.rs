@@ -15,6 +15,7 @@
 //! - [`jwt`]: HS256 tokens for the ALTU SDK connector (`docs/connector-protocol.md`).
 
 pub mod altu;
+pub mod attachments;
 pub mod auth;
 pub mod call;
 pub mod client;

@@ -230,6 +230,82 @@ pub trait Provider: Send + Sync + 'static {
         text: &str,
     ) -> Result<(), ActionError>;
 
+    /// How this provider carries an attachment of `content_type` (a bare, lower-case
+    /// MIME type) named `name`, or why it cannot. The default: no attachments.
+    fn attachment_rule(
+        &self,
+        integration: &Integration,
+        name: &str,
+        content_type: &str,
+    ) -> Result<
+        crate::providers::attachments::AttachmentRule,
+        crate::providers::attachments::AttachmentRefusal,
+    > {
+        let _ = integration;
+        Err(crate::providers::attachments::AttachmentRefusal::Type {
+            name: name.to_string(),
+            content_type: content_type.to_string(),
+            provider: self.display_name().to_string(),
+            takes: "no attachments".into(),
+        })
+    }
+
+    /// Relays a user's message with attachments (each already checked against
+    /// [`Provider::attachment_rule`]). Uploads come first and the message that announces
+    /// them last, so a failed upload leaves nothing announced. The default relays text
+    /// only.
+    async fn send_user_content(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        msg: &crate::providers::attachments::UserMessage,
+    ) -> Result<(), ActionError> {
+        if !msg.attachments.is_empty() {
+            return Err(ActionError::new(
+                crate::providers::ErrorKind::Config,
+                format!("{} does not take attachments", self.display_name()),
+            ));
+        }
+        match &msg.text {
+            Some(t) => {
+                self.send_user_message(client, integration, handoff, t)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the agent the user is typing (or stopped). `Ok(false)`: the provider has no
+    /// typing indicator (the default).
+    async fn send_typing(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        typing: bool,
+    ) -> Result<bool, ActionError> {
+        let _ = (client, integration, handoff, typing);
+        Ok(false)
+    }
+
+    /// Downloads a file the provider holds behind its credentials (`path` as the
+    /// provider's webhook named it, e.g. a LivePerson `relativePath`): its bytes. The
+    /// default: no such files.
+    async fn download_file(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        path: &str,
+    ) -> Result<Vec<u8>, ActionError> {
+        let _ = (client, integration, handoff, path);
+        Err(ActionError::new(
+            crate::providers::ErrorKind::Config,
+            format!("{} keeps no files for download", self.display_name()),
+        ))
+    }
+
     /// Closes the provider conversation.
     async fn close(
         &self,

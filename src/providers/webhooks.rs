@@ -6,7 +6,11 @@
 //! - `ms.MessagingEventNotification`: each change whose `originatorMetadata.role` is
 //!   `ASSIGNED_AGENT` (or `AGENT`/`MANAGER`) with a `ContentEvent` of `text/plain` is an
 //!   agent message (CONSUMER echoes and other roles/events ignored). Dedup key
-//!   `ms:<conversationId|dialogId>:<sequence>`.
+//!   `ms:<conversationId|dialogId>:<sequence>`. From the same roles, a `ContentEvent` of
+//!   `hosted/file` (`message.relativePath`, `caption`, `fileType`) is an agent file (the
+//!   service downloads it through `ms.GenerateURLForDownloadFile`), a `RichContentEvent`
+//!   (`content`, else `message`) is structured content, and a `ChatStateEvent` is the
+//!   agent typing (`COMPOSING`) or not (any other state).
 //! - `cqm.ExConversationChangeNotification`, change `UPSERT`: `state`/`stage` `CLOSE` →
 //!   the conversation ended, with `closeReason` mapped as: `AGENT` → `agent_closed`,
 //!   `CONSUMER` → `user_closed`, anything else (`SYSTEM`, `MANAGER`, missing, unknown)
@@ -22,7 +26,8 @@
 //! - Event-subscribed `zen:event-type:ticket.comment_added`: the comment is
 //!   `event.comment` (or `detail.comment`) `{body, is_public, author:{id, name, is_staff
 //!   | role}}`; a public comment by staff (`is_staff: true` or role `agent`/`admin`) is
-//!   an agent message. Private notes and requester comments are ignored.
+//!   an agent message, with its `attachments` (`file_name`, `content_url`, `content_type`,
+//!   `size`) when it has any. Private notes and requester comments are ignored.
 //! - Trigger-connected bodies (`{"ticket_id","status","assignee_id"?,"event_id"?}`):
 //!   the same status rules; dedup by `event_id`, else `<ticket_id>:<status>`.
 //!
@@ -30,7 +35,8 @@
 //! The envelope of `docs/connector-protocol.md` §2/§5: `{"event","event_id",
 //! "conversation_id" (our handoff id),"platform_conversation_id","data"}`, all but `data`
 //! required. Events: `AGENT_JOINED` (`data.agent {id,name}`), `AGENT_MESSAGE`
-//! (`data.text`, `data.agent`), `AGENT_CLOSED` → `agent_closed` (`data.reason`, free
+//! (`data.text`, `data.agent`, v1.2 `data.attachments [{name,content_type,size?,url}]`,
+//! `text` optional with attachments), v1.2 `AGENT_TYPING` (`data.typing`), `AGENT_CLOSED` → `agent_closed` (`data.reason`, free
 //! text, ignored), `USER_CLOSED` → `user_closed`, `ERROR` → `error`. For drafts of the
 //! protocol, `text` / `agent` / `reason` are also read at the top level when `data` lacks
 //! them. An unknown `event` is malformed (400: new events come only with a new protocol
@@ -41,6 +47,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::auth::AuthError;
+use crate::providers::attachments::{content_type_for, AgentContent, InAttachment};
 use crate::providers::{Integration, Secret, SettingsValue};
 
 /// How a provider says a conversation ended.
@@ -67,6 +74,22 @@ pub enum EventKind {
     },
     /// The provider conversation ended.
     Ended(EndHint),
+    /// An agent message with files and/or structured content (`text` may be empty).
+    AgentContent {
+        /// The text (a file's caption), possibly empty.
+        text: String,
+        /// Who.
+        agent: AgentInfo,
+        /// Files and structured content.
+        content: AgentContent,
+    },
+    /// The agent started or stopped typing (best-effort: never stored).
+    AgentTyping {
+        /// Typing now.
+        typing: bool,
+        /// Who.
+        agent: AgentInfo,
+    },
 }
 
 /// One event about one provider conversation.
@@ -139,35 +162,81 @@ pub fn parse_liveperson(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
                     continue;
                 }
                 let Some(ev) = c.get("event") else { continue };
-                if ev.get("type").and_then(Value::as_str) != Some("ContentEvent") {
-                    continue;
-                }
-                let ct = ev
-                    .get("contentType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("text/plain");
-                if ct != "text/plain" {
-                    continue;
-                }
-                let Some(text) = ev.get("message").and_then(Value::as_str) else {
-                    continue;
+                let agent = || AgentInfo {
+                    id: id_str(c.get("originatorId"))
+                        .or_else(|| id_str(c.get("originatorMetadata").and_then(|m| m.get("id")))),
+                    name: None,
+                };
+                let kind = match ev.get("type").and_then(Value::as_str) {
+                    Some("ContentEvent") => {
+                        let ct = ev
+                            .get("contentType")
+                            .and_then(Value::as_str)
+                            .unwrap_or("text/plain");
+                        match (ct, ev.get("message")) {
+                            ("text/plain", Some(Value::String(text))) => EventKind::AgentMessage {
+                                text: text.clone(),
+                                agent: agent(),
+                            },
+                            ("hosted/file", Some(m @ Value::Object(_))) => {
+                                let Some(path) = m.get("relativePath").and_then(Value::as_str)
+                                else {
+                                    continue;
+                                };
+                                let caption =
+                                    m.get("caption").and_then(Value::as_str).unwrap_or("");
+                                let base = path.rsplit('/').next().unwrap_or(path);
+                                let name = base.to_string();
+                                let content_type = match m.get("fileType").and_then(Value::as_str) {
+                                    Some(t) => content_type_for(&format!("f.{t}")),
+                                    None => content_type_for(&name),
+                                };
+                                EventKind::AgentContent {
+                                    text: caption.to_string(),
+                                    agent: agent(),
+                                    content: AgentContent {
+                                        attachments: vec![InAttachment {
+                                            name,
+                                            content_type: content_type.to_string(),
+                                            size: None,
+                                            url: String::new(),
+                                            provider_path: Some(path.to_string()),
+                                        }],
+                                        rich_content: None,
+                                    },
+                                }
+                            }
+                            _ => continue,
+                        }
+                    }
+                    // Agents and bots publish `content`; the schema says `message`.
+                    Some("RichContentEvent") => {
+                        let Some(rich) = ev.get("content").or_else(|| ev.get("message")) else {
+                            continue;
+                        };
+                        EventKind::AgentContent {
+                            text: String::new(),
+                            agent: agent(),
+                            content: AgentContent {
+                                attachments: vec![],
+                                rich_content: Some(rich.clone()),
+                            },
+                        }
+                    }
+                    Some("ChatStateEvent") => EventKind::AgentTyping {
+                        typing: ev.get("chatState").and_then(Value::as_str) == Some("COMPOSING"),
+                        agent: agent(),
+                    },
+                    _ => continue,
                 };
                 let conv = id_str(c.get("conversationId"))
                     .or_else(|| id_str(c.get("dialogId")))
                     .ok_or_else(|| bad("message change without `conversationId`/`dialogId`"))?;
                 let seq = id_str(c.get("sequence"));
-                let agent_id = id_str(c.get("originatorId"))
-                    .or_else(|| id_str(c.get("originatorMetadata").and_then(|m| m.get("id"))));
                 out.push(ProviderEvent {
                     dedup_id: seq.map(|s| format!("ms:{conv}:{s}")),
                     provider_conversation_id: conv,
-                    kind: EventKind::AgentMessage {
-                        text: text.to_string(),
-                        agent: AgentInfo {
-                            id: agent_id,
-                            name: None,
-                        },
-                    },
+                    kind,
                     provider_ts: None,
                 });
             }
@@ -310,12 +379,25 @@ pub fn parse_zendesk(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
             let dedup = id_str(v.get("id"))
                 .or_else(|| id_str(comment.get("id")).map(|c| format!("comment:{c}")))
                 .ok_or_else(|| bad("missing event `id`"))?;
-            Ok(vec![ProviderEvent {
-                provider_conversation_id: ticket,
-                kind: EventKind::AgentMessage {
+            let attachments = zendesk_attachments(comment.get("attachments"));
+            let kind = if attachments.is_empty() {
+                EventKind::AgentMessage {
                     text: text.to_string(),
                     agent: agent_from(author),
-                },
+                }
+            } else {
+                EventKind::AgentContent {
+                    text: text.to_string(),
+                    agent: agent_from(author),
+                    content: AgentContent {
+                        attachments,
+                        rich_content: None,
+                    },
+                }
+            };
+            Ok(vec![ProviderEvent {
+                provider_conversation_id: ticket,
+                kind,
                 dedup_id: Some(dedup),
                 provider_ts: None,
             }])
@@ -337,6 +419,65 @@ pub fn parse_zendesk(body: &[u8]) -> Result<Vec<ProviderEvent>, ParseError> {
             )
         }
     }
+}
+
+/// A Zendesk comment's `attachments` (`file_name`, `content_url`, `content_type`, `size`):
+/// the builder downloads them from `content_url`. Entries without a URL are left out.
+fn zendesk_attachments(v: Option<&Value>) -> Vec<InAttachment> {
+    let Some(Value::Array(items)) = v else {
+        return vec![];
+    };
+    items
+        .iter()
+        .filter_map(|a| {
+            let url = a.get("content_url").and_then(Value::as_str)?;
+            let name = a
+                .get("file_name")
+                .and_then(Value::as_str)
+                .unwrap_or("file")
+                .to_string();
+            Some(InAttachment {
+                content_type: a
+                    .get("content_type")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| content_type_for(&name).to_string()),
+                size: a.get("size").and_then(Value::as_u64),
+                url: url.to_string(),
+                name,
+                provider_path: None,
+            })
+        })
+        .collect()
+}
+
+/// ALTU v1.2 `AGENT_MESSAGE.data.attachments`: `[{name, content_type, size?, url}]`.
+fn altu_attachments(v: Option<&Value>) -> Result<Vec<InAttachment>, ParseError> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(vec![]),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("`data.attachments` must be an array")),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let s = |k: &str| a.get(k).and_then(Value::as_str).filter(|x| !x.is_empty());
+            let url =
+                s("url").ok_or_else(|| bad(format!("`data.attachments[{i}].url` is required")))?;
+            let name = s("name")
+                .ok_or_else(|| bad(format!("`data.attachments[{i}].name` is required")))?;
+            Ok(InAttachment {
+                name: name.to_string(),
+                content_type: s("content_type")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| content_type_for(name).to_string()),
+                size: a.get("size").and_then(Value::as_u64),
+                url: url.to_string(),
+                provider_path: None,
+            })
+        })
+        .collect()
 }
 
 /// One ALTU connector event: the envelope's `conversation_id` (our handoff id, which the
@@ -373,11 +514,29 @@ pub fn parse_altu(body: &[u8]) -> Result<AltuEvent, ParseError> {
     let agent = agent_from(field("agent"));
     let kind = match event {
         "AGENT_JOINED" => EventKind::AgentJoined(agent),
-        "AGENT_MESSAGE" => EventKind::AgentMessage {
-            text: field("text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("AGENT_MESSAGE without `data.text`"))?
-                .to_string(),
+        "AGENT_MESSAGE" => {
+            let attachments = altu_attachments(field("attachments"))?;
+            let text = field("text").and_then(Value::as_str);
+            match (text, attachments.is_empty()) {
+                (Some(t), true) => EventKind::AgentMessage {
+                    text: t.to_string(),
+                    agent,
+                },
+                (None, true) => return Err(bad("AGENT_MESSAGE without `data.text`")),
+                (t, false) => EventKind::AgentContent {
+                    text: t.unwrap_or_default().to_string(),
+                    agent,
+                    content: AgentContent {
+                        attachments,
+                        rich_content: None,
+                    },
+                },
+            }
+        }
+        "AGENT_TYPING" => EventKind::AgentTyping {
+            typing: field("typing")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| bad("AGENT_TYPING without a boolean `data.typing`"))?,
             agent,
         },
         "AGENT_CLOSED" => EventKind::Ended(EndHint::Status(EndStatus::AgentClosed)),

@@ -374,18 +374,68 @@ pub fn comment_call(
     author_id: Option<&Value>,
     text: &str,
 ) -> ProviderCall {
+    comment_with_uploads_call(s, ticket_id, author_id, text, &[])
+}
+
+/// [`comment_call`] carrying `uploads` tokens (the files uploaded for it).
+pub fn comment_with_uploads_call(
+    s: &ZendeskSettings,
+    ticket_id: &str,
+    author_id: Option<&Value>,
+    text: &str,
+    uploads: &[String],
+) -> ProviderCall {
     let mut c = Map::new();
     c.insert("body".into(), json!(text));
     if let Some(a) = author_id {
         c.insert("author_id".into(), a.clone());
     }
     c.insert("public".into(), json!(true));
+    if !uploads.is_empty() {
+        c.insert("uploads".into(), json!(uploads));
+    }
     ProviderCall {
         step: "comment",
         method: "PUT",
         url: format!("{}/api/v2/tickets/{ticket_id}.json", s.base_url),
         headers: headers(),
         body: CallBody::Json(json!({ "ticket": { "comment": c } })),
+    }
+}
+
+/// The largest file Zendesk takes (50 MB, not configurable).
+pub const MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
+
+/// `POST /api/v2/uploads?filename=…[&token=…]` with the raw bytes; later files of one
+/// comment pass the first upload's token so one token carries them all.
+pub fn upload_call(
+    s: &ZendeskSettings,
+    filename: &str,
+    content_type: &str,
+    token: Option<&str>,
+    data: Vec<u8>,
+) -> ProviderCall {
+    use crate::providers::http::form_encode;
+    let mut url = format!(
+        "{}/api/v2/uploads?filename={}",
+        s.base_url,
+        form_encode(filename)
+    );
+    if let Some(t) = token {
+        url.push_str(&format!("&token={}", form_encode(t)));
+    }
+    ProviderCall {
+        step: "upload",
+        method: "POST",
+        url,
+        headers: vec![
+            (
+                "Content-Type".into(),
+                HeaderValue::Plain(content_type.to_string()),
+            ),
+            ("Authorization".into(), HeaderValue::Secret),
+        ],
+        body: CallBody::Bytes(data),
     }
 }
 
@@ -687,6 +737,86 @@ impl Provider for Zendesk {
             &handoff.provider_conversation_id,
             handoff.requester_id.as_ref(),
             text,
+        );
+        send(client, s, "zendesk comment", &call, Retry::Unsafe)
+            .await
+            .map(|_| ())
+    }
+
+    fn attachment_rule(
+        &self,
+        _integration: &Integration,
+        _name: &str,
+        _content_type: &str,
+    ) -> Result<
+        crate::providers::attachments::AttachmentRule,
+        crate::providers::attachments::AttachmentRefusal,
+    > {
+        // The account's "Allowed file types" is an admin setting we cannot see: a type it
+        // refuses comes back as the upload's error.
+        Ok(crate::providers::attachments::AttachmentRule::Upload {
+            max_bytes: MAX_UPLOAD_BYTES,
+            takes: "files up to 50 MB (52428800 bytes)".into(),
+        })
+    }
+
+    async fn send_user_content(
+        &self,
+        client: ClientCx<'_>,
+        integration: &Integration,
+        handoff: &Handoff,
+        msg: &crate::providers::attachments::UserMessage,
+    ) -> Result<(), ActionError> {
+        let s = settings(integration)?;
+        // Uploads first, under one token; the one comment that carries it is what the
+        // agent sees, so a failed upload announces nothing (Zendesk drops unused uploads).
+        let mut token: Option<String> = None;
+        let mut links = Vec::new();
+        for a in &msg.attachments {
+            if let Some(l) = &a.link {
+                links.push(format!("{}: {l}", a.name));
+                continue;
+            }
+            let label = "zendesk upload";
+            let call = upload_call(
+                s,
+                &a.name,
+                &a.content_type,
+                token.as_deref(),
+                a.data.clone(),
+            );
+            let r = send(client, s, label, &call, Retry::Unsafe).await?;
+            let t = r
+                .json
+                .as_ref()
+                .and_then(|j| j.pointer("/upload/token"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed(label, &r))?;
+            token = Some(t.to_string());
+        }
+        let mut body = msg.text.clone().unwrap_or_default();
+        for l in links {
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            body.push_str(&l);
+        }
+        if body.is_empty() {
+            // A comment needs a body; the files speak for themselves.
+            body = msg
+                .attachments
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        let uploads: Vec<String> = token.into_iter().collect();
+        let call = comment_with_uploads_call(
+            s,
+            &handoff.provider_conversation_id,
+            handoff.requester_id.as_ref(),
+            &body,
+            &uploads,
         );
         send(client, s, "zendesk comment", &call, Retry::Unsafe)
             .await

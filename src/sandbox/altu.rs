@@ -166,7 +166,7 @@ async fn events(
             Ok(r) => r,
             Err(r) => return r,
         },
-        "USER_MESSAGE" | "CLOSE_CONVERSATION" => {
+        "USER_MESSAGE" | "CLOSE_CONVERSATION" | "USER_TYPING" => {
             let Some(pid) = str_field(&v, "platform_conversation_id") else {
                 return invalid_request("platform_conversation_id is required");
             };
@@ -178,9 +178,9 @@ async fn events(
             {
                 return unknown_conversation();
             }
-            if event == "USER_MESSAGE" {
-                let Some(text) = data.get("text").and_then(Value::as_str) else {
-                    return invalid_request("USER_MESSAGE needs `data.text` (a string)");
+            if event == "USER_TYPING" {
+                let Some(typing) = data.get("typing").and_then(Value::as_bool) else {
+                    return invalid_request("USER_TYPING needs `data.typing` (a boolean)");
                 };
                 if conv.is_closed() {
                     return json(
@@ -188,7 +188,30 @@ async fn events(
                         json!({"error": "conversation_closed"}),
                     );
                 }
-                conv.say("consumer", text);
+                conv.set_typing("consumer", typing);
+            } else if event == "USER_MESSAGE" {
+                let files = match user_files(data) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let text = data.get("text").and_then(Value::as_str);
+                if text.is_none() && files.is_empty() {
+                    return invalid_request(
+                        "USER_MESSAGE needs `data.text` (a string) or `data.attachments`",
+                    );
+                }
+                if conv.is_closed() {
+                    return json(
+                        StatusCode::CONFLICT,
+                        json!({"error": "conversation_closed"}),
+                    );
+                }
+                for f in &files {
+                    conv.add_file("consumer", f, "inline");
+                }
+                if let Some(text) = text {
+                    conv.say("consumer", text);
+                }
             } else {
                 let reason = match data.get("reason") {
                     None | Some(Value::Null) => None,
@@ -223,6 +246,50 @@ async fn events(
             .insert(event_id.to_string(), (status.as_u16(), answer.clone()));
     }
     json(status, answer)
+}
+
+/// v1.2 `USER_MESSAGE.data.attachments`: `[{name, content_type, size, data_base64}]`,
+/// each at most 10 MiB, `size` matching the decoded bytes.
+fn user_files(data: &Value) -> Result<Vec<super::state::StoredFile>, Response> {
+    use base64::Engine as _;
+    let items = match data.get("attachments") {
+        None | Some(Value::Null) => return Ok(vec![]),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(invalid_request("`data.attachments` must be an array")),
+    };
+    let mut out = Vec::new();
+    for (i, a) in items.iter().enumerate() {
+        let s = |k: &str| a.get(k).and_then(Value::as_str);
+        let (Some(name), Some(ct), Some(b64)) = (s("name"), s("content_type"), s("data_base64"))
+        else {
+            return Err(invalid_request(&format!(
+                "`data.attachments[{i}]` needs name, content_type and data_base64"
+            )));
+        };
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            return Err(invalid_request(&format!(
+                "`data.attachments[{i}].data_base64` is not base64"
+            )));
+        };
+        if bytes.len() > 10 << 20 {
+            return Err(invalid_request(&format!(
+                "`data.attachments[{i}]` is over 10 MiB"
+            )));
+        }
+        if a.get("size").and_then(Value::as_u64) != Some(bytes.len() as u64) {
+            return Err(invalid_request(&format!(
+                "`data.attachments[{i}].size` is not the decoded size"
+            )));
+        }
+        out.push(super::state::StoredFile {
+            name: name.to_string(),
+            content_type: ct.to_string(),
+            bytes,
+            declared: None,
+            at_s: now_s(),
+        });
+    }
+    Ok(out)
 }
 
 /// A JSON-text field (`extra_info`, `contact_info`) parsed back for `details`; text that is
@@ -357,7 +424,18 @@ pub(crate) fn new_agent(inner: &mut Inner, req: &JoinRequest) -> AgentView {
 
 /// Outbound event of an agent action (protocol §5 envelope; the JWT is made per delivery
 /// attempt, see `webhooks`).
-pub(crate) fn notify(inner: &mut Inner, id: &str, action: &AgentAction) -> Vec<u64> {
+pub(crate) fn notify(st: &AppState, inner: &mut Inner, id: &str, action: &AgentAction) -> Vec<u64> {
+    // An agent file is served by the sandbox; the event carries its URL (protocol v1.2).
+    let file_url = match action {
+        AgentAction::File { file, .. } => {
+            let path = super::files::store_plain(inner, file.clone());
+            if let Some(c) = inner.convs.get_mut(id) {
+                c.add_file("agent", file, &path);
+            }
+            Some(path)
+        }
+        _ => None,
+    };
     let Some(conv) = inner.convs.get(id) else {
         return Vec::new();
     };
@@ -376,6 +454,18 @@ pub(crate) fn notify(inner: &mut Inner, id: &str, action: &AgentAction) -> Vec<u
             "AGENT_MESSAGE",
             "altu.agent_message",
             json!({"text": text, "agent": agent}),
+        ),
+        AgentAction::File { text, file } => (
+            "AGENT_MESSAGE",
+            "altu.agent_message",
+            json!({"text": text, "agent": agent, "attachments": [{
+                "name": file.name, "content_type": file.content_type, "size": file.bytes.len(),
+                "url": format!("{}{}", st.base_url, file_url.clone().unwrap_or_default())}]}),
+        ),
+        AgentAction::Typing(t) => (
+            "AGENT_TYPING",
+            "altu.agent_typing",
+            json!({"typing": t, "agent": agent}),
         ),
         AgentAction::Close(CloseReason::User) => ("USER_CLOSED", "altu.user_closed", json!({})),
         AgentAction::Close(by) => ("AGENT_CLOSED", "altu.agent_closed", json!({ "reason": by })),

@@ -159,10 +159,41 @@ impl SandboxControl {
     pub async fn say(&self, id: &str, text: &str) -> Result<ActionResult, ControlError> {
         let body = SayRequest {
             text: text.to_string(),
+            file: None,
         };
         self.call(
             Method::POST,
             &format!("/conversations/{}/say", seg(id)),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// The agent sends a file (`text`, possibly empty, is its caption / message).
+    pub async fn say_file(
+        &self,
+        id: &str,
+        text: &str,
+        file: super::model::SayFile,
+    ) -> Result<ActionResult, ControlError> {
+        let body = SayRequest {
+            text: text.to_string(),
+            file: Some(file),
+        };
+        self.call(
+            Method::POST,
+            &format!("/conversations/{}/say", seg(id)),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// The agent starts or stops typing.
+    pub async fn typing(&self, id: &str, typing: bool) -> Result<ActionResult, ControlError> {
+        let body = super::model::TypingRequest { typing };
+        self.call(
+            Method::POST,
+            &format!("/conversations/{}/typing", seg(id)),
             Some(&body),
         )
         .await

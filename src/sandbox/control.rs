@@ -26,6 +26,13 @@ use super::{altu, faults, liveperson, webhooks, zendesk};
 pub(crate) enum AgentAction {
     Join(JoinRequest),
     Say(String),
+    /// The agent sends a file (with an optional caption / text).
+    File {
+        text: String,
+        file: super::state::StoredFile,
+    },
+    /// The agent starts or stops typing.
+    Typing(bool),
     Close(CloseReason),
 }
 
@@ -37,6 +44,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/_sandbox/conversations/{id}", get(show))
         .route("/_sandbox/conversations/{id}/join", post(join))
         .route("/_sandbox/conversations/{id}/say", post(say))
+        .route("/_sandbox/conversations/{id}/typing", post(typing))
         .route("/_sandbox/conversations/{id}/close", post(close))
         .route("/_sandbox/notifications", get(notifications))
         .route("/_sandbox/outbox", get(outbox))
@@ -138,8 +146,43 @@ async fn join(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Byt
 
 async fn say(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
     match parse::<SayRequest>(&body) {
+        Ok(SayRequest {
+            text,
+            file: Some(f),
+        }) => {
+            use base64::Engine as _;
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(f.data_base64.trim())
+            else {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "file.data_base64 is not valid base64",
+                );
+            };
+            let file = super::state::StoredFile {
+                name: f.name,
+                content_type: f.content_type,
+                bytes,
+                declared: None,
+                at_s: now_s(),
+            };
+            act(st, id, AgentAction::File { text, file }).await
+        }
         Ok(r) if r.text.trim().is_empty() => err(StatusCode::BAD_REQUEST, "text is empty"),
         Ok(r) => act(st, id, AgentAction::Say(r.text)).await,
+        Err(r) => r,
+    }
+}
+
+async fn typing(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let provider = st.lock().convs.get(&id).map(|c| c.view.provider);
+    if provider == Some(Provider::Zendesk) {
+        return err(
+            StatusCode::CONFLICT,
+            "Zendesk tickets have no typing indicator",
+        );
+    }
+    match parse::<super::model::TypingRequest>(&body) {
+        Ok(r) => act(st, id, AgentAction::Typing(r.typing)).await,
         Err(r) => r,
     }
 }
@@ -170,7 +213,9 @@ pub(crate) async fn act(st: Arc<AppState>, id: String, action: AgentAction) -> R
                 Provider::Zendesk => zendesk::new_agent(&mut inner, req),
                 Provider::Altu => altu::new_agent(&mut inner, req),
             }),
-            AgentAction::Say(_) if !has_agent => {
+            AgentAction::Say(_) | AgentAction::File { .. } | AgentAction::Typing(_)
+                if !has_agent =>
+            {
                 return err(StatusCode::CONFLICT, "no agent has joined: join first");
             }
             _ => None,
@@ -185,6 +230,10 @@ pub(crate) async fn act(st: Arc<AppState>, id: String, action: AgentAction) -> R
                 conv.view.status = ConversationStatus::WithAgent;
             }
             AgentAction::Say(text) => conv.say("agent", text),
+            // The provider's module records the file where it keeps it.
+            AgentAction::File { text, .. } if !text.is_empty() => conv.say("agent", text),
+            AgentAction::File { .. } => {}
+            AgentAction::Typing(t) => conv.set_typing("agent", *t),
             AgentAction::Close(by) => {
                 conv.view.status = ConversationStatus::Closed;
                 conv.view.close_reason = Some(*by);
@@ -193,7 +242,7 @@ pub(crate) async fn act(st: Arc<AppState>, id: String, action: AgentAction) -> R
         match provider {
             Provider::Liveperson => liveperson::notify(&st, &mut inner, &id, &action),
             Provider::Zendesk => zendesk::notify(&st, &mut inner, &id, &action),
-            Provider::Altu => altu::notify(&mut inner, &id, &action),
+            Provider::Altu => altu::notify(&st, &mut inner, &id, &action),
         }
     };
     webhooks::dispatch(&st, &ids).await;

@@ -19,9 +19,16 @@ use super::util::{json, now_s, set_header, text};
 pub(crate) const ENDPOINTS: &[(Provider, &[&str])] = &[
     (
         Provider::Liveperson,
-        &["csds", "token", "consumer", "conversation", "send"],
+        &[
+            "csds",
+            "token",
+            "consumer",
+            "conversation",
+            "send",
+            "storage",
+        ],
     ),
-    (Provider::Zendesk, &["users", "tickets"]),
+    (Provider::Zendesk, &["users", "tickets", "uploads"]),
     (Provider::Altu, &["events"]),
 ];
 
@@ -60,6 +67,12 @@ pub(crate) fn classify(path: &str) -> Option<(Provider, &'static str)> {
     }
     if path.starts_with("/api/v2/tickets") {
         return Some((Provider::Zendesk, "tickets"));
+    }
+    if path.starts_with("/api/v2/uploads") {
+        return Some((Provider::Zendesk, "uploads"));
+    }
+    if path.starts_with(super::files::LP_PREFIX) {
+        return Some((Provider::Liveperson, "storage"));
     }
     if path.starts_with("/altu/") {
         return Some((Provider::Altu, "events"));

@@ -13,9 +13,10 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::control::AgentAction;
+use super::files;
 use super::model::{AgentView, CloseReason, ConversationStatus, JoinRequest, Provider};
 use super::signing::sign_hs256_with_kid;
-use super::state::{AppState, Conv, Inner, LpConsumer, LpToken};
+use super::state::{AppState, Conv, Inner, LpConsumer, LpToken, StoredFile};
 use super::util::{header_str, json, now_ms, now_s, parse_urlencoded};
 use super::webhooks;
 
@@ -66,6 +67,7 @@ const SERVICES: &[&str] = &[
     "idp",
     "asyncMessagingEnt",
     "messagingRestApiDomain",
+    "swift",
 ];
 
 fn unknown_account(account: &str) -> Response {
@@ -405,16 +407,63 @@ async fn send(
                 return bad_request("The conversation is closed");
             }
             let ev = b.get("event").cloned().unwrap_or(Value::Null);
+            let hosted = ev.get("type").and_then(Value::as_str) == Some("ContentEvent")
+                && ev.get("contentType").and_then(Value::as_str) == Some("hosted/file");
             let text = match ev.get("type").and_then(Value::as_str) {
+                Some("ContentEvent") if hosted => {
+                    let Some(path) = ev.pointer("/message/relativePath").and_then(Value::as_str)
+                    else {
+                        return bad_request("Missing parameter: event.message.relativePath");
+                    };
+                    if ev
+                        .pointer("/message/fileType")
+                        .and_then(Value::as_str)
+                        .is_none()
+                    {
+                        return bad_request("Missing parameter: event.message.fileType");
+                    }
+                    // Only a file that was uploaded (and to this account) can be shared.
+                    let Some(mut f) = inner
+                        .files
+                        .get(path)
+                        .filter(|f| !f.bytes.is_empty())
+                        .cloned()
+                    else {
+                        return bad_request("The file was not uploaded (relativePath unknown)");
+                    };
+                    if let Some(c) = ev
+                        .pointer("/message/caption")
+                        .and_then(Value::as_str)
+                        .filter(|c| !c.is_empty())
+                    {
+                        f.name = c.to_string();
+                    }
+                    let Ok(conv) = owned(&mut inner, dialog, &consumer_id) else {
+                        return bad_request("Unknown dialogId");
+                    };
+                    conv.add_file("consumer", &f, path);
+                    None
+                }
                 Some("ContentEvent") => match ev.get("message") {
                     Some(Value::String(s)) => Some(s.clone()),
                     Some(other) if !other.is_null() => Some(other.to_string()),
                     _ => return bad_request("Missing parameter: event.message"),
                 },
                 Some("RichContentEvent") => Some("[rich content]".to_string()),
-                Some("ChatStateEvent") if ev.get("chatState").is_some() => None,
+                Some("ChatStateEvent") if ev.get("chatState").is_some() => {
+                    let composing =
+                        ev.get("chatState").and_then(Value::as_str) == Some("COMPOSING");
+                    if let Ok(conv) = owned(&mut inner, dialog, &consumer_id) {
+                        conv.set_typing("consumer", composing);
+                    }
+                    None
+                }
                 Some("AcceptStatusEvent") if ev.get("status").is_some() => None,
                 _ => return bad_request("Unsupported or incomplete event"),
+            };
+            let conv = match owned(&mut inner, dialog, &consumer_id) {
+                Ok(c) => c,
+                Err(r) => return r,
             };
             let seq = conv.seq;
             conv.seq += 1;
@@ -476,6 +525,53 @@ async fn send(
             ok(id, json!({"msg": "OK"}))
         }
         "userprofile.SetUserProfile" => ok(id, json!({"msg": "OK User Profile set successfully"})),
+        "ms.GenerateURLForUploadFile" => {
+            let size = match b.get("fileSize") {
+                Some(Value::String(s)) => s.parse::<u64>().ok(),
+                Some(Value::Number(n)) => n.as_u64(),
+                _ => None,
+            };
+            let Some(size) = size else {
+                return bad_request("Missing parameter: fileSize");
+            };
+            let ext = match b.get("fileType").and_then(Value::as_str) {
+                Some(t @ ("JPG" | "JPEG" | "PNG" | "GIF")) => t.to_string(),
+                Some(other) => {
+                    return bad_request(&format!(
+                        "fileType `{other}` is not one of JPG, JPEG, PNG, GIF"
+                    ))
+                }
+                None => return bad_request("Missing parameter: fileType"),
+            };
+            if size > files::LP_MAX_BYTES {
+                return bad_request("The file is over-sized (at most 3 MB)");
+            }
+            let path = format!(
+                "{}/{account}/{}.{ext}",
+                files::LP_PREFIX,
+                uuid::Uuid::new_v4().simple()
+            );
+            inner.files.insert(
+                path.clone(),
+                StoredFile {
+                    name: format!("upload.{}", ext.to_ascii_lowercase()),
+                    content_type: String::new(),
+                    bytes: Vec::new(),
+                    declared: Some(size),
+                    at_s: now_s(),
+                },
+            );
+            ok(id, files::temp_url_body("PUT", &path))
+        }
+        "ms.GenerateURLForDownloadFile" => {
+            let Some(path) = b.get("relativePath").and_then(Value::as_str) else {
+                return bad_request("Missing parameter: relativePath");
+            };
+            if inner.files.get(path).is_none_or(|f| f.bytes.is_empty()) {
+                return bad_request("Unknown relativePath");
+            }
+            ok(id, files::temp_url_body("GET", path))
+        }
         other => bad_request(&format!("Unsupported request type `{other}`")),
     }
 }
@@ -586,6 +682,48 @@ pub(crate) fn notify(st: &AppState, inner: &mut Inner, id: &str, action: &AgentA
                 "lp.message",
                 message_event(conv, seq, &agent, "ASSIGNED_AGENT", &ev),
             )
+        }
+        AgentAction::File { text, file } => {
+            let seq = conv.seq;
+            conv.seq += 1;
+            let agent = conv
+                .view
+                .agent
+                .as_ref()
+                .map(|a| a.id.clone())
+                .unwrap_or_default();
+            let ext = files::lp_file_type(&file.content_type).unwrap_or("IMG");
+            let path = format!(
+                "{}/{account}/{}.{}",
+                files::LP_PREFIX,
+                uuid::Uuid::new_v4().simple(),
+                ext
+            );
+            conv.add_file("agent", file, &path);
+            let caption = if text.is_empty() { &file.name } else { text };
+            let ev = json!({"type": "ContentEvent", "contentType": "hosted/file",
+                "message": {"caption": caption, "relativePath": path, "fileType": ext}});
+            let body = message_event(conv, seq, &agent, "ASSIGNED_AGENT", &ev);
+            inner.files.insert(path, file.clone());
+            ("lp.message", body)
+        }
+        AgentAction::Typing(typing) => {
+            let agent = conv
+                .view
+                .agent
+                .as_ref()
+                .map(|a| a.id.clone())
+                .unwrap_or_default();
+            let state = if *typing { "COMPOSING" } else { "ACTIVE" };
+            let ev = json!({"type": "ChatStateEvent", "chatState": state});
+            // Chat state changes carry no sequence.
+            let mut body = message_event(conv, 0, &agent, "ASSIGNED_AGENT", &ev);
+            if let Some(c) = body.pointer_mut("/body/changes/0") {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("sequence");
+                }
+            }
+            ("lp.chat_state", body)
         }
     };
     vec![inner.push_note(Provider::Liveperson, id, kind, body, client)]

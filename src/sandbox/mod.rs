@@ -85,6 +85,7 @@ mod altu;
 mod client;
 mod control;
 mod faults;
+mod files;
 mod liveperson;
 mod model;
 pub mod signing;
@@ -108,9 +109,10 @@ pub use client::{ControlError, SandboxControl};
 pub use model::SandboxOptions;
 pub use model::{
     ActionResult, AgentView, AltuConfig, CloseReason, CloseRequest, ConversationStatus,
-    ConversationView, DeliveryState, Fault, FaultRule, JoinRequest, LivePersonApp,
-    LivePersonConfig, NotificationView, Provider, SandboxInfo, SayRequest, SignatureOrder,
-    TokenSettings, TranscriptEntry, WebhookPatch, WebhookSettings, WebhookTargets, ZendeskConfig,
+    ConversationView, DeliveryState, Fault, FaultRule, FileView, JoinRequest, LivePersonApp,
+    LivePersonConfig, NotificationView, Provider, SandboxInfo, SayFile, SayRequest, SignatureOrder,
+    TokenSettings, TranscriptEntry, TypingRequest, TypingView, WebhookPatch, WebhookSettings,
+    WebhookTargets, ZendeskConfig,
 };
 
 use state::AppState;
@@ -133,7 +135,10 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(zendesk::routes())
         .merge(altu::routes())
         .merge(control::routes())
+        .merge(files::routes())
         .fallback(not_found)
+        // Uploads go up to Zendesk's 50 MB (and ALTU's inline base64 of 10 MiB).
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             faults::layer,

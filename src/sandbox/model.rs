@@ -115,6 +115,60 @@ pub struct ConversationView {
     /// `OPEN_CONVERSATION` `data` as received plus `user`, `skill_id`, `start_message` and
     /// `extra_info` / `contact_info` parsed back from their JSON text).
     pub details: Value,
+    /// Files shared in the conversation, both ways, in order (the sandbox keeps their
+    /// bytes; `sha256` lets a test compare them with what was sent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileView>,
+    /// Who is typing now, once either side said (LivePerson, ALTU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typing: Option<TypingView>,
+}
+
+/// A file shared in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    /// `consumer` (the user's, through transbordo) or `agent`.
+    pub role: String,
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// Where the provider keeps it (LivePerson `relativePath`, a Zendesk `content_url`,
+    /// an ALTU attachment `url`).
+    pub location: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// The typing state of a conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingView {
+    /// The user is typing (as transbordo relayed it).
+    pub consumer: bool,
+    /// The agent is typing (as the control API set it).
+    pub agent: bool,
+}
+
+/// A file the agent sends through the control API (`say` with `file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SayFile {
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// The bytes, standard base64.
+    pub data_base64: String,
+}
+
+/// Body of the typing action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingRequest {
+    /// Whether the agent is typing.
+    pub typing: bool,
 }
 
 /// What happened to a webhook notification.
@@ -415,8 +469,8 @@ fn one() -> u32 {
 pub struct FaultRule {
     /// Provider whose requests are hit.
     pub provider: Provider,
-    /// `csds`, `token`, `consumer`, `conversation`, `send` (LivePerson), `users`, `tickets`
-    /// (Zendesk), `events` (ALTU), or `*`.
+    /// `csds`, `token`, `consumer`, `conversation`, `send`, `storage` (LivePerson's file
+    /// storage), `users`, `tickets`, `uploads` (Zendesk), `events` (ALTU), or `*`.
     pub endpoint: String,
     /// What happens.
     pub fault: Fault,
@@ -439,8 +493,12 @@ pub struct JoinRequest {
 /// Body of the say action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SayRequest {
-    /// The agent's message.
+    /// The agent's message (may be empty when `file` is given: the file's caption).
+    #[serde(default)]
     pub text: String,
+    /// A file the agent sends with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<SayFile>,
 }
 
 /// Body of the close action.

@@ -114,6 +114,8 @@ impl Conv {
                 updated_at_ms: now,
                 transcript: Vec::new(),
                 details,
+                files: Vec::new(),
+                typing: None,
             },
             seq: 0,
             lp_client_id: None,
@@ -131,9 +133,49 @@ impl Conv {
         self.view.updated_at_ms = now;
     }
 
+    /// Records a shared file in the view (its bytes are in [`Inner::files`]).
+    pub(crate) fn add_file(&mut self, role: &str, f: &StoredFile, location: &str) {
+        use sha2::{Digest, Sha256};
+        let now = now_ms();
+        let sha = Sha256::digest(&f.bytes);
+        self.view.files.push(super::model::FileView {
+            role: role.into(),
+            name: f.name.clone(),
+            content_type: f.content_type.clone(),
+            size: f.bytes.len() as u64,
+            sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
+            location: location.into(),
+            at_ms: now,
+        });
+        self.say(role, &format!("[file {}]", f.name));
+    }
+
+    /// Sets one side's typing state.
+    pub(crate) fn set_typing(&mut self, role: &str, typing: bool) {
+        let t = self.view.typing.get_or_insert_with(Default::default);
+        if role == "agent" {
+            t.agent = typing;
+        } else {
+            t.consumer = typing;
+        }
+        self.view.updated_at_ms = now_ms();
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.view.status == ConversationStatus::Closed
     }
+}
+
+/// A file's bytes, as the fake provider keeps them.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredFile {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    /// LivePerson: the declared `fileSize` of the upload URL (the PUT must match it).
+    pub declared: Option<u64>,
+    /// Zendesk: when the upload token was made (unix s); it lives 60 minutes.
+    pub at_s: u64,
 }
 
 /// A notification plus its exact bytes and signing data.
@@ -153,6 +195,10 @@ pub(crate) struct Inner {
     pub convs: IndexMap<String, Conv>,
     pub faults: Vec<FaultRule>,
     pub notes: Vec<Note>,
+    /// Stored files by location (LivePerson `relativePath`, `/sandbox-files/…` path).
+    pub files: HashMap<String, StoredFile>,
+    /// Zendesk upload token → the locations of its files (until a comment uses it).
+    pub zd_uploads: HashMap<String, Vec<String>>,
 }
 
 impl Inner {
@@ -239,6 +285,8 @@ impl AppState {
                 convs: IndexMap::new(),
                 faults: Vec::new(),
                 notes: Vec::new(),
+                files: HashMap::new(),
+                zd_uploads: HashMap::new(),
             }),
         }
     }

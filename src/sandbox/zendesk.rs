@@ -37,6 +37,85 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v2/tickets/{id}", get(get_ticket).put(put_ticket))
         .route("/api/v2/tickets/{id}/comments", get(get_comments))
         .route("/api/v2/tickets/{id}/comments.json", get(get_comments))
+        .route("/api/v2/uploads", post(upload))
+        .route("/api/v2/uploads.json", post(upload))
+}
+
+/// An upload token lives 60 minutes unless a comment uses it.
+const UPLOAD_TOKEN_TTL_S: u64 = 3600;
+
+/// Zendesk's file limit: 50 MB.
+const MAX_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
+
+/// `POST /api/v2/uploads?filename=…[&token=…]`: the raw bytes; `201` with the token
+/// (the same one when `token` names a live upload, so one comment takes several files).
+async fn upload(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authenticate(&st, &headers) {
+        return r;
+    }
+    let q = super::util::parse_urlencoded(q.as_deref().unwrap_or(""));
+    let Some(filename) = q.get("filename").filter(|f| !f.trim().is_empty()).cloned() else {
+        return bad_request("filename is required");
+    };
+    if body.len() > MAX_UPLOAD_BYTES {
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "RecordInvalid", "description": "File size exceeds the 50 MB limit"}),
+        );
+    }
+    if body.is_empty() {
+        return invalid("uploads", "The file is empty", "BlankValue");
+    }
+    let content_type = header_str(&headers, "content-type")
+        .unwrap_or("application/binary")
+        .to_string();
+    let mut inner = st.lock();
+    let now = now_s();
+    let expired: Vec<String> = inner
+        .zd_uploads
+        .iter()
+        .filter(|(_, paths)| {
+            paths
+                .first()
+                .and_then(|p| inner.files.get(p))
+                .is_some_and(|f| f.at_s + UPLOAD_TOKEN_TTL_S < now)
+        })
+        .map(|(t, _)| t.clone())
+        .collect();
+    for t in expired {
+        inner.zd_uploads.remove(&t);
+    }
+    let token = match q.get("token") {
+        Some(t) if inner.zd_uploads.contains_key(t) => t.clone(),
+        Some(_) => return not_found(),
+        None => uuid::Uuid::new_v4().simple().to_string()[..15].to_string(),
+    };
+    let file = super::state::StoredFile {
+        name: filename.clone(),
+        content_type: content_type.clone(),
+        bytes: body.to_vec(),
+        declared: None,
+        at_s: now,
+    };
+    let size = file.bytes.len();
+    let path = super::files::store_plain(&mut inner, file);
+    inner
+        .zd_uploads
+        .entry(token.clone())
+        .or_default()
+        .push(path.clone());
+    let attachment = json!({"id": inner.zd.next_comment, "file_name": filename,
+        "content_url": format!("{}{path}", st.base_url), "content_type": content_type, "size": size});
+    inner.zd.next_comment += 1;
+    json(
+        StatusCode::CREATED,
+        json!({"upload": {"token": token, "attachment": attachment, "attachments": [attachment]}}),
+    )
 }
 
 fn unauthorized() -> Response {
@@ -591,6 +670,47 @@ async fn put_ticket(
             None => return blank_comment(),
         },
     };
+    // `uploads`: tokens of live uploads, used once (an unknown or expired one is refused
+    // before anything changes).
+    let mut uploaded = Vec::new();
+    if let Some((_, c)) = &comment {
+        match c.get("uploads") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(tokens)) => {
+                for t in tokens {
+                    let live = t
+                        .as_str()
+                        .and_then(|t| inner.zd_uploads.get(t))
+                        .filter(|paths| {
+                            paths
+                                .first()
+                                .and_then(|p| inner.files.get(p))
+                                .is_some_and(|f| f.at_s + UPLOAD_TOKEN_TTL_S >= now_s())
+                        });
+                    match live {
+                        Some(paths) => uploaded.extend(paths.iter().cloned()),
+                        None => {
+                            return invalid(
+                                "uploads",
+                                &format!("Upload token {t} is unknown or expired"),
+                                "InvalidValue",
+                            )
+                        }
+                    }
+                }
+                for t in tokens.iter().filter_map(Value::as_str) {
+                    inner.zd_uploads.remove(t);
+                }
+            }
+            Some(_) => {
+                return invalid(
+                    "uploads",
+                    "uploads must be a list of tokens",
+                    "InvalidValue",
+                )
+            }
+        }
+    }
     for k in COPIED {
         if let Some(v) = patch.get(*k) {
             ticket[*k] = v.clone();
@@ -608,6 +728,15 @@ async fn put_ticket(
             "bot"
         };
         add_comment(&mut inner, &sid, author, &text, public, role);
+        for path in &uploaded {
+            let Some(f) = inner.files.get(path).cloned() else {
+                continue;
+            };
+            let url = format!("{}{path}", st.base_url);
+            if let Some(conv) = inner.convs.get_mut(&sid) {
+                conv.add_file(role, &f, &url);
+            }
+        }
     }
     let mut notes = Vec::new();
     if let Some(conv) = inner.convs.get_mut(&sid) {
@@ -715,13 +844,43 @@ pub(crate) fn notify(st: &AppState, inner: &mut Inner, id: &str, action: &AgentA
                 old.clone()
             }
         }
-        AgentAction::Say(_) => old.clone(),
+        AgentAction::Say(_) | AgentAction::File { .. } | AgentAction::Typing(_) => old.clone(),
         AgentAction::Close(CloseReason::Agent) => "solved".to_string(),
         AgentAction::Close(_) => "closed".to_string(),
     };
     ticket["status"] = json!(new);
     ticket["updated_at"] = json!(ts());
     let mut notes = Vec::new();
+    if let AgentAction::File { text, file } = action {
+        let path = super::files::store_plain(inner, file.clone());
+        let url = format!("{}{path}", st.base_url);
+        let cid = inner.zd.next_comment;
+        inner.zd.next_comment += 1;
+        let body_text = if text.is_empty() {
+            file.name.clone()
+        } else {
+            text.clone()
+        };
+        let attachment = json!({"id": cid + 1_000_000, "file_name": file.name,
+            "content_url": url, "content_type": file.content_type, "size": file.bytes.len()});
+        let c = json!({"id": cid, "type": "Comment", "author_id": agent_id, "body": body_text,
+            "public": true, "created_at": ts(), "attachments": [attachment]});
+        if let Some(conv) = inner.convs.get_mut(id) {
+            conv.comments.push(c);
+            conv.add_file("agent", file, &url);
+        }
+        let name = agent.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+        let body = envelope(
+            st,
+            &ticket,
+            "ticket.comment_added",
+            agent_id,
+            json!({"comment": {"id": cid.to_string(), "body": body_text, "is_public": true,
+                "author": {"id": agent_id.to_string(), "is_staff": true, "name": name},
+                "attachments": [attachment]}}),
+        );
+        notes.push(inner.push_note(Provider::Zendesk, id, "zendesk.comment_added", body, None));
+    }
     if let AgentAction::Say(text) = action {
         // The transcript line was added by the control layer; record the comment itself.
         let cid = inner.zd.next_comment;

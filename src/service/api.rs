@@ -52,7 +52,11 @@ pub(crate) fn router(state: ServiceState) -> Router {
             "/v1/conversations/{id}/run",
             post(run).layer(DefaultBodyLimit::max(cfg.api.max_run_body_bytes)),
         )
-        .route("/v1/conversations/{id}/messages", post(message))
+        .route(
+            "/v1/conversations/{id}/messages",
+            post(message).layer(DefaultBodyLimit::max(cfg.api.max_message_body_bytes)),
+        )
+        .route("/v1/conversations/{id}/typing", post(typing))
         .route("/v1/conversations/{id}/close", post(close))
         .route("/v1/conversations/{id}/live_chat", get(live_chat))
         .route("/v1/conversations/{id}/timeline", get(timeline_route))
@@ -69,6 +73,7 @@ pub(crate) fn router(state: ServiceState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
+        .route("/files/{token}", get(file))
         .merge(v1)
         .merge(webhooks)
         .fallback(not_found)
@@ -546,6 +551,7 @@ fn lifecycle_error(e: LifecycleError) -> Response {
         ),
         e @ LifecycleError::UnknownIntegration(_) => internal(e),
         LifecycleError::Store(e) => store_failed(e),
+        LifecycleError::Attachment(e) => attach_error(e),
     }
 }
 
@@ -813,18 +819,18 @@ async fn run_flow(state: ServiceState, id: String, raw: Result<Bytes, BytesRejec
     path = "/v1/conversations/{id}/messages",
     tag = "builder",
     params(("id" = String, Path, description = "The builder's conversation id")),
-    request_body(content = MessageRequest, description = "The user's message"),
+    request_body(content = MessageRequest, description = "The user's message: `text`, `attachments`, or both (`400 bad_request` for a malformed one, `attachment_url_forbidden` for a `url` the `http_request` guard refuses)"),
     responses(
         (status = 200, description = "Relayed to the agent", body = MessageResponse),
         (status = 400, description = "`bad_request`", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 409, description = "`no_live_chat`", body = ErrorBody),
-        (status = 413, description = "Body over `[api] max_body_bytes`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over `[api] max_message_body_bytes`; or `unsupported_attachment`: a file larger than the provider takes (nothing sent)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`; or `unsupported_attachment`: a content type the provider does not take (nothing sent)", body = ErrorBody),
         (status = 429, description = "`rate_limited`, see `Retry-After`", body = ErrorBody,
             headers(("retry-after" = u64, description = "Seconds until a message is accepted again"))),
-        (status = 502, description = "`provider_error`: the live chat ended with `error`", body = ErrorBody),
+        (status = 502, description = "`provider_error`: the live chat ended with `error`; or `attachment_fetch_failed`: an attachment's `url` could not be fetched (nothing sent)", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
@@ -833,25 +839,39 @@ async fn message(
     Path(id): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body(raw, state.config().api.max_body_bytes) {
+    let body = match body(raw, state.config().api.max_message_body_bytes) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let req = match json_object(&body, &["text"]) {
+    let req = match json_object(&body, &["text", "attachments"]) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let Some(text) = req
-        .get("text")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    else {
+    let text = match req.get("text") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`text` must be a non-empty string",
+            )
+        }
+    };
+    let attachments = match req.get("attachments") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => match super::attach::parse_inputs(v) {
+            Ok(a) => a,
+            Err(e) => return attach_error(e),
+        },
+    };
+    if text.is_none() && attachments.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "`text` must be a non-empty string",
+            "a message needs a non-empty `text`, `attachments`, or both",
         );
-    };
+    }
     if let Err(wait) = state.limiter().check(&id, std::time::Instant::now()) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         tracing::warn!(conversation_id = %id, retry_after_s = secs, "message rate limit hit");
@@ -869,9 +889,140 @@ async fn message(
         );
         return resp;
     }
-    match state.user_message(&id, text).await {
+    let sent = match (text, attachments.is_empty()) {
+        (Some(t), true) => state.user_message(&id, &t).await,
+        (t, _) => state.user_content(&id, t, attachments).await,
+    };
+    match sent {
         Ok(chat) => Json(json!({"status": "sent", "live_chat": chat_view(&state, &chat).await}))
             .into_response(),
+        Err(e) => lifecycle_error(e),
+    }
+}
+
+/// An attachment refusal: nothing was sent.
+fn attach_error(e: super::attach::AttachError) -> Response {
+    use super::attach::AttachError;
+    use crate::providers::attachments::AttachmentRefusal;
+    match &e {
+        AttachError::Refused(AttachmentRefusal::Type { .. }) => error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_attachment",
+            format!("{e}; nothing was sent"),
+        ),
+        AttachError::Refused(AttachmentRefusal::Size { .. }) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "unsupported_attachment",
+            format!("{e}; nothing was sent"),
+        ),
+        AttachError::Bad(_) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{e}; nothing was sent"),
+        ),
+        AttachError::Forbidden { .. } => error(
+            StatusCode::BAD_REQUEST,
+            "attachment_url_forbidden",
+            format!("{e} (see `[http_request] allow`); nothing was sent"),
+        ),
+        AttachError::Fetch { .. } => error(
+            StatusCode::BAD_GATEWAY,
+            "attachment_fetch_failed",
+            format!("{e}; nothing was sent"),
+        ),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/typing",
+    tag = "builder",
+    params(("id" = String, Path, description = "The builder's conversation id")),
+    request_body(content = TypingRequest, description = "Whether the user is typing"),
+    responses(
+        (status = 202, description = "Taken; `relayed` says whether the provider has a typing indicator (best-effort: a provider failure answers `false` and the chat goes on)", body = TypingResponse),
+        (status = 400, description = "`bad_request`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
+        (status = 409, description = "`no_live_chat`", body = ErrorBody),
+        (status = 413, description = "Body over `[api] max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
+async fn typing(
+    State(state): State<ServiceState>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body(raw, state.config().api.max_body_bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = match json_object(&body, &["typing"]) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let Some(typing) = req.get("typing").and_then(Value::as_bool) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`typing` must be true or false",
+        );
+    };
+    match state.user_typing(&id, typing).await {
+        Ok(relayed) => (StatusCode::ACCEPTED, Json(json!({"relayed": relayed}))).into_response(),
+        Err(e) => lifecycle_error(e),
+    }
+}
+
+/// `GET /files/{token}`: an agent's file the provider keeps behind its credentials,
+/// fetched from the provider now. The token (from an `agent_message` event) is signed
+/// with the builder's signing secret and expires; no API token is needed.
+#[utoipa::path(
+    get,
+    path = "/files/{token}",
+    tag = "builder",
+    params(("token" = String, Path, description = "From an `agent_message` attachment's `url`")),
+    responses(
+        (status = 200, description = "The file, with its content type", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a token of this service (or its live chat is gone)", body = ErrorBody),
+        (status = 410, description = "`expired`: the URL is past its 24 hours", body = ErrorBody),
+        (status = 502, description = "`provider_error`: the provider did not hand the file over", body = ErrorBody),
+    )
+)]
+async fn file(State(state): State<ServiceState>, Path(token): Path<String>) -> Response {
+    use super::attach::{verify_grant, GrantError};
+    let grant = match verify_grant(&state.config().builder.signing_secret, &token, now_ms()) {
+        Ok(g) => g,
+        Err(e @ GrantError::Invalid) => {
+            return error(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        Err(e @ GrantError::Expired) => return error(StatusCode::GONE, "expired", e.to_string()),
+    };
+    match state.download_file(&grant.chat, &grant.path).await {
+        Ok(Some(bytes)) => {
+            let disposition = format!(
+                "attachment; filename=\"{}\"",
+                grant.name.replace(['"', '\\', '\r', '\n'], "_")
+            );
+            let mut resp = bytes.into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&grant.content_type) {
+                h.insert(axum::http::header::CONTENT_TYPE, v);
+            }
+            if let Ok(v) = axum::http::HeaderValue::from_str(&disposition) {
+                h.insert(axum::http::header::CONTENT_DISPOSITION, v);
+            }
+            resp
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such file"),
+        Err(LifecycleError::Provider(e)) => error(
+            StatusCode::BAD_GATEWAY,
+            "provider_error",
+            format!("the provider did not hand the file over: {}", e.message),
+        ),
         Err(e) => lifecycle_error(e),
     }
 }

@@ -109,6 +109,9 @@ pub struct ApiConfig {
     pub max_run_body_bytes: usize,
     /// Largest body of the other `/v1/…` routes (bytes).
     pub max_body_bytes: usize,
+    /// Largest body of `POST /v1/conversations/{id}/messages` (bytes, default 8 MiB):
+    /// attachments sent inline (`data_base64`) count against it.
+    pub max_message_body_bytes: usize,
     /// Sustained user messages per conversation per minute on `/messages` (0: no limit).
     pub messages_per_minute: u32,
     /// Messages a conversation may send in a burst above that rate.
@@ -128,6 +131,7 @@ impl Default for ApiConfig {
             tokens: Vec::new(),
             max_run_body_bytes: 1 << 20,
             max_body_bytes: 64 << 10,
+            max_message_body_bytes: 8 << 20,
             messages_per_minute: 60,
             messages_burst: 20,
             run_limits: crate::template::RunLimits::default(),
@@ -141,6 +145,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("tokens", &format!("[{} redacted]", self.tokens.len()))
             .field("max_run_body_bytes", &self.max_run_body_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_message_body_bytes", &self.max_message_body_bytes)
             .field("messages_per_minute", &self.messages_per_minute)
             .field("messages_burst", &self.messages_burst)
             .field("run_limits", &self.run_limits)
@@ -276,6 +281,7 @@ struct RawApi {
     tokens: Option<Spanned<Vec<Spanned<String>>>>,
     max_run_body_bytes: Option<Spanned<usize>>,
     max_body_bytes: Option<Spanned<usize>>,
+    max_message_body_bytes: Option<Spanned<usize>>,
     messages_per_minute: Option<u32>,
     messages_burst: Option<u32>,
 }
@@ -487,6 +493,11 @@ impl ServiceConfig {
                 &raw.api.max_body_bytes,
                 "api.max_body_bytes",
                 a.max_body_bytes,
+            )?,
+            max_message_body_bytes: size(
+                &raw.api.max_message_body_bytes,
+                "api.max_message_body_bytes",
+                a.max_message_body_bytes,
             )?,
             messages_per_minute: raw.api.messages_per_minute.unwrap_or(a.messages_per_minute),
             messages_burst: raw.api.messages_burst.unwrap_or(a.messages_burst).max(1),

@@ -3,7 +3,11 @@
 //! Every event has `type`, `event_id` (also in `X-Transbordo-Event-Id`),
 //! `conversation_id`, `handoff_id`, `provider`, `integration_id` and `at_ms`. Types:
 //! - `agent_joined`: `agent` `{id?, name?}`;
-//! - `agent_message`: `text`, `agent`;
+//! - `agent_message`: `text`, `agent`, and when the agent sent more than text
+//!   `attachments` (`[{name, content_type, size?, url}]`) and/or `rich_content` (the
+//!   provider's structured content, as sent);
+//! - `agent_typing`: `typing` (bool), `agent`; best-effort: sent once, not retried,
+//!   not stored;
 //! - `live_chat_ended`: `input` = `{"live_chat":{"status":…}}`, exactly what the builder
 //!   passes as `input` when it runs the flow again.
 //!
@@ -49,6 +53,36 @@ pub fn agent_message(
 ) -> Value {
     let mut v = base("agent_message", chat, event_id, now);
     v["text"] = json!(text);
+    v["agent"] = json!(agent);
+    v
+}
+
+/// `agent_message` with `extra` fields (`attachments`, `rich_content`) merged in.
+pub fn agent_message_with(
+    chat: &LiveChatRecord,
+    text: &str,
+    agent: &AgentInfo,
+    extra: &serde_json::Map<String, Value>,
+    event_id: &str,
+    now: i64,
+) -> Value {
+    let mut v = agent_message(chat, text, agent, event_id, now);
+    for (k, x) in extra {
+        v[k.as_str()] = x.clone();
+    }
+    v
+}
+
+/// `agent_typing` (never queued: see the module docs).
+pub fn agent_typing(
+    chat: &LiveChatRecord,
+    typing: bool,
+    agent: &AgentInfo,
+    event_id: &str,
+    now: i64,
+) -> Value {
+    let mut v = base("agent_typing", chat, event_id, now);
+    v["typing"] = json!(typing);
     v["agent"] = json!(agent);
     v
 }

@@ -62,6 +62,9 @@ pub enum LifecycleError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An attachment cannot be relayed; nothing was sent and the chat goes on.
+    #[error(transparent)]
+    Attachment(#[from] super::attach::AttachError),
 }
 
 /// What processing a provider event did (for logs and tests).
@@ -415,6 +418,148 @@ impl ServiceState {
         }
     }
 
+    /// Relays a user message with attachments: every attachment is checked against the
+    /// provider and its bytes obtained before any provider call (a refusal sends
+    /// nothing and leaves the chat as it was); then as [`ServiceState::user_message`].
+    pub async fn user_content(
+        &self,
+        conversation_id: &str,
+        text: Option<String>,
+        inputs: Vec<super::attach::AttachmentInput>,
+    ) -> Result<LiveChatRecord, LifecycleError> {
+        let chat = self
+            .open_chat(conversation_id)
+            .await?
+            .filter(|c| c.state.is_open())
+            .ok_or(LifecycleError::NoLiveChat)?;
+        let transport = &self.inner.transport;
+        let provider = crate::providers::ProviderKind::parse(&chat.provider)
+            .map(|k| k.provider().display_name().to_string())
+            .unwrap_or_else(|| chat.provider.clone());
+        let rules = super::attach::check_all(&inputs, &provider, |name, ct| {
+            transport.attachment_rule(&chat, name, ct)
+        })?;
+        let files =
+            super::attach::materialize(inputs, &rules, &provider, &self.config().http_guard)
+                .await?;
+        let view = super::attach::timeline_view(&files);
+        let msg = super::attach::user_message(text, files);
+        let sent = self.provider_call(
+            &chat,
+            Operation::Send,
+            transport.send_user_content(&chat, &msg),
+        );
+        match sent.await {
+            Ok(()) => {
+                let mut m = timeline::message(self, "to_agent", msg.text.as_deref().unwrap_or(""));
+                m["attachments"] = view;
+                self.record(vec![timeline::entry(&chat, "message", m)])
+                    .await;
+                let r = self
+                    .inner
+                    .store
+                    .apply(&chat.id, Change::UserActivity, Guard::default(), now_ms())
+                    .await?;
+                self.changed();
+                match r {
+                    Applied::Done(c) | Applied::Ignored(c) => Ok(c),
+                    _ => Ok(chat),
+                }
+            }
+            Err(e) => {
+                self.end_with_close(&chat, EndStatus::Error, None, None)
+                    .await?;
+                Err(LifecycleError::Provider(e))
+            }
+        }
+    }
+
+    /// Relays the user's typing state: `Ok(false)` when the provider has no typing
+    /// indicator. Best-effort: a provider failure is logged and answered `false`, the
+    /// chat goes on (a lost "typing…" is not worth ending a conversation).
+    pub async fn user_typing(
+        &self,
+        conversation_id: &str,
+        typing: bool,
+    ) -> Result<bool, LifecycleError> {
+        let chat = self
+            .open_chat(conversation_id)
+            .await?
+            .filter(|c| c.state.is_open())
+            .ok_or(LifecycleError::NoLiveChat)?;
+        match self.inner.transport.send_typing(&chat, typing).await {
+            Ok(relayed) => Ok(relayed),
+            Err(e) => {
+                tracing::warn!(
+                    conversation_id = %chat.conversation_id,
+                    handoff_id = %chat.id,
+                    provider = %chat.provider,
+                    error = %e.message,
+                    "typing not relayed"
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Downloads an agent's file for `GET /files/…` (the grant already checked).
+    pub(crate) async fn download_file(
+        &self,
+        chat_id: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, LifecycleError> {
+        let Some(chat) = self.inner.store.get(chat_id).await? else {
+            return Ok(None);
+        };
+        self.inner
+            .transport
+            .download_file(&chat, path)
+            .await
+            .map(Some)
+            .map_err(LifecycleError::Provider)
+    }
+
+    /// The public base of `/files/…` URLs: `public_url` when set, else the `listen`
+    /// address.
+    fn files_base(&self) -> String {
+        match &self.config().webhooks.public_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.config().listen),
+        }
+    }
+
+    /// `agent_typing` to the builder, once, not stored: a late or lost "typing…" is
+    /// harmless, a retried one would be wrong.
+    fn send_agent_typing(
+        &self,
+        chat: &LiveChatRecord,
+        typing: bool,
+        agent: &super::store::AgentInfo,
+    ) {
+        let event_id = super::events::new_event_id();
+        let body =
+            super::events::agent_typing(chat, typing, agent, &event_id, now_ms()).to_string();
+        let state = self.clone();
+        tokio::spawn(async move {
+            let cfg = &state.config().builder;
+            let ts = (now_ms() / 1000).to_string();
+            let sig = super::events::sign_event(&cfg.signing_secret, &ts, body.as_bytes());
+            let r = state
+                .http()
+                .post(&cfg.callback_url)
+                .header("content-type", "application/json")
+                .header("x-transbordo-event-id", &event_id)
+                .header("x-transbordo-timestamp", &ts)
+                .header("x-transbordo-signature", sig)
+                .body(body)
+                .send()
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e.without_url(), "agent_typing not delivered");
+            }
+        });
+    }
+
     /// The user closes: claim, close the provider conversation, end `user_closed`
     /// (`error` if the close failed).
     pub async fn user_close(
@@ -548,6 +693,43 @@ impl ServiceState {
         Ok(())
     }
 
+    /// `attachments` (URLs the builder can download: the provider's, or a signed
+    /// `/files/…` one for files behind the provider's credentials) and `rich_content`.
+    fn content_fields(
+        &self,
+        chat: &LiveChatRecord,
+        content: crate::providers::attachments::AgentContent,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut extra = serde_json::Map::new();
+        if !content.attachments.is_empty() {
+            let base = self.files_base();
+            let secret = &self.config().builder.signing_secret;
+            let list: Vec<serde_json::Value> = content
+                .attachments
+                .into_iter()
+                .map(|mut a| {
+                    if let Some(path) = a.provider_path.take() {
+                        let grant = super::attach::FileGrant {
+                            chat: chat.id.clone(),
+                            path,
+                            name: a.name.clone(),
+                            content_type: a.content_type.clone(),
+                            expires_ms: now_ms() + super::attach::FILE_URL_TTL_MS,
+                        };
+                        a.url =
+                            format!("{base}/files/{}", super::attach::sign_grant(secret, &grant));
+                    }
+                    json!(a)
+                })
+                .collect();
+            extra.insert("attachments".into(), serde_json::Value::Array(list));
+        }
+        if let Some(r) = content.rich_content {
+            extra.insert("rich_content".into(), r);
+        }
+        extra
+    }
+
     /// Applies an authenticated provider event. `source` namespaces its dedup key
     /// (e.g. `liveperson:7`).
     pub async fn provider_event(
@@ -564,18 +746,52 @@ impl ServiceState {
         else {
             return Ok(EventOutcome::Unknown);
         };
+        if let EventKind::AgentTyping { typing, agent } = &ev.kind {
+            if !chat.state.is_open() {
+                return Ok(EventOutcome::Ignored);
+            }
+            self.send_agent_typing(&chat, *typing, agent);
+            return Ok(EventOutcome::Applied);
+        }
         let cause = match &ev.kind {
             EventKind::AgentJoined(_) => "agent_joined",
-            EventKind::AgentMessage { .. } => "agent_message",
+            EventKind::AgentMessage { .. } | EventKind::AgentContent { .. } => "agent_message",
             EventKind::Ended(_) => "provider_ended",
+            EventKind::AgentTyping { .. } => "agent_typing",
         };
         let relayed = match &ev.kind {
             EventKind::AgentMessage { text, .. } => Some(timeline::message(self, "to_user", text)),
+            EventKind::AgentContent { text, content, .. } => {
+                let mut m = timeline::message(self, "to_user", text);
+                m["attachments"] = json!(content
+                    .attachments
+                    .iter()
+                    .map(
+                        |a| json!({"name": a.name, "content_type": a.content_type, "size": a.size})
+                    )
+                    .collect::<Vec<_>>());
+                m["rich_content"] = json!(content.rich_content.is_some());
+                Some(m)
+            }
             _ => None,
         };
         let change = match ev.kind {
             EventKind::AgentJoined(agent) => Change::AgentJoined { agent },
-            EventKind::AgentMessage { text, agent } => Change::AgentMessage { text, agent },
+            EventKind::AgentMessage { text, agent } => Change::AgentMessage {
+                text,
+                agent,
+                extra: Default::default(),
+            },
+            EventKind::AgentContent {
+                text,
+                agent,
+                content,
+            } => Change::AgentMessage {
+                text,
+                agent,
+                extra: self.content_fields(&chat, content),
+            },
+            EventKind::AgentTyping { .. } => return Ok(EventOutcome::Ignored),
             EventKind::Ended(hint) => Change::End {
                 status: match hint {
                     EndHint::Status(s) => s,

@@ -29,6 +29,7 @@
 //! forbidden_host`), so web pages cannot drive a local service (see [`api`]).
 
 pub mod api;
+pub mod attach;
 pub use crate::providers::auth;
 pub mod config;
 pub mod events;

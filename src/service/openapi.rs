@@ -121,9 +121,50 @@ pub struct RunResponse {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
-    /// The user's message (non-empty).
+    /// The user's message (non-empty); optional when `attachments` are given.
     #[schema(min_length = 1)]
-    text: String,
+    text: Option<String>,
+    /// Files for the agent (checked against the provider first: a type or size it
+    /// cannot carry is refused with `415`/`413 unsupported_attachment` and nothing is
+    /// sent).
+    attachments: Option<Vec<MessageAttachment>>,
+}
+
+/// One file of a user's message: exactly one of `data_base64` and `url`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageAttachment {
+    /// File name (`receipt.jpg`).
+    #[schema(min_length = 1)]
+    name: String,
+    /// MIME type (`image/jpeg`).
+    #[schema(min_length = 1)]
+    content_type: String,
+    /// The bytes, standard base64 (counted in `[api] max_message_body_bytes`).
+    data_base64: Option<String>,
+    /// Where the service fetches the bytes (through the `http_request` guard and its
+    /// `allow` list, streamed up to the provider's limit); a LivePerson integration with
+    /// `attachments_as_links = true` sends a type it cannot host as this link.
+    url: Option<String>,
+    /// The size in bytes, if known (checked before anything is fetched).
+    #[schema(minimum = 0)]
+    size: Option<u64>,
+}
+
+/// `POST /v1/conversations/{id}/typing`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TypingRequest {
+    /// Whether the user is typing now.
+    typing: bool,
+}
+
+/// The typing state was taken.
+#[derive(ToSchema)]
+pub struct TypingResponse {
+    /// Whether it reached the agent: `false` where the provider has no typing indicator
+    /// (Zendesk) or the provider refused it.
+    relayed: bool,
 }
 
 /// `POST /v1/conversations/{id}/close`: `{}` (the body is not read).
@@ -356,6 +397,7 @@ fn webhook_altu() {}
     paths(
         super::api::run,
         super::api::message,
+        super::api::typing,
         super::api::close,
         super::api::live_chat,
         super::api::timeline_route,
@@ -366,6 +408,7 @@ fn webhook_altu() {}
         super::api::readyz,
         super::api::metrics,
         super::api::openapi_json,
+        super::api::file,
     ),
     modifiers(&BearerToken),
     tags(

@@ -187,6 +187,8 @@ pub enum Change {
         text: String,
         /// Who.
         agent: AgentInfo,
+        /// More fields of the event (`attachments`, `rich_content`); empty for text.
+        extra: serde_json::Map<String, serde_json::Value>,
     },
     /// The user sent a message: resets the inactivity deadline (with_agent only).
     UserActivity,

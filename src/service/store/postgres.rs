@@ -309,13 +309,14 @@ impl PgStore {
                     false
                 }
             }
-            Change::AgentMessage { text, agent } => {
+            Change::AgentMessage { text, agent, extra } => {
                 if chat.state.is_open() {
                     if chat.state == ChatState::Waiting {
                         join(&mut tx, &chat, &agent, now).await?;
                     }
                     let event_id = events::new_event_id();
-                    let body = events::agent_message(&chat, &text, &agent, &event_id, now);
+                    let body =
+                        events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
                     enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
                     true
                 } else {

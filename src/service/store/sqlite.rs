@@ -340,13 +340,13 @@ fn apply_tx(
                 false
             }
         }
-        Change::AgentMessage { text, agent } => {
+        Change::AgentMessage { text, agent, extra } => {
             if chat.state.is_open() {
                 if chat.state == ChatState::Waiting {
                     join(&tx, &chat, &agent, now)?;
                 }
                 let event_id = events::new_event_id();
-                let body = events::agent_message(&chat, &text, &agent, &event_id, now);
+                let body = events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
                 enqueue(&tx, &chat.conversation_id, &event_id, &body, now)?;
                 true
             } else {
