@@ -285,7 +285,7 @@ async fn http_request_refuses_non_public_addresses_unless_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limits_get_413() {
     let (_d, rx, rec, svc) = world(
-        "max_run_body_bytes = 4096\nmax_body_bytes = 2048\n[webhooks]\nmax_body_bytes = 2048\n",
+        "max_run_body_bytes = 4096\nmax_body_bytes = 2048\nmax_message_body_bytes = 2048\n[webhooks]\nmax_body_bytes = 2048\n",
     )
     .await;
     let b = &svc.base;
