@@ -829,3 +829,89 @@ async fn http_request_from_the_page_reaches_the_sandbox_but_not_loopback() {
         .bind(|| insta::assert_json_snapshot!("http_request_loopback_forbidden", admin_error));
     pg.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_console_carries_files_and_typing_both_ways() {
+    use base64::Engine as _;
+    let (pg, c) = playground().await;
+    let fixed = MISSPELT.replace("skil_id", "skill_id");
+    let (id, _) = c.run(&fixed).await;
+    c.ok(&format!("/api/conversations/{id}/join"), json!({}))
+        .await;
+    // The user sends a photo through the service; the provider side lists it.
+    let photo: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
+    let conv = c
+        .ok(
+            &format!("/api/conversations/{id}/user_message"),
+            json!({"text": "the receipt", "attachments": [
+                {"name": "receipt.png", "content_type": "image/png", "data_base64": b64}]}),
+        )
+        .await;
+    let files = &conv["conversation"]["provider_conversation"]["files"];
+    assert_eq!(files[0]["name"], "receipt.png", "{conv:#}");
+    assert_eq!(files[0]["size"], 5000);
+    // Typing both ways.
+    let conv = c
+        .ok(
+            &format!("/api/conversations/{id}/typing"),
+            json!({"who": "user", "typing": true}),
+        )
+        .await;
+    assert_eq!(
+        conv["conversation"]["provider_conversation"]["typing"]["consumer"],
+        true
+    );
+    c.ok(
+        &format!("/api/conversations/{id}/typing"),
+        json!({"who": "agent", "typing": true}),
+    )
+    .await;
+    c.until(&id, "agent_typing", |v| {
+        v["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "agent_typing"))
+    })
+    .await;
+    // The agent answers with an image; the page shows it through /api/attachment.
+    let form: Vec<u8> = (0..3000u32).map(|i| (i % 13) as u8).collect();
+    c.ok(
+        &format!("/api/conversations/{id}/agent_message"),
+        json!({"text": "fill this in", "attachments": [{"name": "form.png",
+               "content_type": "image/png",
+               "data_base64": base64::engine::general_purpose::STANDARD.encode(&form)}]}),
+    )
+    .await;
+    let conv = c
+        .until(&id, "the agent's file", |v| {
+            v["events"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["type"] == "agent_message" && e["attachments"].is_array())
+            })
+        })
+        .await;
+    let ev = conv["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["attachments"].is_array())
+        .unwrap()
+        .clone();
+    let url = ev["attachments"][0]["url"].as_str().unwrap().to_string();
+    let resp = c
+        .http
+        .get(format!("{}/api/attachment", c.base))
+        .query(&[("u", url.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), form);
+    // Not a proxy to anywhere else.
+    let (status, _) = c
+        .get("/api/attachment?u=http%3A%2F%2F127.0.0.1%3A1%2Fx")
+        .await;
+    assert_eq!(status, 400);
+    pg.shutdown().await;
+}

@@ -41,6 +41,8 @@ pub(crate) fn router(world: World, loopback_only: bool) -> Router {
         .route("/api/conversations/{id}/agent_message", post(agent_message))
         .route("/api/conversations/{id}/user_message", post(user_message))
         .route("/api/conversations/{id}/close", post(close))
+        .route("/api/conversations/{id}/typing", post(typing))
+        .route("/api/attachment", get(attachment))
         .route("/_builder/events", post(builder_event))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(
@@ -190,14 +192,6 @@ fn source(body: &Bytes) -> Result<Source, ApiError> {
     })
 }
 
-fn text_field(body: &Bytes) -> Result<String, ApiError> {
-    let m = object(body)?;
-    match m.get("text") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        _ => Err(ApiError::bad_request("`text` must be a non-empty string")),
-    }
-}
-
 async fn info(State(w): State<World>) -> Response {
     Json(w.info()).into_response()
 }
@@ -233,8 +227,71 @@ async fn agent_message(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Response {
-    match text_field(&body) {
-        Ok(t) => answer(w.agent_message(&id, &t).await),
+    match message_fields(&body) {
+        Ok((t, None)) => answer(w.agent_message(&id, &t.unwrap_or_default()).await),
+        Ok((t, Some(files))) => match files.into_iter().next().map(serde_json::from_value) {
+            Some(Ok(f)) => answer(w.agent_file(&id, &t.unwrap_or_default(), f).await),
+            _ => {
+                ApiError::bad_request("`attachments[0]` must be {name, content_type, data_base64}")
+                    .into_response()
+            }
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `{"text"?, "attachments"?}`: at least one (files as the service's `/messages` takes
+/// them: `{name, content_type, data_base64}`).
+fn message_fields(body: &Bytes) -> Result<(Option<String>, Option<Vec<Value>>), ApiError> {
+    let m = object(body)?;
+    let text = match m.get("text") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let files = match m.get("attachments") {
+        Some(Value::Array(a)) if !a.is_empty() => Some(a.clone()),
+        _ => None,
+    };
+    if text.is_none() && files.is_none() {
+        return Err(ApiError::bad_request("`text` must be a non-empty string"));
+    }
+    Ok((text, files))
+}
+
+/// `GET /api/attachment?u=<url>`: an agent's file, under the page's origin.
+async fn attachment(
+    State(w): State<World>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let u = reqwest::Url::parse(&format!("http://q/?{}", q.as_deref().unwrap_or("")))
+        .ok()
+        .and_then(|x| {
+            x.query_pairs()
+                .find(|(k, _)| k == "u")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    match w.attachment(&u).await {
+        Ok((ct, bytes)) => {
+            let mut r = bytes.into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&ct) {
+                r.headers_mut().insert(axum::http::header::CONTENT_TYPE, v);
+            }
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn typing(State(w): State<World>, Path(id): Path<String>, Body(body): Body) -> Response {
+    let parsed = object(&body).and_then(|m| match (m.get("who"), m.get("typing")) {
+        (Some(Value::String(who)), Some(Value::Bool(t))) => Ok((who.clone(), *t)),
+        _ => Err(ApiError::bad_request(
+            "`who` (\"agent\" or \"user\") and `typing` (a boolean) are required",
+        )),
+    });
+    match parsed {
+        Ok((who, t)) => answer(w.typing(&id, &who, t).await),
         Err(e) => e.into_response(),
     }
 }
@@ -244,8 +301,8 @@ async fn user_message(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Response {
-    match text_field(&body) {
-        Ok(t) => answer(w.user_message(&id, &t).await),
+    match message_fields(&body) {
+        Ok((t, files)) => answer(w.user_content(&id, t, files).await),
         Err(e) => e.into_response(),
     }
 }

@@ -37,8 +37,9 @@
 //! | `POST /api/run` | same body → `{"conversation"}`: the flow runs on the service, for real |
 //! | `GET /api/conversations` | `{"conversations": [...]}`: run, live chat, provider view, events, re-entry |
 //! | `POST /api/conversations/{id}/join` | an agent joins (sandbox control) |
-//! | `POST /api/conversations/{id}/agent_message` | `{"text"}` the agent writes |
-//! | `POST /api/conversations/{id}/user_message` | `{"text"}` the user writes (through the service) |
+//! | `POST /api/conversations/{id}/agent_message` | `{"text"?, "attachments"?}` the agent writes and/or sends a file (the first of `attachments`, `{name, content_type, data_base64}`) |
+//! | `POST /api/conversations/{id}/user_message` | `{"text"?, "attachments"?}` the user writes and/or sends files (through the service's `/messages`) |
+//! | `POST /api/conversations/{id}/typing` | `{"who":"agent"\|"user","typing":bool}` (the user's through the service's `/typing`) |
 //! | `POST /api/conversations/{id}/close` | `{"by":"agent"\|"user"}` |
 //!
 //! On loopback (the default) requests must name a loopback `Host`, so a web page the

@@ -658,15 +658,116 @@ impl World {
         self.conversation(id).await
     }
 
-    /// The user writes: through the service, as the builder would relay it.
-    pub(crate) async fn user_message(&self, id: &str, text: &str) -> Result<Value, ApiError> {
-        self.provider_id(id)?;
-        self.service(
-            &format!("/v1/conversations/{id}/messages"),
-            Some(json!({ "text": text })),
-        )
-        .await?;
+    /// The agent sends a file (with `text` as its caption, possibly empty).
+    pub(crate) async fn agent_file(
+        &self,
+        id: &str,
+        text: &str,
+        file: crate::sandbox::SayFile,
+    ) -> Result<Value, ApiError> {
+        let pcid = self.provider_id(id)?;
+        self.inner
+            .control
+            .say_file(&pcid, text, file)
+            .await
+            .map_err(control_error)?;
         self.conversation(id).await
+    }
+
+    /// The user writes and/or sends files: through the service, as the builder would.
+    pub(crate) async fn user_content(
+        &self,
+        id: &str,
+        text: Option<String>,
+        attachments: Option<Vec<Value>>,
+    ) -> Result<Value, ApiError> {
+        self.provider_id(id)?;
+        let mut body = json!({});
+        if let Some(t) = text {
+            body["text"] = json!(t);
+        }
+        if let Some(a) = attachments {
+            body["attachments"] = json!(a);
+        }
+        self.service(&format!("/v1/conversations/{id}/messages"), Some(body))
+            .await?;
+        self.conversation(id).await
+    }
+
+    /// Someone starts or stops typing: the user through the service, the agent on the
+    /// provider (the sandbox).
+    pub(crate) async fn typing(
+        &self,
+        id: &str,
+        who: &str,
+        typing: bool,
+    ) -> Result<Value, ApiError> {
+        let pcid = self.provider_id(id)?;
+        match who {
+            "user" => {
+                self.service(
+                    &format!("/v1/conversations/{id}/typing"),
+                    Some(json!({ "typing": typing })),
+                )
+                .await?;
+            }
+            "agent" => {
+                self.inner
+                    .control
+                    .typing(&pcid, typing)
+                    .await
+                    .map_err(control_error)?;
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "`who` must be \"agent\" or \"user\", not `{other}`"
+                )))
+            }
+        }
+        self.conversation(id).await
+    }
+
+    /// An agent's file as the builder would download it (`/files/…` of the service, or
+    /// a file the sandbox serves), so the page can show it under its own origin. Only
+    /// those two prefixes are fetched: this is not a general proxy.
+    pub(crate) async fn attachment(&self, url: &str) -> Result<(String, Vec<u8>), ApiError> {
+        let ours = [
+            format!("{}/files/", self.inner.service_url),
+            format!("{}/sandbox-files/", self.sandbox_url()),
+        ];
+        if !ours.iter().any(|p| url.starts_with(p.as_str())) || url.contains("..") {
+            return Err(ApiError::bad_request(
+                "only attachment URLs of this playground's service and sandbox are shown",
+            ));
+        }
+        let r = self.inner.http.get(url).send().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                e.without_url().to_string(),
+            )
+        })?;
+        if !r.status().is_success() {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "attachment_unavailable",
+                format!("the attachment answered {}", r.status()),
+            ));
+        }
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        let b = r.bytes().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                e.without_url().to_string(),
+            )
+        })?;
+        Ok((ct, b.to_vec()))
     }
 
     /// The agent closes on the provider, or the user closes through the service.

@@ -542,16 +542,51 @@ function buildCard(c) {
   };
   const sayForm = (who, path) => {
     const input = el("input", { type: "text", id: `${uid}-${who}-text`, autocomplete: "off" });
+    const file = el("input", { type: "file", id: `${uid}-${who}-file`, class: "file" });
     const button = el("button", { type: "submit" }, `Send as ${who}`);
     const form = el("form", { class: "say " + who },
-      el("label", { for: input.id }, `Message as the ${who}`), input, button);
+      el("label", { for: input.id }, `Message as the ${who}`), input,
+      el("label", { for: file.id, class: "file-label" }, "File"), file, button);
+    // "typing…" goes to the other side while the field has text (5 s without a key: stopped).
+    let typingOn = false;
+    let typingTimer = null;
+    const setTyping = async (on) => {
+      if (on === typingOn) return;
+      typingOn = on;
+      try {
+        await api(`/api/conversations/${encodeURIComponent(id)}/typing`, { who, typing: on });
+      } catch (e) {
+        // Best-effort, like the relay itself.
+      }
+    };
+    input.addEventListener("input", () => {
+      setTyping(input.value.length > 0);
+      clearTimeout(typingTimer);
+      typingTimer = setTimeout(() => setTyping(false), 5000);
+    });
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      if (!input.value.trim()) { input.focus(); return; }
-      const text = input.value;
-      if (await act(path, () => ({ text }), `the ${who} wrote`)()) input.value = "";
+      const f = file.files && file.files[0];
+      if (!input.value.trim() && !f) { input.focus(); return; }
+      const body = {};
+      if (input.value.trim()) body.text = input.value;
+      if (f) {
+        try {
+          body.attachments = [await readFile(f)];
+        } catch (e) {
+          card.error.textContent = `cannot read ${f.name}: ${e}`;
+          return;
+        }
+      }
+      const what = f ? `the ${who} sent ${f.name}` : `the ${who} wrote`;
+      if (await act(path, () => body, what)()) {
+        input.value = "";
+        file.value = "";
+        clearTimeout(typingTimer);
+        setTyping(false);
+      }
     });
-    return { form, input, button };
+    return { form, input, file, button };
   };
   card.join = el("button", { type: "button", class: "join", onclick: act("join", null, "an agent joined") }, "Join as agent");
   card.agentSay = sayForm("agent", "agent_message");
@@ -565,6 +600,8 @@ function buildCard(c) {
   card.botMessages = el("ol", { class: "bubbles" });
   card.runWarnings = el("ul", { class: "warnings" });
   card.transcript = el("ol", { class: "bubbles transcript", "aria-live": "polite", "aria-label": `Transcript of ${id}` });
+  card.files = el("ul", { class: "files", "aria-label": `Files shared in ${id}` });
+  card.typing = el("p", { class: "typing", "aria-live": "polite" });
   card.events = el("ol", { class: "events", "aria-label": `Events sent to the builder for ${id}` });
   card.reentryJson = el("pre", { class: "json", tabindex: "0" });
   card.useInput = el("button", { type: "button", onclick: () => useAsInput(card.data.reentry) }, "Use as the context's input");
@@ -581,6 +618,8 @@ function buildCard(c) {
     el("details", { class: "bot" }, el("summary", {}, "What the run sent the user"), card.botMessages, card.runWarnings),
     lc ? el("h4", {}, "Transcript on the provider") : null,
     lc ? card.transcript : null,
+    lc ? card.typing : null,
+    lc ? card.files : null,
     lc ? card.controls : null,
     card.error,
     lc ? el("h4", {}, "Events to the builder") : null,
@@ -645,18 +684,43 @@ function updateCard(card, c) {
       card.events.replaceChildren();
       if (!c.events.length) card.events.append(el("li", { class: "empty" }, "None yet."));
       for (const e of c.events) {
-        const detail = e.type === "agent_message" ? `: ${e.text}` : e.type === "live_chat_ended" ? `: ${JSON.stringify(e.input)}` : "";
-        card.events.append(el("li", { "data-type": e.type }, el("code", {}, e.type), detail));
+        const detail = e.type === "agent_message" ? `: ${e.text}`
+          : e.type === "agent_typing" ? (e.typing ? ": typing…" : ": stopped typing")
+          : e.type === "live_chat_ended" ? `: ${JSON.stringify(e.input)}` : "";
+        const li = el("li", { "data-type": e.type }, el("code", {}, e.type), detail);
+        // The agent's files, as the builder gets them: images shown, others linked.
+        for (const a of e.attachments || []) {
+          const src = "/api/attachment?u=" + encodeURIComponent(a.url);
+          li.append(a.content_type.startsWith("image/")
+            ? el("img", { class: "attachment", src, alt: a.name })
+            : el("a", { class: "attachment", href: src, download: a.name }, `📎 ${a.name}`));
+        }
+        card.events.append(li);
       }
     }
+    const files = (pv && pv.files) || [];
+    if (changed(card, "files", files)) {
+      card.files.replaceChildren();
+      for (const f of files) {
+        card.files.append(el("li", { class: "file " + f.role },
+          `${f.role === "agent" ? "agent" : "user"} sent ${f.name} (${f.content_type}, ${f.size} bytes)`));
+      }
+    }
+    // Typing: the user's as the provider shows it, the agent's from the last event.
+    const lastAgent = [...c.events].reverse().find((e) => e.type === "agent_typing" || e.type === "agent_message");
+    const agentTyping = !!(lastAgent && lastAgent.type === "agent_typing" && lastAgent.typing);
+    const userTyping = !!(pv && pv.typing && pv.typing.consumer);
+    card.typing.textContent = [agentTyping ? "the agent is typing…" : "", userTyping ? "the user is typing… (the agent sees it)" : ""].filter(Boolean).join(" · ");
     const open = lc.state === "waiting" || lc.state === "with_agent";
     const providerOpen = pv && pv.status !== "closed";
     card.join.disabled = !(open && pv && pv.status === "waiting");
     card.agentSay.button.disabled = !(open && pv && pv.status === "with_agent");
     card.agentSay.input.disabled = card.agentSay.button.disabled;
+    card.agentSay.file.disabled = card.agentSay.button.disabled;
     card.closeAgent.disabled = !(open && providerOpen);
     card.userSay.button.disabled = !open;
     card.userSay.input.disabled = !open;
+    card.userSay.file.disabled = !open;
     card.closeUser.disabled = !open;
     // Once ended there is nothing left to do on either side.
     card.controls.hidden = lc.state === "ended";
@@ -666,6 +730,19 @@ function updateCard(card, c) {
     fillJson(card.reentryJson, c.reentry);
     card.root.dataset.reentry = c.reentry.live_chat ? c.reentry.live_chat.status : "";
   }
+}
+
+/** A file as the service's `/messages` takes it: `{name, content_type, data_base64}`. */
+function readFile(f) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => {
+      const url = String(r.result);
+      resolve({ name: f.name, content_type: f.type || "application/octet-stream", data_base64: url.slice(url.indexOf(",") + 1) });
+    };
+    r.onerror = () => reject(r.error);
+    r.readAsDataURL(f);
+  });
 }
 
 function useAsInput(input) {
