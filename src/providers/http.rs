@@ -377,7 +377,7 @@ fn with_attempts(mut err: ActionError, retries: u32) -> ActionError {
 }
 
 fn transport_failure(label: &str, e: &reqwest::Error) -> Attempt {
-    // reqwest's Display may include the URL; URLs never carry secrets here.
+    // Only the error sources are shown, never the URL (a storage temp URL is signed).
     if e.is_connect() {
         Attempt::Failed {
             err: ActionError::new(
