@@ -194,6 +194,8 @@ pub struct ServiceConfig {
     pub http_guard: HttpGuard,
     /// Timeline retention and content.
     pub timeline: TimelineConfig,
+    /// What the re-entry input tells the bot about the human part (`[reentry]`).
+    pub reentry: crate::service::store::ReentryOptions,
 }
 
 impl ServiceConfig {
@@ -227,6 +229,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("api", &self.api)
             .field("http_guard", &self.http_guard)
             .field("timeline", &self.timeline)
+            .field("reentry", &self.reentry)
             .finish()
     }
 }
@@ -252,6 +255,17 @@ struct RawConfig {
     timeline: RawTimeline,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    reentry: RawReentry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReentry {
+    #[serde(default)]
+    details: bool,
+    #[serde(default)]
+    transcript: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -574,6 +588,11 @@ impl ServiceConfig {
             api,
             http_guard,
             timeline,
+            reentry: crate::service::store::ReentryOptions {
+                // The transcript is part of the details: asking for it turns them on.
+                details: raw.reentry.details || raw.reentry.transcript,
+                transcript: raw.reentry.transcript,
+            },
         })
     }
 }

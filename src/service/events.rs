@@ -4,8 +4,12 @@
 //! `conversation_id`, `handoff_id`, `provider`, `integration_id` and `at_ms`. Types:
 //! - `agent_joined`: `agent` `{id?, name?}`;
 //! - `agent_message`: `text`, `agent`;
+//! - `agent_reply_overdue`: the user wrote and the joined agent has not answered within
+//!   the integration's `agent_reply_timeout_s`: `agent`, `user_waiting_since_ms`,
+//!   `timeout_s` (once per unanswered stretch; the chat goes on);
 //! - `live_chat_ended`: `input` = `{"live_chat":{"status":…}}`, exactly what the builder
-//!   passes as `input` when it runs the flow again.
+//!   passes as `input` when it runs the flow again (with `[reentry] details`, also the
+//!   human part: provider, agent, `wait_ms`, `duration_ms`, message counts, transcript).
 //!
 //! Receivers should ignore types they do not know.
 
@@ -50,6 +54,22 @@ pub fn agent_message(
     let mut v = base("agent_message", chat, event_id, now);
     v["text"] = json!(text);
     v["agent"] = json!(agent);
+    v
+}
+
+/// `agent_reply_overdue`.
+pub fn agent_reply_overdue(
+    chat: &LiveChatRecord,
+    agent: &AgentInfo,
+    since: i64,
+    timeout_s: u64,
+    event_id: &str,
+    now: i64,
+) -> Value {
+    let mut v = base("agent_reply_overdue", chat, event_id, now);
+    v["agent"] = json!(agent);
+    v["user_waiting_since_ms"] = json!(since);
+    v["timeout_s"] = json!(timeout_s);
     v
 }
 
