@@ -206,7 +206,9 @@ async fn details_transcript_and_overdue(db: Db) {
         .iter()
         .map(|m| {
             assert!(
-                m["at"].as_str().is_some_and(|a| a.ends_with('Z') && a.len() >= 20),
+                m["at"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with('Z') && a.len() >= 20),
                 "{m}"
             );
             (
@@ -254,14 +256,10 @@ async fn transcript_keeps_the_last_fifty_and_details_alone_have_none(db: Db) {
     let (_dir, rx, svc) = service(
         &db,
         "messages_per_minute = 6000\nmessages_burst = 100\n\n[reentry]\ntranscript = true\n",
-    ).await;
-    start_chat(&svc.base, "c-50", 8).await;
-    lp_webhook(
-        &svc.base,
-        8,
-        &lp_change("pc-c-50", 100, "OPEN", None, true),
     )
     .await;
+    start_chat(&svc.base, "c-50", 8).await;
+    lp_webhook(&svc.base, 8, &lp_change("pc-c-50", 100, "OPEN", None, true)).await;
     for i in 0..55 {
         say(&svc.base, "c-50", &format!("m{i}")).await;
     }
@@ -312,7 +310,10 @@ async fn off_by_default_the_input_is_the_seeds(db: Db) {
     .await;
     assert!(wait_for(Duration::from_secs(5), || rx.ended("c-plain").len() == 1).await);
     let ended = rx.for_conv("c-plain").pop().unwrap();
-    assert_eq!(ended["input"], json!({"live_chat": {"status": "agent_closed"}}));
+    assert_eq!(
+        ended["input"],
+        json!({"live_chat": {"status": "agent_closed"}})
+    );
     svc.stop().await;
 }
 
