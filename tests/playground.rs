@@ -915,3 +915,32 @@ async fn the_agent_console_carries_files_and_typing_both_ways() {
     assert_eq!(status, 400);
     pg.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clock_field_reaches_the_dry_run() {
+    let (pg, c) = playground().await;
+    let (status, html) = c.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.as_str().is_some_and(|h| h.contains("id=\"now\"")),
+        "the page has a clock field"
+    );
+    let flow = r#"[{"name": "send_message", "parameters": {"text": "oi"}}]"#;
+    // A clock the dry run accepts (empty: the system's), and one it refuses clearly.
+    for now in [json!("2026-12-23T12:30:00-03:00"), json!(""), json!(null)] {
+        c.ok(
+            "/api/render",
+            json!({"flow": flow, "context": CONTEXT, "now": now}),
+        )
+        .await;
+    }
+    let (s, e) = c
+        .post(
+            "/api/render",
+            json!({"flow": flow, "context": CONTEXT, "now": "amanhã"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e.to_string().contains("RFC 3339"), "{e}");
+    pg.shutdown().await;
+}

@@ -109,12 +109,18 @@ pub struct ActionCx<'a> {
     pub(crate) handoff: &'a mut Option<Handoff>,
     pub(crate) conversation_id: &'a str,
     pub(crate) limits: RunLimits,
+    pub(crate) now: Option<std::time::SystemTime>,
 }
 
 impl ActionCx<'_> {
     /// The run's budgets (`http_request` bounds its timeout by `http_timeout_max`).
     pub fn limits(&self) -> &RunLimits {
         &self.limits
+    }
+
+    /// The run's clock ([`crate::interp::RunOptions::now`], else the system's).
+    pub fn now(&self) -> std::time::SystemTime {
+        self.now.unwrap_or_else(std::time::SystemTime::now)
     }
 
     /// The action's position in the flow.

@@ -2,12 +2,14 @@
 //! flow names (LivePerson, Zendesk or the ALTU SDK connector).
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::{is_templated, Action, ActionError, ActionSpec, CheckCx, ErrorKind, ParamProblem};
-use crate::actions::ActionCx;
+use crate::actions::{ActionCx, Services};
 use crate::flow::Severity;
-use crate::providers::{self, transcript, HandoffCx, IntegrationId, ParamShape, ProviderKind};
+use crate::providers::{
+    self, schedule, transcript, HandoffCx, Integration, IntegrationId, ParamShape, ProviderKind,
+};
 
 /// `start_live_chat`.
 pub struct StartLiveChat;
@@ -58,6 +60,7 @@ impl Action for StartLiveChat {
                 }
             }
         }
+        check_fallback(params.get("fallback"), cx, &mut out);
         let Some(id_value) = params.get("integration_id") else {
             return out;
         };
@@ -134,77 +137,275 @@ impl Action for StartLiveChat {
                     "`integration_id` is missing or not a number/string",
                 )
             })?;
+        let fallback = fallback_ids(params)?;
         let services = cx.services().clone();
-        let Some(integration) = services.integrations.get(&id) else {
-            return Err(ActionError::new(
-                ErrorKind::Config,
-                format!("unknown integration `{id}`"),
+        let chain: Vec<IntegrationId> = std::iter::once(id)
+            .chain(fallback.iter().flatten().cloned())
+            .collect();
+        let mut tried = Vec::new();
+        for (n, id) in chain.iter().enumerate() {
+            let Some(integration) = services.integrations.get(id) else {
+                // `config` would fail anywhere: the chain stops.
+                return Err(ActionError::new(
+                    ErrorKind::Config,
+                    format!("unknown integration `{id}`"),
+                ));
+            };
+            let result = match closed_result(integration, cx.now()) {
+                Some(closed) => closed,
+                None => attempt(integration, params, cx, &services).await,
+            };
+            if n + 1 < chain.len() {
+                if let Some(reason) = moves_on(&result) {
+                    tried.push(json!({"integration_id": id.as_str(), "reason": reason}));
+                    continue;
+                }
+            }
+            return Ok(match fallback {
+                // Without `fallback` the result keeps the seed's exact shape.
+                None => result,
+                Some(_) => with_via(result, integration, tried),
+            });
+        }
+        Err(ActionError::new(ErrorKind::Config, "no integration to try"))
+    }
+}
+
+/// `fallback` as written: an array of ids, each configured (with an integrations file),
+/// none repeated; problems at the entry's pointer.
+fn check_fallback(v: Option<&Value>, cx: &CheckCx<'_>, out: &mut Vec<ParamProblem>) {
+    let Some(v) = v.filter(|v| !v.is_null() && !is_templated(v)) else {
+        return;
+    };
+    let Value::Array(items) = v else {
+        out.push(
+            ParamProblem::error(
+                "/fallback",
+                "`fallback` must be an array of integration ids",
+            )
+            .with_help("e.g. \"fallback\": [1, 3]"),
+        );
+        return;
+    };
+    let mut seen = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if is_templated(item) {
+            continue;
+        }
+        let pointer = format!("/fallback/{i}");
+        let Some(id) = IntegrationId::from_json(item) else {
+            out.push(ParamProblem::error(
+                pointer,
+                "a `fallback` entry must be an integration id (a number or a string)",
             ));
+            continue;
         };
-        let handoff_id = if cx.dry_run() {
-            format!("dry-run-{}", cx.index())
-        } else {
-            uuid::Uuid::new_v4().to_string()
+        if seen.contains(&id) {
+            out.push(ParamProblem::warning(
+                pointer,
+                format!("integration `{id}` is already in `fallback`"),
+            ));
+            continue;
+        }
+        if cx.has_integrations && cx.services.integrations.get(&id).is_none() {
+            let known: Vec<String> = cx
+                .services
+                .integrations
+                .iter()
+                .map(|i| i.id.to_string())
+                .collect();
+            out.push(
+                ParamProblem::error(
+                    pointer,
+                    format!("fallback integration `{id}` is not configured"),
+                )
+                .with_help(format!("integrations in the file: {}", known.join(", "))),
+            );
+        }
+        seen.push(id);
+    }
+}
+
+/// `parameters.fallback`: `None` when absent or null, else the ids in order.
+fn fallback_ids(params: &Map<String, Value>) -> Result<Option<Vec<IntegrationId>>, ActionError> {
+    let bad = || {
+        ActionError::new(
+            ErrorKind::Config,
+            "`fallback` must be an array of integration ids",
+        )
+    };
+    match params.get("fallback") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| IntegrationId::from_json(v).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// The result of an integration outside its business hours at `now`: kind
+/// `unavailable`, reason `outside_business_hours` and when it opens again. Nothing is
+/// sent. `None` when open (or when it has no schedule).
+fn closed_result(integration: &Integration, now: std::time::SystemTime) -> Option<Value> {
+    let schedule = integration.schedule.as_ref()?;
+    let at = schedule::timestamp(now);
+    if schedule.is_open(at) {
+        return None;
+    }
+    let next = schedule.next_open(at).map(|z| schedule::rfc3339(&z));
+    let message = match &next {
+        Some(t) => format!(
+            "integration `{}` is outside its business hours (schedule `{}`); it opens at {t}",
+            integration.id, schedule.name
+        ),
+        None => format!(
+            "integration `{}` is outside its business hours (schedule `{}`) and has no opening ahead",
+            integration.id, schedule.name
+        ),
+    };
+    let e = ActionError::new(ErrorKind::Unavailable, message);
+    let mut result = error_result(Some(integration.provider), &e);
+    if let Some(obj) = error_object_mut(&mut result) {
+        let rest = std::mem::take(obj);
+        obj.insert("kind".into(), json!(ErrorKind::Unavailable.as_str()));
+        obj.insert("reason".into(), json!(OUTSIDE_HOURS));
+        obj.insert("next_open_at".into(), json!(next));
+        obj.extend(rest.into_iter().filter(|(k, _)| k != "kind"));
+    }
+    Some(result)
+}
+
+/// The `reason` of a result outside business hours (and of its `via.tried` entry).
+const OUTSIDE_HOURS: &str = "outside_business_hours";
+
+/// The error object of a result in either shape (Zendesk nests it under `response`).
+fn error_object(result: &Value) -> Option<&Map<String, Value>> {
+    let r = result
+        .get("response")
+        .filter(|r| r.is_object())
+        .unwrap_or(result);
+    if r.get("status").and_then(Value::as_str) != Some("error") {
+        return None;
+    }
+    r.get("error")?.as_object()
+}
+
+fn error_object_mut(result: &mut Value) -> Option<&mut Map<String, Value>> {
+    let nested = result.get("response").is_some_and(Value::is_object);
+    let r = if nested {
+        result.get_mut("response")?
+    } else {
+        result
+    };
+    r.get_mut("error")?.as_object_mut()
+}
+
+/// Why the chain moves past this result, or `None` when it stops here: success, or an
+/// error that would fail anywhere (`rejected`, `auth`, `config`, …).
+fn moves_on(result: &Value) -> Option<String> {
+    let e = error_object(result)?;
+    if e.get("reason").and_then(Value::as_str) == Some(OUTSIDE_HOURS) {
+        return Some(OUTSIDE_HOURS.into());
+    }
+    let kind = e.get("kind").and_then(Value::as_str)?;
+    [
+        ErrorKind::Unavailable,
+        ErrorKind::RateLimited,
+        ErrorKind::Timeout,
+    ]
+    .iter()
+    .any(|k| k.as_str() == kind)
+    .then(|| kind.to_string())
+}
+
+/// The result plus `via`: which integration answered, and the ones passed over.
+fn with_via(mut result: Value, integration: &Integration, tried: Vec<Value>) -> Value {
+    if let Some(obj) = result.as_object_mut() {
+        obj.insert(
+            "via".into(),
+            json!({
+                "integration_id": integration.id.as_str(),
+                "provider": integration.provider.as_str(),
+                "tried": tried,
+            }),
+        );
+    }
+    result
+}
+
+/// One integration of the chain: planned (dry run) or started for real.
+async fn attempt(
+    integration: &Integration,
+    params: &Map<String, Value>,
+    cx: &mut ActionCx<'_>,
+    services: &Services,
+) -> Value {
+    let id = &integration.id;
+    let handoff_id = if cx.dry_run() {
+        format!("dry-run-{}", cx.index())
+    } else {
+        uuid::Uuid::new_v4().to_string()
+    };
+    let hcx = HandoffCx {
+        handoff_id: handoff_id.clone(),
+        conversation_id: cx.conversation_id().to_string(),
+        contact: cx.store.contact().clone(),
+    };
+    if cx.dry_run() {
+        let plan = match providers::plan_start(integration, params, &hcx) {
+            Ok(p) => p,
+            Err(e) => return error_result(Some(integration.provider), &e),
         };
-        let hcx = HandoffCx {
-            handoff_id: handoff_id.clone(),
-            conversation_id: cx.conversation_id().to_string(),
-            contact: cx.store.contact().clone(),
-        };
-        if cx.dry_run() {
-            let plan = match providers::plan_start(integration, params, &hcx) {
-                Ok(p) => p,
-                Err(e) => return Ok(error_result(Some(integration.provider), &e)),
-            };
-            for call in &plan.calls {
-                cx.record_request(
-                    Some(id.to_string()),
-                    Some(integration.provider.as_str()),
-                    call.to_json(),
-                );
-            }
-            for w in plan.warnings {
-                cx.warn(w);
-            }
-            // The provider's success shape, so later templates
-            // (`$ticket.response.body.ticket.id`) render as they would in production.
-            return Ok(providers::provider(integration.provider).simulated_result(&handoff_id));
+        for call in &plan.calls {
+            cx.record_request(
+                Some(id.to_string()),
+                Some(integration.provider.as_str()),
+                call.to_json(),
+            );
         }
-        if let Some(journal) = &services.journal {
-            let start = crate::actions::HandoffStart {
-                handoff_id: handoff_id.clone(),
-                conversation_id: hcx.conversation_id.clone(),
-                integration_id: id.to_string(),
-                provider: integration.provider.as_str(),
-                consumer_key: (integration.provider == crate::providers::liveperson::KIND)
-                    .then(|| providers::liveperson::ext_consumer_id(&hcx)),
-            };
-            if let Err(e) = journal.begin(&start).await {
-                // No provider call without a record of it: a crash could not be reconciled.
-                let e = ActionError::new(
-                    ErrorKind::Unavailable,
-                    format!("cannot record the handoff before starting it: {e}"),
-                );
-                return Ok(error_result(Some(integration.provider), &e));
-            }
-        }
-        let outcome = services
-            .providers
-            .start_live_chat(integration, params, &hcx)
-            .await;
-        if outcome.handoff.is_none() {
-            if let Some(journal) = &services.journal {
-                journal.abandon(&handoff_id).await;
-            }
-        }
-        for w in outcome.warnings {
+        for w in plan.warnings {
             cx.warn(w);
         }
-        if let Some(h) = outcome.handoff {
-            cx.set_handoff(h);
-        }
-        Ok(outcome.result)
+        // The provider's success shape, so later templates
+        // (`$ticket.response.body.ticket.id`) render as they would in production.
+        return providers::provider(integration.provider).simulated_result(&handoff_id);
     }
+    if let Some(journal) = &services.journal {
+        let start = crate::actions::HandoffStart {
+            handoff_id: handoff_id.clone(),
+            conversation_id: hcx.conversation_id.clone(),
+            integration_id: id.to_string(),
+            provider: integration.provider.as_str(),
+            consumer_key: (integration.provider == crate::providers::liveperson::KIND)
+                .then(|| providers::liveperson::ext_consumer_id(&hcx)),
+        };
+        if let Err(e) = journal.begin(&start).await {
+            // No provider call without a record of it: a crash could not be reconciled.
+            let e = ActionError::new(
+                ErrorKind::Unavailable,
+                format!("cannot record the handoff before starting it: {e}"),
+            );
+            return error_result(Some(integration.provider), &e);
+        }
+    }
+    let outcome = services
+        .providers
+        .start_live_chat(integration, params, &hcx)
+        .await;
+    if outcome.handoff.is_none() {
+        if let Some(journal) = &services.journal {
+            journal.abandon(&handoff_id).await;
+        }
+    }
+    for w in outcome.warnings {
+        cx.warn(w);
+    }
+    if let Some(h) = outcome.handoff {
+        cx.set_handoff(h);
+    }
+    outcome.result
 }
 
 #[cfg(test)]

@@ -31,9 +31,9 @@ use crate::template::did_you_mean;
 use crate::Flow;
 
 /// Keys of a test file (keys starting with `$` are comments and ignored).
-pub const FILE_KEYS: &[&str] = &["flow", "integrations", "context", "strict", "cases"];
+pub const FILE_KEYS: &[&str] = &["flow", "integrations", "context", "strict", "now", "cases"];
 /// Keys of a case.
-pub const CASE_KEYS: &[&str] = &["name", "context", "strict", "expect", "snapshot"];
+pub const CASE_KEYS: &[&str] = &["name", "context", "strict", "now", "expect", "snapshot"];
 /// Keys `expect` may hold: the parts of the `render` document.
 pub const EXPECT_KEYS: &[&str] = &["messages", "requests", "context", "contact", "warnings"];
 
@@ -44,6 +44,8 @@ pub struct TestOptions {
     pub update: bool,
     /// Run only cases whose name contains this text.
     pub filter: Option<String>,
+    /// The clock of cases whose file does not fix one with `"now"` (`--now`).
+    pub now: Option<std::time::SystemTime>,
 }
 
 /// The command line was wrong (exit code 2): a path that does not exist, no tests.
@@ -171,6 +173,8 @@ struct Prepared {
     name: String,
     store: Store,
     strict: bool,
+    /// The run's clock (`"now"`), `None`: the system's.
+    now: Option<std::time::SystemTime>,
     /// The expectation and its pointer in the test file.
     expect: Option<(Value, String)>,
     snapshot: Option<PathBuf>,
@@ -361,6 +365,10 @@ fn prepare(path: &Path, display: &str, opts: &TestOptions) -> Result<PreparedFil
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(format!("{}`strict` must be true or false", here("/strict"))),
     };
+    let default_now = match top.get("now") {
+        None => opts.now,
+        Some(v) => Some(parse_now(v).map_err(|m| format!("{}{m}", here("/now")))?),
+    };
     let Some(Value::Array(cases)) = top.get("cases") else {
         return Err(format!(
             "{}`cases` (an array of {{\"name\", \"context\", \"expect\"|\"snapshot\"}}) is required",
@@ -392,6 +400,13 @@ fn prepare(path: &Path, display: &str, opts: &TestOptions) -> Result<PreparedFil
             }
         }
         let r = prepare_case(c, &base, dir, top.get("context"), default_strict, &snap_dir)
+            .and_then(|mut case| {
+                case.now = match c.get("now") {
+                    None => default_now,
+                    Some(v) => Some(parse_now(v).map_err(|m| (format!("{base}/now"), m))?),
+                };
+                Ok(case)
+            })
             .map_err(|(p, m)| (name.clone(), format!("{}{m}", here(&p))))
             .and_then(|case| {
                 if !names.insert(case.name.clone()) {
@@ -551,9 +566,20 @@ fn prepare_case(
         name,
         store,
         strict,
+        now: None,
         expect,
         snapshot,
     })
+}
+
+/// `"now"`: an RFC 3339 date-time with an offset.
+fn parse_now(v: &Value) -> Result<std::time::SystemTime, String> {
+    match v {
+        Value::String(s) => crate::providers::schedule::parse_instant(s),
+        _ => {
+            Err("`now` must be an RFC 3339 date-time string (\"2026-12-23T12:30:00-03:00\")".into())
+        }
+    }
 }
 
 async fn run_case(
@@ -569,6 +595,7 @@ async fn run_case(
         strict: case.strict,
         dry_run: true,
         trace: false,
+        now: case.now,
         ..RunOptions::default()
     };
     let outcome = engine.run(flow, case.store, &opts).await;

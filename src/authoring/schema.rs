@@ -16,6 +16,7 @@ pub fn flow_test_schema() -> Value {
         "integrations" => "The integrations TOML file, relative to the test file.",
         "context" => "A context document {contact, context, input, …}, or the name of a JSON file holding one.",
         "strict" => "A missing value is an error instead of a warning.",
+        "now" => "The run's clock, an RFC 3339 date-time (`2026-12-23T12:30:00-03:00`): business hours are checked at this instant. A case's overrides the file's.",
         "cases" => "The cases, each a dry run of the flow.",
         "name" => "The case's name (unique in the file; names its snapshot).",
         "expect" => "Parts of the render document to match as a subset: arrays by position, \"…\" for any elements or any value, {\"$regex\": …}, {\"$absent\": true}.",
@@ -28,6 +29,7 @@ pub fn flow_test_schema() -> Value {
             .map(|k| {
                 let ty = match *k {
                     "flow" | "integrations" | "name" => json!({"type": "string", "minLength": 1}),
+                    "now" => json!({"type": "string", "format": "date-time"}),
                     "context" => json!({"type": ["object", "string"]}),
                     "strict" | "snapshot" => json!({"type": "boolean"}),
                     "cases" => json!({"type": "array", "items": {"$ref": "#/$defs/case"}}),

@@ -85,6 +85,10 @@ struct Execute {
     /// The run's wall deadline in milliseconds (default 30000).
     #[arg(long, value_name = "MS")]
     deadline_ms: Option<u64>,
+    /// The run's clock, RFC 3339 (`2026-12-23T12:30:00-03:00`): business hours are
+    /// checked at this instant instead of the system clock's.
+    #[arg(long, value_name = "RFC3339", value_parser = crate::providers::schedule::parse_instant)]
+    now: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +293,7 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         max_bytes,
         max_work,
         deadline_ms,
+        now,
     } = args;
     let (flow, context, integrations) =
         (flow.as_path(), context.as_deref(), integrations.as_deref());
@@ -297,6 +302,7 @@ async fn execute(args: Execute, dry_run: bool) -> ExitCode {
         strict,
         dry_run,
         trace,
+        now,
         limits: (max_bytes.is_some() || max_work.is_some() || deadline_ms.is_some()).then(|| {
             crate::RunLimits {
                 bytes: max_bytes.unwrap_or(defaults.bytes),

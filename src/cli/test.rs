@@ -36,6 +36,9 @@ pub struct TestArgs {
     /// `human`, `json` or `junit`.
     #[arg(long, value_enum, default_value = "human")]
     format: TestFormat,
+    /// The clock of files that do not fix one with `"now"` (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = crate::providers::schedule::parse_instant)]
+    now: Option<std::time::SystemTime>,
 }
 
 /// Runs `transbordo test`.
@@ -48,6 +51,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
     let opts = TestOptions {
         update: args.update,
         filter: args.filter,
+        now: args.now,
     };
     let started = Instant::now();
     let reports = match flowtest::run(&paths, &opts).await {

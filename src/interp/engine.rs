@@ -35,6 +35,10 @@ pub struct RunOptions {
     /// written as `RunOptions { strict, ..RunOptions::default() }` keep compiling as
     /// options are added.
     pub limits: Option<RunLimits>,
+    /// The run's clock: business hours (`[[schedule]]`) are checked at this instant;
+    /// `None`: the system clock. Dry runs fix it (`--now`) to show exactly what happens
+    /// at a given time.
+    pub now: Option<std::time::SystemTime>,
 }
 
 /// The interpreter: registered actions plus the services they use. Cheap to clone and
@@ -272,6 +276,7 @@ impl Engine {
                             handoff: &mut r.handoff,
                             conversation_id: &conversation_id,
                             limits,
+                            now: opts.now,
                         };
                         // The run's deadline bounds every action, provider calls included.
                         match tokio::time::timeout_at(

@@ -166,6 +166,8 @@ struct Source {
     flow: String,
     context: String,
     strict: bool,
+    /// The dry run's clock (`"now"`, RFC 3339); `None`: the system's.
+    now: Option<std::time::SystemTime>,
 }
 
 fn source(body: &Bytes) -> Result<Source, ApiError> {
@@ -185,10 +187,20 @@ fn source(body: &Bytes) -> Result<Source, ApiError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ApiError::bad_request("`strict` must be a boolean")),
     };
+    let now = match m.get("now") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(
+            crate::providers::schedule::parse_instant(s)
+                .map_err(|e| ApiError::bad_request(format!("`now`: {e}")))?,
+        ),
+        Some(_) => return Err(ApiError::bad_request("`now` must be an RFC 3339 string")),
+    };
     Ok(Source {
         flow: text("flow", true)?,
         context: text("context", false)?,
         strict,
+        now,
     })
 }
 
@@ -202,7 +214,7 @@ async fn check(State(w): State<World>, Body(body): Body) -> Response {
 
 async fn render(State(w): State<World>, Body(body): Body) -> Response {
     match source(&body) {
-        Ok(s) => answer(w.render(&s.flow, &s.context, s.strict).await),
+        Ok(s) => answer(w.render(&s.flow, &s.context, s.strict, s.now).await),
         Err(e) => e.into_response(),
     }
 }

@@ -279,6 +279,7 @@ impl World {
             },
             http_guard: http_guard.clone(),
             timeline: crate::service::config::TimelineConfig::default(),
+            reentry: Default::default(),
         };
         let store = SqliteStore::open(std::path::Path::new(":memory:"))
             .await
@@ -449,6 +450,7 @@ impl World {
         flow: &str,
         context: &str,
         strict: bool,
+        now: Option<std::time::SystemTime>,
     ) -> Result<Value, ApiError> {
         let (store, sample) = context_or_422(context)?;
         let loaded = self.load(flow, &sample)?;
@@ -456,6 +458,7 @@ impl World {
             strict,
             dry_run: true,
             trace: true,
+            now,
             ..RunOptions::default()
         };
         let outcome = self.inner.engine.run(&loaded, store, &opts).await;

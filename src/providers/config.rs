@@ -10,14 +10,16 @@
 //! client_secret = "${LP_CLIENT_SECRET}"
 //! ```
 //!
-//! The common keys (`id`, `provider`, `wait_timeout_s`, `user_inactivity_timeout_s`) are
-//! read here; the others by the integration's provider ([`Provider::parse_settings`],
+//! The common keys (`id`, `provider`, `wait_timeout_s`, `user_inactivity_timeout_s`,
+//! `agent_reply_timeout_s`, `schedule`) and the `[[schedule]]` tables
+//! ([`crate::providers::schedule`]) are read here; the others by the integration's provider ([`Provider::parse_settings`],
 //! through a [`SettingsTable`]), which keeps its settings as a [`ProviderSettings`].
 //! Any string value written exactly `"${NAME}"` is read from the environment at load time.
 //! Every credential is held in a [`Secret`], whose `Debug`/`Display` print `[redacted]`.
 
 use crate::flow::json::line_col;
 use crate::providers::provider::Provider;
+use crate::providers::schedule::{Interval, Schedule, DAY_KEYS};
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
@@ -218,6 +220,12 @@ pub struct Integration {
     pub wait_timeout_s: u64,
     /// Seconds of user silence, while with an agent, before ending the chat (0 = none).
     pub user_inactivity_timeout_s: u64,
+    /// Seconds a joined agent may leave the user's message unanswered before the builder
+    /// hears `agent_reply_overdue` (0 = never).
+    pub agent_reply_timeout_s: u64,
+    /// Business hours (`schedule = "name"`): outside them `start_live_chat` sends
+    /// nothing and fails with kind `unavailable`.
+    pub schedule: Option<Arc<Schedule>>,
     /// Credentials and endpoints.
     pub settings: ProviderSettings,
 }
@@ -266,6 +274,32 @@ type RawTable = IndexMap<Spanned<String>, Spanned<toml::Value>>;
 struct RawFile {
     #[serde(default)]
     integration: Vec<Spanned<RawTable>>,
+    #[serde(default)]
+    schedule: Vec<Spanned<RawSchedule>>,
+}
+
+/// One `[[schedule]]` table as written, every value with its position.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: Spanned<String>,
+    timezone: Spanned<String>,
+    #[serde(default)]
+    mon: Vec<Spanned<String>>,
+    #[serde(default)]
+    tue: Vec<Spanned<String>>,
+    #[serde(default)]
+    wed: Vec<Spanned<String>>,
+    #[serde(default)]
+    thu: Vec<Spanned<String>>,
+    #[serde(default)]
+    fri: Vec<Spanned<String>>,
+    #[serde(default)]
+    sat: Vec<Spanned<String>>,
+    #[serde(default)]
+    sun: Vec<Spanned<String>>,
+    #[serde(default)]
+    holidays: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -276,11 +310,13 @@ enum RawId {
 }
 
 /// The keys every integration has, whatever its provider.
-const COMMON_KEYS: [&str; 4] = [
+const COMMON_KEYS: [&str; 6] = [
     "id",
     "provider",
     "wait_timeout_s",
     "user_inactivity_timeout_s",
+    "agent_reply_timeout_s",
+    "schedule",
 ];
 
 /// The common keys of one table, typed.
@@ -289,12 +325,15 @@ struct Common {
     provider: Spanned<String>,
     wait_timeout_s: u64,
     user_inactivity_timeout_s: u64,
+    agent_reply_timeout_s: u64,
+    schedule: Option<Spanned<String>>,
 }
 
 /// The loaded integrations file: integrations by id, in file order.
 #[derive(Debug, Clone, Default)]
 pub struct Integrations {
     items: Vec<Integration>,
+    schedules: Vec<Arc<Schedule>>,
 }
 
 struct Ctx<'a> {
@@ -339,13 +378,16 @@ impl Ctx<'_> {
     /// missing ones (serde's messages, as when the whole table was one struct).
     fn common(&self, table: &Spanned<RawTable>, known: &[&str]) -> Result<Common, ConfigError> {
         let (mut id, mut provider) = (None, None);
-        let (mut wait, mut inactivity) = (0, 0);
+        let (mut wait, mut inactivity, mut reply) = (0, 0, 0);
+        let mut schedule = None;
         for (k, v) in table.get_ref() {
             match k.get_ref().as_str() {
                 "id" => id = Some(Spanned::new(v.span(), self.typed::<RawId>(v)?)),
                 "provider" => provider = Some(Spanned::new(v.span(), self.typed::<String>(v)?)),
                 "wait_timeout_s" => wait = self.typed::<u64>(v)?,
                 "user_inactivity_timeout_s" => inactivity = self.typed::<u64>(v)?,
+                "agent_reply_timeout_s" => reply = self.typed::<u64>(v)?,
+                "schedule" => schedule = Some(Spanned::new(v.span(), self.typed::<String>(v)?)),
                 other if known.contains(&other) => {}
                 other => {
                     return Err(self.err(
@@ -365,7 +407,64 @@ impl Ctx<'_> {
             provider: provider.ok_or_else(|| missing("provider"))?,
             wait_timeout_s: wait,
             user_inactivity_timeout_s: inactivity,
+            agent_reply_timeout_s: reply,
+            schedule,
         })
+    }
+}
+
+impl Ctx<'_> {
+    /// One `[[schedule]]`: its zone, intervals (each `HH:MM-HH:MM`, none overlapping
+    /// another of the same day) and holidays (`YYYY-MM-DD`), errors at the value.
+    fn schedule(&self, raw: &RawSchedule) -> Result<Arc<Schedule>, ConfigError> {
+        if raw.name.get_ref().trim().is_empty() {
+            return Err(self.err(Some(raw.name.span()), "`name` must not be empty"));
+        }
+        let written = [
+            &raw.mon, &raw.tue, &raw.wed, &raw.thu, &raw.fri, &raw.sat, &raw.sun,
+        ];
+        let mut days: [Vec<Interval>; 7] = Default::default();
+        for (d, items) in written.iter().enumerate() {
+            let mut seen: Vec<(Interval, &Spanned<String>)> = Vec::new();
+            for text in items.iter() {
+                let iv = Interval::parse(text.get_ref())
+                    .map_err(|e| self.err(Some(text.span()), e.to_string()))?;
+                if let Some((_, other)) = seen
+                    .iter()
+                    .find(|(o, _)| o.start < iv.end && iv.start < o.end)
+                {
+                    return Err(self.err(
+                        Some(text.span()),
+                        format!(
+                            "interval `{}` overlaps `{}` on `{}`",
+                            text.get_ref(),
+                            other.get_ref(),
+                            DAY_KEYS[d]
+                        ),
+                    ));
+                }
+                seen.push((iv, text));
+            }
+            days[d] = seen.into_iter().map(|(iv, _)| iv).collect();
+        }
+        let mut holidays = Vec::new();
+        for h in &raw.holidays {
+            let date: jiff::civil::Date = h.get_ref().trim().parse().map_err(|_| {
+                self.err(
+                    Some(h.span()),
+                    format!("`{}` is not a date `YYYY-MM-DD`", h.get_ref()),
+                )
+            })?;
+            holidays.push(date);
+        }
+        Schedule::new(
+            raw.name.get_ref().clone(),
+            raw.timezone.get_ref().trim(),
+            days,
+            holidays,
+        )
+        .map(Arc::new)
+        .map_err(|e| self.err(Some(raw.timezone.span()), e.to_string()))
     }
 }
 
@@ -514,6 +613,7 @@ impl Integrations {
                 .into_iter()
                 .filter(|i| seen.insert(i.id.clone()))
                 .collect(),
+            schedules: Vec::new(),
         }
     }
 
@@ -545,6 +645,24 @@ impl Integrations {
             .iter()
             .map(|t| cx.common(t, &known))
             .collect::<Result<Vec<_>, _>>()?;
+        let schedules = raw
+            .schedule
+            .iter()
+            .map(|s| cx.schedule(s.get_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, s) in raw.schedule.iter().enumerate() {
+            let name = s.get_ref().name.get_ref();
+            if let Some(first) = raw.schedule[..i]
+                .iter()
+                .find(|f| f.get_ref().name.get_ref() == name)
+            {
+                let (l, c) = line_col(src, first.get_ref().name.span().start);
+                return Err(cx.err(
+                    Some(s.get_ref().name.span()),
+                    format!("duplicate schedule `{name}` (first defined at {l}:{c})"),
+                ));
+            }
+        }
         let mut items = Vec::new();
         let mut ids: HashMap<IntegrationId, Range<usize>> = HashMap::new();
         for (entry, r) in raw.integration.iter().zip(commons) {
@@ -593,15 +711,45 @@ impl Integrations {
                 keys: entry.get_ref(),
             };
             let settings = provider.provider().parse_settings(&table)?;
+            let schedule = match &r.schedule {
+                None => None,
+                Some(name) => Some(
+                    schedules
+                        .iter()
+                        .find(|s| &s.name == name.get_ref())
+                        .cloned()
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                schedules.iter().map(|s| s.name.as_str()).collect();
+                            cx.err(
+                                Some(name.span()),
+                                if known.is_empty() {
+                                    format!(
+                                        "unknown schedule `{}`: the file has no [[schedule]]",
+                                        name.get_ref()
+                                    )
+                                } else {
+                                    format!(
+                                        "unknown schedule `{}`; expected one of {}",
+                                        name.get_ref(),
+                                        quoted_list(&known)
+                                    )
+                                },
+                            )
+                        })?,
+                ),
+            };
             items.push(Integration {
                 id,
                 provider,
                 wait_timeout_s: r.wait_timeout_s,
                 user_inactivity_timeout_s: r.user_inactivity_timeout_s,
+                agent_reply_timeout_s: r.agent_reply_timeout_s,
+                schedule,
                 settings,
             });
         }
-        Ok(Integrations { items })
+        Ok(Integrations { items, schedules })
     }
 
     /// The integration a flow's `integration_id` names, if configured.
@@ -612,6 +760,11 @@ impl Integrations {
     /// Looks up by the raw JSON value of `parameters.integration_id`.
     pub fn get_json(&self, id: &serde_json::Value) -> Option<&Integration> {
         IntegrationId::from_json(id).and_then(|id| self.get(&id))
+    }
+
+    /// The `[[schedule]]` tables, in file order.
+    pub fn schedules(&self) -> impl Iterator<Item = &Arc<Schedule>> {
+        self.schedules.iter()
     }
 
     /// All integrations, in file order.

@@ -12,6 +12,7 @@
 //! - [`http`]: the one retry/timeout policy; [`client`]: [`ProviderClient`];
 //! - [`observe`]: every HTTP attempt, for the service's timeline;
 //! - [`transcript`]: the conversation so far for the agent, split to each provider's limit;
+//! - [`schedule`]: business hours (`[[schedule]]`), open-at and next-open;
 //! - [`jwt`]: HS256 tokens for the ALTU SDK connector (`docs/connector-protocol.md`).
 
 pub mod altu;
@@ -27,6 +28,7 @@ pub mod observe;
 pub mod provider;
 pub mod request;
 pub mod result;
+pub mod schedule;
 pub mod transcript;
 pub mod webhooks;
 pub mod zendesk;
@@ -45,6 +47,7 @@ pub use request::{
     ProviderCall, Severity, StartPlan,
 };
 pub use result::{ActionError, ErrorKind};
+pub use schedule::Schedule;
 pub use zendesk::ZendeskSettings;
 
 use std::sync::RwLock;

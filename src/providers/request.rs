@@ -69,6 +69,7 @@ pub const COMMON_PARAMS: &[&str] = &[
     "start_message",
     "transcript",
     "transcript_max_messages",
+    "fallback",
 ];
 
 /// [`COMMON_PARAMS`] with types and descriptions.
@@ -113,6 +114,11 @@ pub fn common_param_specs() -> Vec<ParamSpec> {
             "transcript_max_messages",
             ParamType::integer(1, MAX_MESSAGES_CEILING as i64),
             format!("Only the most recent messages of `transcript` are sent: this many (default {DEFAULT_MAX_MESSAGES})."),
+        ),
+        ParamSpec::new(
+            "fallback",
+            ParamType::ArrayOf(Box::new(ParamType::Id)),
+            "Integrations to try next, in order, when `integration_id` is outside its business hours or fails with `unavailable`, `rate_limited` or `timeout`. The result then has `via`: `{\"integration_id\",\"provider\",\"tried\":[{\"integration_id\",\"reason\"}]}`.",
         ),
     ]
 }
@@ -279,7 +285,7 @@ fn check_static(kind: ProviderKind, name: &str, v: &Value) -> Result<(), ActionE
         },
         // Checked by `start_live_chat` itself, with or without an integrations file (the
         // transcript with the position of the bad entry inside it).
-        "transcript" | "transcript_max_messages" => Ok(()),
+        "transcript" | "transcript_max_messages" | "fallback" => Ok(()),
         _ => provider(kind).check_value(name, v),
     }
 }

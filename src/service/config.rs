@@ -199,6 +199,8 @@ pub struct ServiceConfig {
     pub http_guard: HttpGuard,
     /// Timeline retention and content.
     pub timeline: TimelineConfig,
+    /// What the re-entry input tells the bot about the human part (`[reentry]`).
+    pub reentry: crate::service::store::ReentryOptions,
 }
 
 impl ServiceConfig {
@@ -232,6 +234,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("api", &self.api)
             .field("http_guard", &self.http_guard)
             .field("timeline", &self.timeline)
+            .field("reentry", &self.reentry)
             .finish()
     }
 }
@@ -257,6 +260,17 @@ struct RawConfig {
     timeline: RawTimeline,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    reentry: RawReentry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReentry {
+    #[serde(default)]
+    details: bool,
+    #[serde(default)]
+    transcript: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -585,6 +599,11 @@ impl ServiceConfig {
             api,
             http_guard,
             timeline,
+            reentry: crate::service::store::ReentryOptions {
+                // The transcript is part of the details: asking for it turns them on.
+                details: raw.reentry.details || raw.reentry.transcript,
+                transcript: raw.reentry.transcript,
+            },
         })
     }
 }

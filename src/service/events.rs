@@ -8,8 +8,13 @@
 //!   provider's structured content, as sent);
 //! - `agent_typing`: `typing` (bool), `agent`; best-effort: sent once, not retried,
 //!   not stored;
+//! - `agent_message`: `text`, `agent`;
+//! - `agent_reply_overdue`: the user wrote and the joined agent has not answered within
+//!   the integration's `agent_reply_timeout_s`: `agent`, `user_waiting_since_ms`,
+//!   `timeout_s` (once per unanswered stretch; the chat goes on);
 //! - `live_chat_ended`: `input` = `{"live_chat":{"status":…}}`, exactly what the builder
-//!   passes as `input` when it runs the flow again.
+//!   passes as `input` when it runs the flow again (with `[reentry] details`, also the
+//!   human part: provider, agent, `wait_ms`, `duration_ms`, message counts, transcript).
 //!
 //! Receivers should ignore types they do not know.
 
@@ -84,6 +89,22 @@ pub fn agent_typing(
     let mut v = base("agent_typing", chat, event_id, now);
     v["typing"] = json!(typing);
     v["agent"] = json!(agent);
+    v
+}
+
+/// `agent_reply_overdue`.
+pub fn agent_reply_overdue(
+    chat: &LiveChatRecord,
+    agent: &AgentInfo,
+    since: i64,
+    timeout_s: u64,
+    event_id: &str,
+    now: i64,
+) -> Value {
+    let mut v = base("agent_reply_overdue", chat, event_id, now);
+    v["agent"] = json!(agent);
+    v["user_waiting_since_ms"] = json!(since);
+    v["timeout_s"] = json!(timeout_s);
     v
 }
 

@@ -140,6 +140,7 @@ impl ServiceState {
                 .cloned()
                 .chain(config.integrations.secret_values()),
         );
+        store.set_reentry(config.reentry);
         // Handoffs record their intent first, so a crash mid-handoff can be reconciled.
         let engine = engine
             .with_handoff_journal(Arc::new(super::reconcile::StoreJournal::new(store.clone())));
@@ -399,10 +400,22 @@ impl ServiceState {
                 let m = timeline::message(self, "to_agent", text);
                 self.record(vec![timeline::entry(&chat, "message", m)])
                     .await;
+                let reply_timeout_s = self
+                    .inner
+                    .config
+                    .integrations
+                    .get(&crate::providers::IntegrationId::new(
+                        chat.integration_id.clone(),
+                    ))
+                    .map_or(0, |i| i.agent_reply_timeout_s);
+                let change = Change::UserMessage {
+                    text: text.to_string(),
+                    reply_timeout_s,
+                };
                 let r = self
                     .inner
                     .store
-                    .apply(&chat.id, Change::UserActivity, Guard::default(), now_ms())
+                    .apply(&chat.id, change, Guard::default(), now_ms())
                     .await?;
                 self.changed();
                 match r {
@@ -675,6 +688,26 @@ impl ServiceState {
         let (pending, expect) = match due.deadline.kind {
             DeadlineKind::Wait => (EndStatus::Timeout, ChatState::Waiting),
             DeadlineKind::Inactivity => (EndStatus::UserInactivityTimeout, ChatState::WithAgent),
+            DeadlineKind::Reply => {
+                let change = Change::ReplyOverdue {
+                    deadline: due.deadline,
+                };
+                if let Applied::Done(_) = store
+                    .apply(&chat.id, change, Guard::default(), now_ms())
+                    .await?
+                {
+                    self.inner.metrics.reply_overdue(&chat.provider);
+                    tracing::info!(
+                        conversation_id = %chat.conversation_id,
+                        handoff_id = %chat.id,
+                        provider = %chat.provider,
+                        integration_id = %chat.integration_id,
+                        "agent reply overdue"
+                    );
+                    self.changed();
+                }
+                return Ok(());
+            }
             DeadlineKind::Close => {
                 if chat.state == ChatState::Closing {
                     self.finish_close(&chat).await?;

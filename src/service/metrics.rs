@@ -57,7 +57,7 @@ const OPEN_STATES: [ChatState; 3] = {
 };
 
 /// Timer kinds: `kind` of fired deadlines.
-const DEADLINE_KINDS: [DeadlineKind; 3] = every!(DeadlineKind: Wait, Inactivity, Close);
+const DEADLINE_KINDS: [DeadlineKind; 4] = every!(DeadlineKind: Wait, Inactivity, Close, Reply);
 
 /// The `outcome` of a successful handoff.
 pub const STARTED: &str = "started";
@@ -290,6 +290,7 @@ pub struct Metrics {
     outbox_oldest: Gauge<f64, AtomicU64>,
     deliveries: Family<ResultOnly, Counter>,
     timers: Family<KindOnly, Counter>,
+    reply_overdue: Family<ProviderOnly, Counter>,
     /// Held while the store's gauges are rewritten and encoded, so two scrapes at once
     /// cannot expose the open gauge half rewritten.
     scrape: Mutex<()>,
@@ -325,6 +326,7 @@ impl Metrics {
             outbox_oldest: Gauge::default(),
             deliveries: Family::default(),
             timers: Family::default(),
+            reply_overdue: Family::default(),
             registry: Registry::default(),
             scrape: Mutex::new(()),
         };
@@ -388,6 +390,11 @@ impl Metrics {
             "Deadlines that fired, by kind",
             m.timers.clone(),
         );
+        registry.register(
+            "transbordo_agent_reply_overdue",
+            "Unanswered stretches: the user wrote and the joined agent did not answer within agent_reply_timeout_s",
+            m.reply_overdue.clone(),
+        );
         m.zero_known_series();
         Metrics { registry, ..m }
     }
@@ -413,6 +420,9 @@ impl Metrics {
                 drop(self.duration.get_or_create(&l));
             }
             drop(self.time_to_agent.get_or_create(&ProviderOnly {
+                provider: provider.into(),
+            }));
+            drop(self.reply_overdue.get_or_create(&ProviderOnly {
                 provider: provider.into(),
             }));
             for operation in Operation::ALL {
@@ -492,6 +502,15 @@ impl Metrics {
         self.deliveries
             .get_or_create(&ResultOnly {
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// An `agent_reply_overdue` event was queued.
+    pub fn reply_overdue(&self, provider: &str) {
+        self.reply_overdue
+            .get_or_create(&ProviderOnly {
+                provider: provider.into(),
             })
             .inc();
     }

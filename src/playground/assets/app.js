@@ -244,7 +244,7 @@ let shareTimer = null;
 function scheduleShare() {
   clearTimeout(shareTimer);
   shareTimer = setTimeout(async () => {
-    const frag = await encodeShare({ flow: flowEditor.value, context: contextEditor.value, strict: $("#strict").checked });
+    const frag = await encodeShare({ flow: flowEditor.value, context: contextEditor.value, strict: $("#strict").checked, now: $("#now").value.trim() });
     history.replaceState(null, "", "#" + frag);
   }, 300);
 }
@@ -262,7 +262,7 @@ function scheduleCheck() {
 }
 
 function source() {
-  return { flow: flowEditor.value, context: contextEditor.value, strict: $("#strict").checked };
+  return { flow: flowEditor.value, context: contextEditor.value, strict: $("#strict").checked, now: $("#now").value.trim() || null };
 }
 
 async function runCheck() {
@@ -827,6 +827,7 @@ async function main() {
   flowEditor.ta.addEventListener("input", scheduleCheck);
   contextEditor.ta.addEventListener("input", scheduleCheck);
   $("#strict").addEventListener("change", scheduleCheck);
+  $("#now").addEventListener("input", scheduleCheck);
   $("#load-example").addEventListener("click", () => loadExample(sel.value));
   $("#share").addEventListener("click", share);
   $("#run").addEventListener("click", run);
@@ -848,6 +849,7 @@ async function main() {
     flowEditor.value = shared.flow;
     contextEditor.value = typeof shared.context === "string" ? shared.context : "";
     $("#strict").checked = !!shared.strict;
+    $("#now").value = typeof shared.now === "string" ? shared.now : "";
     runCheck();
     setStatus("Loaded the flow and context from the link.", "ok");
   } else {

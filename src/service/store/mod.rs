@@ -69,6 +69,9 @@ pub enum DeadlineKind {
     Inactivity,
     /// Watchdog of a close in progress: resumes it after a crash or restart.
     Close,
+    /// The user wrote and the joined agent has not answered within the integration's
+    /// `agent_reply_timeout_s` → `agent_reply_overdue` (the chat goes on).
+    Reply,
 }
 
 impl DeadlineKind {
@@ -78,6 +81,7 @@ impl DeadlineKind {
             DeadlineKind::Wait => "wait",
             DeadlineKind::Inactivity => "inactivity",
             DeadlineKind::Close => "close",
+            DeadlineKind::Reply => "reply",
         }
     }
 
@@ -87,6 +91,7 @@ impl DeadlineKind {
             "wait" => DeadlineKind::Wait,
             "inactivity" => DeadlineKind::Inactivity,
             "close" => DeadlineKind::Close,
+            "reply" => DeadlineKind::Reply,
             _ => return None,
         })
     }
@@ -192,6 +197,23 @@ pub enum Change {
     },
     /// The user sent a message: resets the inactivity deadline (with_agent only).
     UserActivity,
+    /// [`Change::UserActivity`] for a relayed message: also counts it, keeps its text
+    /// for the re-entry transcript (only with `[reentry] transcript = true`) and, with an
+    /// agent joined and `reply_timeout_s > 0`, starts an unanswered stretch: a
+    /// [`DeadlineKind::Reply`] deadline unless one stretch is already running.
+    UserMessage {
+        /// The message text.
+        text: String,
+        /// The integration's `agent_reply_timeout_s` (0 = none).
+        reply_timeout_s: u64,
+    },
+    /// The reply deadline fired: queue `agent_reply_overdue` when the chat is still with
+    /// an agent and that exact deadline is still pending. The stretch stays unanswered
+    /// (no second event) until the agent writes.
+    ReplyOverdue {
+        /// The deadline that fired.
+        deadline: Deadline,
+    },
     /// Claim the chat for closing: waiting/with_agent → closing with `pending`; when
     /// `expect` is given the chat must be in that state and, with `deadline`, that
     /// exact deadline must still be pending (a timer that lost a race does nothing).
@@ -319,6 +341,86 @@ pub enum RunKey {
 
 /// What [`LiveChatStore::listen`] calls: `Wake::Timers` or `Wake::Outbox`.
 pub type WakeFn = Arc<dyn Fn(Wake) + Send + Sync>;
+
+/// What the `live_chat_ended` re-entry input carries besides `status` (`[reentry]` in
+/// the service config). Off by default: the input stays `{"live_chat":{"status":…}}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReentryOptions {
+    /// Adds provider, integration, agent, `wait_ms`, `duration_ms` and message counts.
+    pub details: bool,
+    /// Adds `transcript`: at most the last [`TRANSCRIPT_MAX`] messages of the human part
+    /// (their text is stored only while this is on).
+    pub transcript: bool,
+}
+
+/// Messages of the re-entry `transcript` at most.
+pub const TRANSCRIPT_MAX: usize = 50;
+
+/// The stored facts of a live chat's human part, for the re-entry details.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HumanPart {
+    pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
+    pub user_messages: i64,
+    pub agent_messages: i64,
+    /// `(from, text, at)` oldest first.
+    pub transcript: Vec<(String, String, i64)>,
+}
+
+/// Adds the re-entry details to a `live_chat_ended` body's `input.live_chat`.
+pub(crate) fn add_reentry_details(
+    body: &mut Value,
+    chat: &LiveChatRecord,
+    part: &HumanPart,
+    opts: ReentryOptions,
+    now: i64,
+) {
+    let Some(live) = body
+        .get_mut("input")
+        .and_then(|i| i.get_mut("live_chat"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    live.insert("provider".into(), json!(chat.provider));
+    live.insert("integration_id".into(), json!(chat.integration_id));
+    let agent = match (&part.agent_id, &part.agent_name) {
+        (None, None) => Value::Null,
+        (id, name) => {
+            let mut a = serde_json::Map::new();
+            a.insert("id".into(), json!(id));
+            if let Some(n) = name {
+                a.insert("name".into(), json!(n));
+            }
+            Value::Object(a)
+        }
+    };
+    live.insert("agent".into(), agent);
+    live.insert(
+        "wait_ms".into(),
+        json!(chat.agent_joined_at.map(|j| (j - chat.created_at).max(0))),
+    );
+    live.insert("duration_ms".into(), json!((now - chat.created_at).max(0)));
+    live.insert(
+        "messages".into(),
+        json!({"user": part.user_messages, "agent": part.agent_messages}),
+    );
+    if opts.transcript {
+        let t: Vec<Value> = part
+            .transcript
+            .iter()
+            .map(|(from, text, at)| json!({"from": from, "text": text, "at": rfc3339_ms(*at)}))
+            .collect();
+        live.insert("transcript".into(), Value::Array(t));
+    }
+}
+
+/// Unix ms as RFC 3339 UTC (`2026-12-23T15:04:05.123Z`).
+fn rfc3339_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
 
 /// Which worker has new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,6 +725,11 @@ pub trait LiveChatStore: Send + Sync {
     ) -> Result<Vec<HandoffIntent>, StoreError> {
         let _ = (now, lease_ms, limit);
         Ok(Vec::new())
+    }
+    /// What `live_chat_ended` events queued from now on carry ([`ReentryOptions`]); set
+    /// once by the service at start. A store that ignores it queues the plain input.
+    fn set_reentry(&self, opts: ReentryOptions) {
+        let _ = opts;
     }
     /// True when other processes may share this database (then workers poll often
     /// besides waiting for [`LiveChatStore::listen`]).

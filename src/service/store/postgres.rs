@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_handoff_intents",
         include_str!("../../../migrations/postgres/0003_handoff_intents.sql"),
     ),
+    (
+        "0004_reentry",
+        include_str!("../../../migrations/postgres/0004_reentry.sql"),
+    ),
 ];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
@@ -61,6 +65,8 @@ const CHANNEL: &str = "transbordo";
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// `[reentry]` ([`LiveChatStore::set_reentry`]).
+    reentry: std::sync::Arc<std::sync::Mutex<super::ReentryOptions>>,
 }
 
 /// The URL with its password (and any secret query value) replaced by `[redacted]`, for
@@ -85,7 +91,10 @@ impl PgStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            reentry: Default::default(),
+        };
         {
             let mut conn = store.pool.acquire().await?;
             super::run_migrations(&super::migrator(MIGRATIONS), &mut *conn).await?;
@@ -247,6 +256,7 @@ async fn join(
     .bind(now)
     .execute(&mut *c)
     .await?;
+    note_agent(c, &chat.id, agent).await?;
     delete_deadline(c, &chat.id, DeadlineKind::Wait).await?;
     if let Some(due) = super::inactivity_due(chat, now) {
         set_deadline(c, &chat.id, DeadlineKind::Inactivity, due).await?;
@@ -254,6 +264,74 @@ async fn join(
     let event_id = events::new_event_id();
     let body = events::agent_joined(chat, agent, &event_id, now);
     enqueue(c, &chat.conversation_id, &event_id, &body, now).await
+}
+
+/// Keeps who the agent is (the one who joined, then whoever writes), for the re-entry.
+async fn note_agent(c: &mut PgConnection, id: &str, agent: &AgentInfo) -> Result<(), StoreError> {
+    if agent.id.is_some() || agent.name.is_some() {
+        sqlx::query("UPDATE live_chats SET agent_id = $2, agent_name = $3 WHERE id = $1")
+            .bind(id)
+            .bind(&agent.id)
+            .bind(&agent.name)
+            .execute(c)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn keep_message(
+    c: &mut PgConnection,
+    id: &str,
+    from: &str,
+    text: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO live_chat_messages (live_chat_id, sender, text, at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(text)
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The human part of a chat as stored (the re-entry details).
+async fn human_part(
+    c: &mut PgConnection,
+    id: &str,
+    transcript: bool,
+) -> Result<super::HumanPart, StoreError> {
+    let r = sqlx::query(
+        "SELECT agent_id, agent_name, user_messages, agent_messages FROM live_chats WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *c)
+    .await?;
+    let mut part = super::HumanPart {
+        agent_id: r.try_get(0)?,
+        agent_name: r.try_get(1)?,
+        user_messages: r.try_get(2)?,
+        agent_messages: r.try_get(3)?,
+        transcript: Vec::new(),
+    };
+    if transcript {
+        let rows = sqlx::query(
+            "SELECT sender, text, at FROM (SELECT seq, sender, text, at FROM live_chat_messages
+               WHERE live_chat_id = $1 ORDER BY seq DESC LIMIT $2) m ORDER BY seq",
+        )
+        .bind(id)
+        .bind(super::TRANSCRIPT_MAX as i64)
+        .fetch_all(&mut *c)
+        .await?;
+        part.transcript = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+    }
+    Ok(part)
 }
 
 /// Undelivered events that are the oldest undelivered one of their conversation.
@@ -269,6 +347,7 @@ impl PgStore {
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError> {
+        let reentry = self.reentry.lock().map(|r| *r).unwrap_or_default();
         let mut tx = self.pool.begin().await?;
         // The row lock serialises every change of this chat across replicas.
         let Some(chat) = query_chat(&mut tx, "id = $1 FOR UPDATE", &[id]).await? else {
@@ -318,6 +397,19 @@ impl PgStore {
                     let body =
                         events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
                     enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
+                    // The agent answered: the unanswered stretch (if any) is over.
+                    sqlx::query(
+                        "UPDATE live_chats SET agent_messages = agent_messages + 1,
+                           awaiting_reply_since = NULL WHERE id = $1",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    delete_deadline(&mut tx, id, DeadlineKind::Reply).await?;
+                    note_agent(&mut tx, id, &agent).await?;
+                    if reentry.transcript {
+                        keep_message(&mut tx, id, "agent", &text, now).await?;
+                    }
                     true
                 } else {
                     false
@@ -338,6 +430,87 @@ impl PgStore {
                     true
                 } else {
                     false
+                }
+            }
+            Change::UserMessage {
+                text,
+                reply_timeout_s,
+            } => {
+                if chat.state.is_open() {
+                    sqlx::query(
+                        "UPDATE live_chats SET last_user_message_at = $2,
+                           user_messages = user_messages + 1 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let (ChatState::WithAgent, Some(due)) =
+                        (chat.state, super::inactivity_due(&chat, now))
+                    {
+                        set_deadline(&mut tx, id, DeadlineKind::Inactivity, due).await?;
+                    }
+                    if reentry.transcript {
+                        keep_message(&mut tx, id, "user", &text, now).await?;
+                    }
+                    if chat.state == ChatState::WithAgent && reply_timeout_s > 0 {
+                        // Only the first message of a stretch starts its timer.
+                        let started = sqlx::query(
+                            "UPDATE live_chats SET awaiting_reply_since = $2, reply_timeout_s = $3
+                             WHERE id = $1 AND awaiting_reply_since IS NULL",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .bind(reply_timeout_s as i64)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if started == 1 {
+                            let due = now + (reply_timeout_s as i64).saturating_mul(1000);
+                            set_deadline(&mut tx, id, DeadlineKind::Reply, due).await?;
+                        }
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+            Change::ReplyOverdue { deadline } => {
+                let due: Option<i64> = sqlx::query_scalar(
+                    "SELECT due_at FROM deadlines WHERE live_chat_id = $1 AND kind = 'reply'",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let r = sqlx::query(
+                    "SELECT awaiting_reply_since, reply_timeout_s, agent_id, agent_name
+                     FROM live_chats WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let since: Option<i64> = r.try_get(0)?;
+                let timeout_s: i64 = r.try_get(1)?;
+                let agent = AgentInfo {
+                    id: r.try_get(2)?,
+                    name: r.try_get(3)?,
+                };
+                delete_deadline(&mut tx, id, DeadlineKind::Reply).await?;
+                match (chat.state, due == Some(deadline.due_at), since) {
+                    (ChatState::WithAgent, true, Some(since)) => {
+                        let event_id = events::new_event_id();
+                        let body = events::agent_reply_overdue(
+                            &chat,
+                            &agent,
+                            since,
+                            timeout_s.max(0) as u64,
+                            &event_id,
+                            now,
+                        );
+                        enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
+                        true
+                    }
+                    _ => false,
                 }
             }
             Change::Claim {
@@ -396,7 +569,11 @@ impl PgStore {
                     if n == 1 {
                         delete_deadlines(&mut tx, id).await?;
                         let event_id = events::new_event_id();
-                        let body = events::live_chat_ended(&chat, status, &event_id, now);
+                        let mut body = events::live_chat_ended(&chat, status, &event_id, now);
+                        if reentry.details {
+                            let part = human_part(&mut tx, id, reentry.transcript).await?;
+                            super::add_reentry_details(&mut body, &chat, &part, reentry, now);
+                        }
                         enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
                     }
                     n == 1
@@ -856,6 +1033,12 @@ impl LiveChatStore for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn set_reentry(&self, opts: super::ReentryOptions) {
+        if let Ok(mut r) = self.reentry.lock() {
+            *r = opts;
+        }
     }
 
     async fn listen(&self, wake: WakeFn, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
     Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, HandoffIntent,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError, StoreStats,
-    TimelineEntry,
+    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, ReentryOptions, RunKey, StoreError,
+    StoreStats, TimelineEntry,
 };
 use crate::service::events;
 
@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_handoff_intents",
         include_str!("../../../migrations/sqlite/0006_handoff_intents.sql"),
     ),
+    (
+        "0007_reentry",
+        include_str!("../../../migrations/sqlite/0007_reentry.sql"),
+    ),
 ];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
@@ -59,6 +63,8 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// `[reentry]` ([`LiveChatStore::set_reentry`]).
+    reentry: Arc<Mutex<ReentryOptions>>,
 }
 
 impl SqliteStore {
@@ -117,6 +123,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            reentry: Arc::default(),
         })
     }
 
@@ -292,6 +299,7 @@ fn join(
         "UPDATE live_chats SET state = 'with_agent', agent_joined_at = ?2 WHERE id = ?1 AND state = 'waiting'",
         params![chat.id, now],
     )?;
+    note_agent(tx, &chat.id, agent)?;
     drop_deadline(tx, &chat.id, DeadlineKind::Wait)?;
     if let Some(due) = super::inactivity_due(chat, now) {
         set_deadline(tx, &chat.id, DeadlineKind::Inactivity, due)?;
@@ -301,12 +309,71 @@ fn join(
     enqueue(tx, &chat.conversation_id, &event_id, &body, now)
 }
 
+/// Keeps who the agent is (the one who joined, then whoever writes), for the re-entry.
+fn note_agent(tx: &Transaction<'_>, id: &str, agent: &super::AgentInfo) -> Result<(), StoreError> {
+    if agent.id.is_some() || agent.name.is_some() {
+        tx.execute(
+            "UPDATE live_chats SET agent_id = ?2, agent_name = ?3 WHERE id = ?1",
+            params![id, agent.id, agent.name],
+        )?;
+    }
+    Ok(())
+}
+
+fn keep_message(
+    tx: &Transaction<'_>,
+    id: &str,
+    from: &str,
+    text: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO live_chat_messages (live_chat_id, sender, text, at) VALUES (?1, ?2, ?3, ?4)",
+        params![id, from, text, now],
+    )?;
+    Ok(())
+}
+
+/// The human part of a chat as stored (the re-entry details).
+fn human_part(
+    tx: &Transaction<'_>,
+    id: &str,
+    transcript: bool,
+) -> Result<super::HumanPart, StoreError> {
+    let mut part = tx.query_row(
+        "SELECT agent_id, agent_name, user_messages, agent_messages FROM live_chats WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(super::HumanPart {
+                agent_id: r.get(0)?,
+                agent_name: r.get(1)?,
+                user_messages: r.get(2)?,
+                agent_messages: r.get(3)?,
+                transcript: Vec::new(),
+            })
+        },
+    )?;
+    if transcript {
+        let mut st = tx.prepare(
+            "SELECT sender, text, at FROM (SELECT seq, sender, text, at FROM live_chat_messages
+               WHERE live_chat_id = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
+        )?;
+        part.transcript = st
+            .query_map(params![id, super::TRANSCRIPT_MAX as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(part)
+}
+
 fn apply_tx(
     c: &mut Connection,
     id: &str,
     change: Change,
     guard: Guard,
     now: i64,
+    reentry: ReentryOptions,
 ) -> Result<Applied, StoreError> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let Some(chat) = chat_by_id(&tx, id)? else {
@@ -348,6 +415,17 @@ fn apply_tx(
                 let event_id = events::new_event_id();
                 let body = events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
                 enqueue(&tx, &chat.conversation_id, &event_id, &body, now)?;
+                // The agent answered: the unanswered stretch (if any) is over.
+                tx.execute(
+                    "UPDATE live_chats SET agent_messages = agent_messages + 1,
+                       awaiting_reply_since = NULL WHERE id = ?1",
+                    [id],
+                )?;
+                drop_deadline(&tx, id, DeadlineKind::Reply)?;
+                note_agent(&tx, id, &agent)?;
+                if reentry.transcript {
+                    keep_message(&tx, id, "agent", &text, now)?;
+                }
                 true
             } else {
                 false
@@ -367,6 +445,82 @@ fn apply_tx(
                 true
             } else {
                 false
+            }
+        }
+        Change::UserMessage {
+            text,
+            reply_timeout_s,
+        } => {
+            if chat.state.is_open() {
+                tx.execute(
+                    "UPDATE live_chats SET last_user_message_at = ?2,
+                       user_messages = user_messages + 1 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                if let (ChatState::WithAgent, Some(due)) =
+                    (chat.state, super::inactivity_due(&chat, now))
+                {
+                    set_deadline(&tx, id, DeadlineKind::Inactivity, due)?;
+                }
+                if reentry.transcript {
+                    keep_message(&tx, id, "user", &text, now)?;
+                }
+                if chat.state == ChatState::WithAgent && reply_timeout_s > 0 {
+                    // Only the first message of a stretch starts its timer.
+                    let started = tx.execute(
+                        "UPDATE live_chats SET awaiting_reply_since = ?2, reply_timeout_s = ?3
+                         WHERE id = ?1 AND awaiting_reply_since IS NULL",
+                        params![id, now, reply_timeout_s as i64],
+                    )?;
+                    if started == 1 {
+                        let due = now + (reply_timeout_s as i64).saturating_mul(1000);
+                        set_deadline(&tx, id, DeadlineKind::Reply, due)?;
+                    }
+                }
+                true
+            } else {
+                false
+            }
+        }
+        Change::ReplyOverdue { deadline } => {
+            let due: Option<i64> = tx
+                .query_row(
+                    "SELECT due_at FROM deadlines WHERE live_chat_id = ?1 AND kind = 'reply'",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let (since, timeout_s, agent_id, agent_name): (
+                Option<i64>,
+                i64,
+                Option<String>,
+                Option<String>,
+            ) = tx.query_row(
+                "SELECT awaiting_reply_since, reply_timeout_s, agent_id, agent_name
+                 FROM live_chats WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            drop_deadline(&tx, id, DeadlineKind::Reply)?;
+            match (chat.state, due == Some(deadline.due_at), since) {
+                (ChatState::WithAgent, true, Some(since)) => {
+                    let agent = super::AgentInfo {
+                        id: agent_id,
+                        name: agent_name,
+                    };
+                    let event_id = events::new_event_id();
+                    let body = events::agent_reply_overdue(
+                        &chat,
+                        &agent,
+                        since,
+                        timeout_s.max(0) as u64,
+                        &event_id,
+                        now,
+                    );
+                    enqueue(&tx, &chat.conversation_id, &event_id, &body, now)?;
+                    true
+                }
+                _ => false,
             }
         }
         Change::Claim {
@@ -417,7 +571,11 @@ fn apply_tx(
                 if n == 1 {
                     tx.execute("DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
                     let event_id = events::new_event_id();
-                    let body = events::live_chat_ended(&chat, status, &event_id, now);
+                    let mut body = events::live_chat_ended(&chat, status, &event_id, now);
+                    if reentry.details {
+                        let part = human_part(&tx, id, reentry.transcript)?;
+                        super::add_reentry_details(&mut body, &chat, &part, reentry, now);
+                    }
                     enqueue(&tx, &chat.conversation_id, &event_id, &body, now)?;
                 }
                 n == 1
@@ -440,6 +598,12 @@ const OUTBOX_HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND o.seq
 
 #[async_trait]
 impl LiveChatStore for SqliteStore {
+    fn set_reentry(&self, opts: ReentryOptions) {
+        if let Ok(mut r) = self.reentry.lock() {
+            *r = opts;
+        }
+    }
+
     async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -549,7 +713,8 @@ impl LiveChatStore for SqliteStore {
         now: i64,
     ) -> Result<Applied, StoreError> {
         let id = id.to_string();
-        self.call(move |c| apply_tx(c, &id, change, guard, now))
+        let reentry = self.reentry.lock().map(|r| *r).unwrap_or_default();
+        self.call(move |c| apply_tx(c, &id, change, guard, now, reentry))
             .await
     }
 
