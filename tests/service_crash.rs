@@ -1,11 +1,14 @@
-//! Repeated SIGKILLs of `transbordo serve` during 180 concurrent LivePerson handoffs, on
-//! both stores: the service is killed and restarted every few hundred milliseconds
-//! while runs are in flight (each run retried until it is answered). A handoff cut by a
-//! kill between its provider call and its live chat left an intent in the store, which
-//! the restarted service reconciles (adopts the conversation, or closes it and ends the
-//! handoff with `error`). Afterwards: no handoff intent is left, every handoff the store
-//! tracks ends exactly once (one `live_chat_ended` event id per handoff), the provider
-//! holds no open conversation, and no event is left undelivered.
+//! Repeated SIGKILLs of `transbordo serve` during concurrent LivePerson handoffs, on both
+//! stores and under each plausible LivePerson answer to a second conversation request
+//! (granted, refused without naming the open one, refused naming it: the sandbox switch):
+//! the service is killed and restarted every 100 ms while runs are in flight (each run
+//! retried until it is answered). A handoff cut by a kill between its provider call and
+//! its live chat left an intent in the store, which the restarted service reconciles from
+//! the connector's webhooks (sightings) and a second request read under each behaviour.
+//! Afterwards: no handoff intent is left (none is reported unresolved), the provider holds
+//! no open conversation the store does not track, every handoff the store tracks ends
+//! exactly once (one `live_chat_ended` event id per handoff), and no event is left
+//! undelivered.
 
 mod pg_support;
 mod process_support;
@@ -18,10 +21,12 @@ use std::time::{Duration, Instant};
 use process_support::{scaled, Balancer, Replica};
 use serde_json::{json, Value};
 use service_common::{Receiver, API_TOKEN, BUILDER_SECRET};
-use transbordo::sandbox::{ConversationStatus, Provider, Sandbox, SandboxOptions, WebhookPatch};
+use transbordo::sandbox::{
+    ConversationStatus, Provider, Sandbox, SandboxOptions, SecondConversation, WebhookPatch,
+};
 
 const TOKEN_ENV: &str = "TRANSBORDO_CRASH_API_TOKEN";
-const RUNS: usize = 180;
+const RUNS: usize = 60;
 
 async fn call(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     // The replica may be dead or die mid-request: retry until something answers.
@@ -45,10 +50,14 @@ async fn call(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     }
 }
 
-async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
-    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
-        .await
-        .expect("sandbox");
+async fn crash_during_runs(
+    database: String,
+    keep: Option<pg_support::TestDb>,
+    second: SecondConversation,
+) {
+    let mut opts = SandboxOptions::ephemeral();
+    opts.liveperson.second_conversation = second;
+    let sandbox = Sandbox::start(opts).await.expect("sandbox");
     let sb = sandbox.control();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -108,13 +117,18 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
         t.await.expect("run task");
     }
     assert!(kills >= 3, "the runs finished before the kills: {kills}");
-    // Handoffs cut by a kill are reconciled once their intent's lease (5 s) runs out.
+    // Webhooks sent while the replica was dead failed; LivePerson retries failed
+    // deliveries, which the sandbox leaves to its outbox: redelivered now.
+    sb.redeliver_all().await.expect("redeliver");
+    // Handoffs cut by a kill are reconciled once their intent's lease (30 s) runs out;
+    // a second request's conversation is closed at once and its webhook settles the
+    // intent, so redeliver what a busy moment may have dropped while waiting.
     let metric = |m: &str, name: &str| -> Option<String> {
         m.lines()
             .find(|l| l.starts_with(&format!("{name} ")))
             .map(|l| l[name.len()..].trim().to_string())
     };
-    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    let deadline = Instant::now() + scaled(Duration::from_secs(120));
     loop {
         let m = http
             .get(format!("{lb}/metrics"))
@@ -124,11 +138,17 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
             .text()
             .await
             .unwrap_or_default();
+        assert_eq!(
+            metric(&m, "transbordo_handoff_intents_unresolved").as_deref(),
+            Some("0"),
+            "{m}"
+        );
         if metric(&m, "transbordo_handoff_intents_pending").as_deref() == Some("0") {
             break;
         }
         assert!(Instant::now() < deadline, "intents not reconciled: {m}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = sb.redeliver_all().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Before the closes: what the provider opened, and how much of it is open.
     let opened = sb
@@ -160,6 +180,19 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
             continue;
         };
         tracked.insert(conv.clone(), pc.to_string());
+    }
+    // The invariant: every conversation open at the provider is tracked by a live chat.
+    let tracked_ids: HashSet<&String> = tracked.values().collect();
+    let untracked: Vec<_> = opened
+        .iter()
+        .filter(|c| c.status != ConversationStatus::Closed && !tracked_ids.contains(&c.id))
+        .collect();
+    assert!(
+        untracked.is_empty(),
+        "{second:?}: {} open provider conversations no live chat tracks: {untracked:?}",
+        untracked.len()
+    );
+    for conv in tracked.keys() {
         let (s, v) = call(
             &http,
             &format!("{lb}/v1/conversations/{conv}/close"),
@@ -233,7 +266,7 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
         }
     }
     eprintln!(
-        "{kills} SIGKILLs during {RUNS} runs: {} conversations with a live chat, each \
+        "{second:?}: {kills} SIGKILLs during {RUNS} runs: {} conversations with a live chat, each \
          handoff ended once ({reconciled_errors} extra handoffs ended), {without} without \
          one; {} provider conversations opened, {open_before} open before the user \
          closes and 0 after; interrupted handoffs reconciled: {outcomes:?}",
@@ -259,29 +292,56 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
     sandbox.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkills_during_runs_on_sqlite() {
-    crash_during_runs("sqlite".into(), None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkills_during_runs_on_postgres() {
+async fn on_postgres(second: SecondConversation) {
     let Some(db) = pg_support::test_db().await else {
         return;
     };
-    crash_during_runs(db.url.clone(), Some(db)).await;
+    crash_during_runs(db.url.clone(), Some(db), second).await;
 }
 
-/// The lookups the reconcile uses, against the sandbox fakes: LivePerson names a
-/// consumer's open conversation when asked for a second one (and opens one when none is
-/// open); an ALTU OPEN replayed with its `event_id` names the first platform conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_sqlite_second_request_refused_naming() {
+    crash_during_runs("sqlite".into(), None, SecondConversation::RefuseNamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_sqlite_second_request_refused_unnamed() {
+    crash_during_runs("sqlite".into(), None, SecondConversation::RefuseUnnamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_sqlite_second_request_granted() {
+    crash_during_runs("sqlite".into(), None, SecondConversation::Grant).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_postgres_second_request_refused_naming() {
+    on_postgres(SecondConversation::RefuseNamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_postgres_second_request_refused_unnamed() {
+    on_postgres(SecondConversation::RefuseUnnamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_postgres_second_request_granted() {
+    on_postgres(SecondConversation::Grant).await;
+}
+
+/// The lookups the reconcile uses, against the sandbox fakes: a second LivePerson
+/// conversation request read under each switch (refused naming the open one, refused
+/// without naming it, granted a new one; and granted when none is open); the consumer's
+/// LivePerson id is the one the sandbox's webhooks name; an ALTU OPEN replayed with its
+/// `event_id` names the first platform conversation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_lookups_against_the_sandbox() {
-    use transbordo::providers::liveperson::ConsumerConversation;
+    use transbordo::providers::liveperson::SecondRequest;
     use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
     let sandbox = Sandbox::start(SandboxOptions::ephemeral())
         .await
         .expect("sandbox");
+    let sb = sandbox.control();
     let ints = Integrations::from_toml_str(
         &process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
         "i.toml",
@@ -301,19 +361,48 @@ async fn reconcile_lookups_against_the_sandbox() {
         .expect("lp handoff")
         .provider_conversation_id;
     let found = client
-        .liveperson_open_conversation(lp, "conv-r")
+        .liveperson_second_request(lp, "conv-r")
         .await
         .expect("lookup");
-    assert_eq!(found, ConsumerConversation::Open(opened.clone()));
-    // Another consumer has none open: the lookup opened one.
+    assert_eq!(found, SecondRequest::Named(opened.clone()));
+    sb.liveperson_second_conversation(SecondConversation::RefuseUnnamed)
+        .await
+        .expect("switch");
+    let found = client
+        .liveperson_second_request(lp, "conv-r")
+        .await
+        .expect("lookup");
+    assert_eq!(found, SecondRequest::RefusedUnnamed);
+    sb.liveperson_second_conversation(SecondConversation::Grant)
+        .await
+        .expect("switch");
+    let SecondRequest::Granted(second) = client
+        .liveperson_second_request(lp, "conv-r")
+        .await
+        .expect("lookup")
+    else {
+        panic!("a second conversation was not granted")
+    };
+    assert_ne!(second, opened);
+    // Another consumer has none open: granted under any switch.
+    sb.liveperson_second_conversation(SecondConversation::RefuseNamed)
+        .await
+        .expect("switch");
     let other = client
-        .liveperson_open_conversation(lp, "conv-nobody")
+        .liveperson_second_request(lp, "conv-nobody")
         .await
         .expect("lookup");
-    let ConsumerConversation::Opened(new) = other else {
+    let SecondRequest::Granted(new) = other else {
         panic!("{other:?}")
     };
     assert_ne!(new, opened);
+    // The consumer id the webhooks name (the sandbox view's consumer) is the ConsumerJWS's.
+    let lp_id = client
+        .liveperson_consumer_id(lp, "conv-r")
+        .await
+        .expect("lp consumer id");
+    let view = sb.conversation(&opened).await.expect("view");
+    assert_eq!(view.consumer_id.as_deref(), Some(lp_id.as_str()));
 
     let altu = ints
         .get(&IntegrationId::new("3".to_string()))

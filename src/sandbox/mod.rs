@@ -89,7 +89,7 @@ mod liveperson;
 mod model;
 pub mod signing;
 mod state;
-mod util;
+pub(crate) mod util;
 mod webhooks;
 mod zendesk;
 
@@ -109,7 +109,8 @@ pub use model::SandboxOptions;
 pub use model::{
     ActionResult, AgentView, AltuConfig, CloseReason, CloseRequest, ConversationStatus,
     ConversationView, DeliveryState, Fault, FaultRule, JoinRequest, LivePersonApp,
-    LivePersonConfig, NotificationView, Provider, SandboxInfo, SayRequest, SignatureOrder,
+    LivePersonConfig, NotificationView, Provider, SandboxInfo, SayRequest, SecondConversation,
+    SignatureOrder,
     TokenSettings, TranscriptEntry, WebhookPatch, WebhookSettings, WebhookTargets, ZendeskConfig,
 };
 

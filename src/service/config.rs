@@ -166,6 +166,22 @@ impl Default for TimelineConfig {
     }
 }
 
+/// The reconcile of handoffs cut by a crash (`[reconcile]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileConfig {
+    /// An intent still not settled this long after its handoff began is reported
+    /// unresolved (metric, timeline, error log, `transbordo intents`) and kept.
+    pub unresolved_after_s: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            unresolved_after_s: 900,
+        }
+    }
+}
+
 /// Shortest accepted API token: guessing must be hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -194,6 +210,8 @@ pub struct ServiceConfig {
     pub http_guard: HttpGuard,
     /// Timeline retention and content.
     pub timeline: TimelineConfig,
+    /// `[reconcile]`.
+    pub reconcile: ReconcileConfig,
 }
 
 impl ServiceConfig {
@@ -227,6 +245,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("api", &self.api)
             .field("http_guard", &self.http_guard)
             .field("timeline", &self.timeline)
+            .field("reconcile", &self.reconcile)
             .finish()
     }
 }
@@ -252,6 +271,14 @@ struct RawConfig {
     timeline: RawTimeline,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    reconcile: RawReconcile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReconcile {
+    unresolved_after_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -574,6 +601,18 @@ impl ServiceConfig {
             api,
             http_guard,
             timeline,
+            reconcile: ReconcileConfig {
+                unresolved_after_s: match &raw.reconcile.unresolved_after_s {
+                    None => ReconcileConfig::default().unresolved_after_s,
+                    Some(v) if *v.get_ref() >= 60 => *v.get_ref(),
+                    Some(v) => {
+                        return Err(invalid(
+                            Some(v.span()),
+                            "`reconcile.unresolved_after_s` must be at least 60 (the handoff's own lease is 30 s)".into(),
+                        ))
+                    }
+                },
+            },
         })
     }
 }
