@@ -146,7 +146,20 @@ async fn crash_during_runs(
         if metric(&m, "transbordo_handoff_intents_pending").as_deref() == Some("0") {
             break;
         }
-        assert!(Instant::now() < deadline, "intents not reconciled: {m}");
+        if Instant::now() >= deadline {
+            // Why they are pending, from the replicas' logs.
+            let mut why = Vec::new();
+            for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                why.extend(
+                    text.lines()
+                        .filter(|l| l.contains("not reconciled yet"))
+                        .map(str::to_string),
+                );
+            }
+            let tail = why.split_off(why.len().saturating_sub(10));
+            panic!("{second:?}: intents not reconciled: {m}\n{}", tail.join("\n"));
+        }
         let _ = sb.redeliver_all().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

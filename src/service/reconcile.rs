@@ -498,12 +498,40 @@ async fn liveperson_reconcile(
                 "a second request was granted (closed at once); waiting for its webhook".into(),
             ))
         }
+        SecondRequest::RefusedUnnamed if tracked_open(state, target, &ext).await? => {
+            // A refusal means one conversation at a time: the consumer's is the tracked one.
+            release_all(state, group, claim).await?;
+            Ok(Outcome::Settled(
+                "nothing open (the consumer's open conversation is tracked)",
+            ))
+        }
         SecondRequest::RefusedUnnamed => Ok(Outcome::Pending(
             "LivePerson refused a second conversation without naming the open one, and no \
              webhook named one yet"
                 .into(),
         )),
     }
+}
+
+/// The builder's conversation has an open (waiting, with agent) LivePerson live chat of
+/// the same consumer on the same integration.
+async fn tracked_open(
+    state: &ServiceState,
+    i: &IntentState,
+    ext: &str,
+) -> Result<bool, StoreError> {
+    Ok(state
+        .store()
+        .latest_for_conversation(&i.conversation_id)
+        .await?
+        .is_some_and(|c| {
+            c.state.is_open()
+                && c.integration_id == i.integration_id
+                && c.handoff
+                    .as_deref()
+                    .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
+                    .is_some_and(|h| h["consumer_token_key"] == ext)
+        }))
 }
 
 /// Adopts the newest candidate for the newest intent, closes the others (all of them
