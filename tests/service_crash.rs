@@ -158,7 +158,10 @@ async fn crash_during_runs(
                 );
             }
             let tail = why.split_off(why.len().saturating_sub(10));
-            panic!("{second:?}: intents not reconciled: {m}\n{}", tail.join("\n"));
+            panic!(
+                "{second:?}: intents not reconciled: {m}\n{}",
+                tail.join("\n")
+            );
         }
         let _ = sb.redeliver_all().await;
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -218,9 +218,14 @@ async fn sightings_keep_their_first_sighting(db: Db) {
     };
     s.sighting_record(&seen("pc-1", true, 1_000)).await.unwrap();
     s.sighting_record(&seen("pc-2", true, 2_000)).await.unwrap();
-    s.sighting_record(&seen("pc-1", false, 3_000)).await.unwrap();
+    s.sighting_record(&seen("pc-1", false, 3_000))
+        .await
+        .unwrap();
     let got = s.sightings("7", "lp-ana").await.unwrap();
-    assert_eq!(got, vec![seen("pc-1", false, 1_000), seen("pc-2", true, 2_000)]);
+    assert_eq!(
+        got,
+        vec![seen("pc-1", false, 1_000), seen("pc-2", true, 2_000)]
+    );
     assert!(s.sightings("8", "lp-ana").await.unwrap().is_empty());
     assert_eq!(s.sightings_prune(1_500).await.unwrap(), 1);
     assert_eq!(s.sightings("7", "lp-ana").await.unwrap().len(), 1);

@@ -1008,8 +1008,7 @@ mod webhooks {
     use super::LivePersonSettings;
     use crate::providers::auth;
     use crate::providers::webhooks::{
-        liveperson_sightings, parse_liveperson, Refusal, Verified, WebhookReceiver,
-        WebhookRequest,
+        liveperson_sightings, parse_liveperson, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
 
     pub(super) struct Receiver;
@@ -1107,7 +1106,11 @@ pub async fn lp_consumer_id(
     let d = domains(client, s).await?;
     let (_, jws) = consumer_jws(client, s, &d, ext_consumer_id).await?;
     jwt::decode_claims_unverified(&jws)
-        .and_then(|c| c.get("lp_consumer_id").and_then(Value::as_str).map(str::to_string))
+        .and_then(|c| {
+            c.get("lp_consumer_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .filter(|id| !id.is_empty())
         .ok_or_else(|| {
             ActionError::new(

@@ -110,8 +110,8 @@ pub use model::{
     ActionResult, AgentView, AltuConfig, CloseReason, CloseRequest, ConversationStatus,
     ConversationView, DeliveryState, Fault, FaultRule, JoinRequest, LivePersonApp,
     LivePersonConfig, NotificationView, Provider, SandboxInfo, SayRequest, SecondConversation,
-    SignatureOrder,
-    TokenSettings, TranscriptEntry, WebhookPatch, WebhookSettings, WebhookTargets, ZendeskConfig,
+    SignatureOrder, TokenSettings, TranscriptEntry, WebhookPatch, WebhookSettings, WebhookTargets,
+    ZendeskConfig,
 };
 
 use state::AppState;

@@ -35,7 +35,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/v2/users/{id}", get(get_user).put(put_user))
         .route("/api/v2/tickets", get(list_tickets).post(create_ticket))
-        .route("/api/v2/tickets.json", get(list_tickets).post(create_ticket))
+        .route(
+            "/api/v2/tickets.json",
+            get(list_tickets).post(create_ticket),
+        )
         .route("/api/v2/tickets/{id}", get(get_ticket).put(put_ticket))
         .route("/api/v2/tickets/{id}/comments", get(get_comments))
         .route("/api/v2/tickets/{id}/comments.json", get(get_comments))
@@ -580,12 +583,24 @@ async fn list_tickets(
         let mut q = format!("page={p}");
         if let Some(w) = &wanted {
             q.push_str("&external_id=");
-            q.push_str(&w.replace('%', "%25").replace('&', "%26").replace(' ', "%20"));
+            q.push_str(
+                &w.replace('%', "%25")
+                    .replace('&', "%26")
+                    .replace(' ', "%20"),
+            );
         }
         json!(format!("{}/api/v2/tickets.json?{q}", st.base_url))
     };
-    let next = if page * 100 < count { link(page + 1) } else { Value::Null };
-    let prev = if page > 1 { link(page - 1) } else { Value::Null };
+    let next = if page * 100 < count {
+        link(page + 1)
+    } else {
+        Value::Null
+    };
+    let prev = if page > 1 {
+        link(page - 1)
+    } else {
+        Value::Null
+    };
     drop(inner);
     let mut r = json(
         StatusCode::OK,

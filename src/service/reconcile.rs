@@ -250,11 +250,7 @@ async fn settle(state: &ServiceState, group: &[IntentState], claim: &str) {
             note: Some(why.clone()),
             ..IntentNote::default()
         };
-        if let Err(e) = state
-            .store()
-            .intent_note(&i.handoff_id, claim, &note)
-            .await
-        {
+        if let Err(e) = state.store().intent_note(&i.handoff_id, claim, &note).await {
             tracing::warn!(handoff_id = %i.handoff_id, error = %e, "handoff intent not noted");
         }
         if note.unresolved_at.is_some() {
@@ -343,7 +339,11 @@ async fn close(
         .engine()
         .services()
         .providers
-        .close(integration, &handoff_for(integration, i, pcid), CloseReason::Error)
+        .close(
+            integration,
+            &handoff_for(integration, i, pcid),
+            CloseReason::Error,
+        )
         .await
         .map_err(perr)
 }
@@ -413,9 +413,7 @@ async fn liveperson_reconcile(
         .filter_map(|g| g.probe_conversation_id.clone())
         .collect();
     let oldest = group.iter().map(|g| g.created_at).min().unwrap_or(0);
-    let sightings = store
-        .sightings(&target.integration_id, &lp_id)
-        .await?;
+    let sightings = store.sightings(&target.integration_id, &lp_id).await?;
     let mut candidates = Vec::new();
     for s in &sightings {
         if probes.contains(&s.provider_conversation_id) {
@@ -448,9 +446,13 @@ async fn liveperson_reconcile(
                 // Its webhook came, and none for a conversation of the handoff's: the
                 // provider never opened one (or it closed before).
                 release_all(state, group, claim).await?;
-                Outcome::Settled("nothing open (the second request's webhook came, none of the handoff's)")
+                Outcome::Settled(
+                    "nothing open (the second request's webhook came, none of the handoff's)",
+                )
             } else {
-                Outcome::Pending("waiting for the webhook of the second request's conversation".into())
+                Outcome::Pending(
+                    "waiting for the webhook of the second request's conversation".into(),
+                )
             },
         );
     }
@@ -467,7 +469,9 @@ async fn liveperson_reconcile(
                 .await?;
             let same = again.as_ref().is_some_and(|a| {
                 a.len() == group.len()
-                    && a.iter().zip(group).all(|(x, y)| x.handoff_id == y.handoff_id)
+                    && a.iter()
+                        .zip(group)
+                        .all(|(x, y)| x.handoff_id == y.handoff_id)
             });
             if !same {
                 return Ok(Outcome::Pending(
@@ -667,7 +671,9 @@ async fn zendesk_reconcile(
                 .map_err(perr)?;
         }
         release_all(state, std::slice::from_ref(i), claim).await?;
-        return Ok(Outcome::Settled("closed with a note (the builder moved on)"));
+        return Ok(Outcome::Settled(
+            "closed with a note (the builder moved on)",
+        ));
     }
     // Oldest first (the create's); the others are duplicates of the same handoff.
     open.sort_by_key(|t| t.parse::<u64>().unwrap_or(u64::MAX));

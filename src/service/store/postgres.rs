@@ -781,7 +781,10 @@ impl LiveChatStore for PgStore {
         .bind(handoff_id)
         .fetch_all(&mut *tx)
         .await?;
-        let group = rows.iter().map(read_intent).collect::<Result<Vec<_>, _>>()?;
+        let group = rows
+            .iter()
+            .map(read_intent)
+            .collect::<Result<Vec<_>, _>>()?;
         let held = |i: &IntentState| i.lease_until > now && i.claim.as_deref() != Some(claim);
         if group.is_empty() || group.iter().any(held) {
             return Ok(None);

@@ -891,7 +891,9 @@ impl LiveChatStore for SqliteStore {
             let mut st = c.prepare(&format!(
                 "SELECT {INTENT_COLUMNS} FROM handoff_intents ORDER BY created_at, handoff_id"
             ))?;
-            let rows = st.query_map([], read_intent)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = st
+                .query_map([], read_intent)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
@@ -904,7 +906,8 @@ impl LiveChatStore for SqliteStore {
         claim: &str,
     ) -> Result<LiveChatRecord, StoreError> {
         let claim = claim.to_string();
-        self.call(move |c| create_tx(c, chat, now, Some(claim))).await
+        self.call(move |c| create_tx(c, chat, now, Some(claim)))
+            .await
     }
 
     async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
@@ -958,7 +961,10 @@ impl LiveChatStore for SqliteStore {
 
     async fn sightings_prune(&self, before: i64) -> Result<u64, StoreError> {
         self.call(move |c| {
-            let n = c.execute("DELETE FROM provider_sightings WHERE seen_at < ?1", [before])?;
+            let n = c.execute(
+                "DELETE FROM provider_sightings WHERE seen_at < ?1",
+                [before],
+            )?;
             Ok(n as u64)
         })
         .await
