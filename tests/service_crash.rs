@@ -449,3 +449,231 @@ async fn sb_open(sandbox: &Sandbox) -> Vec<String> {
         .map(|c| c.id)
         .collect()
 }
+
+/// Zendesk handoffs cut by a crash, settled by `GET /api/v2/tickets?external_id=…` when
+/// the service starts: a ticket (plus a duplicate with the same external id) of a handoff
+/// whose builder did not move on is adopted (the live chat then closes like any other) and
+/// the duplicate solved with a private note; the ticket of a handoff whose conversation has
+/// a newer live chat is solved with a private note; a handoff without a ticket is dropped.
+/// Also the list endpoint's own limit in the sandbox: the 101st request in a minute gets
+/// `429` with `Retry-After` and `Zendesk-RateLimit-tickets-index`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zendesk_handoffs_cut_by_a_crash_are_adopted_or_closed_with_a_note() {
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    use transbordo::service::now_ms;
+    use transbordo::service::store::{Database, HandoffIntent, NewLiveChat};
+    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
+        .await
+        .expect("sandbox");
+    let sb = sandbox.control();
+    let dir = tempfile::tempdir().unwrap();
+    let ints_toml = process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0);
+    std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
+    let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
+    let zd = ints.get(&IntegrationId::new("1".to_string())).expect("zd");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let params = json!({"subject": "Ajuda"}).as_object().cloned().unwrap();
+    let start = |h: &'static str, conv: &'static str| {
+        let client = &client;
+        let params = &params;
+        async move {
+            let cx = HandoffCx {
+                handoff_id: h.into(),
+                conversation_id: conv.into(),
+                contact: json!({"name": "Ana", "email": "ana@example.com"}),
+            };
+            client
+                .start_live_chat(zd, params, &cx)
+                .await
+                .handoff
+                .expect("ticket")
+                .provider_conversation_id
+        }
+    };
+    // The crash: tickets made, live chats never recorded.
+    let adopt = start("h-adopt", "zd-a").await;
+    let moved = start("h-moved", "zd-m").await;
+    // A second ticket with the same external id (external ids are not unique).
+    let http = reqwest::Client::new();
+    let dup: Value = http
+        .post(format!("{}/api/v2/tickets.json", sandbox.base_url()))
+        .basic_auth("bot@example.com/token", Some("sandbox-token"))
+        .json(
+            &json!({"ticket": {"subject": "Ajuda", "comment": {"body": "dup"},
+            "external_id": "h-adopt"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dup = dup["ticket"]["id"].to_string();
+    let database = dir.path().join("zd.db").display().to_string();
+    {
+        let store = Database::Sqlite(dir.path().join("zd.db"))
+            .open()
+            .await
+            .expect("store");
+        let past = now_ms() - 60_000;
+        for (h, conv) in [("h-adopt", "zd-a"), ("h-moved", "zd-m"), ("h-none", "zd-n")] {
+            let i = HandoffIntent {
+                handoff_id: h.into(),
+                conversation_id: conv.into(),
+                integration_id: "1".into(),
+                provider: "zendesk".into(),
+                consumer_key: None,
+                created_at: past,
+            };
+            store.intent_begin(&i, 30_000).await.unwrap();
+        }
+        // The builder retried zd-m: a newer live chat (already ended).
+        let newer = NewLiveChat {
+            id: "h-retry".into(),
+            conversation_id: "zd-m".into(),
+            provider: "zendesk".into(),
+            integration_id: "1".into(),
+            provider_conversation_id: "999999".into(),
+            wait_timeout_s: 0,
+            user_inactivity_timeout_s: 0,
+            handoff: None,
+        };
+        store.create(newer, now_ms()).await.unwrap();
+    }
+    let (rx_url, rx) = Receiver::default().start().await;
+    let cfg =
+        process_support::write_config(dir.path(), &database, &rx_url, BUILDER_SECRET, TOKEN_ENV);
+    let mut replica = Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN);
+    replica.spawn().await;
+    let base = format!("http://127.0.0.1:{}", replica.port);
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        if m.lines()
+            .any(|l| l == "transbordo_handoff_intents_pending 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "intents not reconciled: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let live = |conv: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .get(format!("{base}/v1/conversations/{conv}/live_chat"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (s, v) = live("zd-a").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["live_chat"]["provider_conversation_id"],
+        adopt.as_str(),
+        "{v}"
+    );
+    assert_eq!(v["live_chat"]["state"], "waiting", "{v}");
+    let (s, _) = live("zd-n").await;
+    assert_eq!(s, 404, "no ticket, no live chat");
+    let notes = |id: String| {
+        let sb = sb.clone();
+        async move {
+            let c = sb.conversation(&id).await.expect("ticket");
+            (
+                c.status,
+                c.transcript
+                    .iter()
+                    .map(|t| t.text.clone())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let (status, texts) = notes(dup.clone()).await;
+    assert_eq!(
+        status,
+        ConversationStatus::Closed,
+        "the duplicate is solved"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("h-adopt") && t.contains(&adopt)),
+        "{texts:?}"
+    );
+    let (status, texts) = notes(moved.clone()).await;
+    assert_eq!(status, ConversationStatus::Closed, "the builder moved on");
+    assert!(texts.iter().any(|t| t.contains("moved on")), "{texts:?}");
+    let (status, _) = notes(adopt.clone()).await;
+    assert_ne!(status, ConversationStatus::Closed);
+    // The adopted live chat lives on: the user closes it, the ticket is solved, and it
+    // ends once.
+    let (s, v) = call(
+        &http,
+        &format!("{base}/v1/conversations/zd-a/close"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (status, _) = notes(adopt.clone()).await;
+    assert_eq!(status, ConversationStatus::Closed);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while !rx
+        .for_conv("zd-a")
+        .iter()
+        .any(|e| e["type"] == "live_chat_ended")
+    {
+        assert!(Instant::now() < deadline, "not ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ended = rx
+        .for_conv("zd-a")
+        .iter()
+        .filter(|e| e["type"] == "live_chat_ended")
+        .map(|e| e["event_id"].to_string())
+        .collect::<HashSet<_>>();
+    assert_eq!(ended.len(), 1);
+    // The list endpoint's own limit: at most 100 a minute, so within 201 requests
+    // (the minute turns at most once meanwhile) one is refused.
+    let mut limited = None;
+    for _ in 0..201 {
+        let r = http
+            .get(format!(
+                "{}/api/v2/tickets.json?external_id=h-adopt",
+                sandbox.base_url()
+            ))
+            .basic_auth("bot@example.com/token", Some("sandbox-token"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("429 within 201 requests in a minute");
+    assert!(limited.headers().get("retry-after").is_some());
+    let h = limited
+        .headers()
+        .get("zendesk-ratelimit-tickets-index")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(h.starts_with("total=100; remaining=0; resets="), "{h}");
+    drop(replica);
+    sandbox.shutdown().await;
+}
