@@ -677,3 +677,214 @@ async fn zendesk_handoffs_cut_by_a_crash_are_adopted_or_closed_with_a_note() {
     drop(replica);
     sandbox.shutdown().await;
 }
+
+/// Webhook-matched adoption with two replicas on PostgreSQL, and a handoff still running
+/// for the same consumer. LivePerson refuses a second request without naming the open
+/// conversation (so only the webhook can name it).
+/// - `wm-1`: the cut handoff (h-a1) never reached LivePerson; the builder's retry (h-b1,
+///   its lease still running, "on another replica") opened C1, whose webhook is a
+///   sighting. Nothing may touch C1 while h-b1 runs; h-b1 then records its live chat, and
+///   the reconcile of h-a1 settles without closing C1.
+/// - `wm-2`: the cut handoff (h-a2) opened C2; its webhook's sighting is adopted once,
+///   whichever replica claims it, and the live chat then ends once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_matched_adoption_with_two_replicas_and_an_in_flight_handoff() {
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    use transbordo::service::now_ms;
+    use transbordo::service::store::{Database, HandoffIntent, NewLiveChat};
+    let Some(db) = pg_support::test_db().await else {
+        return;
+    };
+    let mut opts = SandboxOptions::ephemeral();
+    opts.liveperson.second_conversation = SecondConversation::RefuseUnnamed;
+    let sandbox = Sandbox::start(opts).await.expect("sandbox");
+    let sb = sandbox.control();
+    let dir = tempfile::tempdir().unwrap();
+    let ints_toml = process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0);
+    std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
+    let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let store = Database::Postgres(db.url.clone())
+        .open()
+        .await
+        .expect("store");
+    let now = now_ms();
+    let intent = |h: &str, conv: &str, at: i64| HandoffIntent {
+        handoff_id: h.into(),
+        conversation_id: conv.into(),
+        integration_id: "7".into(),
+        provider: "liveperson".into(),
+        consumer_key: Some(conv.into()),
+        created_at: at,
+    };
+    let (rx_url, rx) = Receiver::default().start().await;
+    let cfg =
+        process_support::write_config(dir.path(), &db.url, &rx_url, BUILDER_SECRET, TOKEN_ENV);
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|_| Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN))
+        .collect();
+    for r in replicas.iter_mut() {
+        r.spawn().await;
+    }
+    let (lb, _balancer) = Balancer::start(replicas.iter().map(|r| r.port).collect()).await;
+    sb.set_webhook(
+        Provider::Liveperson,
+        &WebhookPatch {
+            url: Some(Some(format!("{lb}/webhooks/liveperson/7"))),
+            ..WebhookPatch::default()
+        },
+    )
+    .await
+    .expect("webhook");
+    // The provider calls of both handoffs (the test plays the runs).
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let open = |h: &'static str, conv: &'static str| {
+        let (client, params) = (&client, &params);
+        async move {
+            let cx = HandoffCx {
+                handoff_id: h.into(),
+                conversation_id: conv.into(),
+                contact: json!({"name": "Ana"}),
+            };
+            client
+                .start_live_chat(lp, params, &cx)
+                .await
+                .handoff
+                .expect("conversation")
+                .provider_conversation_id
+        }
+    };
+    let c1 = open("h-b1", "wm-1").await;
+    let c2 = open("h-a2", "wm-2").await;
+    // The intents, as the runs wrote them before their provider calls: cut 40 s ago
+    // (lease over), h-b1 just now (its 30 s lease running).
+    store
+        .intent_begin(&intent("h-a1", "wm-1", now - 40_000), 30_000)
+        .await
+        .unwrap();
+    store
+        .intent_begin(&intent("h-b1", "wm-1", now), 30_000)
+        .await
+        .unwrap();
+    store
+        .intent_begin(&intent("h-a2", "wm-2", now - 40_000), 30_000)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let live = |conv: &'static str| {
+        let (http, lb) = (http.clone(), lb.clone());
+        async move {
+            let r = http
+                .get(format!("{lb}/v1/conversations/{conv}/live_chat"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // wm-2 is adopted from its webhook.
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let (s, v) = live("wm-2").await;
+        if s == 200 {
+            assert_eq!(v["live_chat"]["handoff_id"], "h-a2", "{v}");
+            assert_eq!(
+                v["live_chat"]["provider_conversation_id"],
+                c2.as_str(),
+                "{v}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "wm-2 not adopted: {s} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // h-b1 still runs: its intent, and h-a1's, are untouched, and C1 is open.
+    let left: Vec<String> = store
+        .intents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.handoff_id)
+        .collect();
+    assert_eq!(left, ["h-a1", "h-b1"]);
+    let c1_view = sb.conversation(&c1).await.expect("c1");
+    assert_ne!(c1_view.status, ConversationStatus::Closed);
+    // h-b1's run records its live chat (its intent was never claimed).
+    let rec = store
+        .create(
+            NewLiveChat {
+                id: "h-b1".into(),
+                conversation_id: "wm-1".into(),
+                provider: "liveperson".into(),
+                integration_id: "7".into(),
+                provider_conversation_id: c1.clone(),
+                wait_timeout_s: 0,
+                user_inactivity_timeout_s: 0,
+                handoff: Some(
+                    json!({"provider": "liveperson", "integration_id": "7",
+                       "provider_conversation_id": c1, "consumer_token_key": "wm-1",
+                       "handoff_id": "h-b1"})
+                    .to_string(),
+                ),
+            },
+            now_ms(),
+        )
+        .await
+        .expect("the run records its live chat");
+    assert_eq!(rec.provider_conversation_id, c1);
+    // Then h-a1 is settled (the refusal is explained by h-b1's open chat), C1 untouched.
+    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    while !store.intents().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "h-a1 not settled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c1_view = sb.conversation(&c1).await.expect("c1");
+    assert_ne!(
+        c1_view.status,
+        ConversationStatus::Closed,
+        "closed a tracked one"
+    );
+    let (_, v) = live("wm-1").await;
+    assert_eq!(v["live_chat"]["handoff_id"], "h-b1", "{v}");
+    // Both live chats end once.
+    for conv in ["wm-1", "wm-2"] {
+        let (s, v) = call(
+            &http,
+            &format!("{lb}/v1/conversations/{conv}/close"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(s, 200, "{conv}: {v}");
+    }
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    for conv in ["wm-1", "wm-2"] {
+        loop {
+            let ended: HashSet<String> = rx
+                .for_conv(conv)
+                .iter()
+                .filter(|e| e["type"] == "live_chat_ended")
+                .map(|e| e["event_id"].to_string())
+                .collect();
+            if !ended.is_empty() {
+                assert_eq!(ended.len(), 1, "{conv}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{conv} not ended");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let all = sb
+        .conversations(Some(Provider::Liveperson), None)
+        .await
+        .expect("conversations");
+    assert_eq!(all.len(), 2, "no other conversation was opened: {all:?}");
+    assert!(all.iter().all(|c| c.status == ConversationStatus::Closed));
+    drop(replicas);
+    drop(db);
+    sandbox.shutdown().await;
+}
