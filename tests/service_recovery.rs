@@ -230,3 +230,111 @@ async fn sightings_keep_their_first_sighting(db: Db) {
     assert_eq!(s.sightings_prune(1_500).await.unwrap(), 1);
     assert_eq!(s.sightings("7", "lp-ana").await.unwrap().len(), 1);
 }
+
+/// The sightings a LivePerson conversation-change notification gives: every conversation
+/// with its CONSUMER participant, open unless `CLOSE` or `DELETE`; other notifications,
+/// and changes without a consumer, give none.
+#[test]
+fn liveperson_sightings_name_the_consumer_participant() {
+    use transbordo::providers::webhooks::{liveperson_sightings, ConversationSighting};
+    let body = serde_json::json!({"kind": "notification", "type": "cqm.ExConversationChangeNotification",
+    "body": {"changes": [
+        {"type": "UPSERT", "result": {"convId": "c-1", "conversationDetails": {"state": "OPEN",
+            "participants": [{"id": "a.1", "role": "ASSIGNED_AGENT"}, {"id": "lp-ana", "role": "CONSUMER"}]}}},
+        {"type": "UPSERT", "result": {"convId": "c-2", "conversationDetails": {"state": "CLOSE",
+            "participants": [{"id": "lp-bia", "role": "CONSUMER"}]}}},
+        {"type": "DELETE", "result": {"convId": "c-3", "conversationDetails": {
+            "participants": [{"id": "lp-cid", "role": "CONSUMER"}]}}},
+        {"type": "UPSERT", "result": {"convId": "c-4", "conversationDetails": {"state": "OPEN",
+            "participants": [{"id": "a.1", "role": "ASSIGNED_AGENT"}]}}}
+    ]}});
+    let seen = |c: &str, k: &str, open: bool| ConversationSighting {
+        provider_conversation_id: c.into(),
+        consumer_id: k.into(),
+        open,
+    };
+    assert_eq!(
+        liveperson_sightings(body.to_string().as_bytes()),
+        vec![
+            seen("c-1", "lp-ana", true),
+            seen("c-2", "lp-bia", false),
+            seen("c-3", "lp-cid", false)
+        ]
+    );
+    let message =
+        serde_json::json!({"type": "ms.MessagingEventNotification", "body": {"changes": []}});
+    assert!(liveperson_sightings(message.to_string().as_bytes()).is_empty());
+    assert!(liveperson_sightings(b"not json").is_empty());
+}
+
+/// `transbordo intents`: lists only unresolved intents by default (`--all`: every one),
+/// as lines or JSON, and `--forget` drops one (an unknown id is an error, exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_command_lists_unresolved_and_forgets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("integrations.toml"), "").unwrap();
+    let cfg = dir.path().join("service.toml");
+    std::fs::write(
+        &cfg,
+        "database = \"i.db\"\nintegrations = \"integrations.toml\"\n[builder]\ncallback_url = \"http://127.0.0.1:9/e\"\nsigning_secret = \"s\"\n[api]\ntokens = [\"0123456789abcdef0123\"]\n",
+    )
+    .unwrap();
+    let store = Database::Sqlite(dir.path().join("i.db"))
+        .open()
+        .await
+        .unwrap();
+    store
+        .intent_begin(&intent("h-late", "c1", "ana", 1_000), 1_000)
+        .await
+        .unwrap();
+    store
+        .intent_begin(&intent("h-new", "c2", "bia", 2_000), 1_000)
+        .await
+        .unwrap();
+    store
+        .intent_group_claim("h-late", 10_000, 5_000, "r")
+        .await
+        .unwrap()
+        .expect("claimed");
+    let late = IntentNote {
+        unresolved_at: Some(900_000),
+        note: Some("refused without a name".into()),
+        ..IntentNote::default()
+    };
+    assert!(store.intent_note("h-late", "r", &late).await.unwrap());
+    drop(store);
+    let bin = env!("CARGO_BIN_EXE_transbordo");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("intents")
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .expect("transbordo intents");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = run(&[]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("h-late provider=liveperson integration=7 consumer=ana"),
+        "{out}"
+    );
+    assert!(out.contains("note=refused without a name"), "{out}");
+    assert!(!out.contains("h-new"), "{out}");
+    let (_, out, _) = run(&["--all", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{out}");
+    assert_eq!(v[0]["unresolved_at_ms"], 900_000);
+    let (code, _, err) = run(&["--forget", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no pending handoff intent `nope`"), "{err}");
+    let (code, out, _) = run(&["--forget", "h-late"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out, _) = run(&[]);
+    assert_eq!(out.trim(), "no unresolved handoff intents");
+}
