@@ -161,7 +161,7 @@ impl ProviderClient {
     }
 
     /// Zendesk: the tickets whose `external_id` is `external_id`
-    /// ([`crate::providers::zendesk::tickets_by_external_id`]).
+    /// (`GET /api/v2/tickets.json?external_id=…`, every page).
     pub async fn zendesk_tickets_by_external_id(
         &self,
         integration: &Integration,
@@ -173,7 +173,7 @@ impl ProviderClient {
     }
 
     /// Zendesk: solves a ticket with a private note
-    /// ([`crate::providers::zendesk::close_with_note`]).
+    /// (`PUT /api/v2/tickets/{id}.json`: `solved` and a private comment).
     pub async fn zendesk_close_with_note(
         &self,
         integration: &Integration,
