@@ -888,3 +888,123 @@ async fn webhook_matched_adoption_with_two_replicas_and_an_in_flight_handoff() {
     drop(db);
     sandbox.shutdown().await;
 }
+
+/// What cannot be settled is visible: a LivePerson handoff cut two hours ago whose
+/// conversation is open, with no webhook naming it and LivePerson refusing a second
+/// request without naming the open one, is reported unresolved (the gauge, a `reconcile`
+/// timeline entry, an error log with provider, integration, consumer and handoff id),
+/// kept, and listed by `transbordo intents`; its conversation is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unsettled_handoff_is_reported_unresolved_and_listed() {
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    use transbordo::service::now_ms;
+    use transbordo::service::store::{Database, HandoffIntent};
+    let mut opts = SandboxOptions::ephemeral();
+    opts.liveperson.second_conversation = SecondConversation::RefuseUnnamed;
+    let sandbox = Sandbox::start(opts).await.expect("sandbox");
+    let sb = sandbox.control();
+    let dir = tempfile::tempdir().unwrap();
+    let ints_toml = process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0);
+    std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
+    let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let cx = HandoffCx {
+        handoff_id: "h-ur".into(),
+        conversation_id: "ur-1".into(),
+        contact: json!({"name": "Ana"}),
+    };
+    // Opened, its webhook lost (none configured), the live chat never recorded.
+    let orphan = client
+        .start_live_chat(lp, &params, &cx)
+        .await
+        .handoff
+        .expect("conversation")
+        .provider_conversation_id;
+    {
+        let store = Database::Sqlite(dir.path().join("ur.db"))
+            .open()
+            .await
+            .expect("store");
+        let i = HandoffIntent {
+            handoff_id: "h-ur".into(),
+            conversation_id: "ur-1".into(),
+            integration_id: "7".into(),
+            provider: "liveperson".into(),
+            consumer_key: Some("ur-1".into()),
+            created_at: now_ms() - 2 * 3600 * 1000,
+        };
+        store.intent_begin(&i, 30_000).await.unwrap();
+    }
+    let database = dir.path().join("ur.db").display().to_string();
+    let (rx_url, _rx) = Receiver::default().start().await;
+    let cfg =
+        process_support::write_config(dir.path(), &database, &rx_url, BUILDER_SECRET, TOKEN_ENV);
+    let mut replica = Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN);
+    replica.spawn().await;
+    let base = format!("http://127.0.0.1:{}", replica.port);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        if m.lines()
+            .any(|l| l == "transbordo_handoff_intents_unresolved 1")
+        {
+            assert!(m
+                .lines()
+                .any(|l| l == "transbordo_handoff_intents_pending 1"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reported: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let timeline = http
+        .get(format!("{base}/v1/conversations/ur-1/timeline"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        timeline.contains("\"reconcile\"") && timeline.contains("\"unresolved\""),
+        "{timeline}"
+    );
+    let logs: String = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("interrupted handoff unresolved"))
+        .expect("error log");
+    for field in ["h-ur", "ur-1", "liveperson", "\"7\"", "ERROR"] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    let out = std::process::Command::new(process_support::BIN)
+        .env(TOKEN_ENV, API_TOKEN)
+        .args(["intents", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("transbordo intents");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.starts_with("h-ur provider=liveperson integration=7 consumer=ur-1"),
+        "{listed}"
+    );
+    // Its conversation is left alone (an operator closes it by hand).
+    let view = sb.conversation(&orphan).await.expect("view");
+    assert_ne!(view.status, ConversationStatus::Closed);
+    drop(replica);
+    sandbox.shutdown().await;
+}
