@@ -34,6 +34,7 @@ fn shipped_example_parses() {
     assert_eq!(c.builder.signing_secret, "s3cr3t-value");
     assert_eq!(c.delivery.initial_backoff.as_millis(), 500);
     assert_eq!(c.webhooks.zendesk_replay_window_s, 300);
+    assert_eq!(c.reconcile.unresolved_after_s, 900);
     // Secrets stay out of Debug output.
     assert!(!format!("{c:?}").contains("s3cr3t-value"));
     assert!(!format!("{c:?}").contains("api-token-from-env-0001"));
@@ -76,6 +77,13 @@ fn errors_point_at_line_and_column() {
     assert!(e.starts_with("svc.toml:"), "{e}");
     let e = err(&format!("flows_dir = \"nowhere\"\n{ok}"), d.path());
     assert!(e.starts_with("svc.toml:1:13:"), "{e}");
+    let e = err(
+        &format!("{ok}[reconcile]\nunresolved_after_s = 5\n"),
+        d.path(),
+    );
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"));
+    settings.bind(|| insta::assert_snapshot!("reconcile_deadline_too_short", e));
 }
 
 #[test]

@@ -1,11 +1,14 @@
-//! Repeated SIGKILLs of `transbordo serve` during 180 concurrent LivePerson handoffs, on
-//! both stores: the service is killed and restarted every few hundred milliseconds
-//! while runs are in flight (each run retried until it is answered). A handoff cut by a
-//! kill between its provider call and its live chat left an intent in the store, which
-//! the restarted service reconciles (adopts the conversation, or closes it and ends the
-//! handoff with `error`). Afterwards: no handoff intent is left, every handoff the store
-//! tracks ends exactly once (one `live_chat_ended` event id per handoff), the provider
-//! holds no open conversation, and no event is left undelivered.
+//! Repeated SIGKILLs of `transbordo serve` during concurrent LivePerson handoffs, on both
+//! stores and under each plausible LivePerson answer to a second conversation request
+//! (granted, refused without naming the open one, refused naming it: the sandbox switch):
+//! the service is killed and restarted every 100 ms while runs are in flight (each run
+//! retried until it is answered). A handoff cut by a kill between its provider call and
+//! its live chat left an intent in the store, which the restarted service reconciles from
+//! the connector's webhooks (sightings) and a second request read under each behaviour.
+//! Afterwards: no handoff intent is left (none is reported unresolved), the provider holds
+//! no open conversation the store does not track, every handoff the store tracks ends
+//! exactly once (one `live_chat_ended` event id per handoff), and no event is left
+//! undelivered.
 
 mod pg_support;
 mod process_support;
@@ -18,10 +21,12 @@ use std::time::{Duration, Instant};
 use process_support::{scaled, Balancer, Replica};
 use serde_json::{json, Value};
 use service_common::{Receiver, API_TOKEN, BUILDER_SECRET};
-use transbordo::sandbox::{ConversationStatus, Provider, Sandbox, SandboxOptions, WebhookPatch};
+use transbordo::sandbox::{
+    ConversationStatus, Provider, Sandbox, SandboxOptions, SecondConversation, WebhookPatch,
+};
 
 const TOKEN_ENV: &str = "TRANSBORDO_CRASH_API_TOKEN";
-const RUNS: usize = 180;
+const RUNS: usize = 60;
 
 async fn call(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     // The replica may be dead or die mid-request: retry until something answers.
@@ -45,10 +50,14 @@ async fn call(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     }
 }
 
-async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
-    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
-        .await
-        .expect("sandbox");
+async fn crash_during_runs(
+    database: String,
+    keep: Option<pg_support::TestDb>,
+    second: SecondConversation,
+) {
+    let mut opts = SandboxOptions::ephemeral();
+    opts.liveperson.second_conversation = second;
+    let sandbox = Sandbox::start(opts).await.expect("sandbox");
     let sb = sandbox.control();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -108,13 +117,18 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
         t.await.expect("run task");
     }
     assert!(kills >= 3, "the runs finished before the kills: {kills}");
-    // Handoffs cut by a kill are reconciled once their intent's lease (5 s) runs out.
+    // Webhooks sent while the replica was dead failed; LivePerson retries failed
+    // deliveries, which the sandbox leaves to its outbox: redelivered now.
+    sb.redeliver_all().await.expect("redeliver");
+    // Handoffs cut by a kill are reconciled once their intent's lease (30 s) runs out;
+    // a second request's conversation is closed at once and its webhook settles the
+    // intent, so redeliver what a busy moment may have dropped while waiting.
     let metric = |m: &str, name: &str| -> Option<String> {
         m.lines()
             .find(|l| l.starts_with(&format!("{name} ")))
             .map(|l| l[name.len()..].trim().to_string())
     };
-    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    let deadline = Instant::now() + scaled(Duration::from_secs(120));
     loop {
         let m = http
             .get(format!("{lb}/metrics"))
@@ -124,11 +138,33 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
             .text()
             .await
             .unwrap_or_default();
+        assert_eq!(
+            metric(&m, "transbordo_handoff_intents_unresolved").as_deref(),
+            Some("0"),
+            "{m}"
+        );
         if metric(&m, "transbordo_handoff_intents_pending").as_deref() == Some("0") {
             break;
         }
-        assert!(Instant::now() < deadline, "intents not reconciled: {m}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if Instant::now() >= deadline {
+            // Why they are pending, from the replicas' logs.
+            let mut why = Vec::new();
+            for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                why.extend(
+                    text.lines()
+                        .filter(|l| l.contains("not reconciled yet"))
+                        .map(str::to_string),
+                );
+            }
+            let tail = why.split_off(why.len().saturating_sub(10));
+            panic!(
+                "{second:?}: intents not reconciled: {m}\n{}",
+                tail.join("\n")
+            );
+        }
+        let _ = sb.redeliver_all().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Before the closes: what the provider opened, and how much of it is open.
     let opened = sb
@@ -160,6 +196,19 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
             continue;
         };
         tracked.insert(conv.clone(), pc.to_string());
+    }
+    // The invariant: every conversation open at the provider is tracked by a live chat.
+    let tracked_ids: HashSet<&String> = tracked.values().collect();
+    let untracked: Vec<_> = opened
+        .iter()
+        .filter(|c| c.status != ConversationStatus::Closed && !tracked_ids.contains(&c.id))
+        .collect();
+    assert!(
+        untracked.is_empty(),
+        "{second:?}: {} open provider conversations no live chat tracks: {untracked:?}",
+        untracked.len()
+    );
+    for conv in tracked.keys() {
         let (s, v) = call(
             &http,
             &format!("{lb}/v1/conversations/{conv}/close"),
@@ -233,7 +282,7 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
         }
     }
     eprintln!(
-        "{kills} SIGKILLs during {RUNS} runs: {} conversations with a live chat, each \
+        "{second:?}: {kills} SIGKILLs during {RUNS} runs: {} conversations with a live chat, each \
          handoff ended once ({reconciled_errors} extra handoffs ended), {without} without \
          one; {} provider conversations opened, {open_before} open before the user \
          closes and 0 after; interrupted handoffs reconciled: {outcomes:?}",
@@ -259,29 +308,56 @@ async fn crash_during_runs(database: String, keep: Option<pg_support::TestDb>) {
     sandbox.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkills_during_runs_on_sqlite() {
-    crash_during_runs("sqlite".into(), None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkills_during_runs_on_postgres() {
+async fn on_postgres(second: SecondConversation) {
     let Some(db) = pg_support::test_db().await else {
         return;
     };
-    crash_during_runs(db.url.clone(), Some(db)).await;
+    crash_during_runs(db.url.clone(), Some(db), second).await;
 }
 
-/// The lookups the reconcile uses, against the sandbox fakes: LivePerson names a
-/// consumer's open conversation when asked for a second one (and opens one when none is
-/// open); an ALTU OPEN replayed with its `event_id` names the first platform conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_sqlite_second_request_refused_naming() {
+    crash_during_runs("sqlite".into(), None, SecondConversation::RefuseNamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_sqlite_second_request_refused_unnamed() {
+    crash_during_runs("sqlite".into(), None, SecondConversation::RefuseUnnamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_sqlite_second_request_granted() {
+    crash_during_runs("sqlite".into(), None, SecondConversation::Grant).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_postgres_second_request_refused_naming() {
+    on_postgres(SecondConversation::RefuseNamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_postgres_second_request_refused_unnamed() {
+    on_postgres(SecondConversation::RefuseUnnamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_postgres_second_request_granted() {
+    on_postgres(SecondConversation::Grant).await;
+}
+
+/// The lookups the reconcile uses, against the sandbox fakes: a second LivePerson
+/// conversation request read under each switch (refused naming the open one, refused
+/// without naming it, granted a new one; and granted when none is open); the consumer's
+/// LivePerson id is the one the sandbox's webhooks name; an ALTU OPEN replayed with its
+/// `event_id` names the first platform conversation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_lookups_against_the_sandbox() {
-    use transbordo::providers::liveperson::ConsumerConversation;
+    use transbordo::providers::liveperson::SecondRequest;
     use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
     let sandbox = Sandbox::start(SandboxOptions::ephemeral())
         .await
         .expect("sandbox");
+    let sb = sandbox.control();
     let ints = Integrations::from_toml_str(
         &process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
         "i.toml",
@@ -301,19 +377,48 @@ async fn reconcile_lookups_against_the_sandbox() {
         .expect("lp handoff")
         .provider_conversation_id;
     let found = client
-        .liveperson_open_conversation(lp, "conv-r")
+        .liveperson_second_request(lp, "conv-r")
         .await
         .expect("lookup");
-    assert_eq!(found, ConsumerConversation::Open(opened.clone()));
-    // Another consumer has none open: the lookup opened one.
+    assert_eq!(found, SecondRequest::Named(opened.clone()));
+    sb.liveperson_second_conversation(SecondConversation::RefuseUnnamed)
+        .await
+        .expect("switch");
+    let found = client
+        .liveperson_second_request(lp, "conv-r")
+        .await
+        .expect("lookup");
+    assert_eq!(found, SecondRequest::RefusedUnnamed);
+    sb.liveperson_second_conversation(SecondConversation::Grant)
+        .await
+        .expect("switch");
+    let SecondRequest::Granted(second) = client
+        .liveperson_second_request(lp, "conv-r")
+        .await
+        .expect("lookup")
+    else {
+        panic!("a second conversation was not granted")
+    };
+    assert_ne!(second, opened);
+    // Another consumer has none open: granted under any switch.
+    sb.liveperson_second_conversation(SecondConversation::RefuseNamed)
+        .await
+        .expect("switch");
     let other = client
-        .liveperson_open_conversation(lp, "conv-nobody")
+        .liveperson_second_request(lp, "conv-nobody")
         .await
         .expect("lookup");
-    let ConsumerConversation::Opened(new) = other else {
+    let SecondRequest::Granted(new) = other else {
         panic!("{other:?}")
     };
     assert_ne!(new, opened);
+    // The consumer id the webhooks name (the sandbox view's consumer) is the ConsumerJWS's.
+    let lp_id = client
+        .liveperson_consumer_id(lp, "conv-r")
+        .await
+        .expect("lp consumer id");
+    let view = sb.conversation(&opened).await.expect("view");
+    assert_eq!(view.consumer_id.as_deref(), Some(lp_id.as_str()));
 
     let altu = ints
         .get(&IntegrationId::new("3".to_string()))
@@ -343,4 +448,563 @@ async fn sb_open(sandbox: &Sandbox) -> Vec<String> {
         .filter(|c| c.status != ConversationStatus::Closed)
         .map(|c| c.id)
         .collect()
+}
+
+/// Zendesk handoffs cut by a crash, settled by `GET /api/v2/tickets?external_id=…` when
+/// the service starts: a ticket (plus a duplicate with the same external id) of a handoff
+/// whose builder did not move on is adopted (the live chat then closes like any other) and
+/// the duplicate solved with a private note; the ticket of a handoff whose conversation has
+/// a newer live chat is solved with a private note; a handoff without a ticket is dropped.
+/// Also the list endpoint's own limit in the sandbox: the 101st request in a minute gets
+/// `429` with `Retry-After` and `Zendesk-RateLimit-tickets-index`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zendesk_handoffs_cut_by_a_crash_are_adopted_or_closed_with_a_note() {
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    use transbordo::service::now_ms;
+    use transbordo::service::store::{Database, HandoffIntent, NewLiveChat};
+    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
+        .await
+        .expect("sandbox");
+    let sb = sandbox.control();
+    let dir = tempfile::tempdir().unwrap();
+    let ints_toml = process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0);
+    std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
+    let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
+    let zd = ints.get(&IntegrationId::new("1".to_string())).expect("zd");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let params = json!({"subject": "Ajuda"}).as_object().cloned().unwrap();
+    let start = |h: &'static str, conv: &'static str| {
+        let client = &client;
+        let params = &params;
+        async move {
+            let cx = HandoffCx {
+                handoff_id: h.into(),
+                conversation_id: conv.into(),
+                contact: json!({"name": "Ana", "email": "ana@example.com"}),
+            };
+            client
+                .start_live_chat(zd, params, &cx)
+                .await
+                .handoff
+                .expect("ticket")
+                .provider_conversation_id
+        }
+    };
+    // The crash: tickets made, live chats never recorded.
+    let adopt = start("h-adopt", "zd-a").await;
+    let moved = start("h-moved", "zd-m").await;
+    // A second ticket with the same external id (external ids are not unique).
+    let http = reqwest::Client::new();
+    let dup: Value = http
+        .post(format!("{}/api/v2/tickets.json", sandbox.base_url()))
+        .basic_auth("bot@example.com/token", Some("sandbox-token"))
+        .json(
+            &json!({"ticket": {"subject": "Ajuda", "comment": {"body": "dup"},
+            "external_id": "h-adopt"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dup = dup["ticket"]["id"].to_string();
+    let database = dir.path().join("zd.db").display().to_string();
+    {
+        let store = Database::Sqlite(dir.path().join("zd.db"))
+            .open()
+            .await
+            .expect("store");
+        let past = now_ms() - 60_000;
+        for (h, conv) in [("h-adopt", "zd-a"), ("h-moved", "zd-m"), ("h-none", "zd-n")] {
+            let i = HandoffIntent {
+                handoff_id: h.into(),
+                conversation_id: conv.into(),
+                integration_id: "1".into(),
+                provider: "zendesk".into(),
+                consumer_key: None,
+                created_at: past,
+            };
+            store.intent_begin(&i, 30_000).await.unwrap();
+        }
+        // The builder retried zd-m: a newer live chat (already ended).
+        let newer = NewLiveChat {
+            id: "h-retry".into(),
+            conversation_id: "zd-m".into(),
+            provider: "zendesk".into(),
+            integration_id: "1".into(),
+            provider_conversation_id: "999999".into(),
+            wait_timeout_s: 0,
+            user_inactivity_timeout_s: 0,
+            handoff: None,
+        };
+        store.create(newer, now_ms()).await.unwrap();
+    }
+    let (rx_url, rx) = Receiver::default().start().await;
+    let cfg =
+        process_support::write_config(dir.path(), &database, &rx_url, BUILDER_SECRET, TOKEN_ENV);
+    let mut replica = Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN);
+    replica.spawn().await;
+    let base = format!("http://127.0.0.1:{}", replica.port);
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        if m.lines()
+            .any(|l| l == "transbordo_handoff_intents_pending 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "intents not reconciled: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let live = |conv: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .get(format!("{base}/v1/conversations/{conv}/live_chat"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (s, v) = live("zd-a").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["live_chat"]["provider_conversation_id"],
+        adopt.as_str(),
+        "{v}"
+    );
+    assert_eq!(v["live_chat"]["state"], "waiting", "{v}");
+    let (s, _) = live("zd-n").await;
+    assert_eq!(s, 404, "no ticket, no live chat");
+    let notes = |id: String| {
+        let sb = sb.clone();
+        async move {
+            let c = sb.conversation(&id).await.expect("ticket");
+            (
+                c.status,
+                c.transcript
+                    .iter()
+                    .map(|t| t.text.clone())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let (status, texts) = notes(dup.clone()).await;
+    assert_eq!(
+        status,
+        ConversationStatus::Closed,
+        "the duplicate is solved"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("h-adopt") && t.contains(&adopt)),
+        "{texts:?}"
+    );
+    let (status, texts) = notes(moved.clone()).await;
+    assert_eq!(status, ConversationStatus::Closed, "the builder moved on");
+    assert!(texts.iter().any(|t| t.contains("moved on")), "{texts:?}");
+    let (status, _) = notes(adopt.clone()).await;
+    assert_ne!(status, ConversationStatus::Closed);
+    // The adopted live chat lives on: the user closes it, the ticket is solved, and it
+    // ends once.
+    let (s, v) = call(
+        &http,
+        &format!("{base}/v1/conversations/zd-a/close"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (status, _) = notes(adopt.clone()).await;
+    assert_eq!(status, ConversationStatus::Closed);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while !rx
+        .for_conv("zd-a")
+        .iter()
+        .any(|e| e["type"] == "live_chat_ended")
+    {
+        assert!(Instant::now() < deadline, "not ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ended = rx
+        .for_conv("zd-a")
+        .iter()
+        .filter(|e| e["type"] == "live_chat_ended")
+        .map(|e| e["event_id"].to_string())
+        .collect::<HashSet<_>>();
+    assert_eq!(ended.len(), 1);
+    // The list endpoint's own limit: at most 100 a minute, so within 201 requests
+    // (the minute turns at most once meanwhile) one is refused.
+    let mut limited = None;
+    for _ in 0..201 {
+        let r = http
+            .get(format!(
+                "{}/api/v2/tickets.json?external_id=h-adopt",
+                sandbox.base_url()
+            ))
+            .basic_auth("bot@example.com/token", Some("sandbox-token"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("429 within 201 requests in a minute");
+    assert!(limited.headers().get("retry-after").is_some());
+    let h = limited
+        .headers()
+        .get("zendesk-ratelimit-tickets-index")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(h.starts_with("total=100; remaining=0; resets="), "{h}");
+    drop(replica);
+    sandbox.shutdown().await;
+}
+
+/// Webhook-matched adoption with two replicas on PostgreSQL, and a handoff still running
+/// for the same consumer. LivePerson refuses a second request without naming the open
+/// conversation (so only the webhook can name it).
+/// - `wm-1`: the cut handoff (h-a1) never reached LivePerson; the builder's retry (h-b1,
+///   its lease still running, "on another replica") opened C1, whose webhook is a
+///   sighting. Nothing may touch C1 while h-b1 runs; h-b1 then records its live chat, and
+///   the reconcile of h-a1 settles without closing C1.
+/// - `wm-2`: the cut handoff (h-a2) opened C2; its webhook's sighting is adopted once,
+///   whichever replica claims it, and the live chat then ends once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_matched_adoption_with_two_replicas_and_an_in_flight_handoff() {
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    use transbordo::service::now_ms;
+    use transbordo::service::store::{Database, HandoffIntent, NewLiveChat};
+    let Some(db) = pg_support::test_db().await else {
+        return;
+    };
+    let mut opts = SandboxOptions::ephemeral();
+    opts.liveperson.second_conversation = SecondConversation::RefuseUnnamed;
+    let sandbox = Sandbox::start(opts).await.expect("sandbox");
+    let sb = sandbox.control();
+    let dir = tempfile::tempdir().unwrap();
+    let ints_toml = process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0);
+    std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
+    let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let store = Database::Postgres(db.url.clone())
+        .open()
+        .await
+        .expect("store");
+    let now = now_ms();
+    let intent = |h: &str, conv: &str, at: i64| HandoffIntent {
+        handoff_id: h.into(),
+        conversation_id: conv.into(),
+        integration_id: "7".into(),
+        provider: "liveperson".into(),
+        consumer_key: Some(conv.into()),
+        created_at: at,
+    };
+    let (rx_url, rx) = Receiver::default().start().await;
+    let cfg =
+        process_support::write_config(dir.path(), &db.url, &rx_url, BUILDER_SECRET, TOKEN_ENV);
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|_| Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN))
+        .collect();
+    for r in replicas.iter_mut() {
+        r.spawn().await;
+    }
+    let (lb, _balancer) = Balancer::start(replicas.iter().map(|r| r.port).collect()).await;
+    sb.set_webhook(
+        Provider::Liveperson,
+        &WebhookPatch {
+            url: Some(Some(format!("{lb}/webhooks/liveperson/7"))),
+            ..WebhookPatch::default()
+        },
+    )
+    .await
+    .expect("webhook");
+    // The provider calls of both handoffs (the test plays the runs).
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let open = |h: &'static str, conv: &'static str| {
+        let (client, params) = (&client, &params);
+        async move {
+            let cx = HandoffCx {
+                handoff_id: h.into(),
+                conversation_id: conv.into(),
+                contact: json!({"name": "Ana"}),
+            };
+            client
+                .start_live_chat(lp, params, &cx)
+                .await
+                .handoff
+                .expect("conversation")
+                .provider_conversation_id
+        }
+    };
+    let c1 = open("h-b1", "wm-1").await;
+    let c2 = open("h-a2", "wm-2").await;
+    // The intents, as the runs wrote them before their provider calls: cut 40 s ago
+    // (lease over), h-b1 just now (its 30 s lease running).
+    store
+        .intent_begin(&intent("h-a1", "wm-1", now - 40_000), 30_000)
+        .await
+        .unwrap();
+    store
+        .intent_begin(&intent("h-b1", "wm-1", now), 30_000)
+        .await
+        .unwrap();
+    store
+        .intent_begin(&intent("h-a2", "wm-2", now - 40_000), 30_000)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let live = |conv: &'static str| {
+        let (http, lb) = (http.clone(), lb.clone());
+        async move {
+            let r = http
+                .get(format!("{lb}/v1/conversations/{conv}/live_chat"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // wm-2 is adopted from its webhook.
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let (s, v) = live("wm-2").await;
+        if s == 200 {
+            assert_eq!(v["live_chat"]["handoff_id"], "h-a2", "{v}");
+            assert_eq!(
+                v["live_chat"]["provider_conversation_id"],
+                c2.as_str(),
+                "{v}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "wm-2 not adopted: {s} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // h-b1 still runs: its intent, and h-a1's, are untouched, and C1 is open.
+    let left: Vec<String> = store
+        .intents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.handoff_id)
+        .collect();
+    assert_eq!(left, ["h-a1", "h-b1"]);
+    let c1_view = sb.conversation(&c1).await.expect("c1");
+    assert_ne!(c1_view.status, ConversationStatus::Closed);
+    // h-b1's run records its live chat (its intent was never claimed).
+    let rec = store
+        .create(
+            NewLiveChat {
+                id: "h-b1".into(),
+                conversation_id: "wm-1".into(),
+                provider: "liveperson".into(),
+                integration_id: "7".into(),
+                provider_conversation_id: c1.clone(),
+                wait_timeout_s: 0,
+                user_inactivity_timeout_s: 0,
+                handoff: Some(
+                    json!({"provider": "liveperson", "integration_id": "7",
+                       "provider_conversation_id": c1, "consumer_token_key": "wm-1",
+                       "handoff_id": "h-b1"})
+                    .to_string(),
+                ),
+            },
+            now_ms(),
+        )
+        .await
+        .expect("the run records its live chat");
+    assert_eq!(rec.provider_conversation_id, c1);
+    // Then h-a1 is settled (the refusal is explained by h-b1's open chat), C1 untouched.
+    let deadline = Instant::now() + scaled(Duration::from_secs(60));
+    while !store.intents().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "h-a1 not settled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c1_view = sb.conversation(&c1).await.expect("c1");
+    assert_ne!(
+        c1_view.status,
+        ConversationStatus::Closed,
+        "closed a tracked one"
+    );
+    let (_, v) = live("wm-1").await;
+    assert_eq!(v["live_chat"]["handoff_id"], "h-b1", "{v}");
+    // Both live chats end once.
+    for conv in ["wm-1", "wm-2"] {
+        let (s, v) = call(
+            &http,
+            &format!("{lb}/v1/conversations/{conv}/close"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(s, 200, "{conv}: {v}");
+    }
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    for conv in ["wm-1", "wm-2"] {
+        loop {
+            let ended: HashSet<String> = rx
+                .for_conv(conv)
+                .iter()
+                .filter(|e| e["type"] == "live_chat_ended")
+                .map(|e| e["event_id"].to_string())
+                .collect();
+            if !ended.is_empty() {
+                assert_eq!(ended.len(), 1, "{conv}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{conv} not ended");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let all = sb
+        .conversations(Some(Provider::Liveperson), None)
+        .await
+        .expect("conversations");
+    assert_eq!(all.len(), 2, "no other conversation was opened: {all:?}");
+    assert!(all.iter().all(|c| c.status == ConversationStatus::Closed));
+    drop(replicas);
+    drop(db);
+    sandbox.shutdown().await;
+}
+
+/// What cannot be settled is visible: a LivePerson handoff cut two hours ago whose
+/// conversation is open, with no webhook naming it and LivePerson refusing a second
+/// request without naming the open one, is reported unresolved (the gauge, a `reconcile`
+/// timeline entry, an error log with provider, integration, consumer and handoff id),
+/// kept, and listed by `transbordo intents`; its conversation is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unsettled_handoff_is_reported_unresolved_and_listed() {
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    use transbordo::service::now_ms;
+    use transbordo::service::store::{Database, HandoffIntent};
+    let mut opts = SandboxOptions::ephemeral();
+    opts.liveperson.second_conversation = SecondConversation::RefuseUnnamed;
+    let sandbox = Sandbox::start(opts).await.expect("sandbox");
+    let sb = sandbox.control();
+    let dir = tempfile::tempdir().unwrap();
+    let ints_toml = process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0);
+    std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
+    let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let cx = HandoffCx {
+        handoff_id: "h-ur".into(),
+        conversation_id: "ur-1".into(),
+        contact: json!({"name": "Ana"}),
+    };
+    // Opened, its webhook lost (none configured), the live chat never recorded.
+    let orphan = client
+        .start_live_chat(lp, &params, &cx)
+        .await
+        .handoff
+        .expect("conversation")
+        .provider_conversation_id;
+    {
+        let store = Database::Sqlite(dir.path().join("ur.db"))
+            .open()
+            .await
+            .expect("store");
+        let i = HandoffIntent {
+            handoff_id: "h-ur".into(),
+            conversation_id: "ur-1".into(),
+            integration_id: "7".into(),
+            provider: "liveperson".into(),
+            consumer_key: Some("ur-1".into()),
+            created_at: now_ms() - 2 * 3600 * 1000,
+        };
+        store.intent_begin(&i, 30_000).await.unwrap();
+    }
+    let database = dir.path().join("ur.db").display().to_string();
+    let (rx_url, _rx) = Receiver::default().start().await;
+    let cfg =
+        process_support::write_config(dir.path(), &database, &rx_url, BUILDER_SECRET, TOKEN_ENV);
+    let mut replica = Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN);
+    replica.spawn().await;
+    let base = format!("http://127.0.0.1:{}", replica.port);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        if m.lines()
+            .any(|l| l == "transbordo_handoff_intents_unresolved 1")
+        {
+            assert!(m
+                .lines()
+                .any(|l| l == "transbordo_handoff_intents_pending 1"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reported: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let timeline = http
+        .get(format!("{base}/v1/conversations/ur-1/timeline"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        timeline.contains("\"reconcile\"") && timeline.contains("\"unresolved\""),
+        "{timeline}"
+    );
+    let logs: String = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("interrupted handoff unresolved"))
+        .expect("error log");
+    for field in ["h-ur", "ur-1", "liveperson", "\"7\"", "ERROR"] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    let out = std::process::Command::new(process_support::BIN)
+        .env(TOKEN_ENV, API_TOKEN)
+        .args(["intents", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("transbordo intents");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.starts_with("h-ur provider=liveperson integration=7 consumer=ur-1"),
+        "{listed}"
+    );
+    // Its conversation is left alone (an operator closes it by hand).
+    let view = sb.conversation(&orphan).await.expect("view");
+    assert_ne!(view.status, ConversationStatus::Closed);
+    drop(replica);
+    sandbox.shutdown().await;
 }

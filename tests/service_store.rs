@@ -456,6 +456,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
             (5, "run_keys".to_string()),
             (6, "handoff_intents".to_string()),
             (7, "reentry".to_string()),
+            (8, "intent_recovery".to_string()),
         ]
     );
     let old = s.get("old").await.unwrap().unwrap();
@@ -465,7 +466,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
     drop(s);
     // And again, now under the new runner.
     let s = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(s.migrations().await.unwrap().len(), 7);
+    assert_eq!(s.migrations().await.unwrap().len(), 8);
 }
 
 /// A database with a migration this program does not know is refused, not altered.

@@ -14,6 +14,7 @@ mod logging;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+pub mod intents;
 pub mod output;
 pub mod playground;
 pub mod sandbox;
@@ -118,6 +119,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Apply the lifecycle service's database migrations (SQLite or PostgreSQL) and exit.
     Migrate(serve::MigrateArgs),
+    /// List the handoffs cut by a crash that the reconcile could not settle (`--all`:
+    /// every pending one); `--forget ID` once closed by hand.
+    Intents(intents::IntentsArgs),
     /// Run flow tests (`*.test.json`, `*.test.toml`): dry runs checked against expectations.
     Test(test::TestArgs),
     /// Print the JSON Schema of flow documents (or `--for test`: of flow test files).
@@ -148,6 +152,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sandbox(args) => sandbox::run_cli(*args).await,
         Command::Serve(args) => serve::run_cli(args).await,
         Command::Migrate(args) => serve::migrate_cli(args).await,
+        Command::Intents(args) => intents::run(args).await,
         Command::Test(args) => test::run(args).await,
         Command::Schema(args) => schema::run(args),
         Command::Playground(args) => playground::run_cli(args).await,

@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// LivePerson AppJWT lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub lp_token_ttl_s: u64,
+    /// How a second conversation request by a consumer with one open is answered
+    /// (LivePerson documents none; the reconcile handles each).
+    #[arg(long, value_enum, default_value_t = crate::sandbox::SecondConversation::RefuseNamed)]
+    pub lp_second_conversation: crate::sandbox::SecondConversation,
     /// Zendesk API user email.
     #[arg(long, default_value = "bot@example.com")]
     pub zendesk_email: String,
@@ -95,6 +99,7 @@ impl ServeArgs {
             app.client_secret = self.lp_client_secret.clone();
         }
         o.liveperson.token_ttl_s = self.lp_token_ttl_s;
+        o.liveperson.second_conversation = self.lp_second_conversation;
         o.zendesk.email = self.zendesk_email.clone();
         o.zendesk.api_token = self.zendesk_api_token.clone();
         o.zendesk.webhook_secret = self.zendesk_webhook_secret.clone();

@@ -280,6 +280,7 @@ impl World {
             http_guard: http_guard.clone(),
             timeline: crate::service::config::TimelineConfig::default(),
             reentry: Default::default(),
+            reconcile: crate::service::config::ReconcileConfig::default(),
         };
         let store = SqliteStore::open(std::path::Path::new(":memory:"))
             .await

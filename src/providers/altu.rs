@@ -602,6 +602,7 @@ mod webhooks {
             };
             auth::check_connector_binding(&claims, access_token, audience, &ev.conversation_id)?;
             Ok(Verified {
+                sightings: Vec::new(),
                 conversation: Some((
                     ev.event.provider_conversation_id.clone(),
                     ev.conversation_id,

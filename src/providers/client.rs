@@ -162,20 +162,28 @@ impl ProviderClient {
             .map_err(|e| scrubbed(e, integration))
     }
 
-    /// LivePerson: the open conversation of a consumer whose handoff a crash cut
-    /// ([`crate::providers::liveperson::find_open_conversation`]).
-    pub async fn liveperson_open_conversation(
+    /// LivePerson: a second conversation request for a consumer whose handoff a crash
+    /// cut ([`crate::providers::liveperson::second_request`]).
+    pub async fn liveperson_second_request(
         &self,
         integration: &Integration,
         ext_consumer_id: &str,
-    ) -> Result<crate::providers::liveperson::ConsumerConversation, ActionError> {
-        crate::providers::liveperson::find_open_conversation(
-            self.cx(),
-            integration,
-            ext_consumer_id,
-        )
-        .await
-        .map_err(|e| scrubbed(e, integration))
+    ) -> Result<crate::providers::liveperson::SecondRequest, ActionError> {
+        crate::providers::liveperson::second_request(self.cx(), integration, ext_consumer_id)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
+    /// LivePerson: the consumer's LivePerson id
+    /// ([`crate::providers::liveperson::lp_consumer_id`]).
+    pub async fn liveperson_consumer_id(
+        &self,
+        integration: &Integration,
+        ext_consumer_id: &str,
+    ) -> Result<String, ActionError> {
+        crate::providers::liveperson::lp_consumer_id(self.cx(), integration, ext_consumer_id)
+            .await
+            .map_err(|e| scrubbed(e, integration))
     }
 
     /// ALTU SDK: the platform conversation of a handoff whose answer a crash lost
@@ -187,6 +195,31 @@ impl ProviderClient {
         bot_conversation_id: &str,
     ) -> Result<String, ActionError> {
         crate::providers::altu::replay_open(self.cx(), integration, handoff_id, bot_conversation_id)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
+    /// Zendesk: the tickets whose `external_id` is `external_id`
+    /// (`GET /api/v2/tickets.json?external_id=…`, every page).
+    pub async fn zendesk_tickets_by_external_id(
+        &self,
+        integration: &Integration,
+        external_id: &str,
+    ) -> Result<Vec<crate::providers::zendesk::TicketRef>, ActionError> {
+        crate::providers::zendesk::tickets_by_external_id(self.cx(), integration, external_id)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
+    /// Zendesk: solves a ticket with a private note
+    /// (`PUT /api/v2/tickets/{id}.json`: `solved` and a private comment).
+    pub async fn zendesk_close_with_note(
+        &self,
+        integration: &Integration,
+        ticket_id: &str,
+        note: &str,
+    ) -> Result<(), ActionError> {
+        crate::providers::zendesk::close_with_note(self.cx(), integration, ticket_id, note)
             .await
             .map_err(|e| scrubbed(e, integration))
     }

@@ -1301,7 +1301,7 @@ mod webhooks {
     use super::LivePersonSettings;
     use crate::providers::auth;
     use crate::providers::webhooks::{
-        parse_liveperson, Refusal, Verified, WebhookReceiver, WebhookRequest,
+        liveperson_sightings, parse_liveperson, Refusal, Verified, WebhookReceiver, WebhookRequest,
     };
 
     pub(super) struct Receiver;
@@ -1314,33 +1314,36 @@ mod webhooks {
         fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Refusal> {
             let secret = req.secret(|s: &LivePersonSettings| Some(&s.client_secret))?;
             auth::verify_liveperson(secret, req.header("x-liveperson-signature"), req.body)?;
-            Ok(Verified::events(parse_liveperson(req.body)?))
+            Ok(Verified {
+                sightings: liveperson_sightings(req.body),
+                ..Verified::events(parse_liveperson(req.body)?)
+            })
         }
     }
 }
 
-/// What [`find_open_conversation`] found for a consumer.
+/// What a second conversation request for a consumer answered ([`second_request`]).
+/// LivePerson documents none of these (research 2026-12 §1e): each is handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsumerConversation {
-    /// The consumer's open conversation (named by the refusal of a second one).
-    Open(String),
-    /// The consumer had none: the request just opened this one, which the caller closes.
-    Opened(String),
+pub enum SecondRequest {
+    /// Refused, naming the consumer's open conversation (`body.conversationId`).
+    Named(String),
+    /// Refused without naming one: something is open, which one is unknown.
+    RefusedUnnamed,
+    /// Granted: this conversation was just opened (the caller closes it at once). Either
+    /// none was open, or LivePerson grants a second conversation.
+    Granted(String),
 }
 
-/// Finds the open conversation of `ext_consumer_id` after a crash lost its id (the
-/// reconcile of a handoff intent). The Connector API has no consumer-side lookup
-/// (provider-contracts §1.3, §1.6): this repeats CONVERSATION for the same consumer. A
-/// consumer has one open conversation, so the request is refused and the refusal names
-/// it (`body.conversationId`, what the sandbox answers; the real error body is
-/// undocumented, **\[INFERRED\]**: a refusal without it is an error, and the intent stays
-/// for a later try). When nothing was open, the request opens a conversation
-/// ([`ConsumerConversation::Opened`]).
-pub async fn find_open_conversation(
+/// Asks for a conversation again for `ext_consumer_id` (the reconcile of a handoff whose
+/// conversation id a crash lost, when no webhook named it). The answer is read under
+/// every plausible behaviour: see [`SecondRequest`]. A failure (network, auth, 5xx) is
+/// an error and the caller tries again later.
+pub async fn second_request(
     client: ClientCx<'_>,
     integration: &Integration,
     ext_consumer_id: &str,
-) -> Result<ConsumerConversation, ActionError> {
+) -> Result<SecondRequest, ActionError> {
     let s = settings(integration)?;
     let d = domains(client, s).await?;
     let body = json!([
@@ -1350,36 +1353,62 @@ pub async fn find_open_conversation(
     ]);
     let call = conversation_call(s, &d.msg, body);
     let label = "liveperson conversation lookup";
-    // A refusal is the answer looked for: read the body whatever the status.
+    // A refusal is one of the answers looked for: read the body whatever the status.
     let r = match send(client, s, &d, ext_consumer_id, &call, Retry::Unsafe, label).await {
         Ok(r) => r.json,
         Err(e) if e.http_status == Some(400) => e.body,
         Err(e) => return Err(e),
     };
-    let entry = r
-        .as_ref()
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter().find(|e| {
-                e.get("reqId").map(req_id_text).as_deref() == Some(REQUEST_CONVERSATION_REQ_ID)
-            })
+    let entry = r.as_ref().and_then(Value::as_array).and_then(|a| {
+        a.iter().find(|e| {
+            e.get("reqId").map(req_id_text).as_deref() == Some(REQUEST_CONVERSATION_REQ_ID)
         })
-        .ok_or_else(|| ActionError::new(ErrorKind::Rejected, format!("{label}: no answer")))?;
+    });
+    let Some(entry) = entry else {
+        // A 400 without per-request answers: refused, nothing named.
+        return Ok(SecondRequest::RefusedUnnamed);
+    };
     let id = entry
         .pointer("/body/conversationId")
         .and_then(Value::as_str)
         .filter(|c| !c.is_empty() && c.len() <= 64)
+        .map(str::to_string);
+    let ok = entry.get("code").is_some_and(|c| c == "OK" || c == 200);
+    Ok(match (ok, id) {
+        (true, Some(id)) => SecondRequest::Granted(id),
+        (true, None) => {
+            return Err(ActionError::new(
+                ErrorKind::Rejected,
+                format!("{label}: granted without a conversation id"),
+            ))
+        }
+        (false, Some(id)) => SecondRequest::Named(id),
+        (false, None) => SecondRequest::RefusedUnnamed,
+    })
+}
+
+/// LivePerson's id of the consumer `ext_consumer_id` (the `lp_consumer_id` claim of its
+/// ConsumerJWS, research 2026-12 §1a): what the connector's webhooks name as the
+/// CONSUMER participant, and what the Messaging Interactions API searches by.
+pub async fn lp_consumer_id(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    ext_consumer_id: &str,
+) -> Result<String, ActionError> {
+    let s = settings(integration)?;
+    let d = domains(client, s).await?;
+    let (_, jws) = consumer_jws(client, s, &d, ext_consumer_id).await?;
+    jwt::decode_claims_unverified(&jws)
+        .and_then(|c| {
+            c.get("lp_consumer_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .filter(|id| !id.is_empty())
         .ok_or_else(|| {
             ActionError::new(
                 ErrorKind::Rejected,
-                format!("{label}: the answer names no conversation"),
+                "liveperson consumer_jws: the token carries no lp_consumer_id",
             )
-        })?
-        .to_string();
-    let ok = entry.get("code").is_some_and(|c| c == "OK" || c == 200);
-    Ok(if ok {
-        ConsumerConversation::Opened(id)
-    } else {
-        ConsumerConversation::Open(id)
-    })
+        })
 }

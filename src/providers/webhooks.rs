@@ -644,6 +644,57 @@ pub struct Verified {
     pub conversation: Option<(String, String)>,
     /// The answer's shape.
     pub ack: Ack,
+    /// Conversations the webhook announces with their consumer (LivePerson reports every
+    /// conversation of the app): the service records the ones no live chat tracks.
+    pub sightings: Vec<ConversationSighting>,
+}
+
+/// A conversation a webhook names, with its consumer ([`liveperson_sightings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSighting {
+    /// The provider's conversation id.
+    pub provider_conversation_id: String,
+    /// The CONSUMER participant's id (LivePerson's consumer id, `lp_consumer_id`).
+    pub consumer_id: String,
+    /// Still open (not `CLOSE`, not `DELETE`).
+    pub open: bool,
+}
+
+/// The conversations a LivePerson `cqm.ExConversationChangeNotification` announces, with
+/// their CONSUMER participant; empty for other notifications (and for a body that is not
+/// the documented shape: [`parse_liveperson`] refuses those).
+pub fn liveperson_sightings(body: &[u8]) -> Vec<ConversationSighting> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    if v.get("type").and_then(Value::as_str) != Some("cqm.ExConversationChangeNotification") {
+        return Vec::new();
+    }
+    let Some(changes) = v.pointer("/body/changes").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    changes
+        .iter()
+        .filter_map(|c| {
+            let result = c.get("result")?;
+            let conv = id_str(result.get("convId"))?;
+            let details = result.get("conversationDetails")?;
+            let consumer = details
+                .get("participants")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|p| p.get("role").and_then(Value::as_str) == Some("CONSUMER"))
+                .and_then(|p| id_str(p.get("id")))?;
+            let closed = c.get("type").and_then(Value::as_str) == Some("DELETE")
+                || details.get("state").and_then(Value::as_str) == Some("CLOSE")
+                || details.get("stage").and_then(Value::as_str) == Some("CLOSE");
+            Some(ConversationSighting {
+                provider_conversation_id: conv,
+                consumer_id: consumer,
+                open: !closed,
+            })
+        })
+        .collect()
 }
 
 impl Verified {
@@ -654,6 +705,7 @@ impl Verified {
             single_use: None,
             conversation: None,
             ack: Ack::Status,
+            sightings: Vec::new(),
         }
     }
 }

@@ -472,6 +472,114 @@ pub fn show_ticket_call(s: &ZendeskSettings, ticket_id: &str) -> ProviderCall {
     }
 }
 
+/// `GET /api/v2/tickets.json?external_id=…` (research 2026-12 §4a: several tickets may
+/// share one; up to 100 a page; its own limit of 100 requests a minute).
+pub fn tickets_by_external_id_call(s: &ZendeskSettings, external_id: &str) -> ProviderCall {
+    let base = format!("{}/api/v2/tickets.json", s.base_url);
+    let url = match reqwest::Url::parse(&base) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair("external_id", external_id);
+            u.to_string()
+        }
+        // A base URL the transport refuses anyway; the id is left as is.
+        Err(_) => format!("{base}?external_id={external_id}"),
+    };
+    ProviderCall {
+        step: "tickets_by_external_id",
+        method: "GET",
+        url,
+        headers: headers(),
+        body: CallBody::None,
+    }
+}
+
+/// `PUT /api/v2/tickets/{id}.json`: solved, with a private note saying why.
+pub fn close_with_note_call(s: &ZendeskSettings, ticket_id: &str, note: &str) -> ProviderCall {
+    ProviderCall {
+        step: "close_with_note",
+        method: "PUT",
+        url: format!("{}/api/v2/tickets/{ticket_id}.json", s.base_url),
+        headers: headers(),
+        body: CallBody::Json(
+            json!({ "ticket": { "status": "solved", "comment": { "body": note, "public": false } } }),
+        ),
+    }
+}
+
+/// A ticket found by its `external_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketRef {
+    /// The ticket id.
+    pub id: String,
+    /// `new`, `open`, `pending`, `hold`, `solved`, `closed`.
+    pub status: String,
+    /// Its requester (the author of the user's comments).
+    pub requester_id: Option<Value>,
+}
+
+/// The tickets whose `external_id` is `external_id` (our create sets the handoff id), every
+/// page (at most 10: a handoff makes one ticket, a few with retries).
+pub(crate) async fn tickets_by_external_id(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    external_id: &str,
+) -> Result<Vec<TicketRef>, ActionError> {
+    let s = settings(integration)?;
+    let label = "zendesk tickets by external_id";
+    let mut call = tickets_by_external_id_call(s, external_id);
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        let r = send(client, s, label, &call, Retry::Safe).await?;
+        let j = r.json.as_ref().ok_or_else(|| malformed(label, &r))?;
+        let tickets = j
+            .get("tickets")
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed(label, &r))?;
+        for t in tickets {
+            let id = match t.get("id") {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => return Err(malformed(label, &r)),
+            };
+            // The list is filtered by the server; a ticket of another handoff is not ours.
+            if t.get("external_id").and_then(Value::as_str) != Some(external_id) {
+                continue;
+            }
+            out.push(TicketRef {
+                id,
+                status: t
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("open")
+                    .to_string(),
+                requester_id: t.get("requester_id").filter(|v| !v.is_null()).cloned(),
+            });
+        }
+        // Only a next page on the same host is followed (never a credential elsewhere).
+        match j.get("next_page").and_then(Value::as_str) {
+            Some(next) if next.starts_with(&format!("{}/", s.base_url)) => {
+                call.url = next.to_string();
+            }
+            _ => return Ok(out),
+        }
+    }
+    Ok(out)
+}
+
+/// Solves a ticket with a private note (the reconcile's close of a ticket it does not adopt).
+pub(crate) async fn close_with_note(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    ticket_id: &str,
+    note: &str,
+) -> Result<(), ActionError> {
+    let s = settings(integration)?;
+    let call = close_with_note_call(s, ticket_id, note);
+    send(client, s, "zendesk close", &call, Retry::Safe)
+        .await
+        .map(|_| ())
+}
+
 /// The plan: user calls (if any) then the ticket; an upserted requester is `"{user.id}"`.
 pub fn plan(
     s: &ZendeskSettings,

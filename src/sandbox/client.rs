@@ -286,4 +286,18 @@ impl SandboxControl {
         self.call(Method::POST, "/liveperson/tokens", Some(settings))
             .await
     }
+
+    /// How the LivePerson fake answers a second conversation request by a consumer with
+    /// one open (`PUT /_sandbox/liveperson/second_conversation`).
+    pub async fn liveperson_second_conversation(
+        &self,
+        behaviour: crate::sandbox::SecondConversation,
+    ) -> Result<Value, ControlError> {
+        self.call(
+            Method::PUT,
+            "/liveperson/second_conversation",
+            Some(&serde_json::json!({ "behaviour": behaviour })),
+        )
+        .await
+    }
 }

@@ -57,6 +57,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sandbox/liveperson/tokens", post(tokens))
+        .route(
+            "/_sandbox/liveperson/second_conversation",
+            get(get_second).put(set_second),
+        )
 }
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -400,4 +404,23 @@ async fn tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         }
     }
     to_json(&json!({ "ttl_s": inner.lp.token_ttl_s, "expired": expired }))
+}
+
+/// `{"behaviour": "grant" | "refuse_unnamed" | "refuse_named"}`.
+#[derive(serde::Deserialize)]
+struct SecondSetting {
+    behaviour: super::model::SecondConversation,
+}
+
+async fn get_second(State(st): State<Arc<AppState>>) -> Response {
+    to_json(&json!({ "behaviour": st.lock().lp.second_conversation }))
+}
+
+async fn set_second(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let s: SecondSetting = match parse(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    st.lock().lp.second_conversation = s.behaviour;
+    to_json(&json!({ "behaviour": s.behaviour }))
 }

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 use super::control::AgentAction;
 use super::files;
-use super::model::{AgentView, CloseReason, ConversationStatus, JoinRequest, Provider};
+use super::model::{
+    AgentView, CloseReason, ConversationStatus, JoinRequest, Provider, SecondConversation,
+};
 use super::signing::sign_hs256_with_kid;
 use super::state::{AppState, Conv, Inner, LpConsumer, LpToken, StoredFile};
 use super::util::{header_str, json, now_ms, now_s, parse_urlencoded};
@@ -307,15 +309,25 @@ async fn conversation(
         return bad_request("brandId does not match the account");
     }
     let profile_ok = json!({"code":"OK","body":{"msg":"OK User Profile set successfully"},"reqId":req_id(&reqs[0])});
-    if let Some(open) = inner.convs.values().find(|c| {
+    let open = inner.convs.values().find(|c| {
         c.view.provider == Provider::Liveperson
             && c.view.consumer_id.as_deref() == Some(consumer_id.as_str())
             && !c.is_closed()
-    }) {
-        return json(
-            StatusCode::BAD_REQUEST,
-            json!([profile_ok, {"code":"400","body":{"msg":"Consumer already has an open conversation","conversationId":open.view.id},"reqId":req_id(&reqs[1])}]),
-        );
+    });
+    match (open, inner.lp.second_conversation) {
+        (None, _) | (Some(_), SecondConversation::Grant) => {}
+        (Some(open), SecondConversation::RefuseNamed) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                json!([profile_ok, {"code":"400","body":{"msg":"Consumer already has an open conversation","conversationId":open.view.id},"reqId":req_id(&reqs[1])}]),
+            );
+        }
+        (Some(_), SecondConversation::RefuseUnnamed) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                json!([profile_ok, {"code":"400","body":{"msg":"Consumer already has an open conversation"},"reqId":req_id(&reqs[1])}]),
+            );
+        }
     }
     let id = uuid::Uuid::new_v4().to_string();
     let skill = match crc.get("skillId") {

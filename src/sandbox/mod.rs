@@ -90,7 +90,7 @@ mod liveperson;
 mod model;
 pub mod signing;
 mod state;
-mod util;
+pub(crate) mod util;
 mod webhooks;
 mod zendesk;
 
@@ -110,9 +110,9 @@ pub use model::SandboxOptions;
 pub use model::{
     ActionResult, AgentView, AltuConfig, CloseReason, CloseRequest, ConversationStatus,
     ConversationView, DeliveryState, Fault, FaultRule, FileView, JoinRequest, LivePersonApp,
-    LivePersonConfig, NotificationView, Provider, SandboxInfo, SayFile, SayRequest, SignatureOrder,
-    TokenSettings, TranscriptEntry, TypingRequest, TypingView, WebhookPatch, WebhookSettings,
-    WebhookTargets, ZendeskConfig,
+    LivePersonConfig, NotificationView, Provider, SandboxInfo, SayFile, SayRequest,
+    SecondConversation, SignatureOrder, TokenSettings, TranscriptEntry, TypingRequest, TypingView,
+    WebhookPatch, WebhookSettings, WebhookTargets, ZendeskConfig,
 };
 
 use state::AppState;

@@ -333,6 +333,25 @@ pub struct LivePersonConfig {
     /// Echo the consumer's own messages as `ms.MessagingEventNotification` with role
     /// `CONSUMER`, as LivePerson does.
     pub consumer_echo: bool,
+    /// How a second conversation request by a consumer with one open is answered.
+    #[serde(default)]
+    pub second_conversation: SecondConversation,
+}
+
+/// How the LivePerson fake answers `cm.ConsumerRequestConversation` from a consumer who
+/// already has an open conversation. LivePerson documents no answer (research 2026-12
+/// §1e); each plausible one is a switch, so the reconcile is tested under all three.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum SecondConversation {
+    /// Opens a second conversation for the consumer.
+    Grant,
+    /// `400` with a non-`OK` code and no conversation id.
+    RefuseUnnamed,
+    /// `400` with a non-`OK` code naming the open conversation (`body.conversationId`).
+    #[default]
+    RefuseNamed,
 }
 
 impl Default for LivePersonConfig {
@@ -345,6 +364,7 @@ impl Default for LivePersonConfig {
             }],
             token_ttl_s: 3600,
             consumer_echo: true,
+            second_conversation: SecondConversation::default(),
         }
     }
 }

@@ -47,6 +47,7 @@ pub(crate) struct LpConsumer {
 /// LivePerson state.
 pub(crate) struct LpState {
     pub token_ttl_s: u64,
+    pub second_conversation: super::model::SecondConversation,
     pub tokens: HashMap<String, LpToken>,
     /// `ext_consumer_id` → consumer.
     pub consumers: HashMap<String, LpConsumer>,
@@ -73,6 +74,8 @@ pub(crate) struct ZdState {
     pub idem: HashMap<String, Idem>,
     /// (minute, requests in it).
     pub rate_window: (u64, u32),
+    /// The ticket list's own limit (`Zendesk-RateLimit-tickets-index`): (minute, requests).
+    pub index_window: (u64, u32),
 }
 
 /// ALTU state.
@@ -263,6 +266,7 @@ impl AppState {
                 webhooks: opts.webhooks.clone(),
                 lp: LpState {
                     token_ttl_s: opts.liveperson.token_ttl_s,
+                    second_conversation: opts.liveperson.second_conversation,
                     tokens: HashMap::new(),
                     consumers: HashMap::new(),
                     by_jws: HashMap::new(),
@@ -275,6 +279,7 @@ impl AppState {
                     next_comment: 70001,
                     idem: HashMap::new(),
                     rate_window: (0, 0),
+                    index_window: (0, 0),
                 },
                 altu: AltuState {
                     events: HashMap::new(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -17,7 +17,9 @@ use serde_json::{json, Map, Value};
 use super::control::AgentAction;
 use super::model::{AgentView, CloseReason, ConversationStatus, JoinRequest, Provider};
 use super::state::{AppState, Conv, Idem, Inner};
-use super::util::{header_str, json, now_ms, now_s, rfc3339, set_header, strip_json};
+use super::util::{
+    header_str, json, now_ms, now_s, parse_urlencoded, rfc3339, set_header, strip_json,
+};
 use super::webhooks;
 
 const STATUSES: &[&str] = &["new", "open", "pending", "hold", "solved", "closed"];
@@ -32,8 +34,11 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             post(create_or_update),
         )
         .route("/api/v2/users/{id}", get(get_user).put(put_user))
-        .route("/api/v2/tickets", post(create_ticket))
-        .route("/api/v2/tickets.json", post(create_ticket))
+        .route("/api/v2/tickets", get(list_tickets).post(create_ticket))
+        .route(
+            "/api/v2/tickets.json",
+            get(list_tickets).post(create_ticket),
+        )
         .route("/api/v2/tickets/{id}", get(get_ticket).put(put_ticket))
         .route("/api/v2/tickets/{id}/comments", get(get_comments))
         .route("/api/v2/tickets/{id}/comments.json", get(get_comments))
@@ -584,6 +589,103 @@ async fn create_ticket(
     if key.is_some() {
         set_header(&mut r, "x-idempotency-lookup", "miss");
     }
+    r
+}
+
+/// The List Tickets endpoint's own limit (research 2026-12 §4a; 300 with High Volume).
+const TICKETS_INDEX_PER_MINUTE: u32 = 100;
+
+/// `GET /api/v2/tickets?external_id=…`: the tickets with that external id (not unique),
+/// by id ascending, 100 a page (`page=N`). Its own limit of 100 requests a minute: over
+/// it, `429` with `Retry-After`; every answer carries `Zendesk-RateLimit-tickets-index`.
+async fn list_tickets(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(r) = authenticate(&st, &headers) {
+        return r;
+    }
+    let now = now_s();
+    let (minute, resets) = (now / 60, 60 - now % 60);
+    let mut inner = st.lock();
+    let used = {
+        let w = &mut inner.zd.index_window;
+        if w.0 != minute {
+            *w = (minute, 0);
+        }
+        w.1 = w.1.saturating_add(1);
+        w.1
+    };
+    let limit_header = |r: &mut Response, remaining: u32| {
+        set_header(
+            r,
+            "zendesk-ratelimit-tickets-index",
+            &format!("total={TICKETS_INDEX_PER_MINUTE}; remaining={remaining}; resets={resets}"),
+        );
+    };
+    if used > TICKETS_INDEX_PER_MINUTE {
+        let mut r = json(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": "APIRateLimitExceeded",
+                   "description": "Number of allowed API requests per minute exceeded"}),
+        );
+        set_header(&mut r, "retry-after", &resets.to_string());
+        limit_header(&mut r, 0);
+        return r;
+    }
+    let params = parse_urlencoded(query.as_deref().unwrap_or(""));
+    let page: usize = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    let wanted = params.get("external_id").cloned();
+    let mut all: Vec<&Conv> = inner
+        .convs
+        .values()
+        .filter(|c| c.view.provider == Provider::Zendesk)
+        .filter(|c| match &wanted {
+            Some(w) => c.view.details.get("external_id").and_then(Value::as_str) == Some(w),
+            None => true,
+        })
+        .collect();
+    all.sort_by_key(|c| c.view.id.parse::<u64>().unwrap_or(u64::MAX));
+    let count = all.len();
+    let tickets: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * 100)
+        .take(100)
+        .map(|c| c.view.details.clone())
+        .collect();
+    let link = |p: usize| {
+        let mut q = format!("page={p}");
+        if let Some(w) = &wanted {
+            q.push_str("&external_id=");
+            q.push_str(
+                &w.replace('%', "%25")
+                    .replace('&', "%26")
+                    .replace(' ', "%20"),
+            );
+        }
+        json!(format!("{}/api/v2/tickets.json?{q}", st.base_url))
+    };
+    let next = if page * 100 < count {
+        link(page + 1)
+    } else {
+        Value::Null
+    };
+    let prev = if page > 1 {
+        link(page - 1)
+    } else {
+        Value::Null
+    };
+    drop(inner);
+    let mut r = json(
+        StatusCode::OK,
+        json!({"tickets": tickets, "next_page": next, "previous_page": prev, "count": count}),
+    );
+    limit_header(&mut r, TICKETS_INDEX_PER_MINUTE - used);
     r
 }
 

@@ -1262,6 +1262,13 @@ async fn webhook(
             Err(e) => return store_failed(e),
         }
     }
+    // Conversations no live chat tracks are recorded for the reconcile (issue 17); the
+    // webhook itself never closes anything.
+    for seen in &v.sightings {
+        if let Err(e) = super::reconcile::record_sighting(&state, &integration_id, seen).await {
+            return store_failed(e);
+        }
+    }
     let source = format!("{segment}:{}", i.id);
     let mut outcomes = Vec::new();
     for ev in v.events {

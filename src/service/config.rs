@@ -171,6 +171,22 @@ impl Default for TimelineConfig {
     }
 }
 
+/// The reconcile of handoffs cut by a crash (`[reconcile]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileConfig {
+    /// An intent still not settled this long after its handoff began is reported
+    /// unresolved (metric, timeline, error log, `transbordo intents`) and kept.
+    pub unresolved_after_s: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            unresolved_after_s: 900,
+        }
+    }
+}
+
 /// Shortest accepted API token: guessing must be hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -201,6 +217,8 @@ pub struct ServiceConfig {
     pub timeline: TimelineConfig,
     /// What the re-entry input tells the bot about the human part (`[reentry]`).
     pub reentry: crate::service::store::ReentryOptions,
+    /// `[reconcile]`.
+    pub reconcile: ReconcileConfig,
 }
 
 impl ServiceConfig {
@@ -235,6 +253,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("http_guard", &self.http_guard)
             .field("timeline", &self.timeline)
             .field("reentry", &self.reentry)
+            .field("reconcile", &self.reconcile)
             .finish()
     }
 }
@@ -262,6 +281,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     reentry: RawReentry,
+    #[serde(default)]
+    reconcile: RawReconcile,
 }
 
 #[derive(Deserialize, Default)]
@@ -271,6 +292,12 @@ struct RawReentry {
     details: bool,
     #[serde(default)]
     transcript: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReconcile {
+    unresolved_after_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -603,6 +630,18 @@ impl ServiceConfig {
                 // The transcript is part of the details: asking for it turns them on.
                 details: raw.reentry.details || raw.reentry.transcript,
                 transcript: raw.reentry.transcript,
+            },
+            reconcile: ReconcileConfig {
+                unresolved_after_s: match &raw.reconcile.unresolved_after_s {
+                    None => ReconcileConfig::default().unresolved_after_s,
+                    Some(v) if *v.get_ref() >= 60 => *v.get_ref(),
+                    Some(v) => {
+                        return Err(invalid(
+                            Some(v.span()),
+                            "`reconcile.unresolved_after_s` must be at least 60 (the handoff's own lease is 30 s)".into(),
+                        ))
+                    }
+                },
             },
         })
     }

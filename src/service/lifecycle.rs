@@ -328,6 +328,27 @@ impl ServiceState {
         conversation_id: &str,
         handoff: &Handoff,
     ) -> Result<LiveChatRecord, LifecycleError> {
+        self.record_live_chat(conversation_id, handoff, None).await
+    }
+
+    /// [`ServiceState::start_live_chat`] for the reconcile holding the handoff's intent
+    /// with `claim` (fails with [`StoreError::IntentClaimed`] once it no longer does).
+    pub(crate) async fn adopt_live_chat(
+        &self,
+        conversation_id: &str,
+        handoff: &Handoff,
+        claim: &str,
+    ) -> Result<LiveChatRecord, LifecycleError> {
+        self.record_live_chat(conversation_id, handoff, Some(claim))
+            .await
+    }
+
+    async fn record_live_chat(
+        &self,
+        conversation_id: &str,
+        handoff: &Handoff,
+        claim: Option<&str>,
+    ) -> Result<LiveChatRecord, LifecycleError> {
         let integration = self
             .inner
             .config
@@ -346,9 +367,20 @@ impl ServiceState {
             user_inactivity_timeout_s: integration.user_inactivity_timeout_s,
             handoff: serde_json::to_string(handoff).ok(),
         };
-        let rec = match self.inner.store.create(new, now_ms()).await {
+        let created = match claim {
+            None => self.inner.store.create(new, now_ms()).await,
+            Some(c) => self.inner.store.adopt(new, now_ms(), c).await,
+        };
+        let rec = match created {
             Ok(r) => r,
             Err(StoreError::AlreadyOpen) => return Err(LifecycleError::AlreadyOpen),
+            // A run slower than its intent's lease: the reconcile took the handoff over and
+            // adopts (or closes) its conversation; to the builder it is the open live chat.
+            Err(StoreError::IntentClaimed) if claim.is_none() => {
+                tracing::warn!(conversation_id, handoff_id = %handoff.handoff_id,
+                    "handoff outlived its lease: the reconcile took it over");
+                return Err(LifecycleError::AlreadyOpen);
+            }
             Err(e) => return Err(e.into()),
         };
         tracing::info!(

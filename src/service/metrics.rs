@@ -287,6 +287,7 @@ pub struct Metrics {
     provider_requests: HistogramFamily<ProviderCall>,
     outbox_pending: Gauge,
     intents_pending: Gauge,
+    intents_unresolved: Gauge,
     outbox_oldest: Gauge<f64, AtomicU64>,
     deliveries: Family<ResultOnly, Counter>,
     timers: Family<KindOnly, Counter>,
@@ -323,6 +324,7 @@ impl Metrics {
             provider_requests: Family::new_with_constructor(request_buckets),
             outbox_pending: Gauge::default(),
             intents_pending: Gauge::default(),
+            intents_unresolved: Gauge::default(),
             outbox_oldest: Gauge::default(),
             deliveries: Family::default(),
             timers: Family::default(),
@@ -374,6 +376,11 @@ impl Metrics {
             "transbordo_handoff_intents_pending",
             "Handoffs recorded before their provider call and not finished: in flight, or cut by a crash and not reconciled yet (from the store)",
             m.intents_pending.clone(),
+        );
+        registry.register(
+            "transbordo_handoff_intents_unresolved",
+            "Handoffs cut by a crash that the reconcile could not settle by their deadline: a provider conversation may be open and untracked; `transbordo intents` lists them (from the store)",
+            m.intents_unresolved.clone(),
         );
         registry.register(
             "transbordo_outbox_oldest_pending_seconds",
@@ -549,6 +556,7 @@ impl Metrics {
         }
         self.outbox_pending.set(stats.outbox_pending);
         self.intents_pending.set(stats.intents_pending);
+        self.intents_unresolved.set(stats.intents_unresolved);
         self.outbox_oldest.set(
             stats
                 .outbox_oldest_created_at

@@ -271,7 +271,7 @@ pub struct TimelineHandoff {
 pub struct TimelineItem {
     /// Unix ms.
     at_ms: i64,
-    /// `run`, `provider_call`, `webhook`, `state`, `timer`, `message`, `delivery`.
+    /// `run`, `provider_call`, `webhook`, `state`, `timer`, `message`, `delivery`, `reconcile` (a handoff cut by a crash: its outcome).
     kind: String,
 }
 

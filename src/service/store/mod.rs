@@ -302,6 +302,8 @@ pub struct StoreStats {
     pub outbox_oldest_created_at: Option<i64>,
     /// Handoff intents not finished (in flight, or cut by a crash and not reconciled yet).
     pub intents_pending: i64,
+    /// Of those, the ones reported unresolved (past their deadline, kept until settled).
+    pub intents_unresolved: i64,
 }
 
 /// A handoff's intent: written before the first provider call of a `start_live_chat`,
@@ -321,6 +323,80 @@ pub struct HandoffIntent {
     pub consumer_key: Option<String>,
     /// Unix ms.
     pub created_at: i64,
+}
+
+/// An intent with its reconcile state ([`LiveChatStore::intent_group_claim`],
+/// [`LiveChatStore::intents`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntentState {
+    /// The handoff id.
+    pub handoff_id: String,
+    /// The builder's conversation.
+    pub conversation_id: String,
+    /// The integration.
+    pub integration_id: String,
+    /// `liveperson`, `zendesk` or `altu_sdk`.
+    pub provider: String,
+    /// LivePerson: the `ext_consumer_id`.
+    pub consumer_key: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms: until then its holder (the run, or `claim`) owns it.
+    pub lease_until: i64,
+    /// `None`: the run that wrote it; else the reconcile claim that holds it.
+    #[serde(skip)]
+    pub claim: Option<String>,
+    /// LivePerson's consumer id (what webhooks name as the CONSUMER participant).
+    pub lp_consumer_id: Option<String>,
+    /// The conversation a second request opened and the reconcile closed at once.
+    pub probe_conversation_id: Option<String>,
+    /// Unix ms: when it was reported unresolved.
+    pub unresolved_at: Option<i64>,
+    /// Why it is not settled yet (the last try).
+    pub note: Option<String>,
+}
+
+impl IntentState {
+    /// The plain intent.
+    pub fn intent(&self) -> HandoffIntent {
+        HandoffIntent {
+            handoff_id: self.handoff_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            integration_id: self.integration_id.clone(),
+            provider: self.provider.clone(),
+            consumer_key: self.consumer_key.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// What the reconcile learned about an intent ([`LiveChatStore::intent_note`]); `None`
+/// fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntentNote {
+    /// See [`IntentState::lp_consumer_id`].
+    pub lp_consumer_id: Option<String>,
+    /// See [`IntentState::probe_conversation_id`].
+    pub probe_conversation_id: Option<String>,
+    /// See [`IntentState::unresolved_at`].
+    pub unresolved_at: Option<i64>,
+    /// See [`IntentState::note`].
+    pub note: Option<String>,
+}
+
+/// A provider conversation a webhook announced while no live chat tracked it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sighting {
+    /// The integration the webhook came to.
+    pub integration_id: String,
+    /// The provider's conversation id.
+    pub provider_conversation_id: String,
+    /// The provider's consumer id (LivePerson: the CONSUMER participant).
+    pub consumer_id: String,
+    /// Open at the last webhook.
+    pub open: bool,
+    /// Unix ms: first seen.
+    pub seen_at: i64,
 }
 
 /// What became of a run's `Idempotency-Key` ([`LiveChatStore::run_key_begin`]).
@@ -592,6 +668,10 @@ pub enum StoreError {
     /// This conversation already has an open live chat.
     #[error("conversation already has an open live chat")]
     AlreadyOpen,
+    /// The handoff's intent is no longer this caller's (a reconcile took it over, or
+    /// another reconcile did): its live chat is not recorded here.
+    #[error("the handoff's intent was taken over by the reconcile")]
+    IntentClaimed,
     /// The blocking task died.
     #[error("database task failed: {0}")]
     Task(String),
@@ -730,6 +810,70 @@ pub trait LiveChatStore: Send + Sync {
     /// once by the service at start. A store that ignores it queues the plain input.
     fn set_reentry(&self, opts: ReentryOptions) {
         let _ = opts;
+    }
+    /// Claims for `lease_ms` the intent `handoff_id` together with every pending intent
+    /// of the same consumer on the same integration (LivePerson `consumer_key`), all or
+    /// nothing: `None` when one of them is still held (by its run or another claim), or
+    /// the intent is gone. Claimed intents can no longer be finished by their runs
+    /// ([`LiveChatStore::create`] fails with [`StoreError::IntentClaimed`]).
+    async fn intent_group_claim(
+        &self,
+        handoff_id: &str,
+        now: i64,
+        lease_ms: i64,
+        claim: &str,
+    ) -> Result<Option<Vec<IntentState>>, StoreError> {
+        let _ = (handoff_id, now, lease_ms, claim);
+        Ok(None)
+    }
+    /// Records what the reconcile learned, if `claim` still holds the intent (false otherwise).
+    async fn intent_note(
+        &self,
+        handoff_id: &str,
+        claim: &str,
+        note: &IntentNote,
+    ) -> Result<bool, StoreError> {
+        let _ = (handoff_id, claim, note);
+        Ok(false)
+    }
+    /// Drops an intent `claim` holds (false when it no longer does).
+    async fn intent_release(&self, handoff_id: &str, claim: &str) -> Result<bool, StoreError> {
+        let _ = (handoff_id, claim);
+        Ok(false)
+    }
+    /// Every pending intent, oldest first (`transbordo intents`).
+    async fn intents(&self) -> Result<Vec<IntentState>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// [`LiveChatStore::create`] for a reconcile that holds the intent with `claim`: fails
+    /// with [`StoreError::IntentClaimed`] unless the intent is still there under `claim`.
+    async fn adopt(
+        &self,
+        chat: NewLiveChat,
+        now: i64,
+        claim: &str,
+    ) -> Result<LiveChatRecord, StoreError> {
+        let _ = (chat, now, claim);
+        Err(StoreError::IntentClaimed)
+    }
+    /// Records (or updates the open flag of) a sighting; its `seen_at` stays the first.
+    async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
+        let _ = sighting;
+        Ok(())
+    }
+    /// The sightings of a consumer on an integration, oldest first.
+    async fn sightings(
+        &self,
+        integration_id: &str,
+        consumer_id: &str,
+    ) -> Result<Vec<Sighting>, StoreError> {
+        let _ = (integration_id, consumer_id);
+        Ok(Vec::new())
+    }
+    /// Forgets sightings first seen before `before` (Unix ms); returns how many.
+    async fn sightings_prune(&self, before: i64) -> Result<u64, StoreError> {
+        let _ = before;
+        Ok(0)
     }
     /// True when other processes may share this database (then workers poll often
     /// besides waiting for [`LiveChatStore::listen`]).

@@ -22,8 +22,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{
     AgentInfo, Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard,
-    HandoffIntent, LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, RunKey, StoreError,
-    StoreStats, TimelineEntry, Wake, WakeFn,
+    HandoffIntent, IntentNote, IntentState, LiveChatRecord, LiveChatStore, NewLiveChat,
+    OutboxEvent, RunKey, Sighting, StoreError, StoreStats, TimelineEntry, Wake, WakeFn,
 };
 use crate::service::events;
 
@@ -45,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_reentry",
         include_str!("../../../migrations/postgres/0004_reentry.sql"),
+    ),
+    (
+        "0005_intent_recovery",
+        include_str!("../../../migrations/postgres/0005_intent_recovery.sql"),
     ),
 ];
 
@@ -596,9 +600,17 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-#[async_trait]
-impl LiveChatStore for PgStore {
-    async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
+impl PgStore {
+    /// Records a live chat and finishes its intent in one transaction. The intent must be
+    /// held by `claim` (`None`: its run; an intent already gone is fine for a run): the
+    /// fence between a run and the reconcile that took its intent over. The DELETE locks
+    /// the intent's row, so a concurrent claim waits for this transaction or wins before it.
+    async fn create_fenced(
+        &self,
+        chat: NewLiveChat,
+        now: i64,
+        claim: Option<String>,
+    ) -> Result<LiveChatRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
@@ -627,15 +639,49 @@ impl LiveChatStore for PgStore {
             let due = now + (chat.wait_timeout_s as i64) * 1000;
             set_deadline(&mut tx, &chat.id, DeadlineKind::Wait, due).await?;
         }
-        sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1")
-            .bind(&chat.id)
-            .execute(&mut *tx)
-            .await?;
+        let held: Option<Option<String>> =
+            sqlx::query_scalar("DELETE FROM handoff_intents WHERE handoff_id = $1 RETURNING claim")
+                .bind(&chat.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        // Dropping the transaction rolls the insert back when the fence says no.
+        match (&held, &claim) {
+            (None, None) => {}
+            (Some(h), c) if h == c => {}
+            _ => return Err(StoreError::IntentClaimed),
+        }
         let rec = chat_by_id(&mut tx, &chat.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
         tx.commit().await?;
         Ok(rec)
+    }
+}
+
+fn read_intent(r: &PgRow) -> Result<IntentState, StoreError> {
+    Ok(IntentState {
+        handoff_id: r.try_get(0)?,
+        conversation_id: r.try_get(1)?,
+        integration_id: r.try_get(2)?,
+        provider: r.try_get(3)?,
+        consumer_key: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        lease_until: r.try_get(6)?,
+        claim: r.try_get(7)?,
+        lp_consumer_id: r.try_get(8)?,
+        probe_conversation_id: r.try_get(9)?,
+        unresolved_at: r.try_get(10)?,
+        note: r.try_get(11)?,
+    })
+}
+
+const INTENT_COLUMNS: &str = "handoff_id, conversation_id, integration_id, provider, consumer_key,
+    created_at, lease_until, claim, lp_consumer_id, probe_conversation_id, unresolved_at, note";
+
+#[async_trait]
+impl LiveChatStore for PgStore {
+    async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
+        self.create_fenced(chat, now, None).await
     }
 
     async fn latest_for_conversation(
@@ -894,6 +940,157 @@ impl LiveChatStore for PgStore {
             .collect()
     }
 
+    async fn intent_group_claim(
+        &self,
+        handoff_id: &str,
+        now: i64,
+        lease_ms: i64,
+        claim: &str,
+    ) -> Result<Option<Vec<IntentState>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: a run finishing one of them (its DELETE) or another claim waits.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM handoff_intents i WHERE handoff_id = $1
+             OR (consumer_key IS NOT NULL AND EXISTS (SELECT 1 FROM handoff_intents o
+                 WHERE o.handoff_id = $1 AND o.integration_id = i.integration_id
+                   AND o.consumer_key = i.consumer_key))
+             ORDER BY created_at, handoff_id FOR UPDATE"
+        )))
+        .bind(handoff_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let group = rows
+            .iter()
+            .map(read_intent)
+            .collect::<Result<Vec<_>, _>>()?;
+        let held = |i: &IntentState| i.lease_until > now && i.claim.as_deref() != Some(claim);
+        if group.is_empty() || group.iter().any(held) {
+            return Ok(None);
+        }
+        let ids: Vec<String> = group.iter().map(|i| i.handoff_id.clone()).collect();
+        sqlx::query(
+            "UPDATE handoff_intents SET claim = $2, lease_until = $3 WHERE handoff_id = ANY($1)",
+        )
+        .bind(&ids)
+        .bind(claim)
+        .bind(now + lease_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(
+            group
+                .into_iter()
+                .map(|i| IntentState {
+                    claim: Some(claim.to_string()),
+                    lease_until: now + lease_ms,
+                    ..i
+                })
+                .collect(),
+        ))
+    }
+
+    async fn intent_note(
+        &self,
+        handoff_id: &str,
+        claim: &str,
+        note: &IntentNote,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE handoff_intents SET lp_consumer_id = COALESCE($3, lp_consumer_id),
+               probe_conversation_id = COALESCE($4, probe_conversation_id),
+               unresolved_at = COALESCE(unresolved_at, $5), note = COALESCE($6, note)
+             WHERE handoff_id = $1 AND claim = $2",
+        )
+        .bind(handoff_id)
+        .bind(claim)
+        .bind(&note.lp_consumer_id)
+        .bind(&note.probe_conversation_id)
+        .bind(note.unresolved_at)
+        .bind(&note.note)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn intent_release(&self, handoff_id: &str, claim: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1 AND claim = $2")
+            .bind(handoff_id)
+            .bind(claim)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn intents(&self) -> Result<Vec<IntentState>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM handoff_intents ORDER BY created_at, handoff_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(read_intent).collect()
+    }
+
+    async fn adopt(
+        &self,
+        chat: NewLiveChat,
+        now: i64,
+        claim: &str,
+    ) -> Result<LiveChatRecord, StoreError> {
+        self.create_fenced(chat, now, Some(claim.to_string())).await
+    }
+
+    async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO provider_sightings (integration_id, provider_conversation_id,
+               consumer_id, open, seen_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (integration_id, provider_conversation_id)
+             DO UPDATE SET open = excluded.open",
+        )
+        .bind(&sighting.integration_id)
+        .bind(&sighting.provider_conversation_id)
+        .bind(&sighting.consumer_id)
+        .bind(sighting.open)
+        .bind(sighting.seen_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sightings(
+        &self,
+        integration_id: &str,
+        consumer_id: &str,
+    ) -> Result<Vec<Sighting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT integration_id, provider_conversation_id, consumer_id, open, seen_at
+             FROM provider_sightings WHERE integration_id = $1 AND consumer_id = $2
+             ORDER BY seen_at, provider_conversation_id",
+        )
+        .bind(integration_id)
+        .bind(consumer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Sighting {
+                    integration_id: r.try_get(0)?,
+                    provider_conversation_id: r.try_get(1)?,
+                    consumer_id: r.try_get(2)?,
+                    open: r.try_get(3)?,
+                    seen_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn sightings_prune(&self, before: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM provider_sightings WHERE seen_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn run_key_begin(
         &self,
         conversation_id: &str,
@@ -1096,14 +1293,15 @@ impl LiveChatStore for PgStore {
             sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
                 .fetch_one(&self.pool)
                 .await?;
-        let intents_pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handoff_intents")
+        let intents = sqlx::query("SELECT COUNT(*), COUNT(unresolved_at) FROM handoff_intents")
             .fetch_one(&self.pool)
             .await?;
         Ok(StoreStats {
             open,
             outbox_pending: row.try_get(0)?,
             outbox_oldest_created_at: row.try_get(1)?,
-            intents_pending,
+            intents_pending: intents.try_get(0)?,
+            intents_unresolved: intents.try_get(1)?,
         })
     }
 }

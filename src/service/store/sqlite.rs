@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
     Applied, Change, ChatState, Deadline, DeadlineKind, DueDeadline, Guard, HandoffIntent,
-    LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent, ReentryOptions, RunKey, StoreError,
-    StoreStats, TimelineEntry,
+    IntentNote, IntentState, LiveChatRecord, LiveChatStore, NewLiveChat, OutboxEvent,
+    ReentryOptions, RunKey, Sighting, StoreError, StoreStats, TimelineEntry,
 };
 use crate::service::events;
 
@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_reentry",
         include_str!("../../../migrations/sqlite/0007_reentry.sql"),
+    ),
+    (
+        "0008_intent_recovery",
+        include_str!("../../../migrations/sqlite/0008_intent_recovery.sql"),
     ),
 ];
 
@@ -596,6 +600,85 @@ const OUTBOX_HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND o.seq
        SELECT MIN(i.seq) FROM outbox i
        WHERE i.conversation_id = o.conversation_id AND i.delivered_at IS NULL)";
 
+/// Records a live chat and finishes its intent in one transaction. The intent must be
+/// held by `claim` (`None`: its run; an intent already gone is fine for a run): the fence
+/// between a run and the reconcile that took its intent over.
+fn create_tx(
+    c: &mut Connection,
+    chat: NewLiveChat,
+    now: i64,
+    claim: Option<String>,
+) -> Result<LiveChatRecord, StoreError> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let res = tx.execute(
+        "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
+           provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s, created_at,
+           handoff)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)",
+        params![
+            chat.id,
+            chat.conversation_id,
+            chat.provider,
+            chat.integration_id,
+            chat.provider_conversation_id,
+            chat.wait_timeout_s as i64,
+            chat.user_inactivity_timeout_s as i64,
+            now,
+            chat.handoff
+        ],
+    );
+    match res {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(StoreError::AlreadyOpen)
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if chat.wait_timeout_s > 0 {
+        let due = now + (chat.wait_timeout_s as i64) * 1000;
+        set_deadline(&tx, &chat.id, DeadlineKind::Wait, due)?;
+    }
+    // Dropping the transaction rolls the insert back when the fence says no.
+    let held: Option<Option<String>> = tx
+        .query_row(
+            "DELETE FROM handoff_intents WHERE handoff_id = ?1 RETURNING claim",
+            [&chat.id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match (&held, &claim) {
+        (None, None) => {}
+        (Some(h), c) if h == c => {}
+        _ => return Err(StoreError::IntentClaimed),
+    }
+    let rec = chat_by_id(&tx, &chat.id)?
+        .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
+    tx.commit()?;
+    Ok(rec)
+}
+
+fn read_intent(r: &Row<'_>) -> rusqlite::Result<IntentState> {
+    Ok(IntentState {
+        handoff_id: r.get(0)?,
+        conversation_id: r.get(1)?,
+        integration_id: r.get(2)?,
+        provider: r.get(3)?,
+        consumer_key: r.get(4)?,
+        created_at: r.get(5)?,
+        lease_until: r.get(6)?,
+        claim: r.get(7)?,
+        lp_consumer_id: r.get(8)?,
+        probe_conversation_id: r.get(9)?,
+        unresolved_at: r.get(10)?,
+        note: r.get(11)?,
+    })
+}
+
+const INTENT_COLUMNS: &str = "handoff_id, conversation_id, integration_id, provider, consumer_key,
+    created_at, lease_until, claim, lp_consumer_id, probe_conversation_id, unresolved_at, note";
+
 #[async_trait]
 impl LiveChatStore for SqliteStore {
     fn set_reentry(&self, opts: ReentryOptions) {
@@ -605,48 +688,7 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn create(&self, chat: NewLiveChat, now: i64) -> Result<LiveChatRecord, StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let res = tx.execute(
-                "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
-                   provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s, created_at,
-                   handoff)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)",
-                params![
-                    chat.id,
-                    chat.conversation_id,
-                    chat.provider,
-                    chat.integration_id,
-                    chat.provider_conversation_id,
-                    chat.wait_timeout_s as i64,
-                    chat.user_inactivity_timeout_s as i64,
-                    now,
-                    chat.handoff
-                ],
-            );
-            match res {
-                Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(StoreError::AlreadyOpen)
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if chat.wait_timeout_s > 0 {
-                let due = now + (chat.wait_timeout_s as i64) * 1000;
-                set_deadline(&tx, &chat.id, DeadlineKind::Wait, due)?;
-            }
-            tx.execute(
-                "DELETE FROM handoff_intents WHERE handoff_id = ?1",
-                [&chat.id],
-            )?;
-            let rec = chat_by_id(&tx, &chat.id)?
-                .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
-            tx.commit()?;
-            Ok(rec)
-        })
-        .await
+        self.call(move |c| create_tx(c, chat, now, None)).await
     }
 
     async fn latest_for_conversation(
@@ -922,6 +964,177 @@ impl LiveChatStore for SqliteStore {
         .await
     }
 
+    async fn intent_group_claim(
+        &self,
+        handoff_id: &str,
+        now: i64,
+        lease_ms: i64,
+        claim: &str,
+    ) -> Result<Option<Vec<IntentState>>, StoreError> {
+        let (id, claim) = (handoff_id.to_string(), claim.to_string());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let group = {
+                let mut st = tx.prepare(&format!(
+                    "SELECT {INTENT_COLUMNS} FROM handoff_intents i WHERE handoff_id = ?1
+                     OR (consumer_key IS NOT NULL AND EXISTS (SELECT 1 FROM handoff_intents o
+                         WHERE o.handoff_id = ?1 AND o.integration_id = i.integration_id
+                           AND o.consumer_key = i.consumer_key))
+                     ORDER BY created_at, handoff_id"
+                ))?;
+                let rows = st
+                    .query_map([&id], read_intent)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            let held = |i: &IntentState| i.lease_until > now && i.claim.as_deref() != Some(&claim);
+            if group.is_empty() || group.iter().any(held) {
+                return Ok(None);
+            }
+            for i in &group {
+                tx.execute(
+                    "UPDATE handoff_intents SET claim = ?2, lease_until = ?3 WHERE handoff_id = ?1",
+                    params![i.handoff_id, claim, now + lease_ms],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Some(
+                group
+                    .into_iter()
+                    .map(|i| IntentState {
+                        claim: Some(claim.clone()),
+                        lease_until: now + lease_ms,
+                        ..i
+                    })
+                    .collect(),
+            ))
+        })
+        .await
+    }
+
+    async fn intent_note(
+        &self,
+        handoff_id: &str,
+        claim: &str,
+        note: &IntentNote,
+    ) -> Result<bool, StoreError> {
+        let (id, claim, n) = (handoff_id.to_string(), claim.to_string(), note.clone());
+        self.call(move |c| {
+            let changed = c.execute(
+                "UPDATE handoff_intents SET lp_consumer_id = COALESCE(?3, lp_consumer_id),
+                   probe_conversation_id = COALESCE(?4, probe_conversation_id),
+                   unresolved_at = COALESCE(unresolved_at, ?5), note = COALESCE(?6, note)
+                 WHERE handoff_id = ?1 AND claim = ?2",
+                params![
+                    id,
+                    claim,
+                    n.lp_consumer_id,
+                    n.probe_conversation_id,
+                    n.unresolved_at,
+                    n.note
+                ],
+            )?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn intent_release(&self, handoff_id: &str, claim: &str) -> Result<bool, StoreError> {
+        let (id, claim) = (handoff_id.to_string(), claim.to_string());
+        self.call(move |c| {
+            let n = c.execute(
+                "DELETE FROM handoff_intents WHERE handoff_id = ?1 AND claim = ?2",
+                params![id, claim],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn intents(&self) -> Result<Vec<IntentState>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {INTENT_COLUMNS} FROM handoff_intents ORDER BY created_at, handoff_id"
+            ))?;
+            let rows = st
+                .query_map([], read_intent)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn adopt(
+        &self,
+        chat: NewLiveChat,
+        now: i64,
+        claim: &str,
+    ) -> Result<LiveChatRecord, StoreError> {
+        let claim = claim.to_string();
+        self.call(move |c| create_tx(c, chat, now, Some(claim)))
+            .await
+    }
+
+    async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
+        let s = sighting.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO provider_sightings (integration_id, provider_conversation_id,
+                   consumer_id, open, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (integration_id, provider_conversation_id)
+                 DO UPDATE SET open = excluded.open",
+                params![
+                    s.integration_id,
+                    s.provider_conversation_id,
+                    s.consumer_id,
+                    s.open,
+                    s.seen_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sightings(
+        &self,
+        integration_id: &str,
+        consumer_id: &str,
+    ) -> Result<Vec<Sighting>, StoreError> {
+        let (i, k) = (integration_id.to_string(), consumer_id.to_string());
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT integration_id, provider_conversation_id, consumer_id, open, seen_at
+                 FROM provider_sightings WHERE integration_id = ?1 AND consumer_id = ?2
+                 ORDER BY seen_at, provider_conversation_id",
+            )?;
+            let rows = st
+                .query_map(params![i, k], |r| {
+                    Ok(Sighting {
+                        integration_id: r.get(0)?,
+                        provider_conversation_id: r.get(1)?,
+                        consumer_id: r.get(2)?,
+                        open: r.get(3)?,
+                        seen_at: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn sightings_prune(&self, before: i64) -> Result<u64, StoreError> {
+        self.call(move |c| {
+            let n = c.execute(
+                "DELETE FROM provider_sightings WHERE seen_at < ?1",
+                [before],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn run_key_begin(
         &self,
         conversation_id: &str,
@@ -1060,13 +1273,17 @@ impl LiveChatStore for SqliteStore {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let intents_pending =
-                c.query_row("SELECT COUNT(*) FROM handoff_intents", [], |r| r.get(0))?;
+            let (intents_pending, intents_unresolved) = c.query_row(
+                "SELECT COUNT(*), COUNT(unresolved_at) FROM handoff_intents",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             Ok(StoreStats {
                 open,
                 outbox_pending,
                 outbox_oldest_created_at,
                 intents_pending,
+                intents_unresolved,
             })
         })
         .await
