@@ -85,6 +85,8 @@ struct Inner {
     store: Arc<dyn LiveChatStore>,
     transport: Arc<dyn LiveChatTransport>,
     timers: Notify,
+    /// When the scheduler plans to look next (Unix ms; `i64::MIN` while it works).
+    timer_at: std::sync::atomic::AtomicI64,
     outbox: Notify,
     runs: Mutex<HashSet<String>>,
     http: reqwest::Client,
@@ -146,6 +148,7 @@ impl ServiceState {
                 store,
                 transport,
                 timers: Notify::new(),
+                timer_at: std::sync::atomic::AtomicI64::new(i64::MIN),
                 outbox: Notify::new(),
                 runs: Mutex::new(HashSet::new()),
                 http,
@@ -289,9 +292,27 @@ impl ServiceState {
         &self.inner.outbox
     }
 
-    fn changed(&self) {
-        self.inner.timers.notify_one();
-        self.inner.outbox.notify_one();
+    /// The scheduler's next look (see [`ServiceState::changed`]).
+    pub(crate) fn set_timer_at(&self, at: i64) {
+        self.inner
+            .timer_at
+            .store(at, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Wakes the workers a change gave work: the outbox worker when it queued events,
+    /// the scheduler when it set a deadline `due` before the scheduler's next look.
+    /// (Waking both after every change cost each one a claim and a look-up.)
+    fn changed(&self, outbox: bool, due: Option<i64>) {
+        let planned = self
+            .inner
+            .timer_at
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if due.is_some_and(|d| d < planned) {
+            self.inner.timers.notify_one();
+        }
+        if outbox {
+            self.inner.outbox.notify_one();
+        }
     }
 
     pub(crate) fn begin_run(&self, conversation_id: &str) -> Option<RunGuard> {
@@ -362,7 +383,9 @@ impl ServiceState {
                    "provider_conversation_id": rec.provider_conversation_id}),
         )])
         .await;
-        self.changed();
+        let wait =
+            (rec.wait_timeout_s > 0).then(|| rec.created_at + rec.wait_timeout_s as i64 * 1000);
+        self.changed(false, wait);
         Ok(rec)
     }
 
@@ -396,12 +419,18 @@ impl ServiceState {
                 let m = timeline::message(self, "to_agent", text);
                 self.record(vec![timeline::entry(&chat, "message", m)])
                     .await;
+                let now = now_ms();
                 let r = self
                     .inner
                     .store
-                    .apply(&chat.id, Change::UserActivity, Guard::default(), now_ms())
+                    .apply(&chat.id, Change::UserActivity, Guard::default(), now)
                     .await?;
-                self.changed();
+                if let Applied::Done(c) = &r {
+                    let due = (c.state == ChatState::WithAgent)
+                        .then(|| super::store::inactivity_due(c, now))
+                        .flatten();
+                    self.changed(false, due);
+                }
                 match r {
                     Applied::Done(c) | Applied::Ignored(c) => Ok(c),
                     _ => Ok(chat),
@@ -469,7 +498,8 @@ impl ServiceState {
             _ => return Ok(None),
         };
         let state = self.observe(chat, &claimed, pending.as_str());
-        self.changed();
+        // The close watchdog.
+        self.changed(false, Some(now_ms() + 30_000));
         self.record(state.into_iter().collect()).await;
         self.finish_close(&claimed).await.map(Some)
     }
@@ -491,7 +521,9 @@ impl ServiceState {
             .store
             .apply(&chat.id, change, Guard::default(), now_ms())
             .await?;
-        self.changed();
+        if let Applied::Done(_) = &r {
+            self.changed(true, None);
+        }
         if let Applied::Done(c) = &r {
             let state = self.observe(chat, c, "closed");
             self.record(state.into_iter().collect()).await;
@@ -628,7 +660,11 @@ impl ServiceState {
             entries.push(timeline::entry(&chat, "message", m));
         }
         if let Applied::Done(after) = &r {
-            self.changed();
+            // Every applied provider event queues one; a join sets the inactivity deadline.
+            let due = (after.state == ChatState::WithAgent)
+                .then(|| super::store::inactivity_due(after, now_ms()))
+                .flatten();
+            self.changed(true, due);
             entries.extend(self.observe(&chat, after, cause));
         }
         self.record(entries).await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::events::sign_event;
 use super::lifecycle::{now_ms, ServiceState};
@@ -77,6 +78,8 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
         if *stop.borrow() {
             return;
         }
+        // Working: any deadline set meanwhile wakes it (see `ServiceState::changed`).
+        state.set_timer_at(i64::MIN);
         let claimed = state
             .store()
             .claim_deadlines(now_ms(), TIMER_LEASE_MS, TIMER_BATCH)
@@ -95,13 +98,17 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
             let mut set = JoinSet::new();
             for d in due {
                 let st = state.clone();
-                set.spawn(async move {
-                    let r = st.fire(&d).await;
-                    if let Err(e) = &r {
-                        tracing::error!(handoff_id = %d.live_chat_id, error = %e, "timer failed");
+                // Its own span: what one timer costs (the statement-count test).
+                set.spawn(
+                    async move {
+                        let r = st.fire(&d).await;
+                        if let Err(e) = &r {
+                            tracing::error!(handoff_id = %d.live_chat_id, error = %e, "timer failed");
+                        }
+                        r.is_ok()
                     }
-                    r.is_ok()
-                });
+                    .instrument(tracing::trace_span!("timer_fire")),
+                );
             }
             let mut failed = false;
             while let Some(r) = set.join_next().await {
@@ -113,7 +120,9 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
             continue;
         }
         let next = state.store().next_deadline().await.ok().flatten();
-        if !pause(until(&state, next), state.timers_notify(), &mut stop).await {
+        let wait = until(&state, next);
+        state.set_timer_at(now_ms().saturating_add(wait.as_millis() as i64));
+        if !pause(wait, state.timers_notify(), &mut stop).await {
             return;
         }
     }
@@ -170,7 +179,10 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
                     }
                     let st = state.clone();
                     let conv = ev.conversation_id.clone();
-                    let handle = set.spawn(async move { attempt(&st, &ev).await });
+                    let handle = set.spawn(
+                        async move { attempt(&st, &ev).await }
+                            .instrument(tracing::trace_span!("outbox_delivery")),
+                    );
                     inflight.insert(handle.id(), conv);
                 }
                 until(
