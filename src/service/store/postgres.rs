@@ -83,13 +83,21 @@ pub struct PgStore {
 /// extra round trips on every store call. Here a connection is lent as it is and put
 /// back only after a call that ended cleanly (see [`Conn::settle`]); one whose call
 /// failed on the connection, or was cancelled midway, is dropped and replaced by a new
-/// one on demand. Each keeps sqlx's prepared-statement cache, so a statement is parsed
-/// once per connection.
+/// one on demand. A connection is checked (pinged) before it is lent only when it sat
+/// idle longer than [`CHECK_AFTER`] or a call found the database unreachable in the
+/// last [`CHECK_AFTER`] (a cut or a restart kills the idle ones too): then a dead one
+/// is replaced instead of failing a request. Each keeps sqlx's prepared-statement cache,
+/// so a statement is parsed once per connection.
 struct Conns {
     opts: PgConnectOptions,
-    idle: Mutex<Vec<PgConnection>>,
+    idle: Mutex<Vec<(PgConnection, std::time::Instant)>>,
     permits: Semaphore,
+    /// Until when (Unix ms) lent connections are checked, after a failure.
+    suspect_until: std::sync::atomic::AtomicI64,
 }
+
+/// See [`Conns`].
+const CHECK_AFTER: Duration = Duration::from_secs(10);
 
 /// A connection lent by [`Conns`].
 struct Conn<'a> {
@@ -105,7 +113,21 @@ impl Conns {
             .await
             .map_err(|_| StoreError::Unavailable("no database connection free".into()))?
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let suspect = self.suspect_until.load(std::sync::atomic::Ordering::Relaxed)
+            > crate::service::now_ms();
+        let mut idle = None;
+        loop {
+            let next = self.idle.lock().ok().and_then(|mut v| v.pop());
+            let Some((mut c, since)) = next else { break };
+            if suspect || since.elapsed() > CHECK_AFTER {
+                use sqlx::Connection as _;
+                if c.ping().await.is_err() {
+                    continue; // dead: dropped, try the next
+                }
+            }
+            idle = Some(c);
+            break;
+        }
         let conn = match idle {
             Some(c) => c,
             None => {
@@ -129,6 +151,12 @@ impl Conn<'_> {
     /// (cut, protocol) rather than in the database (a constraint, a missing row).
     fn settle<T>(mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         self.keep = !matches!(r, Err(StoreError::Unavailable(_) | StoreError::Task(_)));
+        if !self.keep {
+            let until = crate::service::now_ms() + CHECK_AFTER.as_millis() as i64;
+            self.conns
+                .suspect_until
+                .store(until, std::sync::atomic::Ordering::Relaxed);
+        }
         r
     }
 }
@@ -154,7 +182,7 @@ impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let (true, Some(c)) = (self.keep, self.conn.take()) {
             if let Ok(mut idle) = self.conns.idle.lock() {
-                idle.push(c);
+                idle.push((c, std::time::Instant::now()));
             }
         }
     }
@@ -187,6 +215,7 @@ impl PgStore {
             opts,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(POOL_SIZE as usize),
+            suspect_until: std::sync::atomic::AtomicI64::new(0),
         });
         let store = PgStore { pool, conns };
         {
