@@ -21,6 +21,8 @@ const IDLE: Duration = Duration::from_secs(30);
 /// The longest sleep on a database other processes share: a deadline fires within
 /// about this long of being due even when its notification was lost.
 pub const SHARED_POLL: Duration = Duration::from_millis(500);
+/// The longest wait of the outbox worker while deliveries are in flight.
+const BUSY_POLL: Duration = Duration::from_secs(1);
 /// Pause after a storage error before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long a claimed deadline is ours: firing it takes one store change (the claim
@@ -185,10 +187,17 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
                     );
                     inflight.insert(handle.id(), conv);
                 }
-                until(
-                    &state,
-                    state.store().outbox_next_wake().await.ok().flatten(),
-                )
+                if inflight.is_empty() {
+                    until(
+                        &state,
+                        state.store().outbox_next_wake().await.ok().flatten(),
+                    )
+                } else {
+                    // Deliveries in flight wake this loop as they finish (and it claims
+                    // again): no look-up of the next due head per delivery, only a
+                    // short cap so a retry due meanwhile waits at most this long.
+                    idle(&state).min(BUSY_POLL)
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "outbox: the store failed");
@@ -206,6 +215,13 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
                     Err(e) => e.id(),
                 };
                 inflight.remove(&id);
+                // Every delivery finished by now, so one claim serves them all.
+                while let Some(done) = set.try_join_next_with_id() {
+                    inflight.remove(&match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    });
+                }
             }
             _ = tokio::time::sleep(wait) => {}
             _ = state.outbox_notify().notified() => {}

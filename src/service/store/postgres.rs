@@ -113,7 +113,9 @@ impl Conns {
             .await
             .map_err(|_| StoreError::Unavailable("no database connection free".into()))?
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        let suspect = self.suspect_until.load(std::sync::atomic::Ordering::Relaxed)
+        let suspect = self
+            .suspect_until
+            .load(std::sync::atomic::Ordering::Relaxed)
             > crate::service::now_ms();
         let mut idle = None;
         loop {
