@@ -10,7 +10,8 @@
 //! one round trip, with the statements SQLite ran for it, counted by SQLite's trace
 //! hook). A layer here counts them by who caused them: a request (no span), a timer
 //! (`timer_fire`), a delivery (`outbox_delivery`); the workers' polling (`background`)
-//! is left out, since how often it runs depends on timing.
+//! and the timeline writer (`timeline_writer`, which writes whatever entries are waiting
+//! in one insert) are left out, since how often they run depends on timing.
 //!
 //! The counts are pinned in a snapshot (`snapshots/service_cost__*.snap`): a change
 //! that makes an operation cost more statements or round trips fails here, and the
@@ -99,7 +100,12 @@ impl Visit for Fields {
     }
 }
 
-const SPANS: [&str; 3] = ["timer_fire", "outbox_delivery", "background"];
+const SPANS: [&str; 4] = [
+    "timer_fire",
+    "outbox_delivery",
+    "background",
+    "timeline_writer",
+];
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CountLayer {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

@@ -89,6 +89,8 @@ struct Inner {
     timer_at: std::sync::atomic::AtomicI64,
     outbox: Notify,
     runs: Mutex<HashSet<String>>,
+    /// Writes timeline entries in batches (see [`timeline::TimelineQueue`]).
+    timeline: Option<timeline::TimelineQueue>,
     http: reqwest::Client,
     limiter: RateLimiter,
     metrics: Metrics,
@@ -142,6 +144,7 @@ impl ServiceState {
         // Handoffs record their intent first, so a crash mid-handoff can be reconciled.
         let engine = engine
             .with_handoff_journal(Arc::new(super::reconcile::StoreJournal::new(store.clone())));
+        let timeline = timeline::TimelineQueue::start(store.clone());
         ServiceState {
             inner: Arc::new(Inner {
                 engine,
@@ -151,6 +154,7 @@ impl ServiceState {
                 timer_at: std::sync::atomic::AtomicI64::new(i64::MIN),
                 outbox: Notify::new(),
                 runs: Mutex::new(HashSet::new()),
+                timeline,
                 http,
                 metrics: Metrics::new(),
                 limiter: RateLimiter::new(
@@ -290,6 +294,10 @@ impl ServiceState {
 
     pub(crate) fn outbox_notify(&self) -> &Notify {
         &self.inner.outbox
+    }
+
+    pub(crate) fn timeline_queue(&self) -> Option<&timeline::TimelineQueue> {
+        self.inner.timeline.as_ref()
     }
 
     /// The scheduler's next look (see [`ServiceState::changed`]).

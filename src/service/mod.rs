@@ -133,6 +133,7 @@ pub async fn serve_with(
     let reconciler =
         tokio::spawn(reconcile::run_reconciler(state.clone(), stop_rx.clone()).instrument(bg()));
     let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx).instrument(bg()));
+    let state_for_flush = state.clone();
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
@@ -142,6 +143,8 @@ pub async fn serve_with(
     let _ = pruner.await;
     let _ = reconciler.await;
     let _ = listener_task.await;
+    // The timeline lines of the last requests and deliveries.
+    state_for_flush.flush_timeline().await;
     served.map_err(ServiceError::Io)
 }
 
