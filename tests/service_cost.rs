@@ -393,7 +393,7 @@ async fn measure(database: &str) -> String {
         }
         // Agent message (webhook): one event.
         let b = c.get("request");
-        w.lp_webhook(agent_says(&pc, round as u64, "Olá, em que posso ajudar?"))
+        w.lp_webhook(agent_says(&pc, round, "Olá, em que posso ajudar?"))
             .await;
         let a = c.get("request");
         delivered += 1;

@@ -14,7 +14,7 @@
 //!
 //! Entries are written after the change they describe (not in its transaction): a crash
 //! between the two loses a line of the timeline, never a state change. One task per
-//! process writes them ([`TimelineQueue`]): whatever entries are waiting go to the store
+//! process writes them (`TimelineQueue`): whatever entries are waiting go to the store
 //! together (one multi-row insert), so under load a timeline line costs a fraction of a
 //! round trip instead of one, and requests do not wait for it. A read of a timeline
 //! first waits for this process's waiting entries to be written.

@@ -14,7 +14,7 @@
 //!   replica that died). The `pg_notify` triggers of earlier versions are dropped
 //!   (migration 0004): every commit woke every replica for work only one could take.
 //!   [`LiveChatStore::listen`] still turns notifications into wake-ups.
-//! - Statements run on connections this store keeps ([`Conns`]), not sqlx's pool,
+//! - Statements run on connections this store keeps (`Conns`), not sqlx's pool,
 //!   which pings a connection on every lend and return; a change is one transaction of
 //!   four round trips, and a handoff's record one statement.
 

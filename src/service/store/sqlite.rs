@@ -383,7 +383,7 @@ fn set_deadline(
     due: i64,
 ) -> Result<(), StoreError> {
     exec(
-        &tx,
+        tx,
         "INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
            claimed_until = NULL",
@@ -394,7 +394,7 @@ fn set_deadline(
 
 fn drop_deadline(tx: &Transaction<'_>, id: &str, kind: DeadlineKind) -> Result<(), StoreError> {
     exec(
-        &tx,
+        tx,
         "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2",
         params![id, kind.as_str()],
     )?;
@@ -409,7 +409,7 @@ fn enqueue(
     now: i64,
 ) -> Result<(), StoreError> {
     exec(
-        &tx,
+        tx,
         "INSERT INTO outbox (event_id, conversation_id, body, created_at, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?4)",
         params![event_id, conversation_id, body.to_string(), now],
