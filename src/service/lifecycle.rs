@@ -85,7 +85,7 @@ struct Inner {
     store: Arc<dyn LiveChatStore>,
     transport: Arc<dyn LiveChatTransport>,
     timers: Notify,
-    /// When the scheduler plans to look next (Unix ms; `i64::MIN` while it works).
+    /// When the scheduler plans to look next (Unix ms; `i64::MAX` while it works).
     timer_at: std::sync::atomic::AtomicI64,
     outbox: Notify,
     runs: Mutex<HashSet<String>>,
@@ -151,7 +151,7 @@ impl ServiceState {
                 store,
                 transport,
                 timers: Notify::new(),
-                timer_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+                timer_at: std::sync::atomic::AtomicI64::new(i64::MAX),
                 outbox: Notify::new(),
                 runs: Mutex::new(HashSet::new()),
                 timeline,

@@ -81,7 +81,7 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
             return;
         }
         // Working: any deadline set meanwhile wakes it (see `ServiceState::changed`).
-        state.set_timer_at(i64::MIN);
+        state.set_timer_at(i64::MAX);
         let claimed = state
             .store()
             .claim_deadlines(now_ms(), TIMER_LEASE_MS, TIMER_BATCH)
