@@ -172,13 +172,21 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
+        // Deliveries that finished are forgotten before claiming.
+        while let Some(done) = set.try_join_next_with_id() {
+            inflight.remove(&match done {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            });
+        }
         let lease = state.config().delivery.timeout.as_millis() as i64 + OUTBOX_LEASE_MARGIN_MS;
         let mut wait = match state.store().outbox_claim(now_ms(), lease, 64).await {
             Ok(heads) => {
+                // A claimed head whose conversation still shows a delivery in flight is
+                // delivered too: that delivery has already recorded its result (only then
+                // is another event the head, or the same one claimable again). Skipping
+                // it left it leased, its conversation stalled for the whole lease.
                 for ev in heads {
-                    if inflight.values().any(|c| *c == ev.conversation_id) {
-                        continue;
-                    }
                     let st = state.clone();
                     let conv = ev.conversation_id.clone();
                     let handle = set.spawn(
