@@ -1,19 +1,14 @@
-//! [`LiveChatStore`] over one SQLite file (rusqlite, bundled SQLite). Statements run on
-//! a fixed set of dedicated threads, each owning one connection: one writer (every
-//! write, `BEGIN IMMEDIATE`) and a few readers (WAL lets them read while it writes).
-//! Calls reach them over channels, so the async runtime never blocks on disk and the
-//! thread count (and memory) stays bounded whatever the load. WAL journal: a killed
-//! process loses nothing that was committed. Write transactions begin `IMMEDIATE` (take
-//! the write lock first), so that several handles on one file (tests) wait for each
-//! other instead of failing to upgrade.
+//! [`LiveChatStore`] over one SQLite file (rusqlite, bundled SQLite). Each call runs on
+//! `spawn_blocking` with the connection behind a mutex, so the async runtime never
+//! blocks on disk. WAL journal: a killed process loses nothing that was committed.
+//! Write transactions begin `IMMEDIATE` (take the write lock first), so that several
+//! handles on one file (tests) wait for each other instead of failing to upgrade.
 
-use std::cell::Cell;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
@@ -68,65 +63,10 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// Reader threads of a file database (an in-memory one has only the writer: its
-/// shared-cache connections would lock each other out instead of waiting).
-const READERS: usize = 2;
-
-/// A call to run on a database thread, with that thread's connection.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
-thread_local! {
-    /// Statements run by the current call on this database thread (see [`count_statement`]).
-    static STATEMENTS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// SQLite's trace hook: counts each statement that starts (not trigger subprograms), so
-/// every call can report how many statements it ran.
-fn count_statement(e: TraceEvent<'_>) {
-    if let TraceEvent::Stmt(_, sql) = e {
-        if !sql.starts_with("--") {
-            STATEMENTS.with(|c| c.set(c.get() + 1));
-        }
-    }
-}
-
-/// Runs jobs from `jobs` on `conn` until every sender is gone (the store was dropped).
-fn serve(mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    // Every statement text is prepared once per connection and kept.
-    conn.set_prepared_statement_cache_capacity(64);
-    conn.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(count_statement));
-    loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
-        // A panicking job fails its caller (its answer channel drops), not the thread.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
-    }
-}
-
-/// Starts a database thread serving `jobs` with `conn`.
-fn spawn(
-    name: &str,
-    conn: Connection,
-    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-) -> Result<(), StoreError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .stack_size(256 * 1024)
-        .spawn(move || serve(conn, jobs))
-        .map(|_| ())
-        .map_err(|e| StoreError::Task(format!("cannot start a database thread: {e}")))
-}
-
-/// The SQLite store. Cheap to clone; its threads stop when the last clone is dropped.
+/// The SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// The writer thread (every call that writes).
-    write: mpsc::Sender<Job>,
-    /// The reader threads (the writer's own channel for an in-memory database).
-    read: mpsc::Sender<Job>,
+    conn: Arc<Mutex<Connection>>,
     /// `[reentry]` ([`LiveChatStore::set_reentry`]).
     reentry: Arc<Mutex<ReentryOptions>>,
 }
@@ -173,54 +113,27 @@ impl SqliteStore {
                 .create_if_missing(true),
         };
         migrate(opts).await?;
-        let p = path.to_path_buf();
-        let file = memory.is_none();
-        let (conn, readers) = tokio::task::spawn_blocking(
-            move || -> Result<(Connection, Vec<Connection>), StoreError> {
-                conn.pragma_update(None, "foreign_keys", "ON")?;
-                let cutoff = crate::service::now_ms() - SEEN_RETENTION_MS;
-                conn.execute("DELETE FROM seen_events WHERE seen_at < ?1", [cutoff])?;
-                // One process owns an SQLite file: claims left by a previous (killed) run of
-                // it are void, so its work resumes at once instead of after the lease.
-                conn.execute("UPDATE deadlines SET claimed_until = NULL", [])?;
-                conn.execute("UPDATE outbox SET leased_until = NULL", [])?;
-                let mut readers = Vec::new();
-                for _ in 0..if file { READERS } else { 0 } {
-                    let r = Connection::open_with_flags(
-                        &p,
-                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    r.busy_timeout(std::time::Duration::from_secs(5))?;
-                    readers.push(r);
-                }
-                Ok((conn, readers))
-            },
-        )
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            let cutoff = crate::service::now_ms() - SEEN_RETENTION_MS;
+            conn.execute("DELETE FROM seen_events WHERE seen_at < ?1", [cutoff])?;
+            // One process owns an SQLite file: claims left by a previous (killed) run of
+            // it are void, so its work resumes at once instead of after the lease.
+            conn.execute("UPDATE deadlines SET claimed_until = NULL", [])?;
+            conn.execute("UPDATE outbox SET leased_until = NULL", [])?;
+            Ok(conn)
+        })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        let (write, write_rx) = mpsc::channel::<Job>();
-        spawn("transbordo-db-write", conn, Arc::new(Mutex::new(write_rx)))?;
-        let read = if readers.is_empty() {
-            write.clone()
-        } else {
-            let (read, read_rx) = mpsc::channel::<Job>();
-            let read_rx = Arc::new(Mutex::new(read_rx));
-            for r in readers {
-                spawn("transbordo-db-read", r, read_rx.clone())?;
-            }
-            read
-        };
         Ok(SqliteStore {
-            write,
-            read,
+            conn: Arc::new(Mutex::new(conn)),
             reentry: Arc::default(),
         })
     }
 
     /// Applied migration versions (for tests and diagnostics).
     pub async fn migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
-        self.read(|c| {
+        self.call(|c| {
             let mut st =
                 c.prepare("SELECT version, description FROM _sqlx_migrations ORDER BY version")?;
             let rows = st
@@ -231,47 +144,21 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` on the writer thread.
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        run_on(&self.write, f).await
-    }
-
-    /// Runs `f`, which only reads, on a reader thread.
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        run_on(&self.read, f).await
-    }
-}
-
-/// Sends `f` to a database thread and waits for its answer. Each call is one round trip
-/// to that thread; it reports the statements it ran as a `transbordo::store` trace event
-/// (what the statement-count test reads).
-async fn run_on<T, F>(jobs: &mpsc::Sender<Job>, f: F) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move |c| {
-        STATEMENTS.with(|n| n.set(0));
-        let r = f(c);
-        let n = STATEMENTS.with(|n| n.get());
-        let _ = tx.send((r, n));
-    });
-    jobs.send(job)
-        .map_err(|_| StoreError::Task("the database thread stopped".into()))?;
-    let (r, n) = rx
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Task("database mutex poisoned".into()))?;
+            f(&mut guard)
+        })
         .await
-        .map_err(|_| StoreError::Task("the database call failed".into()))?;
-    tracing::trace!(target: "transbordo::store", statements = n, round_trips = 1u64, "sqlite call");
-    r
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
 }
 
 /// Applies pending migrations with sqlx's migrator. A database made by the runner of
@@ -359,35 +246,12 @@ fn query_chat(
     args: &[&dyn rusqlite::ToSql],
 ) -> Result<Option<LiveChatRecord>, StoreError> {
     let sql = format!("SELECT {CHAT_COLUMNS} FROM live_chats WHERE {where_sql}");
-    let row = c
-        .prepare_cached(&sql)?
-        .query_row(args, read_chat)
-        .optional()?;
+    let row = c.query_row(&sql, args, read_chat).optional()?;
     row.transpose()
 }
 
 fn chat_by_id(c: &Connection, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
     query_chat(c, "id = ?1", &[&id])
-}
-
-/// Runs an `UPDATE live_chats` and returns the row as it wrote it (`RETURNING`), so a
-/// change never reads back what it just wrote; `None` when no row matched.
-fn update_chat(
-    c: &Connection,
-    update_sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Option<LiveChatRecord>, StoreError> {
-    let sql = format!("{update_sql} RETURNING {CHAT_COLUMNS}");
-    let row = c
-        .prepare_cached(&sql)?
-        .query_row(args, read_chat)
-        .optional()?;
-    row.transpose()
-}
-
-/// `execute` with the connection's prepared-statement cache (parsed once, not per call).
-fn exec<P: rusqlite::Params>(c: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
-    c.prepare_cached(sql)?.execute(params)
 }
 
 fn set_deadline(
@@ -396,8 +260,7 @@ fn set_deadline(
     kind: DeadlineKind,
     due: i64,
 ) -> Result<(), StoreError> {
-    exec(
-        tx,
+    tx.execute(
         "INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
            claimed_until = NULL",
@@ -407,8 +270,7 @@ fn set_deadline(
 }
 
 fn drop_deadline(tx: &Transaction<'_>, id: &str, kind: DeadlineKind) -> Result<(), StoreError> {
-    exec(
-        tx,
+    tx.execute(
         "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2",
         params![id, kind.as_str()],
     )?;
@@ -422,8 +284,7 @@ fn enqueue(
     body: &serde_json::Value,
     now: i64,
 ) -> Result<(), StoreError> {
-    exec(
-        tx,
+    tx.execute(
         "INSERT INTO outbox (event_id, conversation_id, body, created_at, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?4)",
         params![event_id, conversation_id, body.to_string(), now],
@@ -437,9 +298,8 @@ fn join(
     chat: &LiveChatRecord,
     agent: &super::AgentInfo,
     now: i64,
-) -> Result<Option<LiveChatRecord>, StoreError> {
-    let after = update_chat(
-        tx,
+) -> Result<(), StoreError> {
+    tx.execute(
         "UPDATE live_chats SET state = 'with_agent', agent_joined_at = ?2 WHERE id = ?1 AND state = 'waiting'",
         params![chat.id, now],
     )?;
@@ -450,8 +310,7 @@ fn join(
     }
     let event_id = events::new_event_id();
     let body = events::agent_joined(chat, agent, &event_id, now);
-    enqueue(tx, &chat.conversation_id, &event_id, &body, now)?;
-    Ok(after)
+    enqueue(tx, &chat.conversation_id, &event_id, &body, now)
 }
 
 /// Keeps who the agent is (the one who joined, then whoever writes), for the re-entry.
@@ -525,8 +384,7 @@ fn apply_tx(
         return Ok(Applied::NotFound);
     };
     if let Some((source, event_id)) = &guard.dedup {
-        let n = exec(
-            &tx,
+        let n = tx.execute(
             "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
             params![source, event_id, now],
         )?;
@@ -534,15 +392,12 @@ fn apply_tx(
             return Ok(Applied::Duplicate);
         }
     }
-    // The row as the change leaves it (each UPDATE returns it): nothing is read back.
-    let mut after = None;
     if let Some(ts) = guard.provider_ts {
         if chat.last_provider_ts.is_some_and(|last| ts < last) {
             tx.commit()?; // keep the dedup record
             return Ok(Applied::Stale);
         }
-        after = update_chat(
-            &tx,
+        tx.execute(
             "UPDATE live_chats SET last_provider_ts = ?2 WHERE id = ?1",
             params![id, ts],
         )?;
@@ -550,7 +405,7 @@ fn apply_tx(
     let applied = match change {
         Change::AgentJoined { agent } => {
             if chat.state == ChatState::Waiting {
-                after = join(&tx, &chat, &agent, now)?.or(after);
+                join(&tx, &chat, &agent, now)?;
                 true
             } else {
                 false
@@ -559,7 +414,7 @@ fn apply_tx(
         Change::AgentMessage { text, agent, extra } => {
             if chat.state.is_open() {
                 if chat.state == ChatState::Waiting {
-                    after = join(&tx, &chat, &agent, now)?.or(after);
+                    join(&tx, &chat, &agent, now)?;
                 }
                 let event_id = events::new_event_id();
                 let body = events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
@@ -582,12 +437,10 @@ fn apply_tx(
         }
         Change::UserActivity => {
             if chat.state.is_open() {
-                after = update_chat(
-                    &tx,
+                tx.execute(
                     "UPDATE live_chats SET last_user_message_at = ?2 WHERE id = ?1",
                     params![id, now],
-                )?
-                .or(after);
+                )?;
                 if let (ChatState::WithAgent, Some(due)) =
                     (chat.state, super::inactivity_due(&chat, now))
                 {
@@ -694,13 +547,11 @@ fn apply_tx(
                 }
             };
             if state_ok && deadline_ok {
-                after = update_chat(
-                    &tx,
+                tx.execute(
                     "UPDATE live_chats SET state = 'closing', pending_end = ?2 WHERE id = ?1",
                     params![id, pending.as_str()],
-                )?
-                .or(after);
-                exec(&tx, "DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
+                )?;
+                tx.execute("DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
                 // Watchdog: if this close is interrupted (crash), the scheduler resumes it.
                 set_deadline(&tx, id, DeadlineKind::Close, now + 30_000)?;
                 true
@@ -716,16 +567,13 @@ fn apply_tx(
                 false
             } else {
                 let status = super::end_status(&chat, status, pending_wins);
-                let ended = update_chat(
-                    &tx,
+                let n = tx.execute(
                     "UPDATE live_chats SET state = 'ended', end_status = ?2, ended_at = ?3
                      WHERE id = ?1 AND state != 'ended'",
                     params![id, status.as_str(), now],
                 )?;
-                let n = usize::from(ended.is_some());
-                after = ended.or(after);
                 if n == 1 {
-                    exec(&tx, "DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
+                    tx.execute("DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
                     let event_id = events::new_event_id();
                     let mut body = events::live_chat_ended(&chat, status, &event_id, now);
                     if reentry.details {
@@ -738,7 +586,8 @@ fn apply_tx(
             }
         }
     };
-    let after = after.unwrap_or(chat);
+    let after =
+        chat_by_id(&tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("{id} vanished")))?;
     tx.commit()?;
     Ok(if applied {
         Applied::Done(after)
@@ -761,15 +610,11 @@ fn create_tx(
     claim: Option<String>,
 ) -> Result<LiveChatRecord, StoreError> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // RETURNING: the record as inserted, instead of reading it back.
-    let insert = format!(
-        "{} RETURNING {CHAT_COLUMNS}",
+    let res = tx.execute(
         "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
            provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s, created_at,
            handoff)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)"
-    );
-    let res = tx.prepare_cached(&insert)?.query_row(
+         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)",
         params![
             chat.id,
             chat.conversation_id,
@@ -781,31 +626,35 @@ fn create_tx(
             now,
             chat.handoff
         ],
-        read_chat,
     );
-    let rec = match res {
-        Ok(rec) => rec?,
+    match res {
+        Ok(_) => {}
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
             return Err(StoreError::AlreadyOpen)
         }
         Err(e) => return Err(e.into()),
-    };
+    }
     if chat.wait_timeout_s > 0 {
         let due = now + (chat.wait_timeout_s as i64) * 1000;
         set_deadline(&tx, &chat.id, DeadlineKind::Wait, due)?;
     }
     // Dropping the transaction rolls the insert back when the fence says no.
     let held: Option<Option<String>> = tx
-        .prepare_cached("DELETE FROM handoff_intents WHERE handoff_id = ?1 RETURNING claim")?
-        .query_row([&chat.id], |r| r.get(0))
+        .query_row(
+            "DELETE FROM handoff_intents WHERE handoff_id = ?1 RETURNING claim",
+            [&chat.id],
+            |r| r.get(0),
+        )
         .optional()?;
     match (&held, &claim) {
         (None, None) => {}
         (Some(h), c) if h == c => {}
         _ => return Err(StoreError::IntentClaimed),
     }
+    let rec = chat_by_id(&tx, &chat.id)?
+        .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
     tx.commit()?;
     Ok(rec)
 }
@@ -847,7 +696,7 @@ impl LiveChatStore for SqliteStore {
         conversation_id: &str,
     ) -> Result<Option<LiveChatRecord>, StoreError> {
         let conv = conversation_id.to_string();
-        self.read(move |c| {
+        self.call(move |c| {
             query_chat(
                 c,
                 "conversation_id = ?1 ORDER BY (state != 'ended') DESC, created_at DESC, rowid DESC LIMIT 1",
@@ -866,7 +715,7 @@ impl LiveChatStore for SqliteStore {
             integration_id.to_string(),
             provider_conversation_id.to_string(),
         );
-        self.read(move |c| {
+        self.call(move |c| {
             query_chat(
                 c,
                 "integration_id = ?1 AND provider_conversation_id = ?2
@@ -879,13 +728,13 @@ impl LiveChatStore for SqliteStore {
 
     async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
         let id = id.to_string();
-        self.read(move |c| chat_by_id(c, &id)).await
+        self.call(move |c| chat_by_id(c, &id)).await
     }
 
     async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError> {
         let id = id.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
+        self.call(move |c| {
+            let mut st = c.prepare(
                 "SELECT kind, due_at FROM deadlines WHERE live_chat_id = ?1 ORDER BY due_at",
             )?;
             let rows = st
@@ -914,8 +763,7 @@ impl LiveChatStore for SqliteStore {
     async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
         let (s, i) = (source.to_string(), id.to_string());
         self.call(move |c| {
-            let n = exec(
-                c,
+            let n = c.execute(
                 "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
                 params![s, i, now],
             )?;
@@ -927,8 +775,7 @@ impl LiveChatStore for SqliteStore {
     async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
         let id = id.to_string();
         self.call(move |c| {
-            exec(
-                c,
+            c.execute(
                 "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2 AND due_at = ?3",
                 params![id, deadline.kind.as_str(), deadline.due_at],
             )?;
@@ -946,7 +793,7 @@ impl LiveChatStore for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let rows = {
-                let mut st = tx.prepare_cached(
+                let mut st = tx.prepare(
                     "UPDATE deadlines SET claimed_until = ?2 WHERE rowid IN (
                        SELECT rowid FROM deadlines
                        WHERE due_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
@@ -981,7 +828,7 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|c| {
+        self.call(|c| {
             Ok(c.query_row(
                 "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM deadlines",
                 [],
@@ -1007,7 +854,7 @@ impl LiveChatStore for SqliteStore {
                        ORDER BY o.seq LIMIT ?3)
                      RETURNING seq, event_id, conversation_id, body, attempts"
                 );
-                let mut st = tx.prepare_cached(&sql)?;
+                let mut st = tx.prepare(&sql)?;
                 let rows = st
                     .query_map(params![now, now + lease_ms, limit as i64], |r| {
                         Ok(OutboxEvent {
@@ -1029,7 +876,7 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|c| {
+        self.call(|c| {
             let sql = format!(
                 "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.leased_until, 0))) {OUTBOX_HEADS}"
             );
@@ -1040,8 +887,7 @@ impl LiveChatStore for SqliteStore {
 
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
         self.call(move |c| {
-            exec(
-                c,
+            c.execute(
                 "UPDATE outbox SET delivered_at = ?2, leased_until = NULL
                  WHERE seq = ?1 AND delivered_at IS NULL",
                 params![seq, now],
@@ -1054,8 +900,7 @@ impl LiveChatStore for SqliteStore {
     async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
         let i = intent.clone();
         self.call(move |c| {
-            exec(
-                c,
+            c.execute(
                 "INSERT INTO handoff_intents (handoff_id, conversation_id, integration_id,
                    provider, consumer_key, created_at, lease_until)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1077,7 +922,7 @@ impl LiveChatStore for SqliteStore {
     async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
         let id = handoff_id.to_string();
         self.call(move |c| {
-            exec(c, "DELETE FROM handoff_intents WHERE handoff_id = ?1", [id])?;
+            c.execute("DELETE FROM handoff_intents WHERE handoff_id = ?1", [id])?;
             Ok(())
         })
         .await
@@ -1300,7 +1145,7 @@ impl LiveChatStore for SqliteStore {
         let (conv, key) = (conversation_id.to_string(), key.to_string());
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let n = exec(&tx,
+            let n = tx.execute(
                 "INSERT OR IGNORE INTO run_keys (conversation_id, idem_key, created_at, lease_until)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![conv, key, now, now + lease_ms],
@@ -1320,8 +1165,7 @@ impl LiveChatStore for SqliteStore {
                         body,
                     },
                     _ if lease <= now => {
-                        exec(
-                            &tx,
+                        tx.execute(
                             "UPDATE run_keys SET lease_until = ?3
                              WHERE conversation_id = ?1 AND idem_key = ?2",
                             params![conv, key, now + lease_ms],
@@ -1346,14 +1190,12 @@ impl LiveChatStore for SqliteStore {
         let (conv, key) = (conversation_id.to_string(), key.to_string());
         self.call(move |c| {
             match answer {
-                Some((status, body)) => exec(
-                    c,
+                Some((status, body)) => c.execute(
                     "UPDATE run_keys SET status = ?3, body = ?4
                      WHERE conversation_id = ?1 AND idem_key = ?2",
                     params![conv, key, status as i64, body],
                 )?,
-                None => exec(
-                    c,
+                None => c.execute(
                     "DELETE FROM run_keys WHERE conversation_id = ?1 AND idem_key = ?2",
                     params![conv, key],
                 )?,
@@ -1367,7 +1209,7 @@ impl LiveChatStore for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
-                let mut st = tx.prepare_cached(
+                let mut st = tx.prepare(
                     "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
@@ -1389,7 +1231,7 @@ impl LiveChatStore for SqliteStore {
 
     async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
         let conv = conversation_id.to_string();
-        self.read(move |c| {
+        self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT live_chat_id, conversation_id, at, kind, data FROM timeline
                  WHERE conversation_id = ?1 ORDER BY seq",
@@ -1413,12 +1255,12 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.call(move |c| Ok(exec(c, "DELETE FROM timeline WHERE at < ?1", [before])? as u64))
+        self.call(move |c| Ok(c.execute("DELETE FROM timeline WHERE at < ?1", [before])? as u64))
             .await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.read(|c| {
+        self.call(|c| {
             let mut st = c.prepare(
                 "SELECT provider, state, COUNT(*) FROM live_chats WHERE state != 'ended'
                  GROUP BY provider, state ORDER BY provider, state",
@@ -1450,8 +1292,7 @@ impl LiveChatStore for SqliteStore {
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
         let error = error.chars().take(500).collect::<String>();
         self.call(move |c| {
-            exec(
-                c,
+            c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
                    leased_until = NULL
                  WHERE seq = ?1 AND delivered_at IS NULL",
