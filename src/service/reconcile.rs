@@ -14,7 +14,10 @@
 //!   ([`crate::providers::liveperson::SecondRequest`]): refused naming one → that one;
 //!   granted → closed at once, and once its own webhook arrives (webhooks do reach us)
 //!   nothing of the handoff's was open; refused unnamed → unresolved until a webhook
-//!   names it.
+//!   names it. With the integration's Messaging Interactions API keys, the consumer
+//!   search ([`crate::providers::liveperson::consumer_search`]) replaces both: it lists
+//!   the consumer's `OPEN` conversations, webhook or not, and no second request is sent
+//!   (`search_settle`).
 //! - **Zendesk**: the tickets whose `external_id` is the handoff id (several possible):
 //!   none → the create never happened; one open and the builder did not move on →
 //!   adopted; otherwise solved with a private note saying why.
