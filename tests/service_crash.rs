@@ -1210,18 +1210,33 @@ async fn interactions_search_against_the_sandbox() {
 /// conversation opened; without keys this is the unresolved case above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refused_unnamed_without_webhook_is_settled_by_the_search() {
+    settled_by_the_search(0, 0, 60_000).await;
+}
+
+/// The search lags (the sandbox leaves out conversations younger than 3 s) and the cut
+/// handoff began just now: an empty answer is not trusted while the intent is younger
+/// than `interactions_lag_s` (6 s); after it, the conversation is found and adopted
+/// (an empty answer trusted at once would have dropped the intent, the conversation
+/// left open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_search_is_not_trusted_while_the_handoff_is_young() {
+    settled_by_the_search(3_000, 6, 0).await;
+}
+
+async fn settled_by_the_search(sandbox_lag_ms: u64, lag_s: i64, began_ago_ms: i64) {
     use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
     use transbordo::service::now_ms;
     use transbordo::service::store::{Database, HandoffIntent};
     let mut opts = SandboxOptions::ephemeral();
     opts.liveperson.second_conversation = SecondConversation::RefuseUnnamed;
+    opts.liveperson.search_lag_ms = sandbox_lag_ms;
     let sandbox = Sandbox::start(opts).await.expect("sandbox");
     let sb = sandbox.control();
     let dir = tempfile::tempdir().unwrap();
     let ints_toml = with_interactions(
         &process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
         "sandbox-app-secret",
-        0,
+        lag_s,
     );
     std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
     let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
@@ -1233,7 +1248,7 @@ async fn refused_unnamed_without_webhook_is_settled_by_the_search() {
         conversation_id: "is-1".into(),
         contact: json!({"name": "Ana"}),
     };
-    let started_before = now_ms() - 60_000;
+    let started_before = now_ms() - began_ago_ms;
     let orphan = client
         .start_live_chat(lp, &params, &cx)
         .await
