@@ -176,3 +176,78 @@ fn diagnostic_has_source_and_label() {
         "[[integration]]\nid = 1\nprovider = ".len()
     );
 }
+
+/// The Messaging Interactions API keys of a LivePerson integration: all four or none
+/// (an error at the first given key names the missing ones), `${ENV}` expanded, every
+/// one registered as a secret; `interactions_lag_s` bounded.
+#[test]
+fn liveperson_interactions_keys() {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"));
+    s.set_prepend_module_to_snapshot(true);
+    let _g = s.bind_to_scope();
+    let base = "[[integration]]\nid = 7\nprovider = \"liveperson\"\naccount_id = \"1\"\nclient_id = \"c\"\nclient_secret = \"s\"\n";
+    let all = "interactions_app_key = \"ak-1\"\ninteractions_app_secret = \"as-2\"\ninteractions_access_token = \"at-3\"\ninteractions_access_token_secret = \"ats-4\"\n";
+    let cases = [
+        (
+            "app key only",
+            format!("{base}interactions_app_key = \"k\"\n"),
+        ),
+        (
+            "three of four",
+            format!(
+                "{base}{}",
+                all.replace("interactions_access_token = \"at-3\"\n", "")
+            ),
+        ),
+        (
+            "empty secret",
+            format!("{base}{}", all.replace("\"as-2\"", "\"\"")),
+        ),
+        (
+            "unset variable",
+            format!(
+                "{base}{}",
+                all.replace("\"ats-4\"", "\"${TRANSBORDO_TEST_UNSET_LP_TOKEN_SECRET}\"")
+            ),
+        ),
+        (
+            "lag too long",
+            format!("{base}{all}interactions_lag_s = 7200\n"),
+        ),
+        (
+            "lag wrong type",
+            format!("{base}{all}interactions_lag_s = \"60\"\n"),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, src) in &cases {
+        let (msg, pos) = err(src);
+        assert!(pos.is_some(), "{name}: no position in {msg}");
+        out.push_str(&format!("{name}: {msg}\n"));
+    }
+    insta::assert_snapshot!(out);
+    let ints = Integrations::from_toml_str(&format!("{base}{all}"), "i.toml").expect("loads");
+    let secrets = ints.secret_values();
+    for v in ["ak-1", "as-2", "at-3", "ats-4", "s"] {
+        assert!(
+            secrets.iter().any(|x| x == v),
+            "{v} not a secret: {secrets:?}"
+        );
+    }
+    let lp = ints.get_json(&json!("7")).expect("lp");
+    let set = lp
+        .settings
+        .get::<LivePersonSettings>()
+        .expect("lp settings");
+    assert!(set.interactions.is_some());
+    assert_eq!(set.interactions_lag_s, 60);
+    let none = Integrations::from_toml_str(base, "i.toml").expect("loads");
+    let set = none.get_json(&json!("7")).expect("lp");
+    assert!(set
+        .settings
+        .get::<LivePersonSettings>()
+        .expect("lp")
+        .interactions
+        .is_none());
+}

@@ -50,10 +50,45 @@ async fn call(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     }
 }
 
+/// The integrations with the sandbox's Messaging Interactions keys on LivePerson
+/// integration 7 (`app_secret` as given: a wrong one makes bad signatures).
+fn with_interactions(src: &str, app_secret: &str, lag_s: i64) -> String {
+    let mut doc: toml::Table = src.parse().expect("integrations parse");
+    for i in doc["integration"].as_array_mut().expect("list").iter_mut() {
+        let t = i.as_table_mut().expect("table");
+        if t["id"].as_integer() == Some(7) {
+            for (k, v) in [
+                ("interactions_app_key", "sandbox-app-key"),
+                ("interactions_app_secret", app_secret),
+                ("interactions_access_token", "sandbox-access-token"),
+                (
+                    "interactions_access_token_secret",
+                    "sandbox-access-token-secret",
+                ),
+            ] {
+                t.insert(k.into(), toml::Value::String(v.into()));
+            }
+            t.insert("interactions_lag_s".into(), toml::Value::Integer(lag_s));
+        }
+    }
+    toml::to_string(&doc).expect("toml")
+}
+
 async fn crash_during_runs(
     database: String,
     keep: Option<pg_support::TestDb>,
     second: SecondConversation,
+) {
+    crash_runs(database, keep, second, false).await
+}
+
+/// `interactions`: the integration has Messaging Interactions keys and every LivePerson
+/// webhook is lost (its URL points at a closed port): only the search can settle.
+async fn crash_runs(
+    database: String,
+    keep: Option<pg_support::TestDb>,
+    second: SecondConversation,
+    interactions: bool,
 ) {
     let mut opts = SandboxOptions::ephemeral();
     opts.liveperson.second_conversation = second;
@@ -62,7 +97,15 @@ async fn crash_during_runs(
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("integrations.toml"),
-        process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
+        if interactions {
+            with_interactions(
+                &process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
+                "sandbox-app-secret",
+                0,
+            )
+        } else {
+            process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0)
+        },
     )
     .unwrap();
     let database = if database == "sqlite" {
@@ -76,8 +119,14 @@ async fn crash_during_runs(
     let mut replica = Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN);
     replica.spawn().await;
     let (lb, _b) = Balancer::start(vec![replica.port]).await;
+    // Lost webhooks: port 9 of loopback refuses connections.
+    let hook = if interactions {
+        "http://127.0.0.1:9/webhooks/liveperson/7".to_string()
+    } else {
+        format!("{lb}/webhooks/liveperson/7")
+    };
     let patch = WebhookPatch {
-        url: Some(Some(format!("{lb}/webhooks/liveperson/7"))),
+        url: Some(Some(hook)),
         ..WebhookPatch::default()
     };
     sb.set_webhook(Provider::Liveperson, &patch)
@@ -281,6 +330,25 @@ async fn crash_during_runs(
             }
         }
     }
+    if interactions {
+        // The search answered every time: no second conversation request was sent.
+        assert!(
+            outcomes.keys().all(|o| !o.contains("second request")),
+            "{outcomes:?}"
+        );
+        assert!(
+            !outcomes.is_empty(),
+            "no interrupted handoff was reconciled: {kills} kills"
+        );
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+            assert!(
+                !text.contains("second request") && !text.contains("conversation lookup"),
+                "a second request was sent: {}",
+                f.path().display()
+            );
+        }
+    }
     eprintln!(
         "{second:?}: {kills} SIGKILLs during {RUNS} runs: {} conversations with a live chat, each \
          handoff ended once ({reconciled_errors} extra handoffs ended), {without} without \
@@ -328,6 +396,22 @@ async fn sigkills_on_sqlite_second_request_refused_unnamed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkills_on_sqlite_second_request_granted() {
     crash_during_runs("sqlite".into(), None, SecondConversation::Grant).await;
+}
+
+/// Granted second requests, every webhook lost, Messaging Interactions keys configured:
+/// the search finds the cut handoffs' conversations (adopted or closed) and no second
+/// request is sent; nothing is left open and untracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_sqlite_webhooks_lost_interactions_search() {
+    crash_runs("sqlite".into(), None, SecondConversation::Grant, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkills_on_postgres_webhooks_lost_interactions_search() {
+    let Some(db) = pg_support::test_db().await else {
+        return;
+    };
+    crash_runs(db.url.clone(), Some(db), SecondConversation::Grant, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1005,6 +1089,236 @@ async fn an_unsettled_handoff_is_reported_unresolved_and_listed() {
     // Its conversation is left alone (an operator closes it by hand).
     let view = sb.conversation(&orphan).await.expect("view");
     assert_ne!(view.status, ConversationStatus::Closed);
+    drop(replica);
+    sandbox.shutdown().await;
+}
+
+/// The Messaging Interactions consumer search against the sandbox: it finds the
+/// consumer's OPEN conversation (signed with the configured keys), leaves out what is
+/// younger than the sandbox's lag, is not made without keys, and a bad OAuth signature
+/// (a wrong secret, a forged header, none) is a typed 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactions_search_against_the_sandbox() {
+    use transbordo::providers::{
+        ErrorKind, HandoffCx, IntegrationId, Integrations, ProviderClient,
+    };
+    let sandbox = Sandbox::start(SandboxOptions::ephemeral())
+        .await
+        .expect("sandbox");
+    let sb = sandbox.control();
+    let plain = process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0);
+    let ints = Integrations::from_toml_str(
+        &with_interactions(&plain, "sandbox-app-secret", 0),
+        "i.toml",
+    )
+    .expect("integrations");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let cx = HandoffCx {
+        handoff_id: "h-s".into(),
+        conversation_id: "conv-s".into(),
+        contact: json!({"name": "Ana"}),
+    };
+    let opened = client
+        .start_live_chat(lp, &params, &cx)
+        .await
+        .handoff
+        .expect("lp handoff")
+        .provider_conversation_id;
+    let lp_id = client
+        .liveperson_consumer_id(lp, "conv-s")
+        .await
+        .expect("lp consumer id");
+    let found = client
+        .liveperson_consumer_search(lp, &lp_id)
+        .await
+        .expect("search")
+        .expect("keys configured");
+    assert_eq!(found.count, 1);
+    assert_eq!(found.open.len(), 1);
+    assert_eq!(found.open[0].conversation_id, opened);
+    assert!(found.open[0].started_at_ms.is_some());
+    // Another consumer: nothing.
+    let nobody = client
+        .liveperson_consumer_id(lp, "conv-nobody")
+        .await
+        .expect("lp consumer id");
+    let other = client
+        .liveperson_consumer_search(lp, &nobody)
+        .await
+        .expect("search")
+        .expect("keys");
+    assert!(other.open.is_empty() && other.count == 0, "{other:?}");
+    // The lag: a conversation younger than it is not listed.
+    sb.liveperson_search_lag(3_600_000).await.expect("lag");
+    let lagged = client
+        .liveperson_consumer_search(lp, &lp_id)
+        .await
+        .expect("search")
+        .expect("keys");
+    assert!(lagged.open.is_empty() && lagged.count == 0, "{lagged:?}");
+    sb.liveperson_search_lag(0).await.expect("lag");
+    // Without keys, no search is made.
+    let none = Integrations::from_toml_str(&plain, "i.toml").expect("integrations");
+    let lp_plain = none.get(&IntegrationId::new("7".to_string())).expect("lp");
+    assert!(client
+        .liveperson_consumer_search(lp_plain, &lp_id)
+        .await
+        .expect("no call")
+        .is_none());
+    // A wrong secret: the signature does not verify.
+    let bad = Integrations::from_toml_str(&with_interactions(&plain, "wrong-secret", 0), "i.toml")
+        .expect("integrations");
+    let lp_bad = bad.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let e = client
+        .liveperson_consumer_search(lp_bad, &lp_id)
+        .await
+        .expect_err("bad signature");
+    assert_eq!(e.kind, ErrorKind::Auth, "{e:?}");
+    assert_eq!(e.http_status, Some(401), "{e:?}");
+    assert!(!e.message.contains("wrong-secret"), "{e:?}");
+    // Forged and missing headers.
+    let url = format!(
+        "{}/messaging_history/api/account/12345678/conversations/consumer/search?offset=0&limit=100",
+        sandbox.base_url()
+    );
+    let http = reqwest::Client::new();
+    for auth in [
+        Some(
+            "OAuth oauth_consumer_key=\"sandbox-app-key\", oauth_token=\"sandbox-access-token\", \
+             oauth_signature_method=\"HMAC-SHA1\", oauth_timestamp=\"1\", oauth_nonce=\"n\", \
+             oauth_version=\"1.0\", oauth_signature=\"AAAAAAAAAAAAAAAAAAAAAAAAAAA%3D\"",
+        ),
+        None,
+    ] {
+        let mut req = http
+            .post(&url)
+            .json(&json!({"consumer": lp_id, "status": ["OPEN"]}));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let r = req.send().await.expect("search");
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+    }
+    sandbox.shutdown().await;
+}
+
+/// LivePerson refuses a second request without naming the open conversation and no
+/// webhook names it (none configured): with Messaging Interactions keys the search finds
+/// the cut handoff's conversation and it is adopted (tracked from then on), no other
+/// conversation opened; without keys this is the unresolved case above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_unnamed_without_webhook_is_settled_by_the_search() {
+    settled_by_the_search(0, 0, 60_000).await;
+}
+
+/// The search lags (the sandbox leaves out conversations younger than 3 s) and the cut
+/// handoff began just now: an empty answer is not trusted while the intent is younger
+/// than `interactions_lag_s` (6 s); after it, the conversation is found and adopted
+/// (an empty answer trusted at once would have dropped the intent, the conversation
+/// left open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_search_is_not_trusted_while_the_handoff_is_young() {
+    settled_by_the_search(3_000, 6, 0).await;
+}
+
+async fn settled_by_the_search(sandbox_lag_ms: u64, lag_s: i64, began_ago_ms: i64) {
+    use transbordo::providers::{HandoffCx, IntegrationId, Integrations, ProviderClient};
+    use transbordo::service::now_ms;
+    use transbordo::service::store::{Database, HandoffIntent};
+    let mut opts = SandboxOptions::ephemeral();
+    opts.liveperson.second_conversation = SecondConversation::RefuseUnnamed;
+    opts.liveperson.search_lag_ms = sandbox_lag_ms;
+    let sandbox = Sandbox::start(opts).await.expect("sandbox");
+    let sb = sandbox.control();
+    let dir = tempfile::tempdir().unwrap();
+    let ints_toml = with_interactions(
+        &process_support::integrations_toml(&sandbox.base_url(), 0, 0, 0),
+        "sandbox-app-secret",
+        lag_s,
+    );
+    std::fs::write(dir.path().join("integrations.toml"), &ints_toml).unwrap();
+    let ints = Integrations::from_toml_str(&ints_toml, "i.toml").expect("integrations");
+    let lp = ints.get(&IntegrationId::new("7".to_string())).expect("lp");
+    let client = ProviderClient::new(Default::default()).expect("client");
+    let params = json!({"start_message": "oi"}).as_object().cloned().unwrap();
+    let cx = HandoffCx {
+        handoff_id: "h-is".into(),
+        conversation_id: "is-1".into(),
+        contact: json!({"name": "Ana"}),
+    };
+    let started_before = now_ms() - began_ago_ms;
+    let orphan = client
+        .start_live_chat(lp, &params, &cx)
+        .await
+        .handoff
+        .expect("conversation")
+        .provider_conversation_id;
+    {
+        let store = Database::Sqlite(dir.path().join("is.db"))
+            .open()
+            .await
+            .expect("store");
+        let i = HandoffIntent {
+            handoff_id: "h-is".into(),
+            conversation_id: "is-1".into(),
+            integration_id: "7".into(),
+            provider: "liveperson".into(),
+            consumer_key: Some("is-1".into()),
+            created_at: started_before,
+        };
+        // Its lease already over: the handoff's process is gone.
+        store.intent_begin(&i, -1).await.unwrap();
+    }
+    let database = dir.path().join("is.db").display().to_string();
+    let (rx_url, _rx) = Receiver::default().start().await;
+    let cfg =
+        process_support::write_config(dir.path(), &database, &rx_url, BUILDER_SECRET, TOKEN_ENV);
+    let mut replica = Replica::new(&cfg, dir.path(), TOKEN_ENV, API_TOKEN);
+    replica.spawn().await;
+    let base = format!("http://127.0.0.1:{}", replica.port);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    let chat = loop {
+        let r = http
+            .get(format!("{base}/v1/conversations/is-1/live_chat"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if v["live_chat"]["provider_conversation_id"].is_string() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "not adopted: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(chat["live_chat"]["provider_conversation_id"], json!(orphan));
+    let m = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        m.lines()
+            .any(|l| l == "transbordo_handoff_intents_pending 0"),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l == "transbordo_handoff_intents_unresolved 0"),
+        "{m}"
+    );
+    let all = sb
+        .conversations(Some(Provider::Liveperson), None)
+        .await
+        .expect("conversations");
+    assert_eq!(all.len(), 1, "no other conversation was opened: {all:?}");
+    assert_ne!(all[0].status, ConversationStatus::Closed);
     drop(replica);
     sandbox.shutdown().await;
 }

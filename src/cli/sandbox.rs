@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// (LivePerson documents none; the reconcile handles each).
     #[arg(long, value_enum, default_value_t = crate::sandbox::SecondConversation::RefuseNamed)]
     pub lp_second_conversation: crate::sandbox::SecondConversation,
+    /// The Messaging Interactions search leaves out conversations younger than this (ms):
+    /// its indexing lag.
+    #[arg(long, default_value_t = 0)]
+    pub lp_search_lag_ms: u64,
     /// Zendesk API user email.
     #[arg(long, default_value = "bot@example.com")]
     pub zendesk_email: String,
@@ -100,6 +104,7 @@ impl ServeArgs {
         }
         o.liveperson.token_ttl_s = self.lp_token_ttl_s;
         o.liveperson.second_conversation = self.lp_second_conversation;
+        o.liveperson.search_lag_ms = self.lp_search_lag_ms;
         o.zendesk.email = self.zendesk_email.clone();
         o.zendesk.api_token = self.zendesk_api_token.clone();
         o.zendesk.webhook_secret = self.zendesk_webhook_secret.clone();

@@ -174,6 +174,18 @@ impl ProviderClient {
             .map_err(|e| scrubbed(e, integration))
     }
 
+    /// LivePerson: the consumer's `OPEN` conversations by the Messaging Interactions API
+    /// (`None` without its keys; [`crate::providers::liveperson::consumer_search`]).
+    pub async fn liveperson_consumer_search(
+        &self,
+        integration: &Integration,
+        lp_consumer_id: &str,
+    ) -> Result<Option<crate::providers::liveperson::ConsumerSearch>, ActionError> {
+        crate::providers::liveperson::consumer_search(self.cx(), integration, lp_consumer_id)
+            .await
+            .map_err(|e| scrubbed(e, integration))
+    }
+
     /// LivePerson: the consumer's LivePerson id
     /// ([`crate::providers::liveperson::lp_consumer_id`]).
     pub async fn liveperson_consumer_id(

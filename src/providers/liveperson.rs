@@ -69,7 +69,34 @@ pub struct LivePersonSettings {
     /// Send a user's file LivePerson cannot host (not JPG/PNG/GIF) as a link: a
     /// `text/plain` message with the `url` the builder gave (default `false`: refused).
     pub attachments_as_links: bool,
+    /// Brand API keys for the Messaging Interactions API (the crash reconcile's consumer
+    /// search); `None` when not configured (all four `interactions_*` keys or none).
+    pub interactions: Option<InteractionsKeys>,
+    /// How long after a handoff began an empty search is not trusted (the API's
+    /// indexing lag; `interactions_lag_s`, default 60).
+    pub interactions_lag_s: u64,
 }
+
+/// OAuth 1.0a brand API keys (LivePerson "API key" of the Messaging Interactions API).
+#[derive(Debug, Clone)]
+pub struct InteractionsKeys {
+    /// App key (`oauth_consumer_key`).
+    pub app_key: Secret,
+    /// Secret.
+    pub app_secret: Secret,
+    /// Access token (`oauth_token`).
+    pub access_token: Secret,
+    /// Access token secret.
+    pub access_token_secret: Secret,
+}
+
+/// The `interactions_*` keys, all required together.
+const INTERACTIONS_KEYS: [&str; 4] = [
+    "interactions_app_key",
+    "interactions_app_secret",
+    "interactions_access_token",
+    "interactions_access_token_secret",
+];
 
 /// The largest file LivePerson hosts (`hosted/file`): 3 MB.
 pub const MAX_HOSTED_FILE_BYTES: u64 = 3 * 1024 * 1024;
@@ -602,6 +629,40 @@ pub fn plan(
     })
 }
 
+/// The four `interactions_*` keys: all or none (an error names the missing ones, at the
+/// first given key).
+fn interactions_keys(t: &SettingsTable<'_>) -> Result<Option<InteractionsKeys>, ConfigError> {
+    let given: Vec<&str> = INTERACTIONS_KEYS
+        .iter()
+        .copied()
+        .filter(|k| t.get(k).is_some())
+        .collect();
+    if given.is_empty() {
+        return Ok(None);
+    }
+    if given.len() < INTERACTIONS_KEYS.len() {
+        let missing: Vec<String> = INTERACTIONS_KEYS
+            .iter()
+            .filter(|k| !given.contains(k))
+            .map(|k| format!("`{k}`"))
+            .collect();
+        return Err(t.error(
+            t.get(given[0]).map(|v| v.span()),
+            format!(
+                "the Messaging Interactions API keys go together: {} missing (give all four \
+                 `interactions_*` keys, or none)",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(InteractionsKeys {
+        app_key: t.required_secret(INTERACTIONS_KEYS[0])?,
+        app_secret: t.required_secret(INTERACTIONS_KEYS[1])?,
+        access_token: t.required_secret(INTERACTIONS_KEYS[2])?,
+        access_token_secret: t.required_secret(INTERACTIONS_KEYS[3])?,
+    }))
+}
+
 // ---- the provider --------------------------------------------------------------------
 
 /// LivePerson Messaging through the Connector API.
@@ -626,6 +687,11 @@ impl Provider for LivePerson {
             "client_secret",
             "csds_url",
             "attachments_as_links",
+            "interactions_app_key",
+            "interactions_app_secret",
+            "interactions_access_token",
+            "interactions_access_token_secret",
+            "interactions_lag_s",
         ]
     }
 
@@ -640,6 +706,19 @@ impl Provider for LivePerson {
             client_secret: t.required_secret("client_secret")?,
             csds_url,
             attachments_as_links: t.optional_bool("attachments_as_links")?.unwrap_or(false),
+            interactions: interactions_keys(t)?,
+            interactions_lag_s: match t.get("interactions_lag_s") {
+                None => 60,
+                Some(v) => {
+                    match v.get_ref().as_integer() {
+                        Some(n) if (0..=3600).contains(&n) => n as u64,
+                        _ => return Err(t.error(
+                            Some(v.span()),
+                            "`interactions_lag_s` must be a whole number of seconds from 0 to 3600",
+                        )),
+                    }
+                }
+            },
         }))
     }
 
@@ -648,6 +727,7 @@ impl Provider for LivePerson {
             Some(lp) => json!({
                 "account_id": lp.account_id, "client_id": lp.client_id,
                 "csds_url": lp.csds_url, "attachments_as_links": lp.attachments_as_links,
+                "interactions": lp.interactions.is_some(), "interactions_lag_s": lp.interactions_lag_s,
             }),
             None => json!({}),
         }
@@ -697,7 +777,21 @@ impl Provider for LivePerson {
 
     fn secrets(&self, settings: &ProviderSettings) -> Vec<String> {
         match settings.get::<LivePersonSettings>() {
-            Some(s) => vec![s.client_secret.expose().to_string()],
+            Some(s) => {
+                let mut v = vec![s.client_secret.expose().to_string()];
+                if let Some(k) = &s.interactions {
+                    v.extend(
+                        [
+                            &k.app_key,
+                            &k.app_secret,
+                            &k.access_token,
+                            &k.access_token_secret,
+                        ]
+                        .map(|x| x.expose().to_string()),
+                    );
+                }
+                v
+            }
             None => Vec::new(),
         }
     }
@@ -1040,6 +1134,8 @@ struct Domains {
     msg: String,
     /// File storage; only files need it, so an account without it still hands off.
     swift: Option<String>,
+    /// Messaging Interactions API (`msgHist`); only the crash reconcile's search needs it.
+    msg_hist: Option<String>,
 }
 
 /// Domains and tokens, shared by every handoff of a client.
@@ -1111,6 +1207,7 @@ async fn domains(client: ClientCx<'_>, s: &LivePersonSettings) -> Result<Domains
         idp: find("idp")?,
         msg: find("asyncMessagingEnt")?,
         swift: find("swift").ok(),
+        msg_hist: find("msgHist").ok(),
     };
     lock(&caches.domains).insert(key, d.clone());
     Ok(d)
@@ -1411,4 +1508,122 @@ pub async fn lp_consumer_id(
                 "liveperson consumer_jws: the token carries no lp_consumer_id",
             )
         })
+}
+
+/// The Messaging Interactions API search (`conversations/consumer/search`) for the
+/// `OPEN` conversations of a consumer (research 2026-12 §1b).
+pub fn consumer_search_call(
+    s: &LivePersonSettings,
+    msg_hist_base: &str,
+    lp_consumer_id: &str,
+) -> ProviderCall {
+    ProviderCall {
+        step: "consumer_search",
+        method: "POST",
+        url: format!(
+            "{msg_hist_base}/messaging_history/api/account/{}/conversations/consumer/search?offset=0&limit=100&source=transbordo",
+            s.account_id
+        ),
+        headers: vec![
+            (
+                "Content-Type".into(),
+                HeaderValue::Plain("application/json".into()),
+            ),
+            ("Authorization".into(), HeaderValue::Secret),
+        ],
+        body: CallBody::Json(json!({ "consumer": lp_consumer_id, "status": ["OPEN"] })),
+    }
+}
+
+/// An `OPEN` conversation the consumer search found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundConversation {
+    /// `info.conversationId`.
+    pub conversation_id: String,
+    /// `info.startTimeL` (epoch ms), when given.
+    pub started_at_ms: Option<i64>,
+}
+
+/// What the consumer search answered; `None` when the integration has no
+/// `interactions_*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSearch {
+    /// The consumer's `OPEN` conversations (the first page, at most 100).
+    pub open: Vec<FoundConversation>,
+    /// `_metadata.count`: all that matched (more than `open` when over a page).
+    pub count: u64,
+}
+
+/// Searches the consumer's `OPEN` conversations with the Messaging Interactions API,
+/// signed with OAuth 1.0a (the brand's API keys). `Ok(None)` when no keys are
+/// configured. Errors are typed like the other calls (401 auth, 429 rate limited, 5xx
+/// unavailable); `msgHist` missing from CSDS is unavailable.
+pub async fn consumer_search(
+    client: ClientCx<'_>,
+    integration: &Integration,
+    lp_consumer_id: &str,
+) -> Result<Option<ConsumerSearch>, ActionError> {
+    let s = settings(integration)?;
+    let Some(keys) = s.interactions.clone() else {
+        return Ok(None);
+    };
+    let d = domains(client, s).await?;
+    let label = "liveperson consumer_search";
+    let Some(base) = d.msg_hist.as_deref() else {
+        return Err(ActionError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{label}: service `msgHist` (Messaging Interactions) not listed for the account"
+            ),
+        ));
+    };
+    let call = consumer_search_call(s, base, lp_consumer_id);
+    let url = call.url.clone();
+    let r = client
+        .transport
+        .send(label, &call, Retry::Safe, &move |_| {
+            let k = crate::providers::oauth1::Keys {
+                consumer_key: keys.app_key.expose(),
+                consumer_secret: keys.app_secret.expose(),
+                token: keys.access_token.expose(),
+                token_secret: keys.access_token_secret.expose(),
+            };
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            Some(crate::providers::oauth1::authorization(
+                k,
+                "POST",
+                &url,
+                &nonce,
+                now_s(),
+            ))
+        })
+        .await?;
+    let j = r.json.as_ref().ok_or_else(|| malformed(label, &r))?;
+    let records = match j.get("conversationHistoryRecords") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err(malformed(label, &r)),
+    };
+    let mut open = Vec::new();
+    for rec in &records {
+        let info = rec.get("info").ok_or_else(|| malformed(label, &r))?;
+        let id = info
+            .get("conversationId")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty() && c.len() <= 64)
+            .ok_or_else(|| malformed(label, &r))?;
+        // Asked for OPEN only; anything else is left alone.
+        if info.get("status").and_then(Value::as_str) != Some("OPEN") {
+            continue;
+        }
+        open.push(FoundConversation {
+            conversation_id: id.to_string(),
+            started_at_ms: info.get("startTimeL").and_then(Value::as_i64),
+        });
+    }
+    let count = j
+        .pointer("/_metadata/count")
+        .and_then(Value::as_u64)
+        .unwrap_or(open.len() as u64);
+    Ok(Some(ConsumerSearch { open, count }))
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod http;
 pub mod jwt;
 pub mod liveperson;
+pub mod oauth1;
 pub mod observe;
 pub mod provider;
 pub mod request;

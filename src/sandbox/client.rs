@@ -300,4 +300,15 @@ impl SandboxControl {
         )
         .await
     }
+
+    /// The Messaging Interactions search's lag: conversations younger than `lag_ms` are
+    /// left out (`PUT /_sandbox/liveperson/search_lag`).
+    pub async fn liveperson_search_lag(&self, lag_ms: u64) -> Result<Value, ControlError> {
+        self.call(
+            Method::PUT,
+            "/liveperson/search_lag",
+            Some(&serde_json::json!({ "lag_ms": lag_ms })),
+        )
+        .await
+    }
 }

@@ -61,6 +61,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/_sandbox/liveperson/second_conversation",
             get(get_second).put(set_second),
         )
+        .route(
+            "/_sandbox/liveperson/search_lag",
+            get(get_search_lag).put(set_search_lag),
+        )
 }
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -423,4 +427,24 @@ async fn set_second(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     st.lock().lp.second_conversation = s.behaviour;
     to_json(&json!({ "behaviour": s.behaviour }))
+}
+
+/// `{"lag_ms": n}`: the Messaging Interactions search leaves out conversations younger
+/// than `n` ms.
+#[derive(serde::Deserialize)]
+struct SearchLag {
+    lag_ms: u64,
+}
+
+async fn get_search_lag(State(st): State<Arc<AppState>>) -> Response {
+    to_json(&json!({ "lag_ms": st.lock().lp.search_lag_ms }))
+}
+
+async fn set_search_lag(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let s: SearchLag = match parse(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    st.lock().lp.search_lag_ms = s.lag_ms;
+    to_json(&json!({ "lag_ms": s.lag_ms }))
 }

@@ -1,6 +1,7 @@
 //! The LivePerson Connector API fake: CSDS, Sentinel (AppJWT), IdP (ConsumerJWS),
 //! CONVERSATION and SEND, plus the webhook bodies it emits (`ms.MessagingEventNotification`,
-//! `cqm.ExConversationChangeNotification`).
+//! `cqm.ExConversationChangeNotification`), and the Messaging Interactions API's consumer
+//! search (OAuth 1.0a brand keys, signature verified; with a configurable indexing lag).
 
 use std::sync::Arc;
 
@@ -46,6 +47,145 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/api/account/{account_id}/messaging/consumer/conversation/send",
             post(send),
         )
+        .route(
+            "/messaging_history/api/account/{account_id}/conversations/consumer/search",
+            post(consumer_search),
+        )
+}
+
+/// The Messaging Interactions error body.
+fn mi_error(status: StatusCode, message: &str) -> Response {
+    json(
+        status,
+        json!({"error": status.canonical_reason().unwrap_or(""), "message": message}),
+    )
+}
+
+/// Checks `Authorization: OAuth …` (RFC 5849 HMAC-SHA1) against the configured brand key.
+fn verify_oauth(
+    st: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    query: &str,
+) -> Result<(), Response> {
+    use crate::providers::oauth1;
+    let deny = |m: &str| Err(mi_error(StatusCode::UNAUTHORIZED, m));
+    let Some(params) = header_str(headers, "authorization").and_then(oauth1::parse_authorization)
+    else {
+        return deny("OAuth 1.0a Authorization header is missing or malformed");
+    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let keys = &st.cfg.liveperson.interactions;
+    if get("oauth_signature_method") != Some("HMAC-SHA1") {
+        return deny("oauth_signature_method must be HMAC-SHA1");
+    }
+    if get("oauth_consumer_key") != Some(keys.app_key.as_str())
+        || get("oauth_token") != Some(keys.access_token.as_str())
+    {
+        return deny("unknown app key or access token");
+    }
+    let Some(sig) = get("oauth_signature") else {
+        return deny("oauth_signature is missing");
+    };
+    let mut signed: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "oauth_signature" && k != "realm")
+        .cloned()
+        .collect();
+    signed.extend(oauth1::query_params(query));
+    let host = header_str(headers, "host").unwrap_or(&st.host_port);
+    let want = oauth1::signature(
+        oauth1::Keys {
+            consumer_key: &keys.app_key,
+            consumer_secret: &keys.app_secret,
+            token: &keys.access_token,
+            token_secret: &keys.access_token_secret,
+        },
+        "POST",
+        &format!("http://{host}{path}"),
+        &signed,
+    );
+    if want != sig {
+        return deny("invalid OAuth signature");
+    }
+    Ok(())
+}
+
+/// `POST …/conversations/consumer/search`: the consumer's conversations in the asked
+/// statuses, newest first, leaving out those younger than the lag.
+async fn consumer_search(
+    State(st): State<Arc<AppState>>,
+    Path(account): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if account != st.cfg.liveperson.account_id {
+        return unknown_account(&account);
+    }
+    let path = format!("/messaging_history/api/account/{account}/conversations/consumer/search");
+    let query = query.unwrap_or_default();
+    if let Err(r) = verify_oauth(&st, &headers, &path, &query) {
+        return r;
+    }
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(consumer) = v
+        .get("consumer")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+    else {
+        return mi_error(StatusCode::BAD_REQUEST, "Missing parameter: consumer");
+    };
+    let statuses: Vec<&str> = match v.get("status") {
+        None => vec!["OPEN", "CLOSE"],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(_) => return mi_error(StatusCode::BAD_REQUEST, "status must be an array"),
+    };
+    let q: std::collections::HashMap<String, String> =
+        crate::providers::oauth1::query_params(&query)
+            .into_iter()
+            .collect();
+    let offset = q
+        .get("offset")
+        .and_then(|o| o.parse::<usize>().ok())
+        .unwrap_or(0);
+    let limit = q
+        .get("limit")
+        .and_then(|o| o.parse::<usize>().ok())
+        .unwrap_or(50)
+        .min(100);
+    let inner = st.lock();
+    let newest = now_ms().saturating_sub(inner.lp.search_lag_ms);
+    let mut found: Vec<&Conv> = inner
+        .convs
+        .values()
+        .filter(|c| {
+            c.view.provider == Provider::Liveperson
+                && c.view.consumer_id.as_deref() == Some(consumer)
+                && c.view.created_at_ms <= newest
+                && statuses.contains(&if c.is_closed() { "CLOSE" } else { "OPEN" })
+        })
+        .collect();
+    found.sort_by_key(|c| std::cmp::Reverse(c.view.created_at_ms));
+    let count = found.len();
+    let records: Vec<Value> = found
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| {
+            json!({"info": {"conversationId": c.view.id, "brandId": account,
+                "status": if c.is_closed() { "CLOSE" } else { "OPEN" },
+                "startTimeL": c.view.created_at_ms, "latestSkillId": c.view.skill_id},
+              "consumerParticipants": [{"participantId": consumer}]})
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        json!({"_metadata": {"count": count}, "conversationHistoryRecords": records}),
+    )
 }
 
 /// The LivePerson error envelope.
@@ -70,6 +210,7 @@ const SERVICES: &[&str] = &[
     "asyncMessagingEnt",
     "messagingRestApiDomain",
     "swift",
+    "msgHist",
 ];
 
 fn unknown_account(account: &str) -> Response {

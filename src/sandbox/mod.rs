@@ -4,7 +4,10 @@
 //! One axum server serves:
 //! - the **LivePerson** Connector API: CSDS (`/api/account/{account}/service/baseURI.json`),
 //!   Sentinel (`/sentinel/api/account/{account}/app/token`), IdP (`/api/account/{account}/consumer`),
-//!   CONVERSATION and SEND (`/api/account/{account}/messaging/consumer/conversation[/send]`);
+//!   CONVERSATION and SEND (`/api/account/{account}/messaging/consumer/conversation[/send]`),
+//!   and the Messaging Interactions consumer search (CSDS `msgHist`,
+//!   `/messaging_history/api/account/{account}/conversations/consumer/search`, OAuth 1.0a
+//!   signature checked against [`LivePersonConfig`]'s `interactions` keys, 401 otherwise);
 //! - the **Zendesk** Support API: `/api/v2/users/create_or_update`, `/api/v2/users/{id}`,
 //!   `/api/v2/tickets`, `/api/v2/tickets/{id}` (all with or without `.json`);
 //! - the **ALTU** agent platform: `POST /altu/events` (`docs/connector-protocol.md`);
@@ -29,6 +32,8 @@
 //! | `GET /_sandbox/webhooks`, `PUT /_sandbox/webhooks/{provider}` | [`WebhookTargets`] / [`WebhookPatch`] |
 //! | `GET`/`POST`/`DELETE /_sandbox/faults` | list / add a [`FaultRule`] / clear |
 //! | `POST /_sandbox/liveperson/tokens` | [`TokenSettings`]: AppJWT lifetime, expire issued tokens |
+//! | `GET`/`PUT /_sandbox/liveperson/second_conversation` | `{"behaviour": …}`: [`SecondConversation`] |
+//! | `GET`/`PUT /_sandbox/liveperson/search_lag` | `{"lag_ms": n}`: the Messaging Interactions search leaves out conversations younger than `n` ms |
 //!
 //! Control errors are `{"error": "…"}` with 400, 404 or 409. The join/say/close answers come
 //! after the delivery attempts, so they show whether the target accepted each notification.
@@ -109,8 +114,8 @@ pub use client::{ControlError, SandboxControl};
 pub use model::SandboxOptions;
 pub use model::{
     ActionResult, AgentView, AltuConfig, CloseReason, CloseRequest, ConversationStatus,
-    ConversationView, DeliveryState, Fault, FaultRule, FileView, JoinRequest, LivePersonApp,
-    LivePersonConfig, NotificationView, Provider, SandboxInfo, SayFile, SayRequest,
+    ConversationView, DeliveryState, Fault, FaultRule, FileView, JoinRequest, LivePersonApiKeys,
+    LivePersonApp, LivePersonConfig, NotificationView, Provider, SandboxInfo, SayFile, SayRequest,
     SecondConversation, SignatureOrder, TokenSettings, TranscriptEntry, TypingRequest, TypingView,
     WebhookPatch, WebhookSettings, WebhookTargets, ZendeskConfig,
 };

@@ -336,6 +336,37 @@ pub struct LivePersonConfig {
     /// How a second conversation request by a consumer with one open is answered.
     #[serde(default)]
     pub second_conversation: SecondConversation,
+    /// The brand API keys the Messaging Interactions API accepts (OAuth 1.0a).
+    #[serde(default)]
+    pub interactions: LivePersonApiKeys,
+    /// The Messaging Interactions API's indexing lag: its search leaves out conversations
+    /// younger than this (ms; `0`: none).
+    #[serde(default)]
+    pub search_lag_ms: u64,
+}
+
+/// A LivePerson brand API key (OAuth 1.0a), as the Messaging Interactions API checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivePersonApiKeys {
+    /// App key (`oauth_consumer_key`).
+    pub app_key: String,
+    /// Secret.
+    pub app_secret: String,
+    /// Access token (`oauth_token`).
+    pub access_token: String,
+    /// Access token secret.
+    pub access_token_secret: String,
+}
+
+impl Default for LivePersonApiKeys {
+    fn default() -> Self {
+        LivePersonApiKeys {
+            app_key: "sandbox-app-key".into(),
+            app_secret: "sandbox-app-secret".into(),
+            access_token: "sandbox-access-token".into(),
+            access_token_secret: "sandbox-access-token-secret".into(),
+        }
+    }
 }
 
 /// How the LivePerson fake answers `cm.ConsumerRequestConversation` from a consumer who
@@ -365,6 +396,8 @@ impl Default for LivePersonConfig {
             token_ttl_s: 3600,
             consumer_echo: true,
             second_conversation: SecondConversation::default(),
+            interactions: LivePersonApiKeys::default(),
+            search_lag_ms: 0,
         }
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct LpConsumer {
 pub(crate) struct LpState {
     pub token_ttl_s: u64,
     pub second_conversation: super::model::SecondConversation,
+    /// The Messaging Interactions search leaves out conversations younger than this.
+    pub search_lag_ms: u64,
     pub tokens: HashMap<String, LpToken>,
     /// `ext_consumer_id` → consumer.
     pub consumers: HashMap<String, LpConsumer>,
@@ -267,6 +269,7 @@ impl AppState {
                 lp: LpState {
                     token_ttl_s: opts.liveperson.token_ttl_s,
                     second_conversation: opts.liveperson.second_conversation,
+                    search_lag_ms: opts.liveperson.search_lag_ms,
                     tokens: HashMap::new(),
                     consumers: HashMap::new(),
                     by_jws: HashMap::new(),

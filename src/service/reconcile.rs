@@ -14,7 +14,10 @@
 //!   ([`crate::providers::liveperson::SecondRequest`]): refused naming one → that one;
 //!   granted → closed at once, and once its own webhook arrives (webhooks do reach us)
 //!   nothing of the handoff's was open; refused unnamed → unresolved until a webhook
-//!   names it.
+//!   names it. With the integration's Messaging Interactions API keys, the consumer
+//!   search ([`crate::providers::liveperson::consumer_search`]) replaces both: it lists
+//!   the consumer's `OPEN` conversations, webhook or not, and no second request is sent
+//!   (`search_settle`).
 //! - **Zendesk**: the tickets whose `external_id` is the handoff id (several possible):
 //!   none → the create never happened; one open and the builder did not move on →
 //!   adopted; otherwise solved with a private note saying why.
@@ -434,6 +437,15 @@ async fn liveperson_reconcile(
             candidates.push(s.provider_conversation_id.clone());
         }
     }
+    if let Some(search) = client
+        .liveperson_consumer_search(integration, &lp_id)
+        .await
+        .map_err(perr)?
+    {
+        // With the Interactions API keys the search answers (it sees what the sightings
+        // saw, and what lost webhooks did not): no second request, ever.
+        return search_settle(state, integration, group, claim, &probes, search).await;
+    }
     if !candidates.is_empty() {
         return decide(state, integration, group, claim, candidates).await;
     }
@@ -515,6 +527,109 @@ async fn liveperson_reconcile(
                 .into(),
         )),
     }
+}
+
+/// Whether the group can still be claimed as it was (no handoff of the consumer began
+/// since): then a conversation found now is one of the group's or an older one.
+async fn same_group(
+    state: &ServiceState,
+    group: &[IntentState],
+    claim: &str,
+) -> Result<bool, StoreError> {
+    let Some(target) = group.last() else {
+        return Ok(false);
+    };
+    let again = state
+        .store()
+        .intent_group_claim(&target.handoff_id, now_ms(), INTENT_LEASE_MS, claim)
+        .await?;
+    Ok(again.as_ref().is_some_and(|a| {
+        a.len() == group.len()
+            && a.iter()
+                .zip(group)
+                .all(|(x, y)| x.handoff_id == y.handoff_id)
+    }))
+}
+
+/// Settles the group from the Messaging Interactions search, authoritative when its keys
+/// are configured (past its lag it lists every open conversation, sighted or not): the
+/// consumer's untracked `OPEN` conversations that started after the
+/// group's first handoff began are the cut handoffs' (the newest adopted, the rest
+/// closed). Older untracked ones are left alone: nothing ties them to these handoffs
+/// (another channel of the brand, or one an operator handles). The search lags behind
+/// (`interactions_lag_s`): until every handoff of the group is older than that, its
+/// answer is not trusted and the group is tried again later.
+async fn search_settle(
+    state: &ServiceState,
+    integration: &Integration,
+    group: &[IntentState],
+    claim: &str,
+    probes: &HashSet<String>,
+    search: liveperson::ConsumerSearch,
+) -> Result<Outcome, ReconcileError> {
+    let Some(target) = group.last() else {
+        return Ok(Outcome::Settled("nothing to do"));
+    };
+    let lag_ms = integration
+        .settings
+        .get::<liveperson::LivePersonSettings>()
+        .map_or(60_000, |s| (s.interactions_lag_s as i64) * 1000);
+    let newest = group.iter().map(|g| g.created_at).max().unwrap_or(0);
+    if now_ms() - newest < lag_ms {
+        return Ok(Outcome::Pending(format!(
+            "the Messaging Interactions search lags up to {} s behind; tried again then",
+            lag_ms / 1000
+        )));
+    }
+    if search.count > search.open.len() as u64 {
+        tracing::warn!(handoff_id = %target.handoff_id, count = search.count,
+            "the consumer has more open conversations than one search page; the first page is settled");
+    }
+    let oldest = group.iter().map(|g| g.created_at).min().unwrap_or(0);
+    let mut found: Vec<(String, i64)> = Vec::new();
+    for f in &search.open {
+        if probes.contains(&f.conversation_id) {
+            close(state, integration, target, &f.conversation_id).await?;
+            continue;
+        }
+        let start = f.started_at_ms.unwrap_or(oldest);
+        if start < oldest - SKEW_MS || found.iter().any(|(c, _)| c == &f.conversation_id) {
+            continue;
+        }
+        found.push((f.conversation_id.clone(), start));
+    }
+    if !same_group(state, group, claim).await? {
+        return Ok(Outcome::Pending(
+            "another handoff of the consumer began; tried again later".into(),
+        ));
+    }
+    let mut untracked = Vec::new();
+    for (c, start) in found {
+        if state
+            .store()
+            .find_by_provider(&target.integration_id, &c)
+            .await?
+            .is_none()
+        {
+            untracked.push((c, start));
+        }
+    }
+    if untracked.is_empty() {
+        release_all(state, group, claim).await?;
+        return Ok(Outcome::Settled(
+            "nothing open (the Messaging Interactions search found none untracked)",
+        ));
+    }
+    // Oldest first: `decide` adopts the last, the newest.
+    untracked.sort_by_key(|(_, start)| *start);
+    decide(
+        state,
+        integration,
+        group,
+        claim,
+        untracked.into_iter().map(|(c, _)| c).collect(),
+    )
+    .await
 }
 
 /// The builder's conversation has an open (waiting, with agent) LivePerson live chat of
