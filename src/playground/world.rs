@@ -707,26 +707,32 @@ impl World {
         typing: bool,
     ) -> Result<Value, ApiError> {
         let pcid = self.provider_id(id)?;
-        match who {
-            "user" => {
-                self.service(
+        let relayed = match who {
+            "user" => self
+                .service(
                     &format!("/v1/conversations/{id}/typing"),
                     Some(json!({ "typing": typing })),
                 )
-                .await?;
-            }
-            "agent" => {
-                self.inner
-                    .control
-                    .typing(&pcid, typing)
-                    .await
-                    .map_err(control_error)?;
-            }
+                .await
+                .map(|_| ()),
+            "agent" => self
+                .inner
+                .control
+                .typing(&pcid, typing)
+                .await
+                .map(|_| ())
+                .map_err(control_error),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "`who` must be \"agent\" or \"user\", not `{other}`"
                 )))
             }
+        };
+        match relayed {
+            // Typing is best-effort: the page's "stopped typing" (5 s after the last key)
+            // may come after the chat ended; that is not an error to show.
+            Err(e) if e.status == StatusCode::CONFLICT || e.status == StatusCode::NOT_FOUND => {}
+            r => r.map(|_| ())?,
         }
         self.conversation(id).await
     }
