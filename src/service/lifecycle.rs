@@ -432,34 +432,44 @@ impl ServiceState {
                 let m = timeline::message(self, "to_agent", text);
                 self.record(vec![timeline::entry(&chat, "message", m)])
                     .await;
-                let reply_timeout_s = self
-                    .inner
-                    .config
-                    .integrations
-                    .get(&crate::providers::IntegrationId::new(
-                        chat.integration_id.clone(),
-                    ))
-                    .map_or(0, |i| i.agent_reply_timeout_s);
-                let change = Change::UserMessage {
-                    text: text.to_string(),
-                    reply_timeout_s,
-                };
-                let r = self
-                    .inner
-                    .store
-                    .apply(&chat.id, change, Guard::default(), now_ms())
-                    .await?;
-                self.changed();
-                match r {
-                    Applied::Done(c) | Applied::Ignored(c) => Ok(c),
-                    _ => Ok(chat),
-                }
+                self.user_message_recorded(chat, text).await
             }
             Err(e) => {
                 self.end_with_close(&chat, EndStatus::Error, None, None)
                     .await?;
                 Err(LifecycleError::Provider(e))
             }
+        }
+    }
+
+    /// Records a user message the provider took, with or without attachments: counts,
+    /// transcript, the inactivity and agent-reply timers ([`Change::UserMessage`]).
+    async fn user_message_recorded(
+        &self,
+        chat: LiveChatRecord,
+        text: &str,
+    ) -> Result<LiveChatRecord, LifecycleError> {
+        let reply_timeout_s = self
+            .inner
+            .config
+            .integrations
+            .get(&crate::providers::IntegrationId::new(
+                chat.integration_id.clone(),
+            ))
+            .map_or(0, |i| i.agent_reply_timeout_s);
+        let change = Change::UserMessage {
+            text: text.to_string(),
+            reply_timeout_s,
+        };
+        let r = self
+            .inner
+            .store
+            .apply(&chat.id, change, Guard::default(), now_ms())
+            .await?;
+        self.changed();
+        match r {
+            Applied::Done(c) | Applied::Ignored(c) => Ok(c),
+            _ => Ok(chat),
         }
     }
 
@@ -500,16 +510,8 @@ impl ServiceState {
                 m["attachments"] = view;
                 self.record(vec![timeline::entry(&chat, "message", m)])
                     .await;
-                let r = self
-                    .inner
-                    .store
-                    .apply(&chat.id, Change::UserActivity, Guard::default(), now_ms())
-                    .await?;
-                self.changed();
-                match r {
-                    Applied::Done(c) | Applied::Ignored(c) => Ok(c),
-                    _ => Ok(chat),
-                }
+                self.user_message_recorded(chat, msg.text.as_deref().unwrap_or(""))
+                    .await
             }
             Err(e) => {
                 self.end_with_close(&chat, EndStatus::Error, None, None)
