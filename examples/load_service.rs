@@ -6,24 +6,51 @@
 //! 1. N LivePerson handoffs (`POST /run`, C at a time, spread over the replicas):
 //!    handoffs/s and the p50/p99 latency of `/run`; the replicas' RSS growth per open
 //!    live chat;
-//! 2. N user closes (`POST /close`): closes/s, p50/p99, and endings/s until every
+//! 2. message relay: N user messages (`POST /messages`, relayed to the sandbox's
+//!    LivePerson): user messages/s and the p99 of `/messages`; then N agent messages as
+//!    signed LivePerson webhooks (one per live chat, spread over the replicas): agent
+//!    messages/s until every `agent_message` event reached the builder, and the p99 from
+//!    sending the webhook to the builder receiving its event;
+//! 3. N user closes (`POST /close`): closes/s, p50/p99, and endings/s until every
 //!    `live_chat_ended` reached the builder.
 //!
 //! ```text
 //! cargo run --release --example load_service -- DATABASE REPLICAS N C
 //! ```
 //! DATABASE is `sqlite` (a temporary file) or a PostgreSQL server URL, on which a fresh
-//! database is created for the run and dropped after it.
+//! database is created for the run and dropped after it. `TRANSBORDO_BIN` names the
+//! `transbordo` binary to run (default: this checkout's release build), for paired runs
+//! of two builds.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use transbordo::sandbox::{Provider, Sandbox, SandboxOptions, WebhookPatch};
 
 const TOKEN: &str = "load-test-api-token-0123456789";
 const SECRET: &str = "load-test-builder-secret";
+/// The sandbox's LivePerson client secret: signs its (and our) LivePerson webhooks.
+const LP_SECRET: &str = "sandbox-secret";
+
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+/// The microsecond timestamp an agent message carries (`lm:<us>;`), if the body has one.
+fn sent_us(body: &[u8]) -> Option<u128> {
+    let at = body.windows(3).position(|w| w == b"lm:")? + 3;
+    let digits: Vec<u8> = body[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -65,6 +92,19 @@ async fn burst(
     c: usize,
     path: impl Fn(usize) -> (String, serde_json::Value) + Send + Sync + 'static,
 ) -> (Duration, Vec<f64>) {
+    let (wall, lat, _) = burst_bodies(http, bases, n, c, path, false).await;
+    (wall, lat)
+}
+
+/// [`burst`], also returning each answer's body by request index when `keep`.
+async fn burst_bodies(
+    http: &reqwest::Client,
+    bases: &[String],
+    n: usize,
+    c: usize,
+    path: impl Fn(usize) -> (String, serde_json::Value) + Send + Sync + 'static,
+    keep: bool,
+) -> (Duration, Vec<f64>, Vec<(usize, String)>) {
     let path = Arc::new(path);
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -73,10 +113,11 @@ async fn burst(
         let (http, bases, path, next) = (http.clone(), bases.to_vec(), path.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut bodies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
-                    return lat;
+                    return (lat, bodies);
                 }
                 let (p, body) = path(i);
                 let t = Instant::now();
@@ -90,6 +131,67 @@ async fn burst(
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
                 assert!(status.is_success(), "{p}: {status} {text}");
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                if keep {
+                    bodies.push((i, text));
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let (l, b) = t.await.expect("task");
+        all.extend(l);
+        bodies.extend(b);
+    }
+    let wall = t0.elapsed();
+    all.sort_by(|a, b| a.total_cmp(b));
+    (wall, all, bodies)
+}
+
+/// One agent message per live chat, as signed LivePerson webhooks, `c` at a time,
+/// round-robin over the replicas; returns the wall time and the sorted webhook latencies.
+async fn webhooks(
+    http: &reqwest::Client,
+    bases: &[String],
+    pcs: &[String],
+    c: usize,
+) -> (Duration, Vec<f64>) {
+    let pcs = Arc::new(pcs.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (http, bases, pcs, next) = (http.clone(), bases.to_vec(), pcs.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= pcs.len() {
+                    return lat;
+                }
+                let pc = &pcs[i];
+                let body = serde_json::json!({"kind": "notification",
+                    "type": "ms.MessagingEventNotification",
+                    "body": {"changes": [{"sequence": 1, "originatorId": "agent-9",
+                        "originatorMetadata": {"id": "agent-9", "role": "ASSIGNED_AGENT"},
+                        "serverTimestamp": 1528371199686u64, "dialogId": pc, "conversationId": pc,
+                        "event": {"type": "ContentEvent", "contentType": "text/plain",
+                                  "message": format!("lm:{}; Olá, sou a Bia", now_us())}}]}})
+                .to_string();
+                let sig =
+                    transbordo::providers::auth::liveperson_signature(LP_SECRET, body.as_bytes());
+                let t = Instant::now();
+                let r = http
+                    .post(format!("{}/webhooks/liveperson/7", bases[i % bases.len()]))
+                    .header("content-type", "application/json")
+                    .header("x-liveperson-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("webhook");
+                assert!(r.status().is_success(), "webhook: {}", r.status());
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
         }));
@@ -113,7 +215,11 @@ async fn main() {
     let replicas: usize = replicas.parse().expect("REPLICAS");
     let n: usize = n.parse().expect("N");
     let c: usize = c.parse().expect("CONCURRENCY");
-    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/transbordo");
+    // `TRANSBORDO_BIN` runs another build (paired A/B runs against a baseline binary).
+    let bin = std::env::var("TRANSBORDO_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/transbordo").to_string()
+    });
+    let bin = bin.as_str();
     let dir = std::env::temp_dir().join(format!("transbordo-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
 
@@ -122,13 +228,22 @@ async fn main() {
         .expect("sandbox");
     let ended = Arc::new(AtomicUsize::new(0));
     let e2 = ended.clone();
+    // Agent messages the builder got, and each one's latency from its webhook (ms).
+    let relayed: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let r2 = relayed.clone();
     let app = axum::Router::new().route(
         "/events",
         axum::routing::post(move |body: axum::body::Bytes| {
             let e = e2.clone();
+            let r = r2.clone();
             async move {
                 if body.windows(15).any(|w| w == b"live_chat_ended") {
                     e.fetch_add(1, Ordering::Relaxed);
+                } else if body.windows(13).any(|w| w == b"agent_message") {
+                    if let Some(t) = sent_us(&body) {
+                        let ms = now_us().saturating_sub(t) as f64 / 1000.0;
+                        r.lock().expect("relayed").push(ms);
+                    }
                 }
                 axum::http::StatusCode::OK
             }
@@ -233,10 +348,40 @@ async fn main() {
                 "context": {"contact": {"name": "Ana"}}}),
         )
     };
-    let (wall, lat) = burst(&http, &bases, n, c, run).await;
+    let (wall, lat, bodies) = burst_bodies(&http, &bases, n, c, run, true).await;
     let rss_open: u64 = procs.0.iter().map(|p| rss_kb(p.id(), "VmRSS:")).sum();
+    // The provider conversation of each live chat (the agent messages address it).
+    let mut pcs = vec![String::new(); n];
+    for (i, body) in bodies {
+        let v: serde_json::Value = serde_json::from_str(&body).expect("run answer");
+        pcs[i] = v["live_chat"]["provider_conversation_id"]
+            .as_str()
+            .expect("a live chat")
+            .to_string();
+    }
     let per_chat = (rss_open.saturating_sub(rss_before) * 1024) as f64 / n as f64;
     let handoffs = n as f64 / wall.as_secs_f64();
+    // Message relay: user messages to the agent, then agent messages to the builder.
+    let message = |i: usize| {
+        (
+            format!("/v1/conversations/load-{i}/messages"),
+            serde_json::json!({"text": "Preciso de ajuda com meu pedido"}),
+        )
+    };
+    let (mwall, mlat) = burst(&http, &bases, n, c, message).await;
+    let user_msgs = n as f64 / mwall.as_secs_f64();
+    let t_agent = Instant::now();
+    let (_, hook_lat) = webhooks(&http, &bases, &pcs, c).await;
+    while relayed.lock().expect("relayed").len() < n {
+        assert!(
+            t_agent.elapsed() < Duration::from_secs(600),
+            "agent messages not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let agent_msgs = n as f64 / t_agent.elapsed().as_secs_f64();
+    let mut relay_lat = relayed.lock().expect("relayed").clone();
+    relay_lat.sort_by(|a, b| a.total_cmp(b));
     let close = |i: usize| {
         (
             format!("/v1/conversations/load-{i}/close"),
@@ -260,9 +405,12 @@ async fn main() {
         "PostgreSQL"
     };
     println!(
-        "| {store} | {replicas} | {n} | {handoffs:.0} | {:.1} / {:.1} | {:.0} | {:.1} / {:.1} | {endings:.0} | {:.1} KB | {:.0} MB |",
+        "| {store} | {replicas} | {n} | {handoffs:.0} | {:.1} / {:.1} | {user_msgs:.0} ({:.1}) | {agent_msgs:.0} ({:.1} / {:.1}) | {:.0} | {:.1} / {:.1} | {endings:.0} | {:.1} KB | {:.0} MB |",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
+        percentile(&mlat, 0.99),
+        percentile(&hook_lat, 0.99),
+        percentile(&relay_lat, 0.99),
         n as f64 / cwall.as_secs_f64(),
         percentile(&clat, 0.5),
         percentile(&clat, 0.99),

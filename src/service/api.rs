@@ -528,7 +528,12 @@ async fn readyz(State(state): State<ServiceState>) -> Response {
 }
 
 async fn chat_view(state: &ServiceState, chat: &LiveChatRecord) -> Value {
-    let deadlines = state.store().deadlines(&chat.id).await.unwrap_or_default();
+    // An ended chat has no deadlines (its end dropped them): nothing to read.
+    let deadlines = if chat.state == super::store::ChatState::Ended {
+        Vec::new()
+    } else {
+        state.store().deadlines(&chat.id).await.unwrap_or_default()
+    };
     record_json(chat, &deadlines)
 }
 

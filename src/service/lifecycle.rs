@@ -88,8 +88,12 @@ struct Inner {
     store: Arc<dyn LiveChatStore>,
     transport: Arc<dyn LiveChatTransport>,
     timers: Notify,
+    /// When the scheduler plans to look next (Unix ms; `i64::MAX` while it works).
+    timer_at: std::sync::atomic::AtomicI64,
     outbox: Notify,
     runs: Mutex<HashSet<String>>,
+    /// Writes timeline entries in batches (see [`timeline::TimelineQueue`]).
+    timeline: Option<timeline::TimelineQueue>,
     http: reqwest::Client,
     limiter: RateLimiter,
     metrics: Metrics,
@@ -144,14 +148,17 @@ impl ServiceState {
         // Handoffs record their intent first, so a crash mid-handoff can be reconciled.
         let engine = engine
             .with_handoff_journal(Arc::new(super::reconcile::StoreJournal::new(store.clone())));
+        let timeline = timeline::TimelineQueue::start(store.clone());
         ServiceState {
             inner: Arc::new(Inner {
                 engine,
                 store,
                 transport,
                 timers: Notify::new(),
+                timer_at: std::sync::atomic::AtomicI64::new(i64::MAX),
                 outbox: Notify::new(),
                 runs: Mutex::new(HashSet::new()),
+                timeline,
                 http,
                 metrics: Metrics::new(),
                 limiter: RateLimiter::new(
@@ -293,9 +300,31 @@ impl ServiceState {
         &self.inner.outbox
     }
 
-    fn changed(&self) {
-        self.inner.timers.notify_one();
-        self.inner.outbox.notify_one();
+    pub(crate) fn timeline_queue(&self) -> Option<&timeline::TimelineQueue> {
+        self.inner.timeline.as_ref()
+    }
+
+    /// The scheduler's next look (see [`ServiceState::changed`]).
+    pub(crate) fn set_timer_at(&self, at: i64) {
+        self.inner
+            .timer_at
+            .store(at, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Wakes the workers a change gave work: the outbox worker when it queued events,
+    /// the scheduler when it set a deadline `due` before the scheduler's next look.
+    /// (Waking both after every change cost each one a claim and a look-up.)
+    fn changed(&self, outbox: bool, due: Option<i64>) {
+        let planned = self
+            .inner
+            .timer_at
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if due.is_some_and(|d| d < planned) {
+            self.inner.timers.notify_one();
+        }
+        if outbox {
+            self.inner.outbox.notify_one();
+        }
     }
 
     pub(crate) fn begin_run(&self, conversation_id: &str) -> Option<RunGuard> {
@@ -398,7 +427,9 @@ impl ServiceState {
                    "provider_conversation_id": rec.provider_conversation_id}),
         )])
         .await;
-        self.changed();
+        let wait =
+            (rec.wait_timeout_s > 0).then(|| rec.created_at + rec.wait_timeout_s as i64 * 1000);
+        self.changed(false, wait);
         Ok(rec)
     }
 
@@ -443,7 +474,8 @@ impl ServiceState {
     }
 
     /// Records a user message the provider took, with or without attachments: counts,
-    /// transcript, the inactivity and agent-reply timers ([`Change::UserMessage`]).
+    /// transcript, the inactivity and agent-reply timers ([`Change::UserMessage`]), and wakes the scheduler when a
+    /// timer it set comes before its next look.
     async fn user_message_recorded(
         &self,
         chat: LiveChatRecord,
@@ -461,12 +493,21 @@ impl ServiceState {
             text: text.to_string(),
             reply_timeout_s,
         };
+        let now = now_ms();
         let r = self
             .inner
             .store
-            .apply(&chat.id, change, Guard::default(), now_ms())
+            .apply(&chat.id, change, Guard::default(), now)
             .await?;
-        self.changed();
+        if let Applied::Done(c) = &r {
+            let with_agent = c.state == ChatState::WithAgent;
+            let inactivity = with_agent
+                .then(|| super::store::inactivity_due(c, now))
+                .flatten();
+            let reply = (with_agent && reply_timeout_s > 0)
+                .then(|| now + (reply_timeout_s as i64).saturating_mul(1000));
+            self.changed(false, inactivity.into_iter().chain(reply).min());
+        }
         match r {
             Applied::Done(c) | Applied::Ignored(c) => Ok(c),
             _ => Ok(chat),
@@ -661,7 +702,8 @@ impl ServiceState {
             _ => return Ok(None),
         };
         let state = self.observe(chat, &claimed, pending.as_str());
-        self.changed();
+        // The close watchdog.
+        self.changed(false, Some(now_ms() + 30_000));
         self.record(state.into_iter().collect()).await;
         self.finish_close(&claimed).await.map(Some)
     }
@@ -683,7 +725,9 @@ impl ServiceState {
             .store
             .apply(&chat.id, change, Guard::default(), now_ms())
             .await?;
-        self.changed();
+        if let Applied::Done(_) = &r {
+            self.changed(true, None);
+        }
         if let Applied::Done(c) = &r {
             let state = self.observe(chat, c, "closed");
             self.record(state.into_iter().collect()).await;
@@ -738,7 +782,7 @@ impl ServiceState {
                         integration_id = %chat.integration_id,
                         "agent reply overdue"
                     );
-                    self.changed();
+                    self.changed(true, None);
                 }
                 return Ok(());
             }
@@ -911,7 +955,11 @@ impl ServiceState {
             entries.push(timeline::entry(&chat, "message", m));
         }
         if let Applied::Done(after) = &r {
-            self.changed();
+            // Every applied provider event queues one; a join sets the inactivity deadline.
+            let due = (after.state == ChatState::WithAgent)
+                .then(|| super::store::inactivity_due(after, now_ms()))
+                .flatten();
+            self.changed(true, due);
             entries.extend(self.observe(&chat, after, cause));
         }
         self.record(entries).await;

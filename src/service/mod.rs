@@ -122,11 +122,19 @@ pub async fn serve_with(
         }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let listener_task = tokio::spawn(workers::run_listener(state.clone(), stop_rx.clone()));
-    let scheduler = tokio::spawn(workers::run_scheduler(state.clone(), stop_rx.clone()));
-    let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx.clone()));
-    let reconciler = tokio::spawn(reconcile::run_reconciler(state.clone(), stop_rx.clone()));
-    let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx));
+    // Background work runs in a `background` trace span, so that what it costs the store
+    // is told apart from what requests cost (the statement-count test reads it).
+    use tracing::Instrument as _;
+    let bg = || tracing::trace_span!("background");
+    let listener_task =
+        tokio::spawn(workers::run_listener(state.clone(), stop_rx.clone()).instrument(bg()));
+    let scheduler =
+        tokio::spawn(workers::run_scheduler(state.clone(), stop_rx.clone()).instrument(bg()));
+    let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx.clone()).instrument(bg()));
+    let reconciler =
+        tokio::spawn(reconcile::run_reconciler(state.clone(), stop_rx.clone()).instrument(bg()));
+    let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx).instrument(bg()));
+    let state_for_flush = state.clone();
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
@@ -136,6 +144,8 @@ pub async fn serve_with(
     let _ = pruner.await;
     let _ = reconciler.await;
     let _ = listener_task.await;
+    // The timeline lines of the last requests and deliveries.
+    state_for_flush.flush_timeline().await;
     served.map_err(ServiceError::Io)
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::events::sign_event;
 use super::lifecycle::{now_ms, ServiceState};
@@ -20,6 +21,8 @@ const IDLE: Duration = Duration::from_secs(30);
 /// The longest sleep on a database other processes share: a deadline fires within
 /// about this long of being due even when its notification was lost.
 pub const SHARED_POLL: Duration = Duration::from_millis(500);
+/// The longest wait of the outbox worker while deliveries are in flight.
+const BUSY_POLL: Duration = Duration::from_secs(1);
 /// Pause after a storage error before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long a claimed deadline is ours: firing it takes one store change (the claim
@@ -77,6 +80,8 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
         if *stop.borrow() {
             return;
         }
+        // Working: any deadline set meanwhile wakes it (see `ServiceState::changed`).
+        state.set_timer_at(i64::MAX);
         let claimed = state
             .store()
             .claim_deadlines(now_ms(), TIMER_LEASE_MS, TIMER_BATCH)
@@ -95,13 +100,17 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
             let mut set = JoinSet::new();
             for d in due {
                 let st = state.clone();
-                set.spawn(async move {
-                    let r = st.fire(&d).await;
-                    if let Err(e) = &r {
-                        tracing::error!(handoff_id = %d.live_chat_id, error = %e, "timer failed");
+                // Its own span: what one timer costs (the statement-count test).
+                set.spawn(
+                    async move {
+                        let r = st.fire(&d).await;
+                        if let Err(e) = &r {
+                            tracing::error!(handoff_id = %d.live_chat_id, error = %e, "timer failed");
+                        }
+                        r.is_ok()
                     }
-                    r.is_ok()
-                });
+                    .instrument(tracing::trace_span!("timer_fire")),
+                );
             }
             let mut failed = false;
             while let Some(r) = set.join_next().await {
@@ -113,7 +122,9 @@ pub async fn run_scheduler(state: ServiceState, mut stop: watch::Receiver<bool>)
             continue;
         }
         let next = state.store().next_deadline().await.ok().flatten();
-        if !pause(until(&state, next), state.timers_notify(), &mut stop).await {
+        let wait = until(&state, next);
+        state.set_timer_at(now_ms().saturating_add(wait.as_millis() as i64));
+        if !pause(wait, state.timers_notify(), &mut stop).await {
             return;
         }
     }
@@ -161,22 +172,40 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
+        // Deliveries that finished are forgotten before claiming.
+        while let Some(done) = set.try_join_next_with_id() {
+            inflight.remove(&match done {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            });
+        }
         let lease = state.config().delivery.timeout.as_millis() as i64 + OUTBOX_LEASE_MARGIN_MS;
         let mut wait = match state.store().outbox_claim(now_ms(), lease, 64).await {
             Ok(heads) => {
+                // A claimed head whose conversation still shows a delivery in flight is
+                // delivered too: that delivery has already recorded its result (only then
+                // is another event the head, or the same one claimable again). Skipping
+                // it left it leased, its conversation stalled for the whole lease.
                 for ev in heads {
-                    if inflight.values().any(|c| *c == ev.conversation_id) {
-                        continue;
-                    }
                     let st = state.clone();
                     let conv = ev.conversation_id.clone();
-                    let handle = set.spawn(async move { attempt(&st, &ev).await });
+                    let handle = set.spawn(
+                        async move { attempt(&st, &ev).await }
+                            .instrument(tracing::trace_span!("outbox_delivery")),
+                    );
                     inflight.insert(handle.id(), conv);
                 }
-                until(
-                    &state,
-                    state.store().outbox_next_wake().await.ok().flatten(),
-                )
+                if inflight.is_empty() {
+                    until(
+                        &state,
+                        state.store().outbox_next_wake().await.ok().flatten(),
+                    )
+                } else {
+                    // Deliveries in flight wake this loop as they finish (and it claims
+                    // again): no look-up of the next due head per delivery, only a
+                    // short cap so a retry due meanwhile waits at most this long.
+                    idle(&state).min(BUSY_POLL)
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "outbox: the store failed");
@@ -194,6 +223,13 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
                     Err(e) => e.id(),
                 };
                 inflight.remove(&id);
+                // Every delivery finished by now, so one claim serves them all.
+                while let Some(done) = set.try_join_next_with_id() {
+                    inflight.remove(&match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    });
+                }
             }
             _ = tokio::time::sleep(wait) => {}
             _ = state.outbox_notify().notified() => {}

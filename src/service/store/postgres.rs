@@ -10,11 +10,19 @@
 //!   lease (`claimed_until`, `leased_until`): two replicas never hold the same one, and
 //!   a replica that dies loses its claims when the lease runs out.
 //! - `Idempotency-Key`s of `/run` are rows under a primary key (`run_keys`).
-//! - Triggers `pg_notify('transbordo', 'outbox' | 'timers')` when work appears;
-//!   its [`LiveChatStore::listen`] turns that into wake-ups (workers poll too).
+//! - Work is woken in the process that adds it; replicas poll for the rest (work of a
+//!   replica that died). The `pg_notify` triggers of earlier versions are dropped
+//!   (migration 0004): every commit woke every replica for work only one could take.
+//!   [`LiveChatStore::listen`] still turns notifications into wake-ups.
+//! - Statements run on connections this store keeps (`Conns`), not sqlx's pool,
+//!   which pings a connection on every lend and return; a change is one transaction of
+//!   four round trips, and a handoff's record one statement.
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -50,6 +58,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_intent_recovery",
         include_str!("../../../migrations/postgres/0005_intent_recovery.sql"),
     ),
+    (
+        "0006_quiet_wakeups",
+        include_str!("../../../migrations/postgres/0006_quiet_wakeups.sql"),
+    ),
 ];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
@@ -68,9 +80,124 @@ const CHANNEL: &str = "transbordo";
 /// The PostgreSQL store. Cheap to clone (a pool).
 #[derive(Clone)]
 pub struct PgStore {
+    /// sqlx's pool: migrations, the listener and tests. Statements use [`PgStore::conns`].
     pool: PgPool,
     /// `[reentry]` ([`LiveChatStore::set_reentry`]).
     reentry: std::sync::Arc<std::sync::Mutex<super::ReentryOptions>>,
+    /// The connections statements run on.
+    conns: Arc<Conns>,
+}
+
+/// This replica's connections for statements, kept here rather than in sqlx's pool:
+/// the pool pings a connection when it lends it and again when it takes it back, two
+/// extra round trips on every store call. Here a connection is lent as it is and put
+/// back only after a call that ended cleanly (see [`Conn::settle`]); one whose call
+/// failed on the connection, or was cancelled midway, is dropped and replaced by a new
+/// one on demand. A connection is checked (pinged) before it is lent only when it sat
+/// idle longer than [`CHECK_AFTER`] or a call found the database unreachable in the
+/// last [`CHECK_AFTER`] (a cut or a restart kills the idle ones too): then a dead one
+/// is replaced instead of failing a request. Each keeps sqlx's prepared-statement cache,
+/// so a statement is parsed once per connection.
+struct Conns {
+    opts: PgConnectOptions,
+    idle: Mutex<Vec<(PgConnection, std::time::Instant)>>,
+    permits: Semaphore,
+    /// Until when (Unix ms) lent connections are checked, after a failure.
+    suspect_until: std::sync::atomic::AtomicI64,
+}
+
+/// See [`Conns`].
+const CHECK_AFTER: Duration = Duration::from_secs(10);
+
+/// A connection lent by [`Conns`].
+struct Conn<'a> {
+    conn: Option<PgConnection>,
+    conns: &'a Conns,
+    _permit: SemaphorePermit<'a>,
+    keep: bool,
+}
+
+impl Conns {
+    async fn get(&self) -> Result<Conn<'_>, StoreError> {
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+            .await
+            .map_err(|_| StoreError::Unavailable("no database connection free".into()))?
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        let suspect = self
+            .suspect_until
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > crate::service::now_ms();
+        let mut idle = None;
+        loop {
+            let next = self.idle.lock().ok().and_then(|mut v| v.pop());
+            let Some((mut c, since)) = next else { break };
+            if suspect || since.elapsed() > CHECK_AFTER {
+                use sqlx::Connection as _;
+                if c.ping().await.is_err() {
+                    continue; // dead: dropped, try the next
+                }
+            }
+            idle = Some(c);
+            break;
+        }
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                use sqlx::ConnectOptions as _;
+                tokio::time::timeout(ACQUIRE_TIMEOUT, self.opts.connect())
+                    .await
+                    .map_err(|_| StoreError::Unavailable("connecting timed out".into()))??
+            }
+        };
+        Ok(Conn {
+            conn: Some(conn),
+            conns: self,
+            _permit: permit,
+            keep: false,
+        })
+    }
+}
+
+impl Conn<'_> {
+    /// Passes `r` on; the connection goes back for reuse unless the call failed on it
+    /// (cut, protocol) rather than in the database (a constraint, a missing row).
+    fn settle<T>(mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.keep = !matches!(r, Err(StoreError::Unavailable(_) | StoreError::Task(_)));
+        if !self.keep {
+            let until = crate::service::now_ms() + CHECK_AFTER.as_millis() as i64;
+            self.conns
+                .suspect_until
+                .store(until, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        self.conn
+            .as_ref()
+            .expect("a lent connection is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_mut()
+            .expect("a lent connection is present until dropped")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let (true, Some(c)) = (self.keep, self.conn.take()) {
+            if let Ok(mut idle) = self.conns.idle.lock() {
+                idle.push((c, std::time::Instant::now()));
+            }
+        }
+    }
 }
 
 /// The URL with its password (and any secret query value) replaced by `[redacted]`, for
@@ -89,14 +216,22 @@ impl PgStore {
                 redact_url(url)
             ))
         })?;
+        // sqlx's pool serves the listener and migrations only: two connections.
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(2)
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
+        let conns = Arc::new(Conns {
+            opts,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(POOL_SIZE as usize),
+            suspect_until: std::sync::atomic::AtomicI64::new(0),
+        });
         let store = PgStore {
             pool,
+            conns,
             reentry: Default::default(),
         };
         {
@@ -109,6 +244,11 @@ impl PgStore {
             .execute(&store.pool)
             .await?;
         Ok(store)
+    }
+
+    /// Lends a statement connection.
+    async fn conn(&self) -> Result<Conn<'_>, StoreError> {
+        self.conns.get().await
     }
 
     /// Applied migration versions (for tests and `transbordo migrate`).
@@ -185,6 +325,33 @@ async fn chat_by_id(c: &mut PgConnection, id: &str) -> Result<Option<LiveChatRec
     query_chat(c, "id = $1", &[id]).await
 }
 
+/// A value bound in a change's write statement.
+enum Val {
+    Int(i64),
+    Text(&'static str),
+    /// An SQL expression written as is (`agent_messages + 1`, `NULL`): never data.
+    Raw(&'static str),
+    /// A text from outside (bound, never written into the SQL), or NULL.
+    Data(Option<String>),
+}
+
+/// What one change writes, sent as ONE statement (data-modifying CTEs): the chat's
+/// columns, its deadlines and its outbox events.
+#[derive(Default)]
+struct Writes {
+    /// `live_chats` columns to set (`RETURNING` the row as written).
+    set: Vec<(&'static str, Val)>,
+    /// Extra condition of that UPDATE (`state = 'waiting'`).
+    only_if: Option<&'static str>,
+    /// Deadlines to drop: `Some(None)` all but the one `upsert` sets, `Some(Some(k))` kind `k`.
+    drop: Option<Option<DeadlineKind>>,
+    /// A deadline to set.
+    upsert: Option<(DeadlineKind, i64)>,
+    /// Outbox events `(event_id, body)`, in order (one multi-row INSERT keeps their `seq`s
+    /// in this order).
+    events: Vec<(String, String)>,
+}
+
 async fn set_deadline(
     c: &mut PgConnection,
     id: &str,
@@ -217,14 +384,6 @@ async fn delete_deadline(
     Ok(())
 }
 
-async fn delete_deadlines(c: &mut PgConnection, id: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM deadlines WHERE live_chat_id = $1")
-        .bind(id)
-        .execute(c)
-        .await?;
-    Ok(())
-}
-
 async fn enqueue(
     c: &mut PgConnection,
     conversation_id: &str,
@@ -245,42 +404,131 @@ async fn enqueue(
     Ok(())
 }
 
-/// Joins: waiting → with_agent, wait deadline dropped, inactivity deadline set.
-async fn join(
-    c: &mut PgConnection,
-    chat: &LiveChatRecord,
-    agent: &AgentInfo,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE live_chats SET state = 'with_agent', agent_joined_at = $2
-         WHERE id = $1 AND state = 'waiting'",
-    )
-    .bind(&chat.id)
-    .bind(now)
-    .execute(&mut *c)
-    .await?;
-    note_agent(c, &chat.id, agent).await?;
-    delete_deadline(c, &chat.id, DeadlineKind::Wait).await?;
-    if let Some(due) = super::inactivity_due(chat, now) {
-        set_deadline(c, &chat.id, DeadlineKind::Inactivity, due).await?;
+impl Writes {
+    /// Keeps who the agent is (the one who joined, then whoever writes), for the re-entry.
+    fn note_agent(&mut self, agent: &AgentInfo) {
+        if agent.id.is_some() || agent.name.is_some() {
+            self.set.push(("agent_id", Val::Data(agent.id.clone())));
+            self.set.push(("agent_name", Val::Data(agent.name.clone())));
+        }
     }
-    let event_id = events::new_event_id();
-    let body = events::agent_joined(chat, agent, &event_id, now);
-    enqueue(c, &chat.conversation_id, &event_id, &body, now).await
-}
 
-/// Keeps who the agent is (the one who joined, then whoever writes), for the re-entry.
-async fn note_agent(c: &mut PgConnection, id: &str, agent: &AgentInfo) -> Result<(), StoreError> {
-    if agent.id.is_some() || agent.name.is_some() {
-        sqlx::query("UPDATE live_chats SET agent_id = $2, agent_name = $3 WHERE id = $1")
-            .bind(id)
-            .bind(&agent.id)
-            .bind(&agent.name)
-            .execute(c)
-            .await?;
+    fn join(&mut self, chat: &LiveChatRecord, agent: &AgentInfo, now: i64) {
+        self.set.push(("state", Val::Text("with_agent")));
+        self.set.push(("agent_joined_at", Val::Int(now)));
+        self.only_if = Some("state = 'waiting'");
+        self.drop = Some(Some(DeadlineKind::Wait));
+        if let Some(due) = super::inactivity_due(chat, now) {
+            self.upsert = Some((DeadlineKind::Inactivity, due));
+        }
+        let event_id = events::new_event_id();
+        let body = events::agent_joined(chat, agent, &event_id, now);
+        self.events.push((event_id, body.to_string()));
     }
-    Ok(())
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty()
+            && self.drop.is_none()
+            && self.upsert.is_none()
+            && self.events.is_empty()
+    }
+
+    /// Runs them; the chat's row as written when a column was set.
+    async fn run(
+        self,
+        c: &mut PgConnection,
+        chat: &LiveChatRecord,
+        now: i64,
+    ) -> Result<Option<LiveChatRecord>, StoreError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let returns = !self.set.is_empty();
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH ");
+        let mut ctes = 0;
+        let mut next = |qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, name: &str| {
+            if ctes > 0 {
+                qb.push(", ");
+            }
+            ctes += 1;
+            qb.push(name).push(" AS (");
+        };
+        if !self.set.is_empty() {
+            next(&mut qb, "u");
+            qb.push("UPDATE live_chats SET ");
+            for (i, (col, v)) in self.set.into_iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                qb.push(col).push(" = ");
+                match v {
+                    Val::Int(n) => qb.push_bind(n),
+                    Val::Text(t) => qb.push_bind(t),
+                    Val::Raw(sql) => qb.push(sql),
+                    Val::Data(t) => qb.push_bind(t),
+                };
+            }
+            qb.push(" WHERE id = ").push_bind(chat.id.clone());
+            if let Some(cond) = self.only_if {
+                qb.push(" AND ").push(cond);
+            }
+            qb.push(" RETURNING ").push(CHAT_COLUMNS).push(")");
+        }
+        if let Some(kind) = self.drop {
+            next(&mut qb, "d");
+            qb.push("DELETE FROM deadlines WHERE live_chat_id = ")
+                .push_bind(chat.id.clone());
+            match kind {
+                Some(k) => {
+                    qb.push(" AND kind = ").push_bind(k.as_str());
+                }
+                // Not the row the upsert writes: one statement must not touch a row twice.
+                None => {
+                    if let Some((k, _)) = self.upsert {
+                        qb.push(" AND kind <> ").push_bind(k.as_str());
+                    }
+                }
+            }
+            qb.push(")");
+        }
+        if let Some((kind, due)) = self.upsert {
+            next(&mut qb, "s");
+            qb.push("INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES (")
+                .push_bind(chat.id.clone())
+                .push(", ")
+                .push_bind(kind.as_str())
+                .push(", ")
+                .push_bind(due)
+                .push(
+                    ") ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
+                       claimed_until = NULL)",
+                );
+        }
+        if !self.events.is_empty() {
+            next(&mut qb, "o");
+            qb.push(
+                "INSERT INTO outbox (event_id, conversation_id, body, created_at, next_attempt_at) ",
+            );
+            qb.push_values(self.events, |mut b, (event_id, body)| {
+                b.push_bind(event_id)
+                    .push_bind(chat.conversation_id.clone())
+                    .push_bind(body)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.push(")");
+        }
+        if returns {
+            qb.push(" SELECT ").push(CHAT_COLUMNS).push(" FROM u");
+        } else {
+            qb.push(" SELECT 1");
+        }
+        let row = qb.build().fetch_optional(c).await?;
+        match row {
+            Some(r) if returns => Ok(Some(read_chat(&r)?)),
+            _ => Ok(None),
+        }
+    }
 }
 
 async fn keep_message(
@@ -343,50 +591,85 @@ const HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND NOT EXISTS (
        SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id
        AND p.delivered_at IS NULL AND p.seq < o.seq)";
 
+/// Emits the `transbordo::store` trace event of a round trip that sqlx does not log
+/// (`BEGIN`), for the statement-count test.
+fn count_begin() {
+    tracing::trace!(target: "transbordo::store", statements = 1u64, round_trips = 1u64, "BEGIN");
+}
+
 impl PgStore {
+    /// One change in one transaction and four round trips: `BEGIN`; the row lock that
+    /// also records the dedup key and reads the deadline a timer claim checks; one
+    /// statement with every write (row, deadlines, outbox); `COMMIT`.
     async fn apply_tx(
         &self,
+        c: &mut PgConnection,
         id: &str,
         change: Change,
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError> {
         let reentry = self.reentry.lock().map(|r| *r).unwrap_or_default();
-        let mut tx = self.pool.begin().await?;
+        use sqlx::Connection as _;
+        let mut tx = c.begin().await?;
+        count_begin();
+        let check = match &change {
+            Change::Claim {
+                deadline: Some(d), ..
+            } => Some(d.kind),
+            _ => None,
+        };
         // The row lock serialises every change of this chat across replicas.
-        let Some(chat) = query_chat(&mut tx, "id = $1 FOR UPDATE", &[id]).await? else {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
+        if let Some((source, event_id)) = &guard.dedup {
+            qb.push("WITH seen AS (INSERT INTO seen_events (source, event_id, seen_at) VALUES (")
+                .push_bind(source.clone())
+                .push(", ")
+                .push_bind(event_id.clone())
+                .push(", ")
+                .push_bind(now)
+                .push(") ON CONFLICT DO NOTHING RETURNING 1) ");
+        }
+        qb.push("SELECT ").push(CHAT_COLUMNS);
+        if guard.dedup.is_some() {
+            qb.push(", EXISTS (SELECT 1 FROM seen)");
+        } else {
+            qb.push(", TRUE");
+        }
+        if let Some(kind) = check {
+            qb.push(
+                ", (SELECT due_at FROM deadlines WHERE live_chat_id = live_chats.id AND kind = ",
+            )
+            .push_bind(kind.as_str())
+            .push(")");
+        } else {
+            qb.push(", NULL::BIGINT");
+        }
+        qb.push(" FROM live_chats WHERE id = ")
+            .push_bind(id.to_string())
+            .push(" FOR UPDATE");
+        let Some(row) = qb.build().fetch_optional(&mut *tx).await? else {
             return Ok(Applied::NotFound);
         };
-        if let Some((source, event_id)) = &guard.dedup {
-            let n = sqlx::query(
-                "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(source)
-            .bind(event_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                return Ok(Applied::Duplicate);
-            }
+        let chat = read_chat(&row)?;
+        let fresh: bool = row.try_get(16)?;
+        let due: Option<i64> = row.try_get(17)?;
+        if !fresh {
+            return Ok(Applied::Duplicate);
         }
+        let mut w = Writes::default();
         if let Some(ts) = guard.provider_ts {
             if chat.last_provider_ts.is_some_and(|last| ts < last) {
                 tx.commit().await?; // keep the dedup record
                 return Ok(Applied::Stale);
             }
-            sqlx::query("UPDATE live_chats SET last_provider_ts = $2 WHERE id = $1")
-                .bind(id)
-                .bind(ts)
-                .execute(&mut *tx)
-                .await?;
+            w.set.push(("last_provider_ts", Val::Int(ts)));
         }
         let applied = match change {
             Change::AgentJoined { agent } => {
                 if chat.state == ChatState::Waiting {
-                    join(&mut tx, &chat, &agent, now).await?;
+                    w.join(&chat, &agent, now);
+                    w.note_agent(&agent);
                     true
                 } else {
                     false
@@ -395,22 +678,20 @@ impl PgStore {
             Change::AgentMessage { text, agent, extra } => {
                 if chat.state.is_open() {
                     if chat.state == ChatState::Waiting {
-                        join(&mut tx, &chat, &agent, now).await?;
+                        w.join(&chat, &agent, now);
                     }
                     let event_id = events::new_event_id();
                     let body =
                         events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
-                    enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
+                    w.events.push((event_id, body.to_string()));
                     // The agent answered: the unanswered stretch (if any) is over.
-                    sqlx::query(
-                        "UPDATE live_chats SET agent_messages = agent_messages + 1,
-                           awaiting_reply_since = NULL WHERE id = $1",
-                    )
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                    delete_deadline(&mut tx, id, DeadlineKind::Reply).await?;
-                    note_agent(&mut tx, id, &agent).await?;
+                    w.set
+                        .push(("agent_messages", Val::Raw("agent_messages + 1")));
+                    w.set.push(("awaiting_reply_since", Val::Raw("NULL")));
+                    if chat.state == ChatState::WithAgent {
+                        w.drop = Some(Some(DeadlineKind::Reply));
+                    }
+                    w.note_agent(&agent);
                     if reentry.transcript {
                         keep_message(&mut tx, id, "agent", &text, now).await?;
                     }
@@ -421,15 +702,11 @@ impl PgStore {
             }
             Change::UserActivity => {
                 if chat.state.is_open() {
-                    sqlx::query("UPDATE live_chats SET last_user_message_at = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    w.set.push(("last_user_message_at", Val::Int(now)));
                     if let (ChatState::WithAgent, Some(due)) =
                         (chat.state, super::inactivity_due(&chat, now))
                     {
-                        set_deadline(&mut tx, id, DeadlineKind::Inactivity, due).await?;
+                        w.upsert = Some((DeadlineKind::Inactivity, due));
                     }
                     true
                 } else {
@@ -441,18 +718,12 @@ impl PgStore {
                 reply_timeout_s,
             } => {
                 if chat.state.is_open() {
-                    sqlx::query(
-                        "UPDATE live_chats SET last_user_message_at = $2,
-                           user_messages = user_messages + 1 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    w.set.push(("last_user_message_at", Val::Int(now)));
+                    w.set.push(("user_messages", Val::Raw("user_messages + 1")));
                     if let (ChatState::WithAgent, Some(due)) =
                         (chat.state, super::inactivity_due(&chat, now))
                     {
-                        set_deadline(&mut tx, id, DeadlineKind::Inactivity, due).await?;
+                        w.upsert = Some((DeadlineKind::Inactivity, due));
                     }
                     if reentry.transcript {
                         keep_message(&mut tx, id, "user", &text, now).await?;
@@ -523,30 +794,13 @@ impl PgStore {
                 deadline,
             } => {
                 let state_ok = super::claim_allowed(&chat, expect);
-                let deadline_ok = match deadline {
-                    None => true,
-                    Some(d) => {
-                        let due: Option<i64> = sqlx::query_scalar(
-                            "SELECT due_at FROM deadlines WHERE live_chat_id = $1 AND kind = $2",
-                        )
-                        .bind(id)
-                        .bind(d.kind.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        due == Some(d.due_at)
-                    }
-                };
+                let deadline_ok = deadline.is_none_or(|d| due == Some(d.due_at));
                 if state_ok && deadline_ok {
-                    sqlx::query(
-                        "UPDATE live_chats SET state = 'closing', pending_end = $2 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(pending.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                    delete_deadlines(&mut tx, id).await?;
+                    w.set.push(("state", Val::Text("closing")));
+                    w.set.push(("pending_end", Val::Text(pending.as_str())));
+                    w.drop = Some(None);
                     // Watchdog: if this close is interrupted (crash), a scheduler resumes it.
-                    set_deadline(&mut tx, id, DeadlineKind::Close, now + 30_000).await?;
+                    w.upsert = Some((DeadlineKind::Close, now + 30_000));
                     true
                 } else {
                     false
@@ -560,33 +814,22 @@ impl PgStore {
                     false
                 } else {
                     let status = super::end_status(&chat, status, pending_wins);
-                    let n = sqlx::query(
-                        "UPDATE live_chats SET state = 'ended', end_status = $2, ended_at = $3
-                         WHERE id = $1 AND state <> 'ended'",
-                    )
-                    .bind(id)
-                    .bind(status.as_str())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if n == 1 {
-                        delete_deadlines(&mut tx, id).await?;
-                        let event_id = events::new_event_id();
-                        let mut body = events::live_chat_ended(&chat, status, &event_id, now);
-                        if reentry.details {
-                            let part = human_part(&mut tx, id, reentry.transcript).await?;
-                            super::add_reentry_details(&mut body, &chat, &part, reentry, now);
-                        }
-                        enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
+                    w.set.push(("state", Val::Text("ended")));
+                    w.set.push(("end_status", Val::Text(status.as_str())));
+                    w.set.push(("ended_at", Val::Int(now)));
+                    w.drop = Some(None);
+                    let event_id = events::new_event_id();
+                    let mut body = events::live_chat_ended(&chat, status, &event_id, now);
+                    if reentry.details {
+                        let part = human_part(&mut tx, id, reentry.transcript).await?;
+                        super::add_reentry_details(&mut body, &chat, &part, reentry, now);
                     }
-                    n == 1
+                    w.events.push((event_id, body.to_string()));
+                    true
                 }
             }
         };
-        let after = chat_by_id(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("{id} vanished")))?;
+        let after = w.run(&mut tx, &chat, now).await?.unwrap_or(chat);
         tx.commit().await?;
         Ok(if applied {
             Applied::Done(after)
@@ -601,60 +844,63 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl PgStore {
-    /// Records a live chat and finishes its intent in one transaction. The intent must be
-    /// held by `claim` (`None`: its run; an intent already gone is fine for a run): the
-    /// fence between a run and the reconcile that took its intent over. The DELETE locks
-    /// the intent's row, so a concurrent claim waits for this transaction or wins before it.
+    /// Records a live chat and finishes its intent in ONE statement (one round trip,
+    /// atomic without BEGIN/COMMIT): the row (RETURNING it as inserted), its wait
+    /// deadline, and the end of its intent. The intent must be held by `claim` (`None`:
+    /// its run; an intent already gone is fine for a run): the fence between a run and
+    /// the reconcile that took its intent over. The DELETE takes the intent's row lock
+    /// and re-reads a row a concurrent claim changed, so it deletes only an intent still
+    /// held by `claim`; the INSERT happens only if it did, or (for a run) if the intent
+    /// was already gone. Nothing inserted: [`StoreError::IntentClaimed`].
     async fn create_fenced(
         &self,
         chat: NewLiveChat,
         now: i64,
         claim: Option<String>,
     ) -> Result<LiveChatRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
-            "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
-               provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s,
-               created_at, handoff)
-             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8, $9)",
-        )
-        .bind(&chat.id)
-        .bind(&chat.conversation_id)
-        .bind(&chat.provider)
-        .bind(&chat.integration_id)
-        .bind(&chat.provider_conversation_id)
-        .bind(chat.wait_timeout_s as i64)
-        .bind(chat.user_inactivity_timeout_s as i64)
-        .bind(now)
-        .bind(&chat.handoff)
-        .execute(&mut *tx)
-        .await;
-        match res {
-            Ok(_) => {}
-            // The unique index decides, whichever replica inserts first.
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyOpen),
-            Err(e) => return Err(e.into()),
-        }
-        if chat.wait_timeout_s > 0 {
-            let due = now + (chat.wait_timeout_s as i64) * 1000;
-            set_deadline(&mut tx, &chat.id, DeadlineKind::Wait, due).await?;
-        }
-        let held: Option<Option<String>> =
-            sqlx::query_scalar("DELETE FROM handoff_intents WHERE handoff_id = $1 RETURNING claim")
-                .bind(&chat.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        // Dropping the transaction rolls the insert back when the fence says no.
-        match (&held, &claim) {
-            (None, None) => {}
-            (Some(h), c) if h == c => {}
-            _ => return Err(StoreError::IntentClaimed),
-        }
-        let rec = chat_by_id(&mut tx, &chat.id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
-        tx.commit().await?;
-        Ok(rec)
+        let mut c = self.conn().await?;
+        let due = (chat.wait_timeout_s > 0).then(|| now + (chat.wait_timeout_s as i64) * 1000);
+        let sql = format!(
+            "WITH x AS (
+               DELETE FROM handoff_intents WHERE handoff_id = $1 AND claim IS NOT DISTINCT FROM $11
+               RETURNING 1),
+             held AS (SELECT 1 FROM handoff_intents WHERE handoff_id = $1),
+             i AS (
+               INSERT INTO live_chats (id, conversation_id, provider, integration_id,
+                 provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s,
+                 created_at, handoff)
+               SELECT $1, $2, $3, $4, $5, 'waiting', $6, $7, $8, $9
+               WHERE EXISTS (SELECT 1 FROM x)
+                  OR ($11::TEXT IS NULL AND NOT EXISTS (SELECT 1 FROM held))
+               RETURNING {CHAT_COLUMNS}),
+             w AS (
+               INSERT INTO deadlines (live_chat_id, kind, due_at)
+               SELECT id, 'wait', $10 FROM i WHERE $10::BIGINT IS NOT NULL)
+             SELECT {CHAT_COLUMNS} FROM i"
+        );
+        let res = sqlx::query(AssertSqlSafe(sql))
+            .bind(&chat.id)
+            .bind(&chat.conversation_id)
+            .bind(&chat.provider)
+            .bind(&chat.integration_id)
+            .bind(&chat.provider_conversation_id)
+            .bind(chat.wait_timeout_s as i64)
+            .bind(chat.user_inactivity_timeout_s as i64)
+            .bind(now)
+            .bind(&chat.handoff)
+            .bind(due)
+            .bind(claim)
+            .fetch_optional(&mut *c)
+            .await;
+        let r = match res {
+            Ok(Some(row)) => read_chat(&row),
+            Ok(None) => Err(StoreError::IntentClaimed),
+            // The unique index decides, whichever replica inserts first (the whole
+            // statement fails, so the intent stays).
+            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyOpen),
+            Err(e) => Err(e.into()),
+        };
+        c.settle(r)
     }
 }
 
@@ -688,14 +934,18 @@ impl LiveChatStore for PgStore {
         &self,
         conversation_id: &str,
     ) -> Result<Option<LiveChatRecord>, StoreError> {
-        let mut c = self.pool.acquire().await?;
-        query_chat(
-            &mut c,
-            "conversation_id = $1
+        let mut c = self.conn().await?;
+        let r = async {
+            query_chat(
+                &mut c,
+                "conversation_id = $1
              ORDER BY (state <> 'ended') DESC, created_at DESC, row_seq DESC LIMIT 1",
-            &[conversation_id],
-        )
-        .await
+                &[conversation_id],
+            )
+            .await
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn find_by_provider(
@@ -703,31 +953,41 @@ impl LiveChatStore for PgStore {
         integration_id: &str,
         provider_conversation_id: &str,
     ) -> Result<Option<LiveChatRecord>, StoreError> {
-        let mut c = self.pool.acquire().await?;
-        query_chat(
-            &mut c,
-            "integration_id = $1 AND provider_conversation_id = $2
+        let mut c = self.conn().await?;
+        let r = async {
+            query_chat(
+                &mut c,
+                "integration_id = $1 AND provider_conversation_id = $2
              ORDER BY (state <> 'ended') DESC, created_at DESC, row_seq DESC LIMIT 1",
-            &[integration_id, provider_conversation_id],
-        )
-        .await
+                &[integration_id, provider_conversation_id],
+            )
+            .await
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
-        let mut c = self.pool.acquire().await?;
-        chat_by_id(&mut c, id).await
+        let mut c = self.conn().await?;
+        let r = async { chat_by_id(&mut c, id).await }.await;
+        c.settle(r)
     }
 
     async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind, due_at FROM deadlines WHERE live_chat_id = $1 ORDER BY due_at",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| super::read_deadline(r.try_get(0)?, r.try_get(1)?))
-            .collect()
+        let mut c = self.conn().await?;
+        let r = async {
+            let rows = sqlx::query(
+                "SELECT kind, due_at FROM deadlines WHERE live_chat_id = $1 ORDER BY due_at",
+            )
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await?;
+            rows.iter()
+                .map(|r| super::read_deadline(r.try_get(0)?, r.try_get(1)?))
+                .collect()
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn apply(
@@ -737,31 +997,45 @@ impl LiveChatStore for PgStore {
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError> {
-        self.apply_tx(id, change, guard, now).await
+        let mut c = self.conn().await?;
+        let r = self.apply_tx(&mut c, id, change, guard, now).await;
+        c.settle(r)
     }
 
     async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
+        let mut c = self.conn().await?;
+        let r = async {
+            let n = sqlx::query(
+                "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
-        )
-        .bind(source)
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+            )
+            .bind(source)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM deadlines WHERE live_chat_id = $1 AND kind = $2 AND due_at = $3")
+        let mut c = self.conn().await?;
+        let r = async {
+            sqlx::query(
+                "DELETE FROM deadlines WHERE live_chat_id = $1 AND kind = $2 AND due_at = $3",
+            )
             .bind(id)
             .bind(deadline.kind.as_str())
             .bind(deadline.due_at)
-            .execute(&self.pool)
+            .execute(&mut *c)
             .await?;
-        Ok(())
+            Ok(())
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn claim_deadlines(
@@ -770,9 +1044,11 @@ impl LiveChatStore for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<DueDeadline>, StoreError> {
-        // The CTE is a fence: its LIMIT and row locks are evaluated once.
-        let rows = sqlx::query(
-            "WITH due AS (
+        let mut c = self.conn().await?;
+        let r = async {
+            // The CTE is a fence: its LIMIT and row locks are evaluated once.
+            let rows = sqlx::query(
+                "WITH due AS (
                SELECT live_chat_id, kind FROM deadlines
                WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
                ORDER BY due_at LIMIT $3
@@ -780,31 +1056,39 @@ impl LiveChatStore for PgStore {
              UPDATE deadlines d SET claimed_until = $2 FROM due
              WHERE d.live_chat_id = due.live_chat_id AND d.kind = due.kind
              RETURNING d.live_chat_id, d.kind, d.due_at",
-        )
-        .bind(now)
-        .bind(now + lease_ms)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut due = rows
-            .iter()
-            .map(|r| {
-                Ok(DueDeadline {
-                    live_chat_id: r.try_get(0)?,
-                    deadline: super::read_deadline(r.try_get(1)?, r.try_get(2)?)?,
+            )
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(limit as i64)
+            .fetch_all(&mut *c)
+            .await?;
+            let mut due = rows
+                .iter()
+                .map(|r| {
+                    Ok(DueDeadline {
+                        live_chat_id: r.try_get(0)?,
+                        deadline: super::read_deadline(r.try_get(1)?, r.try_get(2)?)?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        due.sort_by_key(|d| d.deadline.due_at);
-        Ok(due)
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            due.sort_by_key(|d| d.deadline.due_at);
+            Ok(due)
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(GREATEST(due_at, COALESCE(claimed_until, 0))) FROM deadlines",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        let mut c = self.conn().await?;
+        let r = async {
+            Ok(sqlx::query_scalar(
+                "SELECT MIN(GREATEST(due_at, COALESCE(claimed_until, 0))) FROM deadlines",
+            )
+            .fetch_one(&mut *c)
+            .await?)
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn outbox_claim(
@@ -813,98 +1097,129 @@ impl LiveChatStore for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        // Only heads qualify, so a head that is leased (in flight elsewhere) or waiting
-        // for its retry holds back its own conversation and no other.
-        let sql = format!(
-            "WITH heads AS (
+        let mut c = self.conn().await?;
+        let r = async {
+            // Only heads qualify, so a head that is leased (in flight elsewhere) or waiting
+            // for its retry holds back its own conversation and no other.
+            let sql = format!(
+                "WITH heads AS (
                SELECT o.seq {HEADS} AND o.next_attempt_at <= $1
                AND (o.leased_until IS NULL OR o.leased_until <= $1)
                ORDER BY o.seq LIMIT $3
                FOR UPDATE SKIP LOCKED)
              UPDATE outbox o SET leased_until = $2 FROM heads WHERE o.seq = heads.seq
              RETURNING o.seq, o.event_id, o.conversation_id, o.body, o.attempts"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(now)
-            .bind(now + lease_ms)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut events = rows
-            .iter()
-            .map(|r| {
-                Ok(OutboxEvent {
-                    seq: r.try_get(0)?,
-                    event_id: r.try_get(1)?,
-                    conversation_id: r.try_get(2)?,
-                    body: r.try_get(3)?,
-                    attempts: r.try_get::<i64, _>(4)?.clamp(0, u32::MAX as i64) as u32,
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(now + lease_ms)
+                .bind(limit as i64)
+                .fetch_all(&mut *c)
+                .await?;
+            let mut events = rows
+                .iter()
+                .map(|r| {
+                    Ok(OutboxEvent {
+                        seq: r.try_get(0)?,
+                        event_id: r.try_get(1)?,
+                        conversation_id: r.try_get(2)?,
+                        body: r.try_get(3)?,
+                        attempts: r.try_get::<i64, _>(4)?.clamp(0, u32::MAX as i64) as u32,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        events.sort_by_key(|e| e.seq);
-        Ok(events)
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            events.sort_by_key(|e| e.seq);
+            Ok(events)
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
-        let sql =
-            format!("SELECT MIN(GREATEST(o.next_attempt_at, COALESCE(o.leased_until, 0))) {HEADS}");
-        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await?)
+        let mut c = self.conn().await?;
+        let r = async {
+            let sql = format!(
+                "SELECT MIN(GREATEST(o.next_attempt_at, COALESCE(o.leased_until, 0))) {HEADS}"
+            );
+            Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_one(&mut *c)
+                .await?)
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET delivered_at = $2, leased_until = NULL
+        let mut c = self.conn().await?;
+        let r = async {
+            sqlx::query(
+                "UPDATE outbox SET delivered_at = $2, leased_until = NULL
              WHERE seq = $1 AND delivered_at IS NULL",
-        )
-        .bind(seq)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            )
+            .bind(seq)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+            Ok(())
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
-        let error = error.chars().take(500).collect::<String>();
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
+        let mut c = self.conn().await?;
+        let r = async {
+            let error = error.chars().take(500).collect::<String>();
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
                leased_until = NULL
              WHERE seq = $1 AND delivered_at IS NULL",
-        )
-        .bind(seq)
-        .bind(next_at)
-        .bind(error)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            )
+            .bind(seq)
+            .bind(next_at)
+            .bind(error)
+            .execute(&mut *c)
+            .await?;
+            Ok(())
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO handoff_intents (handoff_id, conversation_id, integration_id,
+        let mut c = self.conn().await?;
+        let r = async {
+            sqlx::query(
+                "INSERT INTO handoff_intents (handoff_id, conversation_id, integration_id,
                provider, consumer_key, created_at, lease_until)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&intent.handoff_id)
-        .bind(&intent.conversation_id)
-        .bind(&intent.integration_id)
-        .bind(&intent.provider)
-        .bind(&intent.consumer_key)
-        .bind(intent.created_at)
-        .bind(intent.created_at + lease_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            )
+            .bind(&intent.handoff_id)
+            .bind(&intent.conversation_id)
+            .bind(&intent.integration_id)
+            .bind(&intent.provider)
+            .bind(&intent.consumer_key)
+            .bind(intent.created_at)
+            .bind(intent.created_at + lease_ms)
+            .execute(&mut *c)
+            .await?;
+            Ok(())
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1")
-            .bind(handoff_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut c = self.conn().await?;
+        let r = async {
+            sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1")
+                .bind(handoff_id)
+                .execute(&mut *c)
+                .await?;
+            Ok(())
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn intent_claim(
@@ -913,31 +1228,36 @@ impl LiveChatStore for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<HandoffIntent>, StoreError> {
-        // SKIP LOCKED: replicas reconciling at once each take other intents.
-        let rows = sqlx::query(
-            "UPDATE handoff_intents SET lease_until = $2 WHERE handoff_id IN (
+        let mut c = self.conn().await?;
+        let r = async {
+            // SKIP LOCKED: replicas reconciling at once each take other intents.
+            let rows = sqlx::query(
+                "UPDATE handoff_intents SET lease_until = $2 WHERE handoff_id IN (
                SELECT handoff_id FROM handoff_intents WHERE lease_until <= $1
                ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING handoff_id, conversation_id, integration_id, provider,
                consumer_key, created_at",
-        )
-        .bind(now)
-        .bind(now + lease_ms)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HandoffIntent {
-                    handoff_id: r.try_get(0)?,
-                    conversation_id: r.try_get(1)?,
-                    integration_id: r.try_get(2)?,
-                    provider: r.try_get(3)?,
-                    consumer_key: r.try_get(4)?,
-                    created_at: r.try_get(5)?,
+            )
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(limit as i64)
+            .fetch_all(&mut *c)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(HandoffIntent {
+                        handoff_id: r.try_get(0)?,
+                        conversation_id: r.try_get(1)?,
+                        integration_id: r.try_get(2)?,
+                        provider: r.try_get(3)?,
+                        consumer_key: r.try_get(4)?,
+                        created_at: r.try_get(5)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn intent_group_claim(
@@ -1098,56 +1418,61 @@ impl LiveChatStore for PgStore {
         now: i64,
         lease_ms: i64,
     ) -> Result<RunKey, StoreError> {
-        // The primary key decides which request runs, whichever replica it reached.
-        let n = sqlx::query(
-            "INSERT INTO run_keys (conversation_id, idem_key, created_at, lease_until)
+        let mut c = self.conn().await?;
+        let r = async {
+            // The primary key decides which request runs, whichever replica it reached.
+            let n = sqlx::query(
+                "INSERT INTO run_keys (conversation_id, idem_key, created_at, lease_until)
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(conversation_id)
-        .bind(key)
-        .bind(now)
-        .bind(now + lease_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            return Ok(RunKey::Fresh);
-        }
-        let row = sqlx::query(
-            "SELECT status, body FROM run_keys WHERE conversation_id = $1 AND idem_key = $2",
-        )
-        .bind(conversation_id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            let status: Option<i32> = row.try_get(0)?;
-            let body: Option<String> = row.try_get(1)?;
-            if let (Some(status), Some(body)) = (status, body) {
-                return Ok(RunKey::Done {
-                    status: status.clamp(100, 599) as u16,
-                    body,
-                });
+            )
+            .bind(conversation_id)
+            .bind(key)
+            .bind(now)
+            .bind(now + lease_ms)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                return Ok(RunKey::Fresh);
             }
-        }
-        // Still running, unless its lease ran out (the replica died): then take it over.
-        let taken = sqlx::query(
-            "UPDATE run_keys SET lease_until = $4
+            let row = sqlx::query(
+                "SELECT status, body FROM run_keys WHERE conversation_id = $1 AND idem_key = $2",
+            )
+            .bind(conversation_id)
+            .bind(key)
+            .fetch_optional(&mut *c)
+            .await?;
+            if let Some(row) = row {
+                let status: Option<i32> = row.try_get(0)?;
+                let body: Option<String> = row.try_get(1)?;
+                if let (Some(status), Some(body)) = (status, body) {
+                    return Ok(RunKey::Done {
+                        status: status.clamp(100, 599) as u16,
+                        body,
+                    });
+                }
+            }
+            // Still running, unless its lease ran out (the replica died): then take it over.
+            let taken = sqlx::query(
+                "UPDATE run_keys SET lease_until = $4
              WHERE conversation_id = $1 AND idem_key = $2 AND status IS NULL
                AND lease_until <= $3",
-        )
-        .bind(conversation_id)
-        .bind(key)
-        .bind(now)
-        .bind(now + lease_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(if taken == 1 {
-            RunKey::Fresh
-        } else {
-            RunKey::Running
-        })
+            )
+            .bind(conversation_id)
+            .bind(key)
+            .bind(now)
+            .bind(now + lease_ms)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+            Ok(if taken == 1 {
+                RunKey::Fresh
+            } else {
+                RunKey::Running
+            })
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn run_key_finish(
@@ -1156,76 +1481,97 @@ impl LiveChatStore for PgStore {
         key: &str,
         answer: Option<(u16, String)>,
     ) -> Result<(), StoreError> {
-        match answer {
-            Some((status, body)) => {
-                sqlx::query(
-                    "UPDATE run_keys SET status = $3, body = $4
+        let mut c = self.conn().await?;
+        let r = async {
+            match answer {
+                Some((status, body)) => {
+                    sqlx::query(
+                        "UPDATE run_keys SET status = $3, body = $4
                      WHERE conversation_id = $1 AND idem_key = $2",
-                )
-                .bind(conversation_id)
-                .bind(key)
-                .bind(status as i32)
-                .bind(body)
-                .execute(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query("DELETE FROM run_keys WHERE conversation_id = $1 AND idem_key = $2")
+                    )
                     .bind(conversation_id)
                     .bind(key)
-                    .execute(&self.pool)
+                    .bind(status as i32)
+                    .bind(body)
+                    .execute(&mut *c)
                     .await?
-            }
-        };
-        Ok(())
+                }
+                None => {
+                    sqlx::query("DELETE FROM run_keys WHERE conversation_id = $1 AND idem_key = $2")
+                        .bind(conversation_id)
+                        .bind(key)
+                        .execute(&mut *c)
+                        .await?
+                }
+            };
+            Ok(())
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
+        let mut c = self.conn().await?;
+        let r = async {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data) ",
+            );
+            qb.push_values(&entries, |mut b, e| {
+                b.push_bind(&e.live_chat_id)
+                    .push_bind(&e.conversation_id)
+                    .push_bind(e.at)
+                    .push_bind(&e.kind)
+                    .push_bind(e.data.to_string());
+            });
+            qb.build().execute(&mut *c).await?;
+            Ok(())
         }
-        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-            "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data) ",
-        );
-        qb.push_values(&entries, |mut b, e| {
-            b.push_bind(&e.live_chat_id)
-                .push_bind(&e.conversation_id)
-                .push_bind(e.at)
-                .push_bind(&e.kind)
-                .push_bind(e.data.to_string());
-        });
-        qb.build().execute(&self.pool).await?;
-        Ok(())
+        .await;
+        c.settle(r)
     }
 
     async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT live_chat_id, conversation_id, at, kind, data FROM timeline
+        let mut c = self.conn().await?;
+        let r = async {
+            let rows = sqlx::query(
+                "SELECT live_chat_id, conversation_id, at, kind, data FROM timeline
              WHERE conversation_id = $1 ORDER BY seq",
-        )
-        .bind(conversation_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let data: String = r.try_get(4)?;
-                Ok(TimelineEntry {
-                    live_chat_id: r.try_get(0)?,
-                    conversation_id: r.try_get(1)?,
-                    at: r.try_get(2)?,
-                    kind: r.try_get(3)?,
-                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+            )
+            .bind(conversation_id)
+            .fetch_all(&mut *c)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let data: String = r.try_get(4)?;
+                    Ok(TimelineEntry {
+                        live_chat_id: r.try_get(0)?,
+                        conversation_id: r.try_get(1)?,
+                        at: r.try_get(2)?,
+                        kind: r.try_get(3)?,
+                        data: serde_json::from_str(&data)
+                            .unwrap_or(serde_json::Value::String(data)),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        }
+        .await;
+        c.settle(r)
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM timeline WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        let mut c = self.conn().await?;
+        let r = async {
+            Ok(sqlx::query("DELETE FROM timeline WHERE at < $1")
+                .bind(before)
+                .execute(&mut *c)
+                .await?
+                .rows_affected())
+        }
+        .await;
+        c.settle(r)
     }
 
     fn shared(&self) -> bool {
@@ -1279,29 +1625,35 @@ impl LiveChatStore for PgStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let rows = sqlx::query(
-            "SELECT provider, state, COUNT(*) FROM live_chats WHERE state <> 'ended'
+        let mut c = self.conn().await?;
+        let r = async {
+            let rows = sqlx::query(
+                "SELECT provider, state, COUNT(*) FROM live_chats WHERE state <> 'ended'
              GROUP BY provider, state ORDER BY provider, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let open = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let row =
-            sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        let intents = sqlx::query("SELECT COUNT(*), COUNT(unresolved_at) FROM handoff_intents")
-            .fetch_one(&self.pool)
+            )
+            .fetch_all(&mut *c)
             .await?;
-        Ok(StoreStats {
-            open,
-            outbox_pending: row.try_get(0)?,
-            outbox_oldest_created_at: row.try_get(1)?,
-            intents_pending: intents.try_get(0)?,
-            intents_unresolved: intents.try_get(1)?,
-        })
+            let open = rows
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let row = sqlx::query(
+                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL",
+            )
+            .fetch_one(&mut *c)
+            .await?;
+            let intents = sqlx::query("SELECT COUNT(*), COUNT(unresolved_at) FROM handoff_intents")
+                .fetch_one(&mut *c)
+                .await?;
+            Ok(StoreStats {
+                open,
+                outbox_pending: row.try_get(0)?,
+                outbox_oldest_created_at: row.try_get(1)?,
+                intents_pending: intents.try_get(0)?,
+                intents_unresolved: intents.try_get(1)?,
+            })
+        }
+        .await;
+        c.settle(r)
     }
 }

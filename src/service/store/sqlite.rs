@@ -1,14 +1,19 @@
-//! [`LiveChatStore`] over one SQLite file (rusqlite, bundled SQLite). Each call runs on
-//! `spawn_blocking` with the connection behind a mutex, so the async runtime never
-//! blocks on disk. WAL journal: a killed process loses nothing that was committed.
-//! Write transactions begin `IMMEDIATE` (take the write lock first), so that several
-//! handles on one file (tests) wait for each other instead of failing to upgrade.
+//! [`LiveChatStore`] over one SQLite file (rusqlite, bundled SQLite). Statements run on
+//! a fixed set of dedicated threads, each owning one connection: one writer (every
+//! write, `BEGIN IMMEDIATE`) and a few readers (WAL lets them read while it writes).
+//! Calls reach them over channels, so the async runtime never blocks on disk and the
+//! thread count (and memory) stays bounded whatever the load. WAL journal: a killed
+//! process loses nothing that was committed. Write transactions begin `IMMEDIATE` (take
+//! the write lock first), so that several handles on one file (tests) wait for each
+//! other instead of failing to upgrade.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use async_trait::async_trait;
+use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
@@ -63,10 +68,65 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The SQLite store. Cheap to clone.
+/// Reader threads of a file database (an in-memory one has only the writer: its
+/// shared-cache connections would lock each other out instead of waiting).
+const READERS: usize = 2;
+
+/// A call to run on a database thread, with that thread's connection.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+thread_local! {
+    /// Statements run by the current call on this database thread (see [`count_statement`]).
+    static STATEMENTS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// SQLite's trace hook: counts each statement that starts (not trigger subprograms), so
+/// every call can report how many statements it ran.
+fn count_statement(e: TraceEvent<'_>) {
+    if let TraceEvent::Stmt(_, sql) = e {
+        if !sql.starts_with("--") {
+            STATEMENTS.with(|c| c.set(c.get() + 1));
+        }
+    }
+}
+
+/// Runs jobs from `jobs` on `conn` until every sender is gone (the store was dropped).
+fn serve(mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    // Every statement text is prepared once per connection and kept.
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(count_statement));
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        // A panicking job fails its caller (its answer channel drops), not the thread.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+    }
+}
+
+/// Starts a database thread serving `jobs` with `conn`.
+fn spawn(
+    name: &str,
+    conn: Connection,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(256 * 1024)
+        .spawn(move || serve(conn, jobs))
+        .map(|_| ())
+        .map_err(|e| StoreError::Task(format!("cannot start a database thread: {e}")))
+}
+
+/// The SQLite store. Cheap to clone; its threads stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// The writer thread (every call that writes).
+    write: mpsc::Sender<Job>,
+    /// The reader threads (the writer's own channel for an in-memory database).
+    read: mpsc::Sender<Job>,
     /// `[reentry]` ([`LiveChatStore::set_reentry`]).
     reentry: Arc<Mutex<ReentryOptions>>,
 }
@@ -113,27 +173,54 @@ impl SqliteStore {
                 .create_if_missing(true),
         };
         migrate(opts).await?;
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-            let cutoff = crate::service::now_ms() - SEEN_RETENTION_MS;
-            conn.execute("DELETE FROM seen_events WHERE seen_at < ?1", [cutoff])?;
-            // One process owns an SQLite file: claims left by a previous (killed) run of
-            // it are void, so its work resumes at once instead of after the lease.
-            conn.execute("UPDATE deadlines SET claimed_until = NULL", [])?;
-            conn.execute("UPDATE outbox SET leased_until = NULL", [])?;
-            Ok(conn)
-        })
+        let p = path.to_path_buf();
+        let file = memory.is_none();
+        let (conn, readers) = tokio::task::spawn_blocking(
+            move || -> Result<(Connection, Vec<Connection>), StoreError> {
+                conn.pragma_update(None, "foreign_keys", "ON")?;
+                let cutoff = crate::service::now_ms() - SEEN_RETENTION_MS;
+                conn.execute("DELETE FROM seen_events WHERE seen_at < ?1", [cutoff])?;
+                // One process owns an SQLite file: claims left by a previous (killed) run of
+                // it are void, so its work resumes at once instead of after the lease.
+                conn.execute("UPDATE deadlines SET claimed_until = NULL", [])?;
+                conn.execute("UPDATE outbox SET leased_until = NULL", [])?;
+                let mut readers = Vec::new();
+                for _ in 0..if file { READERS } else { 0 } {
+                    let r = Connection::open_with_flags(
+                        &p,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    r.busy_timeout(std::time::Duration::from_secs(5))?;
+                    readers.push(r);
+                }
+                Ok((conn, readers))
+            },
+        )
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
+        let (write, write_rx) = mpsc::channel::<Job>();
+        spawn("transbordo-db-write", conn, Arc::new(Mutex::new(write_rx)))?;
+        let read = if readers.is_empty() {
+            write.clone()
+        } else {
+            let (read, read_rx) = mpsc::channel::<Job>();
+            let read_rx = Arc::new(Mutex::new(read_rx));
+            for r in readers {
+                spawn("transbordo-db-read", r, read_rx.clone())?;
+            }
+            read
+        };
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            write,
+            read,
             reentry: Arc::default(),
         })
     }
 
     /// Applied migration versions (for tests and diagnostics).
     pub async fn migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
-        self.call(|c| {
+        self.read(|c| {
             let mut st =
                 c.prepare("SELECT version, description FROM _sqlx_migrations ORDER BY version")?;
             let rows = st
@@ -144,21 +231,47 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs `f` on the writer thread.
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Task("database mutex poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        run_on(&self.write, f).await
     }
+
+    /// Runs `f`, which only reads, on a reader thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        run_on(&self.read, f).await
+    }
+}
+
+/// Sends `f` to a database thread and waits for its answer. Each call is one round trip
+/// to that thread; it reports the statements it ran as a `transbordo::store` trace event
+/// (what the statement-count test reads).
+async fn run_on<T, F>(jobs: &mpsc::Sender<Job>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |c| {
+        STATEMENTS.with(|n| n.set(0));
+        let r = f(c);
+        let n = STATEMENTS.with(|n| n.get());
+        let _ = tx.send((r, n));
+    });
+    jobs.send(job)
+        .map_err(|_| StoreError::Task("the database thread stopped".into()))?;
+    let (r, n) = rx
+        .await
+        .map_err(|_| StoreError::Task("the database call failed".into()))?;
+    tracing::trace!(target: "transbordo::store", statements = n, round_trips = 1u64, "sqlite call");
+    r
 }
 
 /// Applies pending migrations with sqlx's migrator. A database made by the runner of
@@ -246,12 +359,35 @@ fn query_chat(
     args: &[&dyn rusqlite::ToSql],
 ) -> Result<Option<LiveChatRecord>, StoreError> {
     let sql = format!("SELECT {CHAT_COLUMNS} FROM live_chats WHERE {where_sql}");
-    let row = c.query_row(&sql, args, read_chat).optional()?;
+    let row = c
+        .prepare_cached(&sql)?
+        .query_row(args, read_chat)
+        .optional()?;
     row.transpose()
 }
 
 fn chat_by_id(c: &Connection, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
     query_chat(c, "id = ?1", &[&id])
+}
+
+/// Runs an `UPDATE live_chats` and returns the row as it wrote it (`RETURNING`), so a
+/// change never reads back what it just wrote; `None` when no row matched.
+fn update_chat(
+    c: &Connection,
+    update_sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Option<LiveChatRecord>, StoreError> {
+    let sql = format!("{update_sql} RETURNING {CHAT_COLUMNS}");
+    let row = c
+        .prepare_cached(&sql)?
+        .query_row(args, read_chat)
+        .optional()?;
+    row.transpose()
+}
+
+/// `execute` with the connection's prepared-statement cache (parsed once, not per call).
+fn exec<P: rusqlite::Params>(c: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
 }
 
 fn set_deadline(
@@ -260,7 +396,8 @@ fn set_deadline(
     kind: DeadlineKind,
     due: i64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
            claimed_until = NULL",
@@ -270,7 +407,8 @@ fn set_deadline(
 }
 
 fn drop_deadline(tx: &Transaction<'_>, id: &str, kind: DeadlineKind) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2",
         params![id, kind.as_str()],
     )?;
@@ -284,7 +422,8 @@ fn enqueue(
     body: &serde_json::Value,
     now: i64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO outbox (event_id, conversation_id, body, created_at, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?4)",
         params![event_id, conversation_id, body.to_string(), now],
@@ -298,8 +437,9 @@ fn join(
     chat: &LiveChatRecord,
     agent: &super::AgentInfo,
     now: i64,
-) -> Result<(), StoreError> {
-    tx.execute(
+) -> Result<Option<LiveChatRecord>, StoreError> {
+    let after = update_chat(
+        tx,
         "UPDATE live_chats SET state = 'with_agent', agent_joined_at = ?2 WHERE id = ?1 AND state = 'waiting'",
         params![chat.id, now],
     )?;
@@ -310,7 +450,8 @@ fn join(
     }
     let event_id = events::new_event_id();
     let body = events::agent_joined(chat, agent, &event_id, now);
-    enqueue(tx, &chat.conversation_id, &event_id, &body, now)
+    enqueue(tx, &chat.conversation_id, &event_id, &body, now)?;
+    Ok(after)
 }
 
 /// Keeps who the agent is (the one who joined, then whoever writes), for the re-entry.
@@ -384,7 +525,8 @@ fn apply_tx(
         return Ok(Applied::NotFound);
     };
     if let Some((source, event_id)) = &guard.dedup {
-        let n = tx.execute(
+        let n = exec(
+            &tx,
             "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
             params![source, event_id, now],
         )?;
@@ -392,12 +534,15 @@ fn apply_tx(
             return Ok(Applied::Duplicate);
         }
     }
+    // The row as the change leaves it (each UPDATE returns it): nothing is read back.
+    let mut after = None;
     if let Some(ts) = guard.provider_ts {
         if chat.last_provider_ts.is_some_and(|last| ts < last) {
             tx.commit()?; // keep the dedup record
             return Ok(Applied::Stale);
         }
-        tx.execute(
+        after = update_chat(
+            &tx,
             "UPDATE live_chats SET last_provider_ts = ?2 WHERE id = ?1",
             params![id, ts],
         )?;
@@ -405,7 +550,7 @@ fn apply_tx(
     let applied = match change {
         Change::AgentJoined { agent } => {
             if chat.state == ChatState::Waiting {
-                join(&tx, &chat, &agent, now)?;
+                after = join(&tx, &chat, &agent, now)?.or(after);
                 true
             } else {
                 false
@@ -414,7 +559,7 @@ fn apply_tx(
         Change::AgentMessage { text, agent, extra } => {
             if chat.state.is_open() {
                 if chat.state == ChatState::Waiting {
-                    join(&tx, &chat, &agent, now)?;
+                    after = join(&tx, &chat, &agent, now)?.or(after);
                 }
                 let event_id = events::new_event_id();
                 let body = events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
@@ -437,10 +582,12 @@ fn apply_tx(
         }
         Change::UserActivity => {
             if chat.state.is_open() {
-                tx.execute(
+                after = update_chat(
+                    &tx,
                     "UPDATE live_chats SET last_user_message_at = ?2 WHERE id = ?1",
                     params![id, now],
-                )?;
+                )?
+                .or(after);
                 if let (ChatState::WithAgent, Some(due)) =
                     (chat.state, super::inactivity_due(&chat, now))
                 {
@@ -547,11 +694,13 @@ fn apply_tx(
                 }
             };
             if state_ok && deadline_ok {
-                tx.execute(
+                after = update_chat(
+                    &tx,
                     "UPDATE live_chats SET state = 'closing', pending_end = ?2 WHERE id = ?1",
                     params![id, pending.as_str()],
-                )?;
-                tx.execute("DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
+                )?
+                .or(after);
+                exec(&tx, "DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
                 // Watchdog: if this close is interrupted (crash), the scheduler resumes it.
                 set_deadline(&tx, id, DeadlineKind::Close, now + 30_000)?;
                 true
@@ -567,13 +716,16 @@ fn apply_tx(
                 false
             } else {
                 let status = super::end_status(&chat, status, pending_wins);
-                let n = tx.execute(
+                let ended = update_chat(
+                    &tx,
                     "UPDATE live_chats SET state = 'ended', end_status = ?2, ended_at = ?3
                      WHERE id = ?1 AND state != 'ended'",
                     params![id, status.as_str(), now],
                 )?;
+                let n = usize::from(ended.is_some());
+                after = ended.or(after);
                 if n == 1 {
-                    tx.execute("DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
+                    exec(&tx, "DELETE FROM deadlines WHERE live_chat_id = ?1", [id])?;
                     let event_id = events::new_event_id();
                     let mut body = events::live_chat_ended(&chat, status, &event_id, now);
                     if reentry.details {
@@ -586,8 +738,7 @@ fn apply_tx(
             }
         }
     };
-    let after =
-        chat_by_id(&tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("{id} vanished")))?;
+    let after = after.unwrap_or(chat);
     tx.commit()?;
     Ok(if applied {
         Applied::Done(after)
@@ -610,11 +761,15 @@ fn create_tx(
     claim: Option<String>,
 ) -> Result<LiveChatRecord, StoreError> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let res = tx.execute(
+    // RETURNING: the record as inserted, instead of reading it back.
+    let insert = format!(
+        "{} RETURNING {CHAT_COLUMNS}",
         "INSERT INTO live_chats (id, conversation_id, provider, integration_id,
            provider_conversation_id, state, wait_timeout_s, user_inactivity_timeout_s, created_at,
            handoff)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)"
+    );
+    let res = tx.prepare_cached(&insert)?.query_row(
         params![
             chat.id,
             chat.conversation_id,
@@ -626,35 +781,31 @@ fn create_tx(
             now,
             chat.handoff
         ],
+        read_chat,
     );
-    match res {
-        Ok(_) => {}
+    let rec = match res {
+        Ok(rec) => rec?,
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
             return Err(StoreError::AlreadyOpen)
         }
         Err(e) => return Err(e.into()),
-    }
+    };
     if chat.wait_timeout_s > 0 {
         let due = now + (chat.wait_timeout_s as i64) * 1000;
         set_deadline(&tx, &chat.id, DeadlineKind::Wait, due)?;
     }
     // Dropping the transaction rolls the insert back when the fence says no.
     let held: Option<Option<String>> = tx
-        .query_row(
-            "DELETE FROM handoff_intents WHERE handoff_id = ?1 RETURNING claim",
-            [&chat.id],
-            |r| r.get(0),
-        )
+        .prepare_cached("DELETE FROM handoff_intents WHERE handoff_id = ?1 RETURNING claim")?
+        .query_row([&chat.id], |r| r.get(0))
         .optional()?;
     match (&held, &claim) {
         (None, None) => {}
         (Some(h), c) if h == c => {}
         _ => return Err(StoreError::IntentClaimed),
     }
-    let rec = chat_by_id(&tx, &chat.id)?
-        .ok_or_else(|| StoreError::Corrupt("inserted live chat not found".into()))?;
     tx.commit()?;
     Ok(rec)
 }
@@ -696,7 +847,7 @@ impl LiveChatStore for SqliteStore {
         conversation_id: &str,
     ) -> Result<Option<LiveChatRecord>, StoreError> {
         let conv = conversation_id.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             query_chat(
                 c,
                 "conversation_id = ?1 ORDER BY (state != 'ended') DESC, created_at DESC, rowid DESC LIMIT 1",
@@ -715,7 +866,7 @@ impl LiveChatStore for SqliteStore {
             integration_id.to_string(),
             provider_conversation_id.to_string(),
         );
-        self.call(move |c| {
+        self.read(move |c| {
             query_chat(
                 c,
                 "integration_id = ?1 AND provider_conversation_id = ?2
@@ -728,13 +879,13 @@ impl LiveChatStore for SqliteStore {
 
     async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| chat_by_id(c, &id)).await
+        self.read(move |c| chat_by_id(c, &id)).await
     }
 
     async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| {
-            let mut st = c.prepare(
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
                 "SELECT kind, due_at FROM deadlines WHERE live_chat_id = ?1 ORDER BY due_at",
             )?;
             let rows = st
@@ -763,7 +914,8 @@ impl LiveChatStore for SqliteStore {
     async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
         let (s, i) = (source.to_string(), id.to_string());
         self.call(move |c| {
-            let n = c.execute(
+            let n = exec(
+                c,
                 "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
                 params![s, i, now],
             )?;
@@ -775,7 +927,8 @@ impl LiveChatStore for SqliteStore {
     async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
         let id = id.to_string();
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "DELETE FROM deadlines WHERE live_chat_id = ?1 AND kind = ?2 AND due_at = ?3",
                 params![id, deadline.kind.as_str(), deadline.due_at],
             )?;
@@ -793,7 +946,7 @@ impl LiveChatStore for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let rows = {
-                let mut st = tx.prepare(
+                let mut st = tx.prepare_cached(
                     "UPDATE deadlines SET claimed_until = ?2 WHERE rowid IN (
                        SELECT rowid FROM deadlines
                        WHERE due_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
@@ -828,7 +981,7 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
-        self.call(|c| {
+        self.read(|c| {
             Ok(c.query_row(
                 "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM deadlines",
                 [],
@@ -854,7 +1007,7 @@ impl LiveChatStore for SqliteStore {
                        ORDER BY o.seq LIMIT ?3)
                      RETURNING seq, event_id, conversation_id, body, attempts"
                 );
-                let mut st = tx.prepare(&sql)?;
+                let mut st = tx.prepare_cached(&sql)?;
                 let rows = st
                     .query_map(params![now, now + lease_ms, limit as i64], |r| {
                         Ok(OutboxEvent {
@@ -876,7 +1029,7 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
-        self.call(|c| {
+        self.read(|c| {
             let sql = format!(
                 "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.leased_until, 0))) {OUTBOX_HEADS}"
             );
@@ -887,7 +1040,8 @@ impl LiveChatStore for SqliteStore {
 
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "UPDATE outbox SET delivered_at = ?2, leased_until = NULL
                  WHERE seq = ?1 AND delivered_at IS NULL",
                 params![seq, now],
@@ -900,7 +1054,8 @@ impl LiveChatStore for SqliteStore {
     async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
         let i = intent.clone();
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO handoff_intents (handoff_id, conversation_id, integration_id,
                    provider, consumer_key, created_at, lease_until)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -922,7 +1077,7 @@ impl LiveChatStore for SqliteStore {
     async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
         let id = handoff_id.to_string();
         self.call(move |c| {
-            c.execute("DELETE FROM handoff_intents WHERE handoff_id = ?1", [id])?;
+            exec(c, "DELETE FROM handoff_intents WHERE handoff_id = ?1", [id])?;
             Ok(())
         })
         .await
@@ -1145,7 +1300,7 @@ impl LiveChatStore for SqliteStore {
         let (conv, key) = (conversation_id.to_string(), key.to_string());
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let n = tx.execute(
+            let n = exec(&tx,
                 "INSERT OR IGNORE INTO run_keys (conversation_id, idem_key, created_at, lease_until)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![conv, key, now, now + lease_ms],
@@ -1165,7 +1320,8 @@ impl LiveChatStore for SqliteStore {
                         body,
                     },
                     _ if lease <= now => {
-                        tx.execute(
+                        exec(
+                            &tx,
                             "UPDATE run_keys SET lease_until = ?3
                              WHERE conversation_id = ?1 AND idem_key = ?2",
                             params![conv, key, now + lease_ms],
@@ -1190,12 +1346,14 @@ impl LiveChatStore for SqliteStore {
         let (conv, key) = (conversation_id.to_string(), key.to_string());
         self.call(move |c| {
             match answer {
-                Some((status, body)) => c.execute(
+                Some((status, body)) => exec(
+                    c,
                     "UPDATE run_keys SET status = ?3, body = ?4
                      WHERE conversation_id = ?1 AND idem_key = ?2",
                     params![conv, key, status as i64, body],
                 )?,
-                None => c.execute(
+                None => exec(
+                    c,
                     "DELETE FROM run_keys WHERE conversation_id = ?1 AND idem_key = ?2",
                     params![conv, key],
                 )?,
@@ -1209,7 +1367,7 @@ impl LiveChatStore for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
-                let mut st = tx.prepare(
+                let mut st = tx.prepare_cached(
                     "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
@@ -1231,7 +1389,7 @@ impl LiveChatStore for SqliteStore {
 
     async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
         let conv = conversation_id.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             let mut st = c.prepare(
                 "SELECT live_chat_id, conversation_id, at, kind, data FROM timeline
                  WHERE conversation_id = ?1 ORDER BY seq",
@@ -1255,12 +1413,12 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.call(move |c| Ok(c.execute("DELETE FROM timeline WHERE at < ?1", [before])? as u64))
+        self.call(move |c| Ok(exec(c, "DELETE FROM timeline WHERE at < ?1", [before])? as u64))
             .await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.call(|c| {
+        self.read(|c| {
             let mut st = c.prepare(
                 "SELECT provider, state, COUNT(*) FROM live_chats WHERE state != 'ended'
                  GROUP BY provider, state ORDER BY provider, state",
@@ -1292,7 +1450,8 @@ impl LiveChatStore for SqliteStore {
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
         let error = error.chars().take(500).collect::<String>();
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
                    leased_until = NULL
                  WHERE seq = ?1 AND delivered_at IS NULL",
