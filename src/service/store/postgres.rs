@@ -50,6 +50,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_intent_recovery",
         include_str!("../../../migrations/postgres/0005_intent_recovery.sql"),
     ),
+    (
+        "0006_single_use_digest",
+        include_str!("../../../migrations/postgres/0006_single_use_digest.sql"),
+    ),
 ];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
@@ -740,14 +744,23 @@ impl LiveChatStore for PgStore {
         self.apply_tx(id, change, guard, now).await
     }
 
-    async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+    async fn mark_seen(
+        &self,
+        source: &str,
+        id: &str,
+        digest: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // A conflict updates (and so counts) only when the body is the same.
         let n = sqlx::query(
-            "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO seen_events (source, event_id, seen_at, digest) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source, event_id) DO UPDATE SET seen_at = seen_events.seen_at
+             WHERE seen_events.digest = EXCLUDED.digest",
         )
         .bind(source)
         .bind(id)
         .bind(now)
+        .bind(digest)
         .execute(&self.pool)
         .await?
         .rows_affected();
