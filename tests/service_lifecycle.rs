@@ -468,6 +468,12 @@ async fn forged_unsigned_and_replayed_webhooks_are_refused_and_change_nothing() 
         altu_webhook(&svc.base, 3, &ev, &tok).await,
         (200, json!({"ok": true, "events": ["applied"]}))
     );
+    // The same request again (token and body: a proxy's retry after the replica that
+    // burnt the token died before applying it) is let through, and deduplicated.
+    assert_eq!(
+        altu_webhook(&svc.base, 3, &ev, &tok).await,
+        (200, json!({"ok": true, "events": ["duplicate"]}))
+    );
     let ev2 = altu_event("USER_CLOSED", "x2", &al, "pc-c-al", json!({}));
     assert_eq!(altu_webhook(&svc.base, 3, &ev2, &tok).await.0, 401);
     assert_eq!(

@@ -57,8 +57,8 @@ impl LiveChatStore for Flaky {
     async fn apply(&self, id: &str, c: Change, g: Guard, now: i64) -> Result<Applied, StoreError> {
         self.inner.apply(id, c, g, now).await
     }
-    async fn mark_seen(&self, s: &str, id: &str, now: i64) -> Result<bool, StoreError> {
-        self.inner.mark_seen(s, id, now).await
+    async fn mark_seen(&self, s: &str, id: &str, d: &str, now: i64) -> Result<bool, StoreError> {
+        self.inner.mark_seen(s, id, d, now).await
     }
     async fn drop_deadline(&self, id: &str, d: Deadline) -> Result<(), StoreError> {
         self.inner.drop_deadline(id, d).await

@@ -82,6 +82,7 @@ both_stores!(
     outbox_heads_in_order_with_leases,
     ten_thousand_timers_over_eight_handles_fire_once,
     handoff_intents_are_leased_and_finished_by_the_live_chat,
+    single_use_ids_refuse_another_body_and_let_the_same_request_retry,
 );
 
 fn chat(id: &str, conv: &str, wait: u64) -> NewLiveChat {
@@ -457,6 +458,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
             (6, "handoff_intents".to_string()),
             (7, "reentry".to_string()),
             (8, "intent_recovery".to_string()),
+            (9, "single_use_digest".to_string()),
         ]
     );
     let old = s.get("old").await.unwrap().unwrap();
@@ -466,7 +468,7 @@ async fn sqlite_database_from_the_old_migration_runner_still_opens() {
     drop(s);
     // And again, now under the new runner.
     let s = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(s.migrations().await.unwrap().len(), 8);
+    assert_eq!(s.migrations().await.unwrap().len(), 9);
 }
 
 /// A database with a migration this program does not know is refused, not altered.
@@ -508,6 +510,33 @@ async fn migrations_recorded_and_reopen_is_idempotent(db: Db) {
     );
     // One open chat per conversation.
     assert!(s.create(chat("h2", "c1", 0), 2_000).await.is_err());
+}
+
+/// A single-use id (an ALTU `jti`) is taken once per body: the same request again is
+/// let through (its first attempt may have died before applying its events), another
+/// body with it is a replay. Ids are per scope.
+async fn single_use_ids_refuse_another_body_and_let_the_same_request_retry(db: Db) {
+    let s = db.open().await;
+    assert!(s
+        .mark_seen("altu-jti:3", "j1", "body-a", 1_000)
+        .await
+        .unwrap());
+    assert!(s
+        .mark_seen("altu-jti:3", "j1", "body-a", 2_000)
+        .await
+        .unwrap());
+    assert!(!s
+        .mark_seen("altu-jti:3", "j1", "body-b", 3_000)
+        .await
+        .unwrap());
+    assert!(s
+        .mark_seen("altu-jti:4", "j1", "body-b", 3_000)
+        .await
+        .unwrap());
+    assert!(s
+        .mark_seen("altu-jti:3", "j2", "body-b", 3_000)
+        .await
+        .unwrap());
 }
 
 /// Endings race in from 4 handles (replicas): one applies, one event.

@@ -608,11 +608,12 @@ mod webhooks {
                     ev.conversation_id,
                 )),
                 events: vec![ev.event],
-                single_use: Some(SingleUse {
-                    scope: format!("altu-jti:{}", req.integration.id),
-                    id: claims.jti,
-                    why: "token already used (jti replay)",
-                }),
+                single_use: Some(SingleUse::of(
+                    format!("altu-jti:{}", req.integration.id),
+                    claims.jti,
+                    req.body,
+                    "token already used (jti replay)",
+                )),
                 ack: Ack::Connector,
             })
         }

@@ -617,8 +617,28 @@ pub struct SingleUse {
     pub scope: String,
     /// The id (a JWT `jti`).
     pub id: String,
+    /// The sha256 (hex) of the request body: the same request sent again is a retry,
+    /// not a replay ([`SingleUse::of`]).
+    pub digest: String,
     /// The refusal message on a second use.
     pub why: &'static str,
+}
+
+impl SingleUse {
+    /// A single-use `id` in `scope`, taken by a request with body `body`.
+    pub fn of(scope: String, id: String, body: &[u8], why: &'static str) -> SingleUse {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        SingleUse {
+            scope,
+            id,
+            digest,
+            why,
+        }
+    }
 }
 
 /// How the service answers an authenticated webhook.

@@ -1230,7 +1230,7 @@ async fn webhook(
     if let Some(once) = &v.single_use {
         match state
             .store()
-            .mark_seen(&once.scope, &once.id, now_ms())
+            .mark_seen(&once.scope, &once.id, &once.digest, now_ms())
             .await
         {
             Ok(true) => {}

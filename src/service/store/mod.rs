@@ -710,8 +710,17 @@ pub trait LiveChatStore: Send + Sync {
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError>;
-    /// Records `(source, id)`; false when it was already recorded (replay).
-    async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Records the single-use `(source, id)` for a request whose body hashes to
+    /// `digest`; false when it was already recorded for another body (a replay). The
+    /// same request again is let through: its first attempt may have died between this
+    /// and applying its events, and its events are deduplicated by event id anyway.
+    async fn mark_seen(
+        &self,
+        source: &str,
+        id: &str,
+        digest: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// Drops one exact deadline (a timer that found nothing to do), so it does not fire again.
     async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError>;
     /// Claims up to `limit` deadlines due at `now` that nobody holds, for `lease_ms`: no

@@ -62,6 +62,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_quiet_wakeups",
         include_str!("../../../migrations/postgres/0006_quiet_wakeups.sql"),
     ),
+    (
+        "0007_single_use_digest",
+        include_str!("../../../migrations/postgres/0007_single_use_digest.sql"),
+    ),
 ];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
@@ -1002,16 +1006,26 @@ impl LiveChatStore for PgStore {
         c.settle(r)
     }
 
-    async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+    async fn mark_seen(
+        &self,
+        source: &str,
+        id: &str,
+        digest: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
         let r = async {
+            // A conflict updates (and so counts) only when the body is the same.
             let n = sqlx::query(
-                "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
+                "INSERT INTO seen_events (source, event_id, seen_at, digest)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (source, event_id) DO UPDATE SET seen_at = seen_events.seen_at
+                 WHERE seen_events.digest = EXCLUDED.digest",
             )
             .bind(source)
             .bind(id)
             .bind(now)
+            .bind(digest)
             .execute(&mut *c)
             .await?
             .rows_affected();

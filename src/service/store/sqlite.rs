@@ -57,6 +57,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_intent_recovery",
         include_str!("../../../migrations/sqlite/0008_intent_recovery.sql"),
     ),
+    (
+        "0009_single_use_digest",
+        include_str!("../../../migrations/sqlite/0009_single_use_digest.sql"),
+    ),
 ];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
@@ -911,13 +915,22 @@ impl LiveChatStore for SqliteStore {
             .await
     }
 
-    async fn mark_seen(&self, source: &str, id: &str, now: i64) -> Result<bool, StoreError> {
-        let (s, i) = (source.to_string(), id.to_string());
+    async fn mark_seen(
+        &self,
+        source: &str,
+        id: &str,
+        digest: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (s, i, d) = (source.to_string(), id.to_string(), digest.to_string());
         self.call(move |c| {
+            // A conflict updates (and so counts) only when the body is the same.
             let n = exec(
                 c,
-                "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
-                params![s, i, now],
+                "INSERT INTO seen_events (source, event_id, seen_at, digest) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source, event_id) DO UPDATE SET seen_at = seen_events.seen_at
+                 WHERE seen_events.digest = excluded.digest",
+                params![s, i, now, d],
             )?;
             Ok(n == 1)
         })
