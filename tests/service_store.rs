@@ -10,6 +10,7 @@ mod pg_support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use transbordo::service::store::{
     AgentInfo, Applied, Change, ChatState, Database, Deadline, DeadlineKind, DueDeadline,
@@ -83,6 +84,7 @@ both_stores!(
     ten_thousand_timers_over_eight_handles_fire_once,
     handoff_intents_are_leased_and_finished_by_the_live_chat,
     single_use_ids_refuse_another_body_and_let_the_same_request_retry,
+    a_change_refused_midway_leaves_no_lock_behind,
 );
 
 fn chat(id: &str, conv: &str, wait: u64) -> NewLiveChat {
@@ -537,6 +539,47 @@ async fn single_use_ids_refuse_another_body_and_let_the_same_request_retry(db: D
         .mark_seen("altu-jti:3", "j2", "body-b", 3_000)
         .await
         .unwrap());
+}
+
+/// A change that stops inside its transaction (a duplicate, a stale event) holds the
+/// chat's row lock only until it returns: another replica's change of the same chat
+/// goes through at once (a kept connection once sat idle with the transaction open,
+/// stalling the chat for the database's lock timeout).
+async fn a_change_refused_midway_leaves_no_lock_behind(db: Db) {
+    let h = db.handles(2).await;
+    h[0].create(chat("h1", "c1", 0), 0).await.unwrap();
+    let guard = |id: &str, ts: i64| Guard {
+        dedup: Some(("lp".into(), id.into())),
+        provider_ts: Some(ts),
+    };
+    let joined = || Change::AgentJoined {
+        agent: AgentInfo::default(),
+    };
+    assert!(matches!(
+        h[0].apply("h1", joined(), guard("e1", 10), 1_000)
+            .await
+            .unwrap(),
+        Applied::Done(_)
+    ));
+    assert!(matches!(
+        h[0].apply("h1", joined(), guard("e0", 5), 1_002)
+            .await
+            .unwrap(),
+        Applied::Stale
+    ));
+    assert!(matches!(
+        h[0].apply("h1", joined(), guard("e1", 10), 1_001)
+            .await
+            .unwrap(),
+        Applied::Duplicate
+    ));
+    let other = tokio::time::timeout(
+        Duration::from_secs(3),
+        h[1].apply("h1", end(EndStatus::AgentClosed), Guard::default(), 1_003),
+    )
+    .await
+    .expect("the other handle's change waited for a lock left behind");
+    assert!(matches!(other.unwrap(), Applied::Done(_)));
 }
 
 /// Endings race in from 4 handles (replicas): one applies, one event.

@@ -165,9 +165,22 @@ impl Conns {
 impl Conn<'_> {
     /// Passes `r` on; the connection goes back for reuse unless the call failed on it
     /// (cut, protocol) rather than in the database (a constraint, a missing row).
-    fn settle<T>(mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        self.keep = !matches!(r, Err(StoreError::Unavailable(_) | StoreError::Task(_)));
-        if !self.keep {
+    ///
+    /// A transaction dropped without a commit (an early return: a duplicate, a stale
+    /// event) only queues its `ROLLBACK`, which sqlx sends at the connection's next use:
+    /// an idle connection would hold that transaction's row locks until then, and a
+    /// replica that rarely reuses it would stall every change of those chats. So the
+    /// queue is flushed here; with nothing queued this does no I/O.
+    async fn settle<T>(mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        use sqlx::Connection as _;
+        let mut keep = !matches!(r, Err(StoreError::Unavailable(_) | StoreError::Task(_)));
+        if keep {
+            if let Some(c) = self.conn.as_mut() {
+                keep = c.flush().await.is_ok();
+            }
+        }
+        self.keep = keep;
+        if !keep {
             let until = crate::service::now_ms() + CHECK_AFTER.as_millis() as i64;
             self.conns
                 .suspect_until
@@ -904,7 +917,7 @@ impl PgStore {
             Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyOpen),
             Err(e) => Err(e.into()),
         };
-        c.settle(r)
+        c.settle(r).await
     }
 }
 
@@ -949,7 +962,7 @@ impl LiveChatStore for PgStore {
             .await
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn find_by_provider(
@@ -968,13 +981,13 @@ impl LiveChatStore for PgStore {
             .await
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
         let mut c = self.conn().await?;
         let r = async { chat_by_id(&mut c, id).await }.await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError> {
@@ -991,7 +1004,7 @@ impl LiveChatStore for PgStore {
                 .collect()
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn apply(
@@ -1003,7 +1016,7 @@ impl LiveChatStore for PgStore {
     ) -> Result<Applied, StoreError> {
         let mut c = self.conn().await?;
         let r = self.apply_tx(&mut c, id, change, guard, now).await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn mark_seen(
@@ -1032,7 +1045,7 @@ impl LiveChatStore for PgStore {
             Ok(n == 1)
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
@@ -1049,7 +1062,7 @@ impl LiveChatStore for PgStore {
             Ok(())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn claim_deadlines(
@@ -1089,7 +1102,7 @@ impl LiveChatStore for PgStore {
             Ok(due)
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
@@ -1102,7 +1115,7 @@ impl LiveChatStore for PgStore {
             .await?)
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn outbox_claim(
@@ -1146,7 +1159,7 @@ impl LiveChatStore for PgStore {
             Ok(events)
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
@@ -1160,7 +1173,7 @@ impl LiveChatStore for PgStore {
                 .await?)
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
@@ -1177,7 +1190,7 @@ impl LiveChatStore for PgStore {
             Ok(())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
@@ -1197,7 +1210,7 @@ impl LiveChatStore for PgStore {
             Ok(())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
@@ -1220,7 +1233,7 @@ impl LiveChatStore for PgStore {
             Ok(())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
@@ -1233,7 +1246,7 @@ impl LiveChatStore for PgStore {
             Ok(())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn intent_claim(
@@ -1271,7 +1284,7 @@ impl LiveChatStore for PgStore {
                 .collect()
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn intent_group_claim(
@@ -1486,7 +1499,7 @@ impl LiveChatStore for PgStore {
             })
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn run_key_finish(
@@ -1521,7 +1534,7 @@ impl LiveChatStore for PgStore {
             Ok(())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
@@ -1544,7 +1557,7 @@ impl LiveChatStore for PgStore {
             Ok(())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
@@ -1572,7 +1585,7 @@ impl LiveChatStore for PgStore {
                 .collect()
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
@@ -1585,7 +1598,7 @@ impl LiveChatStore for PgStore {
                 .rows_affected())
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 
     fn shared(&self) -> bool {
@@ -1668,6 +1681,6 @@ impl LiveChatStore for PgStore {
             })
         }
         .await;
-        c.settle(r)
+        c.settle(r).await
     }
 }
