@@ -810,7 +810,15 @@ async fn run_flow(state: ServiceState, id: String, raw: Result<Bytes, BytesRejec
     let mut doc = outcome.run_json();
     let live = match &outcome.handoff {
         Some(h) => match state.start_live_chat(&id, h).await {
-            Ok(rec) => chat_view(&state, &rec).await,
+            // Just recorded: its one deadline is the wait timer the record set from
+            // its own row (`created_at + wait_timeout_s`), so nothing is read back.
+            Ok(rec) => {
+                let wait = (rec.wait_timeout_s > 0).then(|| super::store::Deadline {
+                    kind: super::store::DeadlineKind::Wait,
+                    due_at: rec.created_at + rec.wait_timeout_s as i64 * 1000,
+                });
+                record_json(&rec, wait.as_slice())
+            }
             Err(e) => return lifecycle_error(e),
         },
         None => Value::Null,
