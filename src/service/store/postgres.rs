@@ -1543,17 +1543,30 @@ impl LiveChatStore for PgStore {
             if entries.is_empty() {
                 return Ok(());
             }
-            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-                "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data) ",
-            );
-            qb.push_values(&entries, |mut b, e| {
-                b.push_bind(&e.live_chat_id)
-                    .push_bind(&e.conversation_id)
-                    .push_bind(e.at)
-                    .push_bind(&e.kind)
-                    .push_bind(e.data.to_string());
-            });
-            qb.build().execute(&mut *c).await?;
+            // One statement text whatever the batch size (arrays, not a VALUES row per
+            // entry): a text per size would be prepared and cached per connection, and
+            // those caches (here and in the server's backends) held tens of MB.
+            let mut cols: (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<String>) =
+                Default::default();
+            for e in entries {
+                cols.0.push(e.live_chat_id);
+                cols.1.push(e.conversation_id);
+                cols.2.push(e.at);
+                cols.3.push(e.kind);
+                cols.4.push(e.data.to_string());
+            }
+            sqlx::query(
+                "INSERT INTO timeline (live_chat_id, conversation_id, at, kind, data)
+                 SELECT l, c, a, k, d FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[],
+                   $4::TEXT[], $5::TEXT[]) WITH ORDINALITY AS t(l, c, a, k, d, n) ORDER BY n",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .execute(&mut *c)
+            .await?;
             Ok(())
         }
         .await;
