@@ -12,7 +12,7 @@
 //! - `Idempotency-Key`s of `/run` are rows under a primary key (`run_keys`).
 //! - Work is woken in the process that adds it; replicas poll for the rest (work of a
 //!   replica that died). The `pg_notify` triggers of earlier versions are dropped
-//!   (migration 0004): every commit woke every replica for work only one could take.
+//!   (migration 0006): every commit woke every replica for work only one could take.
 //!   [`LiveChatStore::listen`] still turns notifications into wake-ups.
 //! - Statements run on connections this store keeps (`Conns`), not sqlx's pool,
 //!   which pings a connection on every lend and return; a change is one transaction of
