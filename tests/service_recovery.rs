@@ -227,6 +227,11 @@ async fn sightings_keep_their_first_sighting(db: Db) {
         vec![seen("pc-1", false, 1_000), seen("pc-2", true, 2_000)]
     );
     assert!(s.sightings("8", "lp-ana").await.unwrap().is_empty());
+    // A conversation a live chat tracks is not a sighting (the store checks, in the
+    // same statement as the insert).
+    s.create(chat("h9", "c9", "pc-9"), 2_500).await.unwrap();
+    s.sighting_record(&seen("pc-9", true, 2_600)).await.unwrap();
+    assert_eq!(s.sightings("7", "lp-ana").await.unwrap().len(), 2);
     assert_eq!(s.sightings_prune(1_500).await.unwrap(), 1);
     assert_eq!(s.sightings("7", "lp-ana").await.unwrap().len(), 1);
 }

@@ -115,15 +115,9 @@ pub async fn record_sighting(
     integration_id: &str,
     seen: &ConversationSighting,
 ) -> Result<(), StoreError> {
-    let store = state.store();
-    if store
-        .find_by_provider(integration_id, &seen.provider_conversation_id)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    store
+    // The store leaves out a conversation a live chat tracks.
+    state
+        .store()
         .sighting_record(&Sighting {
             integration_id: integration_id.to_string(),
             provider_conversation_id: seen.provider_conversation_id.clone(),

@@ -865,7 +865,9 @@ pub trait LiveChatStore: Send + Sync {
         let _ = (chat, now, claim);
         Err(StoreError::IntentClaimed)
     }
-    /// Records (or updates the open flag of) a sighting; its `seen_at` stays the first.
+    /// Records (or updates the open flag of) a sighting of a conversation no live chat
+    /// tracks (a tracked one is left out, in the same statement); its `seen_at` stays
+    /// the first.
     async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
         let _ = sighting;
         Ok(())

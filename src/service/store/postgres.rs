@@ -285,6 +285,60 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// [`LiveChatStore::intent_group_claim`] on a lent connection.
+    async fn intent_group_claim_tx(
+        &self,
+        c: &mut PgConnection,
+        handoff_id: &str,
+        now: i64,
+        lease_ms: i64,
+        claim: &str,
+    ) -> Result<Option<Vec<IntentState>>, StoreError> {
+        use sqlx::Connection as _;
+        let mut tx = c.begin().await?;
+        // FOR UPDATE: a run finishing one of them (its DELETE) or another claim waits.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM handoff_intents i WHERE handoff_id = $1
+             OR (consumer_key IS NOT NULL AND EXISTS (SELECT 1 FROM handoff_intents o
+                 WHERE o.handoff_id = $1 AND o.integration_id = i.integration_id
+                   AND o.consumer_key = i.consumer_key))
+             ORDER BY created_at, handoff_id FOR UPDATE"
+        )))
+        .bind(handoff_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let group = rows
+            .iter()
+            .map(read_intent)
+            .collect::<Result<Vec<_>, _>>()?;
+        let held = |i: &IntentState| i.lease_until > now && i.claim.as_deref() != Some(claim);
+        if group.is_empty() || group.iter().any(held) {
+            return Ok(None);
+        }
+        let ids: Vec<String> = group.iter().map(|i| i.handoff_id.clone()).collect();
+        sqlx::query(
+            "UPDATE handoff_intents SET claim = $2, lease_until = $3 WHERE handoff_id = ANY($1)",
+        )
+        .bind(&ids)
+        .bind(claim)
+        .bind(now + lease_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(
+            group
+                .into_iter()
+                .map(|i| IntentState {
+                    claim: Some(claim.to_string()),
+                    lease_until: now + lease_ms,
+                    ..i
+                })
+                .collect(),
+        ))
+    }
+}
+
 const CHAT_COLUMNS: &str =
     "id, conversation_id, provider, integration_id, provider_conversation_id, \
      state, pending_end, end_status, wait_timeout_s, user_inactivity_timeout_s, last_provider_ts, \
@@ -1294,46 +1348,11 @@ impl LiveChatStore for PgStore {
         lease_ms: i64,
         claim: &str,
     ) -> Result<Option<Vec<IntentState>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // FOR UPDATE: a run finishing one of them (its DELETE) or another claim waits.
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM handoff_intents i WHERE handoff_id = $1
-             OR (consumer_key IS NOT NULL AND EXISTS (SELECT 1 FROM handoff_intents o
-                 WHERE o.handoff_id = $1 AND o.integration_id = i.integration_id
-                   AND o.consumer_key = i.consumer_key))
-             ORDER BY created_at, handoff_id FOR UPDATE"
-        )))
-        .bind(handoff_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let group = rows
-            .iter()
-            .map(read_intent)
-            .collect::<Result<Vec<_>, _>>()?;
-        let held = |i: &IntentState| i.lease_until > now && i.claim.as_deref() != Some(claim);
-        if group.is_empty() || group.iter().any(held) {
-            return Ok(None);
-        }
-        let ids: Vec<String> = group.iter().map(|i| i.handoff_id.clone()).collect();
-        sqlx::query(
-            "UPDATE handoff_intents SET claim = $2, lease_until = $3 WHERE handoff_id = ANY($1)",
-        )
-        .bind(&ids)
-        .bind(claim)
-        .bind(now + lease_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(
-            group
-                .into_iter()
-                .map(|i| IntentState {
-                    claim: Some(claim.to_string()),
-                    lease_until: now + lease_ms,
-                    ..i
-                })
-                .collect(),
-        ))
+        let mut c = self.conn().await?;
+        let r = self
+            .intent_group_claim_tx(&mut c, handoff_id, now, lease_ms, claim)
+            .await;
+        c.settle(r).await
     }
 
     async fn intent_note(
@@ -1342,39 +1361,54 @@ impl LiveChatStore for PgStore {
         claim: &str,
         note: &IntentNote,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE handoff_intents SET lp_consumer_id = COALESCE($3, lp_consumer_id),
-               probe_conversation_id = COALESCE($4, probe_conversation_id),
-               unresolved_at = COALESCE(unresolved_at, $5), note = COALESCE($6, note)
-             WHERE handoff_id = $1 AND claim = $2",
-        )
-        .bind(handoff_id)
-        .bind(claim)
-        .bind(&note.lp_consumer_id)
-        .bind(&note.probe_conversation_id)
-        .bind(note.unresolved_at)
-        .bind(&note.note)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        let mut c = self.conn().await?;
+        let r = async {
+            let r = sqlx::query(
+                "UPDATE handoff_intents SET lp_consumer_id = COALESCE($3, lp_consumer_id),
+                   probe_conversation_id = COALESCE($4, probe_conversation_id),
+                   unresolved_at = COALESCE(unresolved_at, $5), note = COALESCE($6, note)
+                 WHERE handoff_id = $1 AND claim = $2",
+            )
+            .bind(handoff_id)
+            .bind(claim)
+            .bind(&note.lp_consumer_id)
+            .bind(&note.probe_conversation_id)
+            .bind(note.unresolved_at)
+            .bind(&note.note)
+            .execute(&mut *c)
+            .await?;
+            Ok(r.rows_affected() > 0)
+        }
+        .await;
+        c.settle(r).await
     }
 
     async fn intent_release(&self, handoff_id: &str, claim: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1 AND claim = $2")
-            .bind(handoff_id)
-            .bind(claim)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        let mut c = self.conn().await?;
+        let r = async {
+            let r = sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1 AND claim = $2")
+                .bind(handoff_id)
+                .bind(claim)
+                .execute(&mut *c)
+                .await?;
+            Ok(r.rows_affected() > 0)
+        }
+        .await;
+        c.settle(r).await
     }
 
     async fn intents(&self) -> Result<Vec<IntentState>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM handoff_intents ORDER BY created_at, handoff_id"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(read_intent).collect()
+        let mut c = self.conn().await?;
+        let r = async {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {INTENT_COLUMNS} FROM handoff_intents ORDER BY created_at, handoff_id"
+            )))
+            .fetch_all(&mut *c)
+            .await?;
+            rows.iter().map(read_intent).collect()
+        }
+        .await;
+        c.settle(r).await
     }
 
     async fn adopt(
@@ -1387,20 +1421,28 @@ impl LiveChatStore for PgStore {
     }
 
     async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO provider_sightings (integration_id, provider_conversation_id,
-               consumer_id, open, seen_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (integration_id, provider_conversation_id)
-             DO UPDATE SET open = excluded.open",
-        )
-        .bind(&sighting.integration_id)
-        .bind(&sighting.provider_conversation_id)
-        .bind(&sighting.consumer_id)
-        .bind(sighting.open)
-        .bind(sighting.seen_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut c = self.conn().await?;
+        let r = async {
+            // Only a conversation no live chat tracks (one statement, no look-up first).
+            sqlx::query(
+                "INSERT INTO provider_sightings (integration_id, provider_conversation_id,
+                   consumer_id, open, seen_at)
+                 SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM live_chats
+                   WHERE integration_id = $1 AND provider_conversation_id = $2)
+                 ON CONFLICT (integration_id, provider_conversation_id)
+                 DO UPDATE SET open = excluded.open",
+            )
+            .bind(&sighting.integration_id)
+            .bind(&sighting.provider_conversation_id)
+            .bind(&sighting.consumer_id)
+            .bind(sighting.open)
+            .bind(sighting.seen_at)
+            .execute(&mut *c)
+            .await?;
+            Ok(())
+        }
+        .await;
+        c.settle(r).await
     }
 
     async fn sightings(
@@ -1408,34 +1450,44 @@ impl LiveChatStore for PgStore {
         integration_id: &str,
         consumer_id: &str,
     ) -> Result<Vec<Sighting>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT integration_id, provider_conversation_id, consumer_id, open, seen_at
-             FROM provider_sightings WHERE integration_id = $1 AND consumer_id = $2
-             ORDER BY seen_at, provider_conversation_id",
-        )
-        .bind(integration_id)
-        .bind(consumer_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Sighting {
-                    integration_id: r.try_get(0)?,
-                    provider_conversation_id: r.try_get(1)?,
-                    consumer_id: r.try_get(2)?,
-                    open: r.try_get(3)?,
-                    seen_at: r.try_get(4)?,
+        let mut c = self.conn().await?;
+        let r = async {
+            let rows = sqlx::query(
+                "SELECT integration_id, provider_conversation_id, consumer_id, open, seen_at
+                 FROM provider_sightings WHERE integration_id = $1 AND consumer_id = $2
+                 ORDER BY seen_at, provider_conversation_id",
+            )
+            .bind(integration_id)
+            .bind(consumer_id)
+            .fetch_all(&mut *c)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Sighting {
+                        integration_id: r.try_get(0)?,
+                        provider_conversation_id: r.try_get(1)?,
+                        consumer_id: r.try_get(2)?,
+                        open: r.try_get(3)?,
+                        seen_at: r.try_get(4)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        }
+        .await;
+        c.settle(r).await
     }
 
     async fn sightings_prune(&self, before: i64) -> Result<u64, StoreError> {
-        let r = sqlx::query("DELETE FROM provider_sightings WHERE seen_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+        let mut c = self.conn().await?;
+        let r = async {
+            let r = sqlx::query("DELETE FROM provider_sightings WHERE seen_at < $1")
+                .bind(before)
+                .execute(&mut *c)
+                .await?;
+            Ok(r.rows_affected())
+        }
+        .await;
+        c.settle(r).await
     }
 
     async fn run_key_begin(

@@ -1246,9 +1246,12 @@ impl LiveChatStore for SqliteStore {
     async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
         let s = sighting.clone();
         self.call(move |c| {
+            // Only a conversation no live chat tracks (one statement, no look-up first).
             c.execute(
                 "INSERT INTO provider_sightings (integration_id, provider_conversation_id,
-                   consumer_id, open, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                   consumer_id, open, seen_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM live_chats
+                   WHERE integration_id = ?1 AND provider_conversation_id = ?2)
                  ON CONFLICT (integration_id, provider_conversation_id)
                  DO UPDATE SET open = excluded.open",
                 params![
