@@ -57,6 +57,9 @@ impl LiveChatStore for Flaky {
     async fn apply(&self, id: &str, c: Change, g: Guard, now: i64) -> Result<Applied, StoreError> {
         self.inner.apply(id, c, g, now).await
     }
+    async fn event_seen(&self, s: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+        self.inner.event_seen(s, id, now).await
+    }
     async fn mark_seen(&self, s: &str, id: &str, d: &str, now: i64) -> Result<bool, StoreError> {
         self.inner.mark_seen(s, id, d, now).await
     }

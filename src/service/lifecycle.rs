@@ -914,15 +914,32 @@ impl ServiceState {
                 pending_wins: true,
             },
         };
-        let guard = Guard {
-            dedup: ev.dedup_id.map(|d| (source.to_string(), d)),
-            provider_ts: ev.provider_ts,
+        let r = if chat.state == ChatState::Ended {
+            // Ended is final, so the change would be ignored: only its dedup key is
+            // recorded (one statement, not a change's transaction), and it is answered
+            // as `apply` would (duplicate, stale or ignored).
+            let fresh = match &ev.dedup_id {
+                Some(d) => self.inner.store.event_seen(source, d, now_ms()).await?,
+                None => true,
+            };
+            let older = ev
+                .provider_ts
+                .is_some_and(|ts| chat.last_provider_ts.is_some_and(|last| ts < last));
+            match (fresh, older) {
+                (false, _) => Applied::Duplicate,
+                (true, true) => Applied::Stale,
+                (true, false) => Applied::Ignored(chat.clone()),
+            }
+        } else {
+            let guard = Guard {
+                dedup: ev.dedup_id.map(|d| (source.to_string(), d)),
+                provider_ts: ev.provider_ts,
+            };
+            self.inner
+                .store
+                .apply(&chat.id, change, guard, now_ms())
+                .await?
         };
-        let r = self
-            .inner
-            .store
-            .apply(&chat.id, change, guard, now_ms())
-            .await?;
         let outcome = match &r {
             Applied::Done(_) => EventOutcome::Applied,
             Applied::Duplicate => EventOutcome::Duplicate,

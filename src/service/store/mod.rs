@@ -710,6 +710,10 @@ pub trait LiveChatStore: Send + Sync {
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError>;
+    /// Records a provider event's dedup key outside a change, for a live chat that has
+    /// ended (every change is ignored then, so no transaction is needed); false when it
+    /// was already recorded (a duplicate).
+    async fn event_seen(&self, source: &str, event_id: &str, now: i64) -> Result<bool, StoreError>;
     /// Records the single-use `(source, id)` for a request whose body hashes to
     /// `digest`; false when it was already recorded for another body (a replay). The
     /// same request again is let through: its first attempt may have died between this

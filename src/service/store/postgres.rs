@@ -1073,6 +1073,25 @@ impl LiveChatStore for PgStore {
         c.settle(r).await
     }
 
+    async fn event_seen(&self, source: &str, event_id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let r = async {
+            let n = sqlx::query(
+                "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(source)
+            .bind(event_id)
+            .bind(now)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        }
+        .await;
+        c.settle(r).await
+    }
+
     async fn mark_seen(
         &self,
         source: &str,

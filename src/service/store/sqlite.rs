@@ -915,6 +915,19 @@ impl LiveChatStore for SqliteStore {
             .await
     }
 
+    async fn event_seen(&self, source: &str, event_id: &str, now: i64) -> Result<bool, StoreError> {
+        let (s, i) = (source.to_string(), event_id.to_string());
+        self.call(move |c| {
+            let n = exec(
+                c,
+                "INSERT OR IGNORE INTO seen_events (source, event_id, seen_at) VALUES (?1, ?2, ?3)",
+                params![s, i, now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn mark_seen(
         &self,
         source: &str,
