@@ -1257,6 +1257,16 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
+        // Most conversation-change webhooks are of tracked conversations: a reader says
+        // so without taking the one writer (the insert re-checks, so a chat recorded
+        // in between is still left out).
+        if self
+            .find_by_provider(&sighting.integration_id, &sighting.provider_conversation_id)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
         let s = sighting.clone();
         self.call(move |c| {
             // Only a conversation no live chat tracks (one statement, no look-up first).
