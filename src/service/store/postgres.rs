@@ -190,6 +190,16 @@ impl Conn<'_> {
     }
 }
 
+/// Runs `$body` (the statements of one store call, `?` allowed) on a connection lent as
+/// `$c`, then gives the connection back through [`Conn::settle`].
+macro_rules! on_conn {
+    ($store:expr, $c:ident, $body:block) => {{
+        let mut $c = $store.conn().await?;
+        let r = async $body.await;
+        $c.settle(r).await
+    }};
+}
+
 impl std::ops::Deref for Conn<'_> {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
@@ -1005,8 +1015,7 @@ impl LiveChatStore for PgStore {
         &self,
         conversation_id: &str,
     ) -> Result<Option<LiveChatRecord>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             query_chat(
                 &mut c,
                 "conversation_id = $1
@@ -1014,9 +1023,7 @@ impl LiveChatStore for PgStore {
                 &[conversation_id],
             )
             .await
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn find_by_provider(
@@ -1024,8 +1031,7 @@ impl LiveChatStore for PgStore {
         integration_id: &str,
         provider_conversation_id: &str,
     ) -> Result<Option<LiveChatRecord>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             query_chat(
                 &mut c,
                 "integration_id = $1 AND provider_conversation_id = $2
@@ -1033,9 +1039,7 @@ impl LiveChatStore for PgStore {
                 &[integration_id, provider_conversation_id],
             )
             .await
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn get(&self, id: &str) -> Result<Option<LiveChatRecord>, StoreError> {
@@ -1045,8 +1049,7 @@ impl LiveChatStore for PgStore {
     }
 
     async fn deadlines(&self, id: &str) -> Result<Vec<Deadline>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let rows = sqlx::query(
                 "SELECT kind, due_at FROM deadlines WHERE live_chat_id = $1 ORDER BY due_at",
             )
@@ -1056,9 +1059,7 @@ impl LiveChatStore for PgStore {
             rows.iter()
                 .map(|r| super::read_deadline(r.try_get(0)?, r.try_get(1)?))
                 .collect()
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn apply(
@@ -1074,8 +1075,7 @@ impl LiveChatStore for PgStore {
     }
 
     async fn event_seen(&self, source: &str, event_id: &str, now: i64) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let n = sqlx::query(
                 "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
@@ -1087,9 +1087,7 @@ impl LiveChatStore for PgStore {
             .await?
             .rows_affected();
             Ok(n == 1)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn mark_seen(
@@ -1099,8 +1097,7 @@ impl LiveChatStore for PgStore {
         digest: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             // A conflict updates (and so counts) only when the body is the same.
             let n = sqlx::query(
                 "INSERT INTO seen_events (source, event_id, seen_at, digest)
@@ -1116,14 +1113,11 @@ impl LiveChatStore for PgStore {
             .await?
             .rows_affected();
             Ok(n == 1)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn drop_deadline(&self, id: &str, deadline: Deadline) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             sqlx::query(
                 "DELETE FROM deadlines WHERE live_chat_id = $1 AND kind = $2 AND due_at = $3",
             )
@@ -1133,9 +1127,7 @@ impl LiveChatStore for PgStore {
             .execute(&mut *c)
             .await?;
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn claim_deadlines(
@@ -1144,8 +1136,7 @@ impl LiveChatStore for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<DueDeadline>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             // The CTE is a fence: its LIMIT and row locks are evaluated once.
             let rows = sqlx::query(
                 "WITH due AS (
@@ -1173,22 +1164,17 @@ impl LiveChatStore for PgStore {
                 .collect::<Result<Vec<_>, StoreError>>()?;
             due.sort_by_key(|d| d.deadline.due_at);
             Ok(due)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             Ok(sqlx::query_scalar(
                 "SELECT MIN(GREATEST(due_at, COALESCE(claimed_until, 0))) FROM deadlines",
             )
             .fetch_one(&mut *c)
             .await?)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn outbox_claim(
@@ -1197,8 +1183,7 @@ impl LiveChatStore for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             // Only heads qualify, so a head that is leased (in flight elsewhere) or waiting
             // for its retry holds back its own conversation and no other.
             let sql = format!(
@@ -1230,28 +1215,22 @@ impl LiveChatStore for PgStore {
                 .collect::<Result<Vec<_>, StoreError>>()?;
             events.sort_by_key(|e| e.seq);
             Ok(events)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let sql = format!(
                 "SELECT MIN(GREATEST(o.next_attempt_at, COALESCE(o.leased_until, 0))) {HEADS}"
             );
             Ok(sqlx::query_scalar(AssertSqlSafe(sql))
                 .fetch_one(&mut *c)
                 .await?)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             sqlx::query(
                 "UPDATE outbox SET delivered_at = $2, leased_until = NULL
              WHERE seq = $1 AND delivered_at IS NULL",
@@ -1261,14 +1240,11 @@ impl LiveChatStore for PgStore {
             .execute(&mut *c)
             .await?;
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let error = error.chars().take(500).collect::<String>();
             sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
@@ -1281,14 +1257,11 @@ impl LiveChatStore for PgStore {
             .execute(&mut *c)
             .await?;
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn intent_begin(&self, intent: &HandoffIntent, lease_ms: i64) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             sqlx::query(
                 "INSERT INTO handoff_intents (handoff_id, conversation_id, integration_id,
                provider, consumer_key, created_at, lease_until)
@@ -1304,22 +1277,17 @@ impl LiveChatStore for PgStore {
             .execute(&mut *c)
             .await?;
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn intent_drop(&self, handoff_id: &str) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1")
                 .bind(handoff_id)
                 .execute(&mut *c)
                 .await?;
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn intent_claim(
@@ -1328,8 +1296,7 @@ impl LiveChatStore for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<HandoffIntent>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             // SKIP LOCKED: replicas reconciling at once each take other intents.
             let rows = sqlx::query(
                 "UPDATE handoff_intents SET lease_until = $2 WHERE handoff_id IN (
@@ -1355,9 +1322,7 @@ impl LiveChatStore for PgStore {
                     })
                 })
                 .collect()
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn intent_group_claim(
@@ -1380,8 +1345,7 @@ impl LiveChatStore for PgStore {
         claim: &str,
         note: &IntentNote,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let r = sqlx::query(
                 "UPDATE handoff_intents SET lp_consumer_id = COALESCE($3, lp_consumer_id),
                    probe_conversation_id = COALESCE($4, probe_conversation_id),
@@ -1397,37 +1361,29 @@ impl LiveChatStore for PgStore {
             .execute(&mut *c)
             .await?;
             Ok(r.rows_affected() > 0)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn intent_release(&self, handoff_id: &str, claim: &str) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let r = sqlx::query("DELETE FROM handoff_intents WHERE handoff_id = $1 AND claim = $2")
                 .bind(handoff_id)
                 .bind(claim)
                 .execute(&mut *c)
                 .await?;
             Ok(r.rows_affected() > 0)
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn intents(&self) -> Result<Vec<IntentState>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let rows = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {INTENT_COLUMNS} FROM handoff_intents ORDER BY created_at, handoff_id"
             )))
             .fetch_all(&mut *c)
             .await?;
             rows.iter().map(read_intent).collect()
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn adopt(
@@ -1440,8 +1396,7 @@ impl LiveChatStore for PgStore {
     }
 
     async fn sighting_record(&self, sighting: &Sighting) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             // Only a conversation no live chat tracks (one statement, no look-up first).
             sqlx::query(
                 "INSERT INTO provider_sightings (integration_id, provider_conversation_id,
@@ -1459,9 +1414,7 @@ impl LiveChatStore for PgStore {
             .execute(&mut *c)
             .await?;
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn sightings(
@@ -1469,8 +1422,7 @@ impl LiveChatStore for PgStore {
         integration_id: &str,
         consumer_id: &str,
     ) -> Result<Vec<Sighting>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let rows = sqlx::query(
                 "SELECT integration_id, provider_conversation_id, consumer_id, open, seen_at
                  FROM provider_sightings WHERE integration_id = $1 AND consumer_id = $2
@@ -1491,22 +1443,17 @@ impl LiveChatStore for PgStore {
                     })
                 })
                 .collect()
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn sightings_prune(&self, before: i64) -> Result<u64, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let r = sqlx::query("DELETE FROM provider_sightings WHERE seen_at < $1")
                 .bind(before)
                 .execute(&mut *c)
                 .await?;
             Ok(r.rows_affected())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn run_key_begin(
@@ -1516,8 +1463,7 @@ impl LiveChatStore for PgStore {
         now: i64,
         lease_ms: i64,
     ) -> Result<RunKey, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             // The primary key decides which request runs, whichever replica it reached.
             let n = sqlx::query(
                 "INSERT INTO run_keys (conversation_id, idem_key, created_at, lease_until)
@@ -1568,9 +1514,7 @@ impl LiveChatStore for PgStore {
             } else {
                 RunKey::Running
             })
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn run_key_finish(
@@ -1579,8 +1523,7 @@ impl LiveChatStore for PgStore {
         key: &str,
         answer: Option<(u16, String)>,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             match answer {
                 Some((status, body)) => {
                     sqlx::query(
@@ -1603,14 +1546,11 @@ impl LiveChatStore for PgStore {
                 }
             };
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             if entries.is_empty() {
                 return Ok(());
             }
@@ -1639,14 +1579,11 @@ impl LiveChatStore for PgStore {
             .execute(&mut *c)
             .await?;
             Ok(())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn timeline(&self, conversation_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let rows = sqlx::query(
                 "SELECT live_chat_id, conversation_id, at, kind, data FROM timeline
              WHERE conversation_id = $1 ORDER BY seq",
@@ -1667,22 +1604,17 @@ impl LiveChatStore for PgStore {
                     })
                 })
                 .collect()
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             Ok(sqlx::query("DELETE FROM timeline WHERE at < $1")
                 .bind(before)
                 .execute(&mut *c)
                 .await?
                 .rows_affected())
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 
     fn shared(&self) -> bool {
@@ -1736,8 +1668,7 @@ impl LiveChatStore for PgStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let mut c = self.conn().await?;
-        let r = async {
+        on_conn!(self, c, {
             let rows = sqlx::query(
                 "SELECT provider, state, COUNT(*) FROM live_chats WHERE state <> 'ended'
              GROUP BY provider, state ORDER BY provider, state",
@@ -1763,8 +1694,6 @@ impl LiveChatStore for PgStore {
                 intents_pending: intents.try_get(0)?,
                 intents_unresolved: intents.try_get(1)?,
             })
-        }
-        .await;
-        c.settle(r).await
+        })
     }
 }
