@@ -330,8 +330,12 @@ async fn main() {
         }
     }
     let control = sandbox.control();
+    // The sandbox's notifications are shared out over the replicas, as a balancer in
+    // front of them would (with one URL, replica 0 would take every webhook).
+    let hook = |b: &String| format!("{b}/webhooks/liveperson/7");
     let lp_hook = WebhookPatch {
-        url: Some(Some(format!("{}/webhooks/liveperson/7", bases[0]))),
+        url: Some(Some(hook(&bases[0]))),
+        spread: Some(bases[1..].iter().map(hook).collect()),
         ..WebhookPatch::default()
     };
     control

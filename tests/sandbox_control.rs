@@ -228,6 +228,68 @@ async fn duplicate_and_out_of_order_switches() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn spread_shares_notifications_and_retries_on_the_next_target() {
+    let sb = sandbox().await;
+    let ctl = sb.control();
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    let lp = Lp::new(&sb);
+    let (_, _, conv) = lp.start_conversation("u").await;
+    let set = ctl
+        .set_webhook(
+            Provider::Liveperson,
+            &WebhookPatch {
+                url: Some(Some(a.url.clone())),
+                spread: Some(vec![b.url.clone()]),
+                ..WebhookPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.spread, vec![b.url.clone()]);
+    let joined = ctl.join(&conv, &JoinRequest::default()).await.unwrap();
+    let closed = ctl.close(&conv, CloseReason::Agent).await.unwrap();
+    let (j, c) = (&joined.notifications[0], &closed.notifications[0]);
+    assert_eq!(j.state, DeliveryState::Delivered);
+    assert_eq!(c.state, DeliveryState::Delivered);
+    // Consecutive notifications land on different targets: one each.
+    assert_ne!(j.target, c.target);
+    assert_eq!(a.hits().len() + b.hits().len(), 2);
+    assert_eq!((a.hits().len(), b.hits().len()), (1, 1));
+
+    // A target that refuses: the retry of that notification goes to the other one.
+    let refused = if c.target.as_deref() == Some(a.url.as_str()) {
+        &a
+    } else {
+        &b
+    };
+    let other = if c.target.as_deref() == Some(a.url.as_str()) {
+        &b
+    } else {
+        &a
+    };
+    refused.answer(500);
+    let again = ctl.redeliver(c.id).await.unwrap();
+    assert_eq!(again.state, DeliveryState::Delivered);
+    assert_ne!(again.target, c.target);
+    assert_eq!(other.hits().len(), 2);
+
+    // `[]` removes the extra targets: everything goes to `url` again.
+    let set = ctl
+        .set_webhook(
+            Provider::Liveperson,
+            &WebhookPatch {
+                spread: Some(vec![]),
+                ..WebhookPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(set.spread.is_empty());
+    assert_eq!(set.url.as_deref(), Some(a.url.as_str()));
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn faults_are_listed_and_cleared() {
     let sb = sandbox().await;
     let ctl = sb.control();

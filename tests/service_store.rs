@@ -85,6 +85,7 @@ both_stores!(
     handoff_intents_are_leased_and_finished_by_the_live_chat,
     single_use_ids_refuse_another_body_and_let_the_same_request_retry,
     a_change_refused_midway_leaves_no_lock_behind,
+    racing_changes_of_one_chat_apply_once_and_never_after_its_end,
 );
 
 fn chat(id: &str, conv: &str, wait: u64) -> NewLiveChat {
@@ -580,6 +581,99 @@ async fn a_change_refused_midway_leaves_no_lock_behind(db: Db) {
     .await
     .expect("the other handle's change waited for a lock left behind");
     assert!(matches!(other.unwrap(), Applied::Done(_)));
+}
+
+/// Every event queued for the builder so far, in delivery order (delivered as taken).
+async fn drain_outbox(s: &Arc<dyn LiveChatStore>) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for _ in 0..1_000 {
+        let heads = s.outbox_claim(10_000, LEASE, 100).await.unwrap();
+        if heads.is_empty() {
+            return events;
+        }
+        for h in heads {
+            events.push(serde_json::from_str(&h.body).unwrap());
+            s.outbox_delivered(h.seq, 10_001).await.unwrap();
+        }
+    }
+    panic!("the outbox never emptied");
+}
+
+/// Changes of one chat race in from 4 handles (replicas), each webhook twice: a change
+/// is read without a lock and written only if the row is still as read (PostgreSQL), so
+/// each webhook applies once, and nothing applies after the end that won its race.
+async fn racing_changes_of_one_chat_apply_once_and_never_after_its_end(db: Db) {
+    let handles = db.handles(4).await;
+    let s = handles[0].clone();
+    s.create(chat("h1", "c1", 0), 0).await.unwrap();
+    let message = |i: usize| Change::AgentMessage {
+        text: format!("m{i}"),
+        agent: AgentInfo::default(),
+        extra: Default::default(),
+    };
+    let guard = |i: usize| Guard {
+        dedup: Some(("lp".into(), format!("e{i}"))),
+        provider_ts: None,
+    };
+    let race = |range: std::ops::Range<usize>, with_end: bool| {
+        let mut tasks = Vec::new();
+        for i in range {
+            for copy in 0..2 {
+                let s = handles[(i + copy) % handles.len()].clone();
+                let change = message(i);
+                let guard = guard(i);
+                tasks.push(tokio::spawn(async move {
+                    s.apply("h1", change, guard, 100 + i as i64).await.unwrap()
+                }));
+            }
+            if with_end && i % 10 == 5 {
+                let s = handles[i % handles.len()].clone();
+                tasks.push(tokio::spawn(async move {
+                    s.apply("h1", end(EndStatus::AgentClosed), Guard::default(), 500)
+                        .await
+                        .unwrap()
+                }));
+            }
+        }
+        tasks
+    };
+
+    // 30 webhooks, each delivered twice at once: 30 apply, 30 are duplicates.
+    let mut outcomes = Vec::new();
+    for t in race(0..30, false) {
+        outcomes.push(t.await.unwrap());
+    }
+    let done = outcomes
+        .iter()
+        .filter(|a| matches!(a, Applied::Done(_)))
+        .count();
+    let dup = outcomes
+        .iter()
+        .filter(|a| **a == Applied::Duplicate)
+        .count();
+    assert_eq!((done, dup), (30, 30), "{outcomes:?}");
+    let events = drain_outbox(&s).await;
+    let mut texts: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "agent_message")
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    let sent = texts.len();
+    texts.sort();
+    texts.dedup();
+    assert_eq!((sent, texts.len()), (30, 30));
+
+    // 30 more with ends racing in: one end applies, and no message event follows it.
+    for t in race(30..60, true) {
+        t.await.unwrap();
+    }
+    let events = drain_outbox(&s).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let ended: Vec<usize> = (0..kinds.len())
+        .filter(|&i| kinds[i] == "live_chat_ended")
+        .collect();
+    assert_eq!(ended, vec![kinds.len() - 1], "{kinds:?}");
+    assert_eq!(s.get("h1").await.unwrap().unwrap().state, ChatState::Ended);
 }
 
 /// Endings race in from 4 handles (replicas): one applies, one event.

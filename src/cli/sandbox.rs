@@ -256,6 +256,10 @@ pub enum SandboxCommand {
         /// Remove the target (record only).
         #[arg(long)]
         no_target: bool,
+        /// More targets beside `--target`, tried in turn (round-robin, as a balancer in
+        /// front of several replicas); repeat it, or give `--spread ''` to remove them.
+        #[arg(long)]
+        spread: Vec<String>,
         /// Deliver every notification twice.
         #[arg(long)]
         duplicate: Option<bool>,
@@ -567,6 +571,7 @@ async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             provider,
             target,
             no_target,
+            spread,
             duplicate,
             out_of_order,
             signature_order,
@@ -579,6 +584,8 @@ async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                 } else {
                     target.map(Some)
                 },
+                spread: (!spread.is_empty())
+                    .then(|| spread.into_iter().filter(|u| !u.is_empty()).collect()),
                 duplicate,
                 out_of_order,
                 signature_order,

@@ -344,6 +344,9 @@ async fn set_webhook(
     if let Some(url) = patch.url {
         s.url = url;
     }
+    if let Some(spread) = patch.spread {
+        s.spread = spread;
+    }
     if let Some(d) = patch.duplicate {
         s.duplicate = d;
     }

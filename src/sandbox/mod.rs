@@ -70,6 +70,8 @@
 //!
 //! With `duplicate`, every notification is sent twice; with `out_of_order`, after each
 //! notification the previous one of the same conversation is sent again (older after newer).
+//! With `spread` (more URLs beside `url`), delivery attempts go to each target in turn, as
+//! a load balancer with no affinity in front of several replicas would send them.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

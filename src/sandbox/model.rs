@@ -231,6 +231,11 @@ pub enum SignatureOrder {
 pub struct WebhookSettings {
     /// Target URL; `None` records notifications without sending them.
     pub url: Option<String>,
+    /// More targets beside `url`, as behind a load balancer with no affinity: delivery
+    /// attempts go to `url` and these in turn (round-robin), so a receiver run as several
+    /// replicas gets its share on each (the load generator's multi-replica rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<String>,
     /// Deliver every notification twice.
     #[serde(default)]
     pub duplicate: bool,
@@ -253,6 +258,9 @@ pub struct WebhookPatch {
         with = "double_option"
     )]
     pub url: Option<Option<String>>,
+    /// New further targets (`[]` removes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Vec<String>>,
     /// New duplicate switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<bool>,

@@ -132,7 +132,7 @@ pub(crate) async fn deliver(st: &Arc<AppState>, id: u64) -> bool {
         };
         let provider = note.view.provider;
         let settings = inner.webhooks.get(provider).clone();
-        let Some(url) = settings.url.clone() else {
+        let Some(first) = settings.url.clone() else {
             if let Some(n) = inner.note_mut(id) {
                 n.view.target = None;
                 if n.view.state != DeliveryState::Delivered {
@@ -140,6 +140,19 @@ pub(crate) async fn deliver(st: &Arc<AppState>, id: u64) -> bool {
                 }
             }
             return false;
+        };
+        // `spread`: notification `id`'s attempt `k` goes to target `(id + k) mod n`, so
+        // notifications are shared out and a retry tries the next replica, as a balancer would.
+        let url = match settings.spread.len() {
+            0 => first,
+            n => {
+                let i = (id as usize).wrapping_add(note.view.attempts as usize) % (n + 1);
+                if i == 0 {
+                    first
+                } else {
+                    settings.spread[i - 1].clone()
+                }
+            }
         };
         let headers = headers_for(st, note, &url, settings.signature_order);
         let raw = note.raw.clone();

@@ -66,6 +66,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_single_use_digest",
         include_str!("../../../migrations/postgres/0007_single_use_digest.sql"),
     ),
+    (
+        "0008_change_version",
+        include_str!("../../../migrations/postgres/0008_change_version.sql"),
+    ),
 ];
 
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
@@ -430,7 +434,13 @@ struct Writes {
     upsert: Option<(DeadlineKind, i64)>,
     /// Outbox events `(event_id, body)`, in order (one multi-row INSERT keeps their `seq`s
     /// in this order).
-    events: Vec<(String, String)>,
+    events: Vec<(String, serde_json::Value)>,
+    /// Optimistic write: the row's `version` as read, which the UPDATE then requires.
+    /// Every other write of the statement happens only if the UPDATE matched.
+    fence: Option<i64>,
+    /// Optimistic write: the dedup key, recorded by the statement (a locked change
+    /// records it under its row lock, before deciding).
+    seen: Option<(String, String)>,
 }
 
 async fn set_deadline(
@@ -504,7 +514,7 @@ impl Writes {
         }
         let event_id = events::new_event_id();
         let body = events::agent_joined(chat, agent, &event_id, now);
-        self.events.push((event_id, body.to_string()));
+        self.events.push((event_id, body));
     }
 
     fn is_empty(&self) -> bool {
@@ -512,11 +522,13 @@ impl Writes {
             && self.drop.is_none()
             && self.upsert.is_none()
             && self.events.is_empty()
+            && self.seen.is_none()
     }
 
-    /// Runs them; the chat's row as written when a column was set.
+    /// Runs them; the chat's row as written. `None`: the UPDATE matched nothing (with a
+    /// `fence`: the row changed since it was read), and nothing was written.
     async fn run(
-        self,
+        mut self,
         c: &mut PgConnection,
         chat: &LiveChatRecord,
         now: i64,
@@ -524,7 +536,10 @@ impl Writes {
         if self.is_empty() {
             return Ok(None);
         }
-        let returns = !self.set.is_empty();
+        // Every change that writes counts, so that an optimistic change sees any change
+        // made since its read (a locked change's own statements, the re-entry's and the
+        // reply timer's, touch nothing an optimistic change decides on).
+        self.set.push(("version", Val::Raw("version + 1")));
         let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH ");
         let mut ctes = 0;
         let mut next = |qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, name: &str| {
@@ -534,26 +549,45 @@ impl Writes {
             ctes += 1;
             qb.push(name).push(" AS (");
         };
-        if !self.set.is_empty() {
-            next(&mut qb, "u");
-            qb.push("UPDATE live_chats SET ");
-            for (i, (col, v)) in self.set.into_iter().enumerate() {
-                if i > 0 {
-                    qb.push(", ");
-                }
-                qb.push(col).push(" = ");
-                match v {
-                    Val::Int(n) => qb.push_bind(n),
-                    Val::Text(t) => qb.push_bind(t),
-                    Val::Raw(sql) => qb.push(sql),
-                    Val::Data(t) => qb.push_bind(t),
-                };
+        next(&mut qb, "u");
+        qb.push("UPDATE live_chats SET ");
+        for (i, (col, v)) in self.set.into_iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
             }
-            qb.push(" WHERE id = ").push_bind(chat.id.clone());
-            if let Some(cond) = self.only_if {
-                qb.push(" AND ").push(cond);
-            }
-            qb.push(" RETURNING ").push(CHAT_COLUMNS).push(")");
+            qb.push(col).push(" = ");
+            match v {
+                Val::Int(n) => qb.push_bind(n),
+                Val::Text(t) => qb.push_bind(t),
+                Val::Raw(sql) => qb.push(sql),
+                Val::Data(t) => qb.push_bind(t),
+            };
+        }
+        qb.push(" WHERE id = ").push_bind(chat.id.clone());
+        if let Some(cond) = self.only_if {
+            qb.push(" AND ").push(cond);
+        }
+        if let Some(v) = self.fence {
+            qb.push(" AND version = ").push_bind(v);
+        }
+        // Belt and braces for a key recorded without a row write (an ended chat's).
+        if let Some((source, event_id)) = &self.seen {
+            qb.push(" AND NOT EXISTS (SELECT 1 FROM seen_events WHERE source = ")
+                .push_bind(source.clone())
+                .push(" AND event_id = ")
+                .push_bind(event_id.clone())
+                .push(")");
+        }
+        qb.push(" RETURNING ").push(CHAT_COLUMNS).push(")");
+        if let Some((source, event_id)) = self.seen {
+            next(&mut qb, "e");
+            qb.push("INSERT INTO seen_events (source, event_id, seen_at) SELECT ")
+                .push_bind(source)
+                .push(", ")
+                .push_bind(event_id)
+                .push(", ")
+                .push_bind(now)
+                .push(" FROM u ON CONFLICT DO NOTHING)");
         }
         if let Some(kind) = self.drop {
             next(&mut qb, "d");
@@ -570,45 +604,40 @@ impl Writes {
                     }
                 }
             }
-            qb.push(")");
+            qb.push(" AND EXISTS (SELECT 1 FROM u))");
         }
         if let Some((kind, due)) = self.upsert {
             next(&mut qb, "s");
-            qb.push("INSERT INTO deadlines (live_chat_id, kind, due_at) VALUES (")
+            qb.push("INSERT INTO deadlines (live_chat_id, kind, due_at) SELECT ")
                 .push_bind(chat.id.clone())
                 .push(", ")
                 .push_bind(kind.as_str())
                 .push(", ")
                 .push_bind(due)
-                .push(
-                    ") ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
-                       claimed_until = NULL)",
-                );
+                .push(" FROM u");
+            qb.push(
+                " ON CONFLICT (live_chat_id, kind) DO UPDATE SET due_at = excluded.due_at,
+                   claimed_until = NULL)",
+            );
         }
         if !self.events.is_empty() {
             next(&mut qb, "o");
             qb.push(
                 "INSERT INTO outbox (event_id, conversation_id, body, created_at, next_attempt_at) ",
             );
+            qb.push("SELECT v.* FROM (");
             qb.push_values(self.events, |mut b, (event_id, body)| {
                 b.push_bind(event_id)
                     .push_bind(chat.conversation_id.clone())
-                    .push_bind(body)
+                    .push_bind(body.to_string())
                     .push_bind(now)
                     .push_bind(now);
             });
-            qb.push(")");
+            qb.push(") v WHERE EXISTS (SELECT 1 FROM u))");
         }
-        if returns {
-            qb.push(" SELECT ").push(CHAT_COLUMNS).push(" FROM u");
-        } else {
-            qb.push(" SELECT 1");
-        }
+        qb.push(" SELECT ").push(CHAT_COLUMNS).push(" FROM u");
         let row = qb.build().fetch_optional(c).await?;
-        match row {
-            Some(r) if returns => Ok(Some(read_chat(&r)?)),
-            _ => Ok(None),
-        }
+        row.as_ref().map(read_chat).transpose()
     }
 }
 
@@ -678,10 +707,198 @@ fn count_begin() {
     tracing::trace!(target: "transbordo::store", statements = 1u64, round_trips = 1u64, "BEGIN");
 }
 
+/// What a change decides from the chat as read (and the deadline a timer claim checks):
+/// whether it applies, and the writes of its one write statement. The statements some
+/// changes need besides ([`needs_lock`]) are [`PgStore::apply_tx`]'s.
+fn plan(chat: &LiveChatRecord, due: Option<i64>, change: &Change, now: i64) -> (bool, Writes) {
+    let mut w = Writes::default();
+    let applied = match change {
+        Change::AgentJoined { agent } => {
+            if chat.state == ChatState::Waiting {
+                w.join(chat, agent, now);
+                w.note_agent(agent);
+                true
+            } else {
+                false
+            }
+        }
+        Change::AgentMessage { text, agent, extra } => {
+            if chat.state.is_open() {
+                if chat.state == ChatState::Waiting {
+                    w.join(chat, agent, now);
+                }
+                let event_id = events::new_event_id();
+                let body = events::agent_message_with(chat, text, agent, extra, &event_id, now);
+                w.events.push((event_id, body));
+                // The agent answered: the unanswered stretch (if any) is over.
+                w.set
+                    .push(("agent_messages", Val::Raw("agent_messages + 1")));
+                w.set.push(("awaiting_reply_since", Val::Raw("NULL")));
+                if chat.state == ChatState::WithAgent {
+                    w.drop = Some(Some(DeadlineKind::Reply));
+                }
+                w.note_agent(agent);
+                true
+            } else {
+                false
+            }
+        }
+        Change::UserActivity | Change::UserMessage { .. } => {
+            if chat.state.is_open() {
+                w.set.push(("last_user_message_at", Val::Int(now)));
+                if matches!(change, Change::UserMessage { .. }) {
+                    w.set.push(("user_messages", Val::Raw("user_messages + 1")));
+                }
+                if let (ChatState::WithAgent, Some(due)) =
+                    (chat.state, super::inactivity_due(chat, now))
+                {
+                    w.upsert = Some((DeadlineKind::Inactivity, due));
+                }
+                true
+            } else {
+                false
+            }
+        }
+        // Decided under the lock, from columns the chat record does not carry.
+        Change::ReplyOverdue { .. } => false,
+        Change::Claim {
+            pending,
+            expect,
+            deadline,
+        } => {
+            let state_ok = super::claim_allowed(chat, *expect);
+            let deadline_ok = deadline.is_none_or(|d| due == Some(d.due_at));
+            if state_ok && deadline_ok {
+                w.set.push(("state", Val::Text("closing")));
+                w.set.push(("pending_end", Val::Text(pending.as_str())));
+                w.drop = Some(None);
+                // Watchdog: if this close is interrupted (crash), a scheduler resumes it.
+                w.upsert = Some((DeadlineKind::Close, now + 30_000));
+                true
+            } else {
+                false
+            }
+        }
+        Change::End {
+            status,
+            pending_wins,
+        } => {
+            if chat.state == ChatState::Ended {
+                false
+            } else {
+                let status = super::end_status(chat, *status, *pending_wins);
+                w.set.push(("state", Val::Text("ended")));
+                w.set.push(("end_status", Val::Text(status.as_str())));
+                w.set.push(("ended_at", Val::Int(now)));
+                w.drop = Some(None);
+                let event_id = events::new_event_id();
+                let body = events::live_chat_ended(chat, status, &event_id, now);
+                w.events.push((event_id, body));
+                true
+            }
+        }
+    };
+    (applied, w)
+}
+
+/// Whether a change on this chat runs statements besides its one write (the re-entry
+/// transcript and details, the reply timer), so it must hold the row lock.
+fn needs_lock(chat: &LiveChatRecord, change: &Change, reentry: super::ReentryOptions) -> bool {
+    match change {
+        Change::ReplyOverdue { .. } => true,
+        Change::AgentMessage { .. } => reentry.transcript && chat.state.is_open(),
+        Change::UserMessage {
+            reply_timeout_s, ..
+        } => {
+            chat.state.is_open()
+                && (reentry.transcript
+                    || (chat.state == ChatState::WithAgent && *reply_timeout_s > 0))
+        }
+        Change::End { .. } => reentry.details && chat.state != ChatState::Ended,
+        _ => false,
+    }
+}
+
+/// Tries of the optimistic write before a change takes the row lock instead.
+const OPTIMISTIC_TRIES: usize = 3;
+
 impl PgStore {
+    fn reentry(&self) -> super::ReentryOptions {
+        self.reentry.lock().map(|r| *r).unwrap_or_default()
+    }
+
+    /// One change in two round trips and no transaction: a plain read (the row, its
+    /// `version`, whether the dedup key was seen, the deadline a timer claim checks),
+    /// then ONE write statement fenced on that `version` (see [`Writes::run`]), atomic
+    /// on its own. A change that needs more statements, or whose row changed under it
+    /// [`OPTIMISTIC_TRIES`] times, runs locked ([`PgStore::apply_tx`]).
+    async fn apply_optimistic(
+        &self,
+        c: &mut PgConnection,
+        id: &str,
+        change: Change,
+        guard: Guard,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        let reentry = self.reentry();
+        for _ in 0..OPTIMISTIC_TRIES {
+            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT ");
+            qb.push(CHAT_COLUMNS).push(", ");
+            push_seen(&mut qb, &guard);
+            push_due(&mut qb, &change);
+            qb.push(", version FROM live_chats WHERE id = ")
+                .push_bind(id.to_string());
+            let Some(row) = qb.build().fetch_optional(&mut *c).await? else {
+                return Ok(Applied::NotFound);
+            };
+            let chat = read_chat(&row)?;
+            let seen: bool = row.try_get(16)?;
+            let due: Option<i64> = row.try_get(17)?;
+            let version: i64 = row.try_get(18)?;
+            if seen {
+                return Ok(Applied::Duplicate);
+            }
+            if needs_lock(&chat, &change, reentry) {
+                break;
+            }
+            let stale = guard
+                .provider_ts
+                .is_some_and(|ts| chat.last_provider_ts.is_some_and(|last| ts < last));
+            let (applied, mut w) = if stale {
+                (false, Writes::default())
+            } else {
+                plan(&chat, due, &change, now)
+            };
+            if let (false, Some(ts)) = (stale, guard.provider_ts) {
+                w.set.push(("last_provider_ts", Val::Int(ts)));
+            }
+            w.seen = guard.dedup.clone();
+            if w.is_empty() {
+                return Ok(if stale {
+                    Applied::Stale
+                } else {
+                    Applied::Ignored(chat)
+                });
+            }
+            w.fence = Some(version);
+            let Some(after) = w.run(&mut *c, &chat, now).await? else {
+                continue; // changed since the read: read again
+            };
+            return Ok(if stale {
+                Applied::Stale
+            } else if applied {
+                Applied::Done(after)
+            } else {
+                Applied::Ignored(after)
+            });
+        }
+        self.apply_tx(c, id, change, guard, now).await
+    }
+
     /// One change in one transaction and four round trips: `BEGIN`; the row lock that
     /// also records the dedup key and reads the deadline a timer claim checks; one
-    /// statement with every write (row, deadlines, outbox); `COMMIT`.
+    /// statement with every write (row, deadlines, outbox); `COMMIT`. Plus the
+    /// statements of the changes that need them ([`needs_lock`]).
     async fn apply_tx(
         &self,
         c: &mut PgConnection,
@@ -690,42 +907,14 @@ impl PgStore {
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError> {
-        let reentry = self.reentry.lock().map(|r| *r).unwrap_or_default();
+        let reentry = self.reentry();
         use sqlx::Connection as _;
         let mut tx = c.begin().await?;
         count_begin();
-        let check = match &change {
-            Change::Claim {
-                deadline: Some(d), ..
-            } => Some(d.kind),
-            _ => None,
-        };
         // The row lock serialises every change of this chat across replicas.
-        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
-        if let Some((source, event_id)) = &guard.dedup {
-            qb.push("WITH seen AS (INSERT INTO seen_events (source, event_id, seen_at) VALUES (")
-                .push_bind(source.clone())
-                .push(", ")
-                .push_bind(event_id.clone())
-                .push(", ")
-                .push_bind(now)
-                .push(") ON CONFLICT DO NOTHING RETURNING 1) ");
-        }
-        qb.push("SELECT ").push(CHAT_COLUMNS);
-        if guard.dedup.is_some() {
-            qb.push(", EXISTS (SELECT 1 FROM seen)");
-        } else {
-            qb.push(", TRUE");
-        }
-        if let Some(kind) = check {
-            qb.push(
-                ", (SELECT due_at FROM deadlines WHERE live_chat_id = live_chats.id AND kind = ",
-            )
-            .push_bind(kind.as_str())
-            .push(")");
-        } else {
-            qb.push(", NULL::BIGINT");
-        }
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT ");
+        qb.push(CHAT_COLUMNS).push(", FALSE");
+        push_due(&mut qb, &change);
         qb.push(" FROM live_chats WHERE id = ")
             .push_bind(id.to_string())
             .push(" FOR UPDATE");
@@ -733,183 +922,76 @@ impl PgStore {
             return Ok(Applied::NotFound);
         };
         let chat = read_chat(&row)?;
-        let fresh: bool = row.try_get(16)?;
         let due: Option<i64> = row.try_get(17)?;
-        if !fresh {
-            return Ok(Applied::Duplicate);
+        // The dedup key is taken under the row lock, as an optimistic write takes it
+        // under its UPDATE's: row first, then key (the other order could deadlock).
+        // Inserted, not looked up: a look-up in the locking read would use the snapshot
+        // from before the lock wait and miss the key of the change it waited for.
+        if let Some((source, event_id)) = &guard.dedup {
+            let fresh = sqlx::query(
+                "INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(source)
+            .bind(event_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                return Ok(Applied::Duplicate);
+            }
         }
-        let mut w = Writes::default();
         if let Some(ts) = guard.provider_ts {
             if chat.last_provider_ts.is_some_and(|last| ts < last) {
                 tx.commit().await?; // keep the dedup record
                 return Ok(Applied::Stale);
             }
+        }
+        let (mut applied, mut w) = plan(&chat, due, &change, now);
+        if let Some(ts) = guard.provider_ts {
             w.set.push(("last_provider_ts", Val::Int(ts)));
         }
-        let applied = match change {
-            Change::AgentJoined { agent } => {
-                if chat.state == ChatState::Waiting {
-                    w.join(&chat, &agent, now);
-                    w.note_agent(&agent);
-                    true
-                } else {
-                    false
-                }
-            }
-            Change::AgentMessage { text, agent, extra } => {
-                if chat.state.is_open() {
-                    if chat.state == ChatState::Waiting {
-                        w.join(&chat, &agent, now);
-                    }
-                    let event_id = events::new_event_id();
-                    let body =
-                        events::agent_message_with(&chat, &text, &agent, &extra, &event_id, now);
-                    w.events.push((event_id, body.to_string()));
-                    // The agent answered: the unanswered stretch (if any) is over.
-                    w.set
-                        .push(("agent_messages", Val::Raw("agent_messages + 1")));
-                    w.set.push(("awaiting_reply_since", Val::Raw("NULL")));
-                    if chat.state == ChatState::WithAgent {
-                        w.drop = Some(Some(DeadlineKind::Reply));
-                    }
-                    w.note_agent(&agent);
-                    if reentry.transcript {
-                        keep_message(&mut tx, id, "agent", &text, now).await?;
-                    }
-                    true
-                } else {
-                    false
-                }
-            }
-            Change::UserActivity => {
-                if chat.state.is_open() {
-                    w.set.push(("last_user_message_at", Val::Int(now)));
-                    if let (ChatState::WithAgent, Some(due)) =
-                        (chat.state, super::inactivity_due(&chat, now))
-                    {
-                        w.upsert = Some((DeadlineKind::Inactivity, due));
-                    }
-                    true
-                } else {
-                    false
-                }
+        match change {
+            Change::AgentMessage { text, .. } if applied && reentry.transcript => {
+                keep_message(&mut tx, id, "agent", &text, now).await?;
             }
             Change::UserMessage {
                 text,
                 reply_timeout_s,
-            } => {
-                if chat.state.is_open() {
-                    w.set.push(("last_user_message_at", Val::Int(now)));
-                    w.set.push(("user_messages", Val::Raw("user_messages + 1")));
-                    if let (ChatState::WithAgent, Some(due)) =
-                        (chat.state, super::inactivity_due(&chat, now))
-                    {
-                        w.upsert = Some((DeadlineKind::Inactivity, due));
+            } if applied => {
+                if reentry.transcript {
+                    keep_message(&mut tx, id, "user", &text, now).await?;
+                }
+                if chat.state == ChatState::WithAgent && reply_timeout_s > 0 {
+                    // Only the first message of a stretch starts its timer.
+                    let started = sqlx::query(
+                        "UPDATE live_chats SET awaiting_reply_since = $2, reply_timeout_s = $3
+                         WHERE id = $1 AND awaiting_reply_since IS NULL",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .bind(reply_timeout_s as i64)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if started == 1 {
+                        let due = now + (reply_timeout_s as i64).saturating_mul(1000);
+                        set_deadline(&mut tx, id, DeadlineKind::Reply, due).await?;
                     }
-                    if reentry.transcript {
-                        keep_message(&mut tx, id, "user", &text, now).await?;
-                    }
-                    if chat.state == ChatState::WithAgent && reply_timeout_s > 0 {
-                        // Only the first message of a stretch starts its timer.
-                        let started = sqlx::query(
-                            "UPDATE live_chats SET awaiting_reply_since = $2, reply_timeout_s = $3
-                             WHERE id = $1 AND awaiting_reply_since IS NULL",
-                        )
-                        .bind(id)
-                        .bind(now)
-                        .bind(reply_timeout_s as i64)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if started == 1 {
-                            let due = now + (reply_timeout_s as i64).saturating_mul(1000);
-                            set_deadline(&mut tx, id, DeadlineKind::Reply, due).await?;
-                        }
-                    }
-                    true
-                } else {
-                    false
                 }
             }
             Change::ReplyOverdue { deadline } => {
-                let due: Option<i64> = sqlx::query_scalar(
-                    "SELECT due_at FROM deadlines WHERE live_chat_id = $1 AND kind = 'reply'",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let r = sqlx::query(
-                    "SELECT awaiting_reply_since, reply_timeout_s, agent_id, agent_name
-                     FROM live_chats WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                let since: Option<i64> = r.try_get(0)?;
-                let timeout_s: i64 = r.try_get(1)?;
-                let agent = AgentInfo {
-                    id: r.try_get(2)?,
-                    name: r.try_get(3)?,
-                };
-                delete_deadline(&mut tx, id, DeadlineKind::Reply).await?;
-                match (chat.state, due == Some(deadline.due_at), since) {
-                    (ChatState::WithAgent, true, Some(since)) => {
-                        let event_id = events::new_event_id();
-                        let body = events::agent_reply_overdue(
-                            &chat,
-                            &agent,
-                            since,
-                            timeout_s.max(0) as u64,
-                            &event_id,
-                            now,
-                        );
-                        enqueue(&mut tx, &chat.conversation_id, &event_id, &body, now).await?;
-                        true
-                    }
-                    _ => false,
+                applied = reply_overdue(&mut tx, &chat, deadline, now).await?;
+            }
+            Change::End { .. } if applied && reentry.details => {
+                let part = human_part(&mut tx, id, reentry.transcript).await?;
+                if let Some((_, body)) = w.events.last_mut() {
+                    super::add_reentry_details(body, &chat, &part, reentry, now);
                 }
             }
-            Change::Claim {
-                pending,
-                expect,
-                deadline,
-            } => {
-                let state_ok = super::claim_allowed(&chat, expect);
-                let deadline_ok = deadline.is_none_or(|d| due == Some(d.due_at));
-                if state_ok && deadline_ok {
-                    w.set.push(("state", Val::Text("closing")));
-                    w.set.push(("pending_end", Val::Text(pending.as_str())));
-                    w.drop = Some(None);
-                    // Watchdog: if this close is interrupted (crash), a scheduler resumes it.
-                    w.upsert = Some((DeadlineKind::Close, now + 30_000));
-                    true
-                } else {
-                    false
-                }
-            }
-            Change::End {
-                status,
-                pending_wins,
-            } => {
-                if chat.state == ChatState::Ended {
-                    false
-                } else {
-                    let status = super::end_status(&chat, status, pending_wins);
-                    w.set.push(("state", Val::Text("ended")));
-                    w.set.push(("end_status", Val::Text(status.as_str())));
-                    w.set.push(("ended_at", Val::Int(now)));
-                    w.drop = Some(None);
-                    let event_id = events::new_event_id();
-                    let mut body = events::live_chat_ended(&chat, status, &event_id, now);
-                    if reentry.details {
-                        let part = human_part(&mut tx, id, reentry.transcript).await?;
-                        super::add_reentry_details(&mut body, &chat, &part, reentry, now);
-                    }
-                    w.events.push((event_id, body.to_string()));
-                    true
-                }
-            }
-        };
+            _ => {}
+        }
         let after = w.run(&mut tx, &chat, now).await?.unwrap_or(chat);
         tx.commit().await?;
         Ok(if applied {
@@ -917,6 +999,87 @@ impl PgStore {
         } else {
             Applied::Ignored(after)
         })
+    }
+}
+
+/// The read's column 16: whether the change's dedup key was seen before.
+fn push_seen(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, guard: &Guard) {
+    match &guard.dedup {
+        Some((source, event_id)) => {
+            qb.push("EXISTS (SELECT 1 FROM seen_events WHERE source = ")
+                .push_bind(source.clone())
+                .push(" AND event_id = ")
+                .push_bind(event_id.clone())
+                .push(")");
+        }
+        None => {
+            qb.push("FALSE");
+        }
+    }
+}
+
+/// The read's column 17: the due time of the deadline a timer claim checks (else NULL).
+fn push_due(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, change: &Change) {
+    match change {
+        Change::Claim {
+            deadline: Some(d), ..
+        } => {
+            qb.push(
+                ", (SELECT due_at FROM deadlines WHERE live_chat_id = live_chats.id AND kind = ",
+            )
+            .push_bind(d.kind.as_str())
+            .push(")");
+        }
+        _ => {
+            qb.push(", NULL::BIGINT");
+        }
+    }
+}
+
+/// The reply deadline fired (under the row lock): queue `agent_reply_overdue` when the
+/// chat is still with an agent and that exact deadline is still pending.
+async fn reply_overdue(
+    tx: &mut PgConnection,
+    chat: &LiveChatRecord,
+    deadline: Deadline,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let id = chat.id.as_str();
+    let due: Option<i64> = sqlx::query_scalar(
+        "SELECT due_at FROM deadlines WHERE live_chat_id = $1 AND kind = 'reply'",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let r = sqlx::query(
+        "SELECT awaiting_reply_since, reply_timeout_s, agent_id, agent_name
+         FROM live_chats WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let since: Option<i64> = r.try_get(0)?;
+    let timeout_s: i64 = r.try_get(1)?;
+    let agent = AgentInfo {
+        id: r.try_get(2)?,
+        name: r.try_get(3)?,
+    };
+    delete_deadline(&mut *tx, id, DeadlineKind::Reply).await?;
+    match (chat.state, due == Some(deadline.due_at), since) {
+        (ChatState::WithAgent, true, Some(since)) => {
+            let event_id = events::new_event_id();
+            let body = events::agent_reply_overdue(
+                chat,
+                &agent,
+                since,
+                timeout_s.max(0) as u64,
+                &event_id,
+                now,
+            );
+            enqueue(&mut *tx, &chat.conversation_id, &event_id, &body, now).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 
@@ -1070,7 +1233,7 @@ impl LiveChatStore for PgStore {
         now: i64,
     ) -> Result<Applied, StoreError> {
         let mut c = self.conn().await?;
-        let r = self.apply_tx(&mut c, id, change, guard, now).await;
+        let r = self.apply_optimistic(&mut c, id, change, guard, now).await;
         c.settle(r).await
     }
 
