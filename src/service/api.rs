@@ -1275,20 +1275,32 @@ async fn webhook(
             Err(e) => return store_failed(e),
         }
     }
-    // Conversations no live chat tracks are recorded for the reconcile (issue 17); the
-    // webhook itself never closes anything.
-    for seen in &v.sightings {
-        if let Err(e) = super::reconcile::record_sighting(&state, &integration_id, seen).await {
-            return store_failed(e);
-        }
-    }
     let source = format!("{segment}:{}", i.id);
     let mut outcomes = Vec::new();
+    // Conversations an event found a live chat for: no sighting to record.
+    let mut tracked = Vec::new();
     for ev in v.events {
+        let conversation = ev.provider_conversation_id.clone();
         match state.provider_event(&integration_id, &source, ev).await {
             Ok(EventOutcome::Unknown) if v.ack == webhooks::Ack::Connector => return unknown(),
-            Ok(o) => outcomes.push(WebhookResult::from(o)),
+            Ok(o) => {
+                if o != EventOutcome::Unknown {
+                    tracked.push(conversation);
+                }
+                outcomes.push(WebhookResult::from(o));
+            }
             Err(e) => return store_failed(e),
+        }
+    }
+    // Conversations no live chat tracks are recorded for the reconcile (issue 17); the
+    // webhook itself never closes anything. After the events, so that a conversation
+    // an event just found costs no statement (the store checks the others again).
+    for seen in &v.sightings {
+        if tracked.contains(&seen.provider_conversation_id) {
+            continue;
+        }
+        if let Err(e) = super::reconcile::record_sighting(&state, &integration_id, seen).await {
+            return store_failed(e);
         }
     }
     let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();

@@ -497,7 +497,7 @@ impl ServiceState {
         let r = self
             .inner
             .store
-            .apply(&chat.id, change, Guard::default(), now)
+            .apply_to(&chat, change, Guard::default(), now)
             .await?;
         if let Applied::Done(c) = &r {
             let with_agent = c.state == ChatState::WithAgent;
@@ -695,7 +695,7 @@ impl ServiceState {
         let claimed = match self
             .inner
             .store
-            .apply(&chat.id, claim, Guard::default(), now_ms())
+            .apply_to(chat, claim, Guard::default(), now_ms())
             .await?
         {
             Applied::Done(c) => c,
@@ -723,7 +723,7 @@ impl ServiceState {
         let r = self
             .inner
             .store
-            .apply(&chat.id, change, Guard::default(), now_ms())
+            .apply_to(chat, change, Guard::default(), now_ms())
             .await?;
         if let Applied::Done(_) = &r {
             self.changed(true, None);
@@ -771,7 +771,7 @@ impl ServiceState {
                     deadline: due.deadline,
                 };
                 if let Applied::Done(_) = store
-                    .apply(&chat.id, change, Guard::default(), now_ms())
+                    .apply_to(&chat, change, Guard::default(), now_ms())
                     .await?
                 {
                     self.inner.metrics.reply_overdue(&chat.provider);
@@ -937,7 +937,7 @@ impl ServiceState {
             };
             self.inner
                 .store
-                .apply(&chat.id, change, guard, now_ms())
+                .apply_to(&chat, change, guard, now_ms())
                 .await?
         };
         let outcome = match &r {

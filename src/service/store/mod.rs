@@ -134,6 +134,10 @@ pub struct LiveChatRecord {
     /// The interpreter's handoff as JSON (what the provider transport needs).
     #[serde(skip)]
     pub handoff: Option<String>,
+    /// How many changes wrote this row (PostgreSQL, whose changes write only a row
+    /// still at the version they read); 0 on SQLite, whose one writer serialises them.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// A pending timer.
@@ -710,6 +714,18 @@ pub trait LiveChatStore: Send + Sync {
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError>;
+    /// [`LiveChatStore::apply`] to a chat the caller has just read: a store may start
+    /// from `chat` instead of reading it again. The outcome is the same whether or not
+    /// `chat` is still current (the store checks, and reads again when it is not).
+    async fn apply_to(
+        &self,
+        chat: &LiveChatRecord,
+        change: Change,
+        guard: Guard,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        self.apply(&chat.id, change, guard, now).await
+    }
     /// Records a provider event's dedup key outside a change, for a live chat that has
     /// ended (every change is ignored then, so no transaction is needed); false when it
     /// was already recorded (a duplicate).

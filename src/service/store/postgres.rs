@@ -356,7 +356,7 @@ impl PgStore {
 const CHAT_COLUMNS: &str =
     "id, conversation_id, provider, integration_id, provider_conversation_id, \
      state, pending_end, end_status, wait_timeout_s, user_inactivity_timeout_s, last_provider_ts, \
-     created_at, agent_joined_at, last_user_message_at, ended_at, handoff";
+     created_at, agent_joined_at, last_user_message_at, ended_at, handoff, version";
 
 fn read_chat(r: &PgRow) -> Result<LiveChatRecord, StoreError> {
     let id: String = r.try_get(0)?;
@@ -384,6 +384,7 @@ fn read_chat(r: &PgRow) -> Result<LiveChatRecord, StoreError> {
         last_user_message_at: r.try_get(13)?,
         ended_at: r.try_get(14)?,
         handoff: r.try_get(15)?,
+        version: r.try_get(16)?,
         id,
     })
 }
@@ -438,6 +439,9 @@ struct Writes {
     /// Optimistic write: the row's `version` as read, which the UPDATE then requires.
     /// Every other write of the statement happens only if the UPDATE matched.
     fence: Option<i64>,
+    /// Optimistic write from the caller's record: the deadline a timer claim requires
+    /// still pending, as it was not read.
+    deadline_pending: Option<Deadline>,
     /// Optimistic write: the dedup key, recorded by the statement (a locked change
     /// records it under its row lock, before deciding).
     seen: Option<(String, String)>,
@@ -569,6 +573,15 @@ impl Writes {
         }
         if let Some(v) = self.fence {
             qb.push(" AND version = ").push_bind(v);
+        }
+        if let Some(d) = self.deadline_pending {
+            qb.push(" AND EXISTS (SELECT 1 FROM deadlines WHERE live_chat_id = ")
+                .push_bind(chat.id.clone())
+                .push(" AND kind = ")
+                .push_bind(d.kind.as_str())
+                .push(" AND due_at = ")
+                .push_bind(d.due_at)
+                .push(")");
         }
         // Belt and braces for a key recorded without a row write (an ended chat's).
         if let Some((source, event_id)) = &self.seen {
@@ -827,37 +840,47 @@ impl PgStore {
         self.reentry.lock().map(|r| *r).unwrap_or_default()
     }
 
-    /// One change in two round trips and no transaction: a plain read (the row, its
+    /// One change in two round trips and no transaction: a plain read (the row with its
     /// `version`, whether the dedup key was seen, the deadline a timer claim checks),
     /// then ONE write statement fenced on that `version` (see [`Writes::run`]), atomic
-    /// on its own. A change that needs more statements, or whose row changed under it
-    /// [`OPTIMISTIC_TRIES`] times, runs locked ([`PgStore::apply_tx`]).
+    /// on its own. With the caller's `known` record the first try reads nothing: its
+    /// write also requires the dedup key unseen and the claimed deadline pending, and
+    /// any of these failing makes it read. A change that needs more statements, or
+    /// whose row changed under it [`OPTIMISTIC_TRIES`] times, runs locked
+    /// ([`PgStore::apply_tx`]).
     async fn apply_optimistic(
         &self,
         c: &mut PgConnection,
         id: &str,
+        mut known: Option<LiveChatRecord>,
         change: Change,
         guard: Guard,
         now: i64,
     ) -> Result<Applied, StoreError> {
         let reentry = self.reentry();
+        let claimed = match &change {
+            Change::Claim { deadline, .. } => *deadline,
+            _ => None,
+        };
         for _ in 0..OPTIMISTIC_TRIES {
-            let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT ");
-            qb.push(CHAT_COLUMNS).push(", ");
-            push_seen(&mut qb, &guard);
-            push_due(&mut qb, &change);
-            qb.push(", version FROM live_chats WHERE id = ")
-                .push_bind(id.to_string());
-            let Some(row) = qb.build().fetch_optional(&mut *c).await? else {
-                return Ok(Applied::NotFound);
+            let (chat, due, read) = match known.take() {
+                Some(chat) => (chat, claimed.map(|d| d.due_at), false),
+                None => {
+                    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT ");
+                    qb.push(CHAT_COLUMNS).push(", ");
+                    push_seen(&mut qb, &guard);
+                    push_due(&mut qb, &change);
+                    qb.push(" FROM live_chats WHERE id = ")
+                        .push_bind(id.to_string());
+                    let Some(row) = qb.build().fetch_optional(&mut *c).await? else {
+                        return Ok(Applied::NotFound);
+                    };
+                    if row.try_get::<bool, _>(17)? {
+                        return Ok(Applied::Duplicate);
+                    }
+                    (read_chat(&row)?, row.try_get(18)?, true)
+                }
             };
-            let chat = read_chat(&row)?;
-            let seen: bool = row.try_get(16)?;
-            let due: Option<i64> = row.try_get(17)?;
-            let version: i64 = row.try_get(18)?;
-            if seen {
-                return Ok(Applied::Duplicate);
-            }
             if needs_lock(&chat, &change, reentry) {
                 break;
             }
@@ -874,15 +897,21 @@ impl PgStore {
             }
             w.seen = guard.dedup.clone();
             if w.is_empty() {
+                if !read {
+                    continue; // nothing to write: answer from the row as it is
+                }
                 return Ok(if stale {
                     Applied::Stale
                 } else {
                     Applied::Ignored(chat)
                 });
             }
-            w.fence = Some(version);
+            w.fence = Some(chat.version);
+            if !read && applied {
+                w.deadline_pending = claimed;
+            }
             let Some(after) = w.run(&mut *c, &chat, now).await? else {
-                continue; // changed since the read: read again
+                continue; // changed since it was read: read again
             };
             return Ok(if stale {
                 Applied::Stale
@@ -922,7 +951,7 @@ impl PgStore {
             return Ok(Applied::NotFound);
         };
         let chat = read_chat(&row)?;
-        let due: Option<i64> = row.try_get(17)?;
+        let due: Option<i64> = row.try_get(18)?;
         // The dedup key is taken under the row lock, as an optimistic write takes it
         // under its UPDATE's: row first, then key (the other order could deadlock).
         // Inserted, not looked up: a look-up in the locking read would use the snapshot
@@ -1002,7 +1031,7 @@ impl PgStore {
     }
 }
 
-/// The read's column 16: whether the change's dedup key was seen before.
+/// The read's column 17: whether the change's dedup key was seen before.
 fn push_seen(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, guard: &Guard) {
     match &guard.dedup {
         Some((source, event_id)) => {
@@ -1018,7 +1047,7 @@ fn push_seen(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, guard: &Guard) {
     }
 }
 
-/// The read's column 17: the due time of the deadline a timer claim checks (else NULL).
+/// The read's column 18: the due time of the deadline a timer claim checks (else NULL).
 fn push_due(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, change: &Change) {
     match change {
         Change::Claim {
@@ -1233,7 +1262,21 @@ impl LiveChatStore for PgStore {
         now: i64,
     ) -> Result<Applied, StoreError> {
         let mut c = self.conn().await?;
-        let r = self.apply_optimistic(&mut c, id, change, guard, now).await;
+        let r = self.apply_optimistic(&mut c, id, None, change, guard, now).await;
+        c.settle(r).await
+    }
+
+    async fn apply_to(
+        &self,
+        chat: &LiveChatRecord,
+        change: Change,
+        guard: Guard,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        let mut c = self.conn().await?;
+        let r = self
+            .apply_optimistic(&mut c, &chat.id, Some(chat.clone()), change, guard, now)
+            .await;
         c.settle(r).await
     }
 

@@ -354,6 +354,7 @@ fn read_chat(r: &Row<'_>) -> rusqlite::Result<Result<LiveChatRecord, StoreError>
         last_user_message_at: r.get(13)?,
         ended_at: r.get(14)?,
         handoff: r.get(15)?,
+        version: 0,
     }))
 }
 
