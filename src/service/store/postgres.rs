@@ -709,10 +709,15 @@ async fn human_part(
     Ok(part)
 }
 
-/// Undelivered events that are the oldest undelivered one of their conversation.
-const HEADS: &str = "FROM outbox o WHERE o.delivered_at IS NULL AND NOT EXISTS (
-       SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id
-       AND p.delivered_at IS NULL AND p.seq < o.seq)";
+/// Undelivered events that are the oldest undelivered one of their conversation (`h`),
+/// as a `DISTINCT ON`: every plan of it is at worst a sort of the undelivered events.
+/// The anti-join it replaces (`NOT EXISTS` an older undelivered event) was planned once
+/// per connection while the outbox was nearly empty, as a nested loop whose inner side
+/// scanned every undelivered event: with 7,000 queued (the builder slow, or a burst of
+/// agent messages), one claim took 6 to 9 s and deliveries crawled, until an `ANALYZE`
+/// (which nothing runs where autovacuum is off) changed the plan.
+const HEADS: &str = "(SELECT DISTINCT ON (conversation_id) seq, next_attempt_at, leased_until
+       FROM outbox WHERE delivered_at IS NULL ORDER BY conversation_id, seq) h";
 
 /// Emits the `transbordo::store` trace event of a round trip that sqlx does not log
 /// (`BEGIN`), for the statement-count test.
@@ -1392,13 +1397,21 @@ impl LiveChatStore for PgStore {
         on_conn!(self, c, {
             // Only heads qualify, so a head that is leased (in flight elsewhere) or waiting
             // for its retry holds back its own conversation and no other.
+            // The claimable heads (up to 4 × `limit`) as one array, evaluated once, then
+            // taken by primary key: no plan of this joins the outbox to itself. Locked
+            // rows (another replica's claim) are skipped, and a row's lease and delivery
+            // are checked again on its newest version once locked.
             let sql = format!(
-                "WITH heads AS (
-               SELECT o.seq {HEADS} AND o.next_attempt_at <= $1
+                "WITH c AS (
+               SELECT o.seq FROM outbox o WHERE o.seq = ANY (ARRAY(
+                 SELECT h.seq FROM {HEADS} WHERE h.next_attempt_at <= $1
+                 AND (h.leased_until IS NULL OR h.leased_until <= $1)
+                 ORDER BY h.seq LIMIT $3 * 4))
+               AND o.delivered_at IS NULL AND o.next_attempt_at <= $1
                AND (o.leased_until IS NULL OR o.leased_until <= $1)
                ORDER BY o.seq LIMIT $3
                FOR UPDATE SKIP LOCKED)
-             UPDATE outbox o SET leased_until = $2 FROM heads WHERE o.seq = heads.seq
+             UPDATE outbox o SET leased_until = $2 FROM c WHERE o.seq = c.seq
              RETURNING o.seq, o.event_id, o.conversation_id, o.body, o.attempts"
             );
             let rows = sqlx::query(AssertSqlSafe(sql))
@@ -1427,7 +1440,7 @@ impl LiveChatStore for PgStore {
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
         on_conn!(self, c, {
             let sql = format!(
-                "SELECT MIN(GREATEST(o.next_attempt_at, COALESCE(o.leased_until, 0))) {HEADS}"
+                "SELECT MIN(GREATEST(h.next_attempt_at, COALESCE(h.leased_until, 0))) FROM {HEADS}"
             );
             Ok(sqlx::query_scalar(AssertSqlSafe(sql))
                 .fetch_one(&mut *c)
