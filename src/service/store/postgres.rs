@@ -1267,7 +1267,9 @@ impl LiveChatStore for PgStore {
         now: i64,
     ) -> Result<Applied, StoreError> {
         let mut c = self.conn().await?;
-        let r = self.apply_optimistic(&mut c, id, None, change, guard, now).await;
+        let r = self
+            .apply_optimistic(&mut c, id, None, change, guard, now)
+            .await;
         c.settle(r).await
     }
 
