@@ -816,6 +816,8 @@ pub struct WebhookConfig {
     pub zendesk_replay_window_s: u64,
     /// Largest webhook body (bytes).
     pub max_body_bytes: usize,
+    /// Webhook requests served at once by the service (more wait, then get `503 busy`).
+    pub max_in_flight: usize,
     /// Clock skew accepted on connector JWT `iat`/`exp`.
     pub jwt_clock_skew_s: u64,
     /// The top-level `public_url`: where the providers reach this service (through any
@@ -832,6 +834,7 @@ impl Default for WebhookConfig {
             zendesk_replay_window_s: 300,
             jwt_clock_skew_s: 30,
             max_body_bytes: 256 << 10,
+            max_in_flight: 256,
             public_url: None,
         }
     }

@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 use super::auth;
 use super::lifecycle::{now_ms, EventOutcome, LifecycleError, ServiceState};
@@ -61,12 +62,25 @@ pub(crate) fn router(state: ServiceState) -> Router {
         .route("/v1/conversations/{id}/live_chat", get(live_chat))
         .route("/v1/conversations/{id}/timeline", get(timeline_route))
         .layer(DefaultBodyLimit::max(cfg.api.max_body_bytes))
+        // Innermost: a request that passed the checks below takes a slot before its body
+        // is read.
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Slots::new("api", cfg.api.max_in_flight)),
+            in_flight,
+        ))
         // The token is checked first: without it, nothing about the request is told.
         .route_layer(middleware::from_fn(require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let webhooks = Router::new()
         .route("/webhooks/{segment}/{integration_id}", post(webhook))
         .layer(DefaultBodyLimit::max(cfg.webhooks.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(
+            (
+                state.clone(),
+                Slots::new("webhooks", cfg.webhooks.max_in_flight),
+            ),
+            in_flight,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), log_webhook));
     Router::new()
         .route("/healthz", get(healthz))
@@ -84,6 +98,119 @@ pub(crate) fn router(state: ServiceState) -> Router {
         ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// How long a request waits for a slot of its part before it is answered `503 busy`:
+/// well under LivePerson's 10 s webhook timeout, so a provider gets an answer it retries
+/// on, not a timeout.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a request that holds a slot may take to send its body: a sender trickling
+/// its body cannot keep a slot for longer.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The requests of one part (`api`, `webhooks`) served at once.
+#[derive(Clone)]
+struct Slots {
+    part: &'static str,
+    max: usize,
+    free: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slots {
+    fn new(part: &'static str, max: usize) -> Slots {
+        Slots {
+            part,
+            max,
+            free: Arc::new(tokio::sync::Semaphore::new(max)),
+        }
+    }
+}
+
+/// At most `max_in_flight` requests of a part are served at once, so what they hold
+/// (bodies up to their limits, runs within their budgets) is bounded; one more waits
+/// up to [`SLOT_WAIT`] for a slot, then gets `503 busy` with `Retry-After: 1` (providers
+/// retry it; nothing of the request was read). A request's body must arrive within
+/// [`BODY_DEADLINE`] of its slot.
+async fn in_flight(
+    State((state, slots)): State<(ServiceState, Slots)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(Ok(slot)) = tokio::time::timeout(SLOT_WAIT, slots.free.clone().acquire_owned()).await
+    else {
+        state.metrics().shed(slots.part);
+        tracing::warn!(
+            part = slots.part,
+            max_in_flight = slots.max,
+            "busy: a request waited 5 s for a slot and was answered 503"
+        );
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "the service is serving its limit of {} {} at once (`[{}] max_in_flight`); \
+                 retry later",
+                slots.max,
+                if slots.part == "api" {
+                    "API requests"
+                } else {
+                    "webhooks"
+                },
+                slots.part
+            ),
+        );
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return r;
+    };
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(Deadlined {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep(BODY_DEADLINE)),
+    });
+    let resp = next.run(Request::from_parts(parts, body)).await;
+    drop(slot);
+    resp
+}
+
+/// A request body that fails once [`BODY_DEADLINE`] has passed before its end.
+struct Deadlined {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl axum::body::HttpBody for Deadlined {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(format!(
+                "the request body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// One log line per request: method, route, status, duration, conversation id.
@@ -487,6 +614,7 @@ async fn record_run(
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 404, description = "`no_timeline`", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `max_in_flight` requests in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
@@ -596,7 +724,7 @@ const RUN_KEY_LEASE_MS: i64 = 120_000;
         (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "`flow_invalid`, with the diagnostics", body = ErrorBody),
         (status = 502, description = "`provider_error`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry (with the same `Idempotency-Key`)", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry (with the same `Idempotency-Key`); or `busy`: more than `max_in_flight` requests in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
@@ -844,6 +972,7 @@ async fn run_flow(state: ServiceState, id: String, raw: Result<Bytes, BytesRejec
         (status = 429, description = "`rate_limited`, see `Retry-After`", body = ErrorBody,
             headers(("retry-after" = u64, description = "Seconds until a message is accepted again"))),
         (status = 502, description = "`provider_error`: the live chat ended with `error`; or `attachment_fetch_failed`: an attachment's `url` could not be fetched (nothing sent)", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `max_in_flight` requests in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
@@ -960,6 +1089,7 @@ fn attach_error(e: super::attach::AttachError) -> Response {
         (status = 409, description = "`no_live_chat`", body = ErrorBody),
         (status = 413, description = "Body over `[api] max_body_bytes`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `max_in_flight` requests in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
@@ -1052,6 +1182,7 @@ async fn file(State(state): State<ServiceState>, Path(token): Path<String>) -> R
         (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 409, description = "`no_live_chat`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `max_in_flight` requests in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]
@@ -1072,6 +1203,7 @@ async fn close(State(state): State<ServiceState>, Path(id): Path<String>) -> Res
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 403, description = "`forbidden_host`: a loopback `listen` answers only to a loopback `Host`", body = ErrorBody),
         (status = 404, description = "`no_live_chat`", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `max_in_flight` requests in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     ),
     security(("api_token" = []))
 )]

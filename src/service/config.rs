@@ -116,6 +116,9 @@ pub struct ApiConfig {
     pub messages_per_minute: u32,
     /// Messages a conversation may send in a burst above that rate.
     pub messages_burst: u32,
+    /// `/v1/…` requests served at once (more wait up to 5 s for a slot, then get
+    /// `503 busy`): with the body limits, what the API can hold in memory.
+    pub max_in_flight: usize,
     /// Every run's budgets (`[limits]`; kept here, with the API's other protections):
     /// `max_bytes` (default 16 MiB of values built by templates and actions),
     /// `max_work` (evaluation work units, default sized for ~250 ms of CPU),
@@ -134,6 +137,7 @@ impl Default for ApiConfig {
             max_message_body_bytes: 8 << 20,
             messages_per_minute: 60,
             messages_burst: 20,
+            max_in_flight: 256,
             run_limits: crate::template::RunLimits::default(),
         }
     }
@@ -148,6 +152,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_message_body_bytes", &self.max_message_body_bytes)
             .field("messages_per_minute", &self.messages_per_minute)
             .field("messages_burst", &self.messages_burst)
+            .field("max_in_flight", &self.max_in_flight)
             .field("run_limits", &self.run_limits)
             .finish()
     }
@@ -325,6 +330,7 @@ struct RawApi {
     max_message_body_bytes: Option<Spanned<usize>>,
     messages_per_minute: Option<u32>,
     messages_burst: Option<u32>,
+    max_in_flight: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -355,6 +361,7 @@ struct RawWebhooks {
     zendesk_replay_window_s: Option<u64>,
     jwt_clock_skew_s: Option<u64>,
     max_body_bytes: Option<Spanned<usize>>,
+    max_in_flight: Option<Spanned<usize>>,
 }
 
 impl ServiceConfig {
@@ -522,6 +529,14 @@ impl ServiceConfig {
                 format!("`{key}` must be at least 1024 bytes"),
             )),
         };
+        let slots = |v: &Option<Spanned<usize>>, key: &str, default: usize| match v {
+            None => Ok(default),
+            Some(s) if *s.get_ref() >= 1 => Ok(*s.get_ref()),
+            Some(s) => Err(invalid(
+                Some(s.span()),
+                format!("`{key}` must be at least 1"),
+            )),
+        };
         let a = ApiConfig::default();
         let api = ApiConfig {
             tokens,
@@ -542,6 +557,7 @@ impl ServiceConfig {
             )?,
             messages_per_minute: raw.api.messages_per_minute.unwrap_or(a.messages_per_minute),
             messages_burst: raw.api.messages_burst.unwrap_or(a.messages_burst).max(1),
+            max_in_flight: slots(&raw.api.max_in_flight, "api.max_in_flight", a.max_in_flight)?,
             run_limits: {
                 let l = &raw.limits;
                 let d = a.run_limits;
@@ -620,6 +636,11 @@ impl ServiceConfig {
                     &raw.webhooks.max_body_bytes,
                     "webhooks.max_body_bytes",
                     w.max_body_bytes,
+                )?,
+                max_in_flight: slots(
+                    &raw.webhooks.max_in_flight,
+                    "webhooks.max_in_flight",
+                    w.max_in_flight,
                 )?,
                 public_url,
             },

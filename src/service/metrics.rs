@@ -216,6 +216,12 @@ struct ResultOnly {
     result: String,
 }
 
+/// `part` (`api`, `webhooks`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartOnly {
+    part: String,
+}
+
 /// `kind`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindOnly {
@@ -292,6 +298,7 @@ pub struct Metrics {
     deliveries: Family<ResultOnly, Counter>,
     timers: Family<KindOnly, Counter>,
     reply_overdue: Family<ProviderOnly, Counter>,
+    shed: Family<PartOnly, Counter>,
     /// Held while the store's gauges are rewritten and encoded, so two scrapes at once
     /// cannot expose the open gauge half rewritten.
     scrape: Mutex<()>,
@@ -329,6 +336,7 @@ impl Metrics {
             deliveries: Family::default(),
             timers: Family::default(),
             reply_overdue: Family::default(),
+            shed: Family::default(),
             registry: Registry::default(),
             scrape: Mutex::new(()),
         };
@@ -402,12 +410,20 @@ impl Metrics {
             "Unanswered stretches: the user wrote and the joined agent did not answer within agent_reply_timeout_s",
             m.reply_overdue.clone(),
         );
+        registry.register(
+            "transbordo_requests_shed",
+            "Requests answered 503 busy: max_in_flight of their part (api, webhooks) were being served and none finished within 5 s",
+            m.shed.clone(),
+        );
         m.zero_known_series();
         Metrics { registry, ..m }
     }
 
     /// Creates every known label set (at 0), so each appears before its first event.
     fn zero_known_series(&self) {
+        for part in ["api", "webhooks"] {
+            drop(self.shed.get_or_create(&PartOnly { part: part.into() }));
+        }
         let providers = provider_names();
         let with_webhooks: Vec<&str> = crate::providers::all()
             .into_iter()
@@ -519,6 +535,13 @@ impl Metrics {
             .get_or_create(&ProviderOnly {
                 provider: provider.into(),
             })
+            .inc();
+    }
+
+    /// A request answered `503 busy` (no slot of its part within the wait).
+    pub fn shed(&self, part: &str) {
+        self.shed
+            .get_or_create(&PartOnly { part: part.into() })
             .inc();
     }
 

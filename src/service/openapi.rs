@@ -339,6 +339,7 @@ impl Modify for BearerToken {
         (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
         (status = 404, description = "`unknown_integration`", body = ErrorBody),
         (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `[webhooks] max_in_flight` webhooks in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -358,6 +359,7 @@ fn webhook_liveperson() {}
         (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
         (status = 404, description = "`unknown_integration`", body = ErrorBody),
         (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `[webhooks] max_in_flight` webhooks in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -381,6 +383,7 @@ fn webhook_zendesk() {}
         (status = 401, description = "`unauthorized`: signature or token refused; nothing changed", body = ErrorBody),
         (status = 404, description = "`unknown_integration` or `unknown_conversation`", body = ErrorBody),
         (status = 413, description = "Body over `[webhooks] max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "`busy`: more than `[webhooks] max_in_flight` webhooks in flight for 5 s; retry after `Retry-After`", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
