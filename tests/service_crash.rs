@@ -179,14 +179,7 @@ async fn crash_runs(
     };
     let deadline = Instant::now() + scaled(Duration::from_secs(120));
     loop {
-        let m = http
-            .get(format!("{lb}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
+        let m = service_common::metrics_text(&lb).await;
         assert_eq!(
             metric(&m, "transbordo_handoff_intents_unresolved").as_deref(),
             Some("0"),
@@ -632,14 +625,7 @@ async fn zendesk_handoffs_cut_by_a_crash_are_adopted_or_closed_with_a_note() {
     let base = format!("http://127.0.0.1:{}", replica.port);
     let deadline = Instant::now() + scaled(Duration::from_secs(30));
     loop {
-        let m = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
+        let m = service_common::metrics_text(&base).await;
         if m.lines()
             .any(|l| l == "transbordo_handoff_intents_pending 0")
         {
@@ -1031,14 +1017,7 @@ async fn an_unsettled_handoff_is_reported_unresolved_and_listed() {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + scaled(Duration::from_secs(30));
     loop {
-        let m = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
+        let m = service_common::metrics_text(&base).await;
         if m.lines()
             .any(|l| l == "transbordo_handoff_intents_unresolved 1")
         {
@@ -1295,14 +1274,7 @@ async fn settled_by_the_search(sandbox_lag_ms: u64, lag_s: i64, began_ago_ms: i6
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(chat["live_chat"]["provider_conversation_id"], json!(orphan));
-    let m = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap_or_default();
+    let m = service_common::metrics_text(&base).await;
     assert!(
         m.lines()
             .any(|l| l == "transbordo_handoff_intents_pending 0"),

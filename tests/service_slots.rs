@@ -32,19 +32,9 @@ fn settings() -> insta::Settings {
 }
 
 async fn shed(base: &str, part: &str) -> f64 {
-    let text = service_common::client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("transbordo_requests_shed_total{{part=\"{part}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing"))
+    let series = format!("transbordo_requests_shed_total{{part=\"{part}\"}}");
+    let text = service_common::metrics_text(base).await;
+    service_common::metric_value(&text, &series).unwrap_or_else(|| panic!("{series} missing"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

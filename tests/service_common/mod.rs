@@ -339,6 +339,25 @@ pub async fn start(config_path: &Path, transport: Arc<dyn LiveChatTransport>) ->
     }
 }
 
+/// The text of `GET {base}/metrics` (empty when the body cannot be read).
+pub async fn metrics_text(base: &str) -> String {
+    client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// The value of one sample (`name` or `name{labels}`, as exposed) in a metrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
