@@ -947,6 +947,8 @@ impl PgStore {
         count_begin();
         // The row lock serialises every change of this chat across replicas.
         let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT ");
+        // `FALSE` holds column 17 (the optimistic read's "dedup key seen"), so that the
+        // due time is column 18 in both reads: the key is checked below, by inserting it.
         qb.push(CHAT_COLUMNS).push(", FALSE");
         push_due(&mut qb, &change);
         qb.push(" FROM live_chats WHERE id = ")
