@@ -86,6 +86,7 @@ both_stores!(
     single_use_ids_refuse_another_body_and_let_the_same_request_retry,
     a_change_refused_midway_leaves_no_lock_behind,
     racing_changes_of_one_chat_apply_once_and_never_after_its_end,
+    delivered_events_are_pruned_undelivered_ones_stay,
 );
 
 fn chat(id: &str, conv: &str, wait: u64) -> NewLiveChat {
@@ -901,4 +902,73 @@ async fn handoff_intents_are_leased_and_finished_by_the_live_chat(db: Db) {
     assert_eq!(s.intent_claim(11_000, 5_000, 10).await.unwrap().len(), 1);
     s.intent_drop("h3").await.unwrap();
     assert_eq!(s.stats().await.unwrap().intents_pending, 0);
+}
+
+/// Events delivered before the cutoff are deleted; undelivered ones stay whatever their
+/// age (a failed head and the event queued behind it) and are still delivered in order.
+async fn delivered_events_are_pruned_undelivered_ones_stay(db: Db) {
+    let s = db.open().await;
+    for c in ["p1", "p2"] {
+        let id = format!("h-{c}");
+        s.create(chat(&id, c, 0), 0).await.unwrap();
+        let change = Change::AgentMessage {
+            text: "one".into(),
+            agent: AgentInfo::default(),
+            extra: Default::default(),
+        };
+        s.apply(&id, change, Guard::default(), 10).await.unwrap();
+    }
+    // Two events each (agent_joined, agent_message): p1's delivered at 1,000 and 3,000,
+    // p2's head failed (its retry at 5,000), so both of p2's are undelivered.
+    let heads = s.outbox_claim(100, 1_000, 10).await.unwrap();
+    assert_eq!(heads.len(), 2);
+    for h in &heads {
+        if h.conversation_id == "p1" {
+            s.outbox_delivered(h.seq, 1_000).await.unwrap();
+        } else {
+            s.outbox_failed(h.seq, 5_000, "builder answered 500")
+                .await
+                .unwrap();
+        }
+    }
+    let next = s.outbox_claim(2_000, 1_000, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].conversation_id, "p1");
+    s.outbox_delivered(next[0].seq, 3_000).await.unwrap();
+    assert_eq!(s.stats().await.unwrap().outbox_pending, 2);
+
+    // The cutoff is exclusive; each delivered event goes once.
+    assert_eq!(s.outbox_prune(1_000).await.unwrap(), 0);
+    assert_eq!(s.outbox_prune(2_000).await.unwrap(), 1);
+    assert_eq!(s.outbox_prune(i64::MAX).await.unwrap(), 1);
+    assert_eq!(s.outbox_prune(i64::MAX).await.unwrap(), 0);
+    assert_eq!(s.stats().await.unwrap().outbox_pending, 2);
+
+    // p2's events are all there, in order, its failed attempt counted.
+    let mut got = Vec::new();
+    let mut now = 5_000;
+    loop {
+        let claimed = s.outbox_claim(now, 1_000, 10).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        for e in claimed {
+            let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+            got.push((
+                e.conversation_id.clone(),
+                v["type"].as_str().unwrap().to_string(),
+                e.attempts,
+            ));
+            s.outbox_delivered(e.seq, now).await.unwrap();
+        }
+        now += 1;
+    }
+    assert_eq!(
+        got,
+        [
+            ("p2".to_string(), "agent_joined".to_string(), 1),
+            ("p2".to_string(), "agent_message".to_string(), 0),
+        ]
+    );
+    assert_eq!(s.outbox_next_wake().await.unwrap(), None);
 }

@@ -161,7 +161,8 @@ impl std::fmt::Debug for ApiConfig {
 /// The per-conversation timeline (`[timeline]`).
 #[derive(Debug, Clone, Copy)]
 pub struct TimelineConfig {
-    /// Entries older than this many days are deleted (checked hourly).
+    /// Entries, and builder events delivered, older than this many days are deleted
+    /// (checked hourly).
     pub retention_days: u32,
     /// Keep the text of relayed messages (default: only their length).
     pub include_text: bool,

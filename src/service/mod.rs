@@ -133,7 +133,7 @@ pub async fn serve_with(
     let outbox = tokio::spawn(workers::run_outbox(state.clone(), stop_rx.clone()).instrument(bg()));
     let reconciler =
         tokio::spawn(reconcile::run_reconciler(state.clone(), stop_rx.clone()).instrument(bg()));
-    let pruner = tokio::spawn(timeline::run_pruner(state.clone(), stop_rx).instrument(bg()));
+    let pruner = tokio::spawn(workers::run_pruner(state.clone(), stop_rx).instrument(bg()));
     let state_for_flush = state.clone();
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)

@@ -19,18 +19,12 @@
 //! round trip instead of one, and requests do not wait for it. A read of a timeline
 //! first waits for this process's waiting entries to be written.
 
-use std::time::Duration;
-
 use serde_json::{json, Map, Value};
-use tokio::sync::watch;
 
 use super::lifecycle::{now_ms, ServiceState};
 use super::store::{LiveChatRecord, LiveChatStore, TimelineEntry};
 use crate::providers::observe::CallRecord;
 use crate::redact::{Policy, REDACTED};
-
-/// How often old entries are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Most entries written in one insert.
 const MAX_BATCH: usize = 512;
@@ -261,21 +255,4 @@ pub async fn view(state: &ServiceState, conversation_id: &str) -> Result<Option<
     Ok(Some(
         json!({"conversation_id": conversation_id, "handoffs": handoffs}),
     ))
-}
-
-/// Deletes entries older than the retention, at start and then hourly, until shutdown.
-pub async fn run_pruner(state: ServiceState, mut stop: watch::Receiver<bool>) {
-    loop {
-        let days = i64::from(state.config().timeline.retention_days);
-        let before = now_ms() - days * 24 * 3600 * 1000;
-        match state.store().timeline_prune(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, retention_days = days, "timeline pruned"),
-            Err(e) => tracing::warn!(error = %e, "timeline: pruning failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
-    }
 }

@@ -30,6 +30,8 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub const TIMER_LEASE_MS: i64 = 5_000;
 /// Due deadlines claimed at a time.
 const TIMER_BATCH: usize = 256;
+/// How often history past its retention is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 fn idle(state: &ServiceState) -> Duration {
     if state.store().shared() {
@@ -312,5 +314,31 @@ async fn attempt(st: &ServiceState, ev: &OutboxEvent) {
     };
     if let Err(e) = r {
         tracing::error!(event_id = %ev.event_id, error = %e, "outbox: recording the attempt failed");
+    }
+}
+
+/// Deletes what is past `[timeline] retention_days`, at start and then hourly, until
+/// shutdown: timeline entries, and builder events delivered that long ago (the
+/// timeline's `delivery` entries are what is told about them, so both go at one age).
+/// Undelivered events stay whatever their age.
+pub async fn run_pruner(state: ServiceState, mut stop: watch::Receiver<bool>) {
+    loop {
+        let days = i64::from(state.config().timeline.retention_days);
+        let before = now_ms() - days * 24 * 3600 * 1000;
+        let store = state.store();
+        for (what, pruned) in [
+            ("timeline", store.timeline_prune(before).await),
+            ("delivered events", store.outbox_prune(before).await),
+        ] {
+            match pruned {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, retention_days = days, "{what} pruned"),
+                Err(e) => tracing::warn!(error = %e, "{what}: pruning failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
     }
 }

