@@ -15,9 +15,10 @@
 //! Entries are written after the change they describe (not in its transaction): a crash
 //! between the two loses a line of the timeline, never a state change. One task per
 //! process writes them (`TimelineQueue`): whatever entries are waiting go to the store
-//! together (one multi-row insert), so under load a timeline line costs a fraction of a
-//! round trip instead of one, and requests do not wait for it. A read of a timeline
-//! first waits for this process's waiting entries to be written.
+//! together (one multi-row insert), gathered for up to 5 ms after the first, so a
+//! timeline line costs a fraction of a round trip instead of one, and requests do not
+//! wait for it. A read of a timeline first waits for this process's waiting entries to
+//! be written.
 
 use serde_json::{json, Map, Value};
 
@@ -28,6 +29,11 @@ use crate::redact::{Policy, REDACTED};
 
 /// Most entries written in one insert.
 const MAX_BATCH: usize = 512;
+
+/// How long the writer waits for more entries after the first of a batch. Each process
+/// batches only its own entries: with three replicas sharing a load, writing at once
+/// made 2,317 inserts of a run that one replica wrote in 352.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Queued {
     Entries(Vec<TimelineEntry>),
@@ -51,14 +57,20 @@ impl TimelineQueue {
             while let Some(first) = rx.recv().await {
                 let mut batch = Vec::new();
                 let mut acks = Vec::new();
+                // Entries arriving within LINGER of the first join its batch, unless
+                // the batch is full or a read is waiting for it.
+                let until = tokio::time::Instant::now() + LINGER;
                 let mut next = Some(first);
                 while let Some(q) = next.take() {
                     match q {
                         Queued::Entries(e) => batch.extend(e),
                         Queued::Flush(ack) => acks.push(ack),
                     }
-                    if batch.len() < MAX_BATCH {
-                        next = rx.try_recv().ok();
+                    if batch.len() < MAX_BATCH && acks.is_empty() {
+                        next = tokio::time::timeout_at(until, rx.recv())
+                            .await
+                            .ok()
+                            .flatten();
                     }
                 }
                 if !batch.is_empty() {
