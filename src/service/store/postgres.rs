@@ -282,6 +282,18 @@ impl PgStore {
         self.conns.get().await
     }
 
+    /// Runs a retention `DELETE` whose one parameter is the cutoff (Unix ms); returns
+    /// how many rows went.
+    async fn delete_older(&self, sql: &'static str, before: i64) -> Result<u64, StoreError> {
+        on_conn!(self, c, {
+            Ok(sqlx::query(sql)
+                .bind(before)
+                .execute(&mut *c)
+                .await?
+                .rows_affected())
+        })
+    }
+
     /// Applied migration versions (for tests and `transbordo migrate`).
     pub async fn migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let rows =
@@ -1674,13 +1686,8 @@ impl LiveChatStore for PgStore {
     }
 
     async fn sightings_prune(&self, before: i64) -> Result<u64, StoreError> {
-        on_conn!(self, c, {
-            let r = sqlx::query("DELETE FROM provider_sightings WHERE seen_at < $1")
-                .bind(before)
-                .execute(&mut *c)
-                .await?;
-            Ok(r.rows_affected())
-        })
+        self.delete_older("DELETE FROM provider_sightings WHERE seen_at < $1", before)
+            .await
     }
 
     async fn run_key_begin(
@@ -1835,23 +1842,13 @@ impl LiveChatStore for PgStore {
     }
 
     async fn outbox_prune(&self, before: i64) -> Result<u64, StoreError> {
-        on_conn!(self, c, {
-            Ok(sqlx::query("DELETE FROM outbox WHERE delivered_at < $1")
-                .bind(before)
-                .execute(&mut *c)
-                .await?
-                .rows_affected())
-        })
+        self.delete_older("DELETE FROM outbox WHERE delivered_at < $1", before)
+            .await
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
-        on_conn!(self, c, {
-            Ok(sqlx::query("DELETE FROM timeline WHERE at < $1")
-                .bind(before)
-                .execute(&mut *c)
-                .await?
-                .rows_affected())
-        })
+        self.delete_older("DELETE FROM timeline WHERE at < $1", before)
+            .await
     }
 
     fn shared(&self) -> bool {
