@@ -22,7 +22,8 @@ use process_support::{scaled, Balancer, Replica};
 use serde_json::{json, Value};
 use service_common::{Receiver, API_TOKEN, BUILDER_SECRET};
 use transbordo::sandbox::{
-    ConversationStatus, Provider, Sandbox, SandboxOptions, SecondConversation, WebhookPatch,
+    ConversationStatus, Fault, FaultRule, Provider, Sandbox, SandboxOptions, SecondConversation,
+    WebhookPatch,
 };
 
 const TOKEN_ENV: &str = "TRANSBORDO_CRASH_API_TOKEN";
@@ -137,6 +138,20 @@ async fn crash_runs(
         .build()
         .unwrap();
 
+    // Each conversation request waits 300 ms, so the runs (12 at a time) last through
+    // several kills however fast the machine is: without it a fast machine finished all
+    // of them after two kills.
+    sb.add_fault(&FaultRule {
+        provider: Provider::Liveperson,
+        endpoint: "conversation".into(),
+        fault: Fault {
+            delay_ms: Some(300),
+            ..Fault::default()
+        },
+        times: (RUNS * 2) as u32,
+    })
+    .await
+    .expect("fault");
     let mut tasks = Vec::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(12));
     for i in 0..RUNS {
