@@ -3,7 +3,8 @@
 //! stopped, and replicas on one database never both take the same unit), sleep until
 //! the next due time or a notification, and stop between units of work when shutdown
 //! is signalled. On a shared database they also poll every [`SHARED_POLL`], since a
-//! notification from another replica can be lost.
+//! notification from another replica can be lost. Beside them, the pruner deletes the
+//! history past its retention (timeline entries and delivered events).
 
 use std::collections::HashMap;
 use std::time::Duration;
