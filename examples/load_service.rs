@@ -279,10 +279,15 @@ async fn main() {
         let (server, _) = database.rsplit_once('/').expect("a postgres:// URL");
         format!("{server}/{pg_name}")
     };
+    // `TRANSBORDO_LOAD_CONNECTIONS`: the replicas' `database_connections` (PostgreSQL).
+    let connections = match std::env::var("TRANSBORDO_LOAD_CONNECTIONS") {
+        Ok(n) if database != "sqlite" => format!("database_connections = {n}\n"),
+        _ => String::new(),
+    };
     std::fs::write(
         dir.join("service.toml"),
         format!(
-            "listen = \"127.0.0.1:1\"\ndatabase = \"{db}\"\nintegrations = \"integrations.toml\"\n\
+            "listen = \"127.0.0.1:1\"\ndatabase = \"{db}\"\n{connections}integrations = \"integrations.toml\"\n\
              [builder]\ncallback_url = \"{rx_url}\"\nsigning_secret = \"{SECRET}\"\n\
              [api]\ntokens = [\"{TOKEN}\"]\nmessages_per_minute = 0\n"
         ),
@@ -302,7 +307,13 @@ async fn main() {
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // `TRANSBORDO_LOAD_WORKER_THREADS`: each replica's runtime threads (tokio's
+        // `TOKIO_WORKER_THREADS`), without changing this process's.
+        if let Ok(n) = std::env::var("TRANSBORDO_LOAD_WORKER_THREADS") {
+            cmd.env("TOKIO_WORKER_THREADS", n);
+        }
+        let child = cmd
             .env("TRANSBORDO_LOG", "warn")
             .args(["serve", "--config"])
             .arg(dir.join("service.toml"))

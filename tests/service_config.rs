@@ -86,6 +86,31 @@ fn errors_point_at_line_and_column() {
     settings.bind(|| insta::assert_snapshot!("reconcile_deadline_too_short", e));
 }
 
+/// `database_connections`: PostgreSQL only, 1 to 1000; 8 when not given.
+#[test]
+fn database_connections_is_checked() {
+    let d = dir_with_integrations("i.toml");
+    let ok = "integrations = \"i.toml\"\n[builder]\ncallback_url = \"http://127.0.0.1:9/e\"\nsigning_secret = \"s\"\n";
+    let pg = "database = \"postgres://u@127.0.0.1:5432/db\"\n";
+    let parse = |src: String| ServiceConfig::from_toml_str(&src, "svc.toml", d.path());
+    assert_eq!(parse(format!("{pg}{ok}")).unwrap().database_connections, 8);
+    assert_eq!(
+        parse(format!("{pg}database_connections = 3\n{ok}"))
+            .unwrap()
+            .database_connections,
+        3
+    );
+    let errors = [
+        err(&format!("{pg}database_connections = 0\n{ok}"), d.path()),
+        err(&format!("{pg}database_connections = 5000\n{ok}"), d.path()),
+        err(&format!("{pg}database_connections = -1\n{ok}"), d.path()),
+        err(&format!("database_connections = 4\n{ok}"), d.path()),
+    ];
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"));
+    settings.bind(|| insta::assert_snapshot!("database_connections_errors", errors.join("\n")));
+}
+
 #[test]
 fn missing_file_is_an_io_error() {
     let e = ServiceConfig::from_file(Path::new("/nonexistent/service.toml")).unwrap_err();

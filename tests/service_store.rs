@@ -972,3 +972,70 @@ async fn delivered_events_are_pruned_undelivered_ones_stay(db: Db) {
     );
     assert_eq!(s.outbox_next_wake().await.unwrap(), None);
 }
+
+/// `database_connections` bounds what one replica holds on PostgreSQL: with the
+/// `outbox` table locked from outside, 12 concurrent calls of a handle opened with 2
+/// connections wait on exactly 2 backends (the other 10 wait for a connection, not the
+/// server), then all finish once the lock goes; the default handle waits on 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statement_connections_are_bounded_by_the_setting() {
+    use sqlx::Connection as _;
+    let Some(Db::Postgres(t)) = Db::postgres().await else {
+        return;
+    };
+    let (admin, name) = t.admin_and_name();
+    for (connections, expect) in [(Some(2), 2), (None, 8)] {
+        let store: Arc<dyn LiveChatStore> = match connections {
+            Some(n) => Database::Postgres(t.url.clone())
+                .open_with(n)
+                .await
+                .unwrap(),
+            None => Database::Postgres(t.url.clone()).open().await.unwrap(),
+        };
+        let mut locker = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        let mut tx = locker.begin().await.unwrap();
+        sqlx::query("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move { s.stats().await })
+            })
+            .collect();
+        let mut watcher = sqlx::PgConnection::connect(&admin).await.unwrap();
+        let q =
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+        // The calls reach the lock within a moment; give stragglers time to show.
+        let start = std::time::Instant::now();
+        let mut seen = 0;
+        while start.elapsed() < Duration::from_secs(3) {
+            seen = sqlx::query_scalar::<_, i64>(q)
+                .bind(&name)
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+            if seen >= expect {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let settled = sqlx::query_scalar::<_, i64>(q)
+            .bind(&name)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+        assert_eq!(
+            (seen, settled),
+            (expect, expect),
+            "backends waiting on the lock with {connections:?} connections"
+        );
+        tx.rollback().await.unwrap();
+        for c in calls {
+            c.await.unwrap().unwrap();
+        }
+        drop(watcher);
+    }
+}

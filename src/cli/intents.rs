@@ -40,7 +40,7 @@ pub async fn run(args: IntentsArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let store = match config.database.open().await {
+    let store = match config.database.open_with(config.database_connections).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -257,6 +257,7 @@ impl World {
         let config = ServiceConfig {
             listen: service_addr,
             database: crate::service::Database::Sqlite(PathBuf::from(":memory:")),
+            database_connections: crate::service::store::postgres::DEFAULT_CONNECTIONS,
             integrations_path: PathBuf::from("examples/sandbox-integrations.toml"),
             integrations: integrations.clone(),
             flows_dir: None,

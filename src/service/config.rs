@@ -193,6 +193,9 @@ impl Default for ReconcileConfig {
     }
 }
 
+/// Most statement connections one replica may keep (`database_connections`).
+pub const MAX_DATABASE_CONNECTIONS: u32 = 1000;
+
 /// Shortest accepted API token: guessing must be hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -203,6 +206,10 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// Where the state lives: an SQLite file (created on first start) or a PostgreSQL URL.
     pub database: Database,
+    /// `database_connections`: statement connections a replica keeps to PostgreSQL (8).
+    /// With several replicas, their sum (plus two each: the listener and migrations)
+    /// must stay under the server's `max_connections`.
+    pub database_connections: u32,
     /// The integrations file it was loaded from.
     pub integrations_path: PathBuf,
     /// The live chat integrations.
@@ -250,6 +257,7 @@ impl std::fmt::Debug for ServiceConfig {
         f.debug_struct("ServiceConfig")
             .field("listen", &self.listen)
             .field("database", &self.database)
+            .field("database_connections", &self.database_connections)
             .field("integrations_path", &self.integrations_path)
             .field("flows_dir", &self.flows_dir)
             .field("builder", &self.builder)
@@ -269,6 +277,7 @@ impl std::fmt::Debug for ServiceConfig {
 struct RawConfig {
     listen: Option<Spanned<String>>,
     database: Option<Spanned<String>>,
+    database_connections: Option<Spanned<u32>>,
     integrations: Spanned<String>,
     flows_dir: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
@@ -431,6 +440,27 @@ impl ServiceConfig {
             },
             base_dir,
         );
+        let database_connections = match &raw.database_connections {
+            None => crate::service::store::postgres::DEFAULT_CONNECTIONS,
+            Some(n) if matches!(database, Database::Sqlite(_)) => {
+                return Err(invalid(
+                    Some(n.span()),
+                    "`database_connections` applies to a PostgreSQL `database`; SQLite \
+                     keeps one writer and two readers"
+                        .into(),
+                ))
+            }
+            Some(n) if (1..=MAX_DATABASE_CONNECTIONS).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(invalid(
+                    Some(n.span()),
+                    format!(
+                        "`database_connections` must be from 1 to {MAX_DATABASE_CONNECTIONS} \
+                         (PostgreSQL allows 100 connections in all by default)"
+                    ),
+                ))
+            }
+        };
         let integrations_path = resolve(expand(&raw.integrations, "integrations")?);
         let isrc = std::fs::read_to_string(&integrations_path).map_err(|e| {
             invalid(
@@ -619,6 +649,7 @@ impl ServiceConfig {
         Ok(ServiceConfig {
             listen,
             database,
+            database_connections,
             integrations_path,
             integrations: Arc::new(integrations),
             flows_dir,

@@ -86,7 +86,10 @@ pub async fn serve(
     config: ServiceConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let store = config.database.open().await?;
+    let store = config
+        .database
+        .open_with(config.database_connections)
+        .await?;
     let engine = Engine::try_new()
         .and_then(|e| e.with_http_guard(config.http_guard.clone()))
         .map_err(|e| ServiceError::Startup(e.to_string()))?

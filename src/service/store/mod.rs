@@ -549,9 +549,17 @@ impl Database {
 
     /// Opens the store, applying pending migrations.
     pub async fn open(&self) -> Result<Arc<dyn LiveChatStore>, StoreError> {
+        self.open_with(postgres::DEFAULT_CONNECTIONS).await
+    }
+
+    /// Opens the store with up to `connections` statement connections on PostgreSQL
+    /// (`database_connections`; SQLite keeps its one writer and two readers).
+    pub async fn open_with(&self, connections: u32) -> Result<Arc<dyn LiveChatStore>, StoreError> {
         Ok(match self {
             Database::Sqlite(p) => Arc::new(sqlite::SqliteStore::open(p).await?),
-            Database::Postgres(url) => Arc::new(postgres::PgStore::connect(url).await?),
+            Database::Postgres(url) => {
+                Arc::new(postgres::PgStore::connect_with(url, connections).await?)
+            }
         })
     }
 

@@ -75,9 +75,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// Seen-event ids older than this are pruned at start (providers stop retrying long before).
 const SEEN_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// Connections per replica: small, since every replica has its own pool and the
-/// server's `max_connections` (100 by default) is shared.
-const POOL_SIZE: u32 = 8;
+/// Statement connections per replica unless `database_connections` says otherwise:
+/// small, since every replica has its own and the server's `max_connections` (100 by
+/// default) is shared.
+pub const DEFAULT_CONNECTIONS: u32 = 8;
 
 /// How long a request waits for a connection before it is answered 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -238,8 +239,15 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl PgStore {
-    /// Connects (a pool of 8 connections) and applies pending migrations.
+    /// Connects (up to [`DEFAULT_CONNECTIONS`] statement connections) and applies
+    /// pending migrations.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::connect_with(url, DEFAULT_CONNECTIONS).await
+    }
+
+    /// Connects with up to `connections` statement connections (at least 1; besides
+    /// them, one listens and one applies migrations) and applies pending migrations.
+    pub async fn connect_with(url: &str, connections: u32) -> Result<PgStore, StoreError> {
         // sqlx's parse errors may quote the URL: say which URL without its password.
         let opts = PgConnectOptions::from_str(url).map_err(|_| {
             StoreError::Database(format!(
@@ -257,7 +265,7 @@ impl PgStore {
         let conns = Arc::new(Conns {
             opts,
             idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(POOL_SIZE as usize),
+            permits: Semaphore::new(connections.max(1) as usize),
             suspect_until: std::sync::atomic::AtomicI64::new(0),
         });
         let store = PgStore {
