@@ -22,6 +22,7 @@
 //! `transbordo` binary to run (default: this checkout's release build), for paired runs
 //! of two builds.
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,43 @@ fn rss_kb(pid: u32, key: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system, every thread) process `pid` has used, in seconds; 0 when
+/// it cannot be read. `/proc/PID/stat` counts it in USER_HZ ticks, 100 a second on
+/// Linux.
+fn cpu_s(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After `(comm)`: state is field 3, utime and stime are fields 14 and 15.
+    let Some((_, rest)) = s.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+/// CPU seconds so far of each PostgreSQL backend connected to database `name`, by pid
+/// (empty when the server is not on this machine: its processes are not in `/proc`).
+async fn backends_cpu(admin_url: &str, name: &str) -> HashMap<u32, f64> {
+    use sqlx::Connection;
+    let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await else {
+        return HashMap::new();
+    };
+    let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap_or_default();
+    pids.into_iter()
+        .filter_map(|p| u32::try_from(p).ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|p| (p, cpu_s(p)))
+        .collect()
 }
 
 struct Replicas(Vec<Child>);
@@ -354,6 +392,16 @@ async fn main() {
         .await
         .expect("webhook");
 
+    // CPU from here to the last ending: the replicas, their PostgreSQL backends and this
+    // process (the sandbox, the builder receiver and the clients: the same work whatever
+    // the setup, so it shows how fast the machine ran).
+    let replicas_cpu = |procs: &Replicas| procs.0.iter().map(|p| cpu_s(p.id())).sum::<f64>();
+    let (cpu_rep0, cpu_self0) = (replicas_cpu(&procs), cpu_s(std::process::id()));
+    let cpu_pg0 = if database == "sqlite" {
+        HashMap::new()
+    } else {
+        backends_cpu(database, &pg_name).await
+    };
     let rss_before: u64 = procs.0.iter().map(|p| rss_kb(p.id(), "VmRSS:")).sum();
     let run = |i: usize| {
         (
@@ -414,13 +462,29 @@ async fn main() {
     }
     let endings = n as f64 / t_end.elapsed().as_secs_f64();
     let peak: u64 = procs.0.iter().map(|p| rss_kb(p.id(), "VmHWM:")).sum();
+    // Milliseconds of CPU per operation (N handoffs, N user messages, N agent messages,
+    // N closes). Backends that came and went meanwhile are missed (the store keeps its
+    // connections, so there are none unless a call failed on one).
+    let ops = (4 * n) as f64;
+    let cpu_rep = (replicas_cpu(&procs) - cpu_rep0) * 1000.0 / ops;
+    let cpu_self = (cpu_s(std::process::id()) - cpu_self0) * 1000.0 / ops;
+    let cpu_pg = if database == "sqlite" {
+        "–".to_string()
+    } else {
+        let now = backends_cpu(database, &pg_name).await;
+        let used: f64 = now
+            .iter()
+            .map(|(pid, t)| t - cpu_pg0.get(pid).copied().unwrap_or(0.0))
+            .sum();
+        format!("{:.2}", used * 1000.0 / ops)
+    };
     let store = if database == "sqlite" {
         "SQLite"
     } else {
         "PostgreSQL"
     };
     println!(
-        "| {store} | {replicas} | {n} | {handoffs:.0} | {:.1} / {:.1} | {user_msgs:.0} ({:.1}) | {agent_msgs:.0} ({:.1} / {:.1}) | {:.0} | {:.1} / {:.1} | {endings:.0} | {:.1} KB | {:.0} MB |",
+        "| {store} | {replicas} | {n} | {handoffs:.0} | {:.1} / {:.1} | {user_msgs:.0} ({:.1}) | {agent_msgs:.0} ({:.1} / {:.1}) | {:.0} | {:.1} / {:.1} | {endings:.0} | {:.1} KB | {:.0} MB | {cpu_rep:.2} / {cpu_pg} / {cpu_self:.2} |",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         percentile(&mlat, 0.99),

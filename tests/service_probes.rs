@@ -89,8 +89,8 @@ impl LiveChatStore for Flaky {
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError> {
         self.inner.outbox_next_wake().await
     }
-    async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
-        self.inner.outbox_delivered(seq, now).await
+    async fn outbox_delivered(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+        self.inner.outbox_delivered(seqs, now).await
     }
     async fn outbox_failed(&self, seq: i64, next: i64, e: &str) -> Result<(), StoreError> {
         self.inner.outbox_failed(seq, next, e).await

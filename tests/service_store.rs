@@ -213,7 +213,7 @@ async fn outbox_heads_in_order_with_leases(db: Db) {
     } else {
         (&first[1], &first[0])
     };
-    a.outbox_delivered(c1.seq, 101).await.unwrap();
+    a.outbox_delivered(&[c1.seq], 101).await.unwrap();
     a.outbox_failed(c2.seq, 5_000, "builder answered 500")
         .await
         .unwrap();
@@ -231,7 +231,7 @@ async fn outbox_heads_in_order_with_leases(db: Db) {
     let retaken = a.outbox_claim(1_200, 1_000, 10).await.unwrap();
     assert_eq!(retaken.len(), 1);
     assert_eq!(retaken[0].event_id, next[0].event_id);
-    a.outbox_delivered(retaken[0].seq, 1_201).await.unwrap();
+    a.outbox_delivered(&[retaken[0].seq], 1_201).await.unwrap();
     // c2's head comes back at its retry time, with its attempt counted (and c1 goes on).
     let at_retry = a.outbox_claim(5_000, 1_000, 10).await.unwrap();
     assert_eq!(at_retry.len(), 2);
@@ -248,26 +248,33 @@ async fn outbox_heads_in_order_with_leases(db: Db) {
         .entry("c1".into())
         .or_default()
         .extend(c1_so_far.map(String::from));
+    // Deliveries that finish together are marked in one call; one marked before (c1's
+    // first message, at 1_201) keeps its time.
     for e in &at_retry {
         order
             .entry(e.conversation_id.clone())
             .or_default()
             .push(kinds(&e.body));
-        a.outbox_delivered(e.seq, 5_001).await.unwrap();
     }
+    let mut seqs: Vec<i64> = at_retry.iter().map(|e| e.seq).collect();
+    seqs.push(retaken[0].seq);
+    a.outbox_delivered(&seqs, 5_001).await.unwrap();
     loop {
         let got = b.outbox_claim(6_000, 1_000, 10).await.unwrap();
         if got.is_empty() {
             break;
         }
-        for e in got {
+        for e in &got {
             order
                 .entry(e.conversation_id.clone())
                 .or_default()
                 .push(kinds(&e.body));
-            b.outbox_delivered(e.seq, 6_001).await.unwrap();
         }
+        let seqs: Vec<i64> = got.iter().map(|e| e.seq).collect();
+        b.outbox_delivered(&seqs, 6_001).await.unwrap();
     }
+    // Delivered before 5_000: c1's joined (101) and first message (1_201), not re-marked.
+    assert_eq!(a.outbox_prune(5_000).await.unwrap(), 2);
     for c in ["c1", "c2"] {
         assert_eq!(
             order[c],
@@ -594,7 +601,7 @@ async fn drain_outbox(s: &Arc<dyn LiveChatStore>) -> Vec<serde_json::Value> {
         }
         for h in heads {
             events.push(serde_json::from_str(&h.body).unwrap());
-            s.outbox_delivered(h.seq, 10_001).await.unwrap();
+            s.outbox_delivered(&[h.seq], 10_001).await.unwrap();
         }
     }
     panic!("the outbox never emptied");
@@ -706,7 +713,7 @@ async fn concurrent_endings_apply_once_with_one_outbox_event(db: Db) {
     let heads = s.outbox_claim(10, LEASE, 100).await.unwrap();
     assert_eq!(heads.len(), 1);
     assert!(heads[0].body.contains("live_chat_ended"));
-    s.outbox_delivered(heads[0].seq, 11).await.unwrap();
+    s.outbox_delivered(&[heads[0].seq], 11).await.unwrap();
     assert!(s.outbox_claim(10, LEASE, 100).await.unwrap().is_empty());
 }
 
@@ -924,7 +931,7 @@ async fn delivered_events_are_pruned_undelivered_ones_stay(db: Db) {
     assert_eq!(heads.len(), 2);
     for h in &heads {
         if h.conversation_id == "p1" {
-            s.outbox_delivered(h.seq, 1_000).await.unwrap();
+            s.outbox_delivered(&[h.seq], 1_000).await.unwrap();
         } else {
             s.outbox_failed(h.seq, 5_000, "builder answered 500")
                 .await
@@ -934,7 +941,7 @@ async fn delivered_events_are_pruned_undelivered_ones_stay(db: Db) {
     let next = s.outbox_claim(2_000, 1_000, 10).await.unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].conversation_id, "p1");
-    s.outbox_delivered(next[0].seq, 3_000).await.unwrap();
+    s.outbox_delivered(&[next[0].seq], 3_000).await.unwrap();
     assert_eq!(s.stats().await.unwrap().outbox_pending, 2);
 
     // The cutoff is exclusive; each delivered event goes once.
@@ -959,7 +966,7 @@ async fn delivered_events_are_pruned_undelivered_ones_stay(db: Db) {
                 v["type"].as_str().unwrap().to_string(),
                 e.attempts,
             ));
-            s.outbox_delivered(e.seq, now).await.unwrap();
+            s.outbox_delivered(&[e.seq], now).await.unwrap();
         }
         now += 1;
     }

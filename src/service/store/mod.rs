@@ -773,8 +773,9 @@ pub trait LiveChatStore: Send + Sync {
     ) -> Result<Vec<OutboxEvent>, StoreError>;
     /// When the next head can be claimed (due and its lease over).
     async fn outbox_next_wake(&self) -> Result<Option<i64>, StoreError>;
-    /// Marks an event delivered.
-    async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError>;
+    /// Marks events delivered (at `now`), in one write: the outbox worker gathers the
+    /// deliveries that finished together. One already marked stays as it was.
+    async fn outbox_delivered(&self, seqs: &[i64], now: i64) -> Result<(), StoreError>;
     /// Records a failed attempt and when to try again.
     async fn outbox_failed(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;
     /// Deletes events delivered before `before` (Unix ms); returns how many. An

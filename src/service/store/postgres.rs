@@ -1476,13 +1476,16 @@ impl LiveChatStore for PgStore {
         })
     }
 
-    async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
+    async fn outbox_delivered(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
         on_conn!(self, c, {
             sqlx::query(
                 "UPDATE outbox SET delivered_at = $2, leased_until = NULL
-             WHERE seq = $1 AND delivered_at IS NULL",
+             WHERE seq = ANY($1) AND delivered_at IS NULL",
             )
-            .bind(seq)
+            .bind(seqs)
             .bind(now)
             .execute(&mut *c)
             .await?;

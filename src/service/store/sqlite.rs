@@ -1065,14 +1065,27 @@ impl LiveChatStore for SqliteStore {
         .await
     }
 
-    async fn outbox_delivered(&self, seq: i64, now: i64) -> Result<(), StoreError> {
+    async fn outbox_delivered(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        const MARK: &str = "UPDATE outbox SET delivered_at = ?2, leased_until = NULL
+                            WHERE seq = ?1 AND delivered_at IS NULL";
+        let seqs = seqs.to_vec();
         self.call(move |c| {
-            exec(
-                c,
-                "UPDATE outbox SET delivered_at = ?2, leased_until = NULL
-                 WHERE seq = ?1 AND delivered_at IS NULL",
-                params![seq, now],
-            )?;
+            if let [seq] = seqs[..] {
+                exec(c, MARK, params![seq, now])?;
+                return Ok(());
+            }
+            // Several: one transaction, one commit.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(MARK)?;
+                for seq in &seqs {
+                    st.execute(params![seq, now])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await
