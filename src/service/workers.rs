@@ -226,9 +226,10 @@ pub async fn run_outbox(state: ServiceState, mut stop: watch::Receiver<bool>) {
         let mut wait = match state.store().outbox_claim(now_ms(), lease, 64).await {
             Ok(heads) => {
                 // A claimed head whose conversation still shows a delivery in flight is
-                // delivered too: that delivery has already recorded its result (only then
-                // is another event the head, or the same one claimable again). Skipping
-                // it left it leased, its conversation stalled for the whole lease.
+                // delivered too: that delivery's result is already recorded (a failure by
+                // the attempt, a delivery by the write above; only then is another event
+                // the head, or the same one claimable again). Skipping it left it leased,
+                // its conversation stalled for the whole lease.
                 for ev in heads {
                     let st = state.clone();
                     let conv = ev.conversation_id.clone();
