@@ -1046,3 +1046,121 @@ async fn postgres_statement_connections_are_bounded_by_the_setting() {
         drop(watcher);
     }
 }
+
+/// How many backends of database `name` wait on a lock, once `expect` do (or 5 s
+/// passed) and stragglers had time to show.
+async fn waiting_on_lock(w: &mut sqlx::PgConnection, name: &str, expect: i64) -> i64 {
+    let q = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(q)
+            .bind(name)
+            .fetch_one(&mut *w)
+            .await
+            .unwrap();
+        if n >= expect || start.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query_scalar(q)
+        .bind(name)
+        .fetch_one(&mut *w)
+        .await
+        .unwrap()
+}
+
+/// `database_connections` is what all the replicas on one database share: a replica
+/// alone holds it all; when a second one starts, each counts two replicas (within a
+/// second) and keeps half. Here replica A has all 8 lent, waiting on a locked `outbox`,
+/// when B arrives: A's share shrinks while they are lent, and the surplus goes as they
+/// come back (their permits and their connections). Then 12 concurrent calls on each
+/// wait on 4 backends each, 8 in all, as one replica alone did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_share_the_statement_connections() {
+    use sqlx::Connection as _;
+    let Some(Db::Postgres(t)) = Db::postgres().await else {
+        return;
+    };
+    let (admin, name) = t.admin_and_name();
+    let mut watcher = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let lock = async || {
+        let mut c = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        // Simple queries (no parameters): both in one, the lock held until `c` closes.
+        sqlx::raw_sql("BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    };
+    let calls = |s: &Arc<dyn LiveChatStore>, n: usize| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.stats().await })
+            })
+            .collect()
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let replica = async || {
+        let s = Database::Postgres(t.url.clone()).open().await.unwrap();
+        let wake: transbordo::service::store::WakeFn = Arc::new(|_| {});
+        let l = tokio::spawn({
+            let (s, stop) = (s.clone(), stop.clone());
+            async move { s.listen(wake, stop).await }
+        });
+        (s, l)
+    };
+
+    let (a, a_listen) = replica().await;
+    let locker = lock().await;
+    // As many calls as connections: none waits for one (it would give up after 5 s).
+    let a_calls = calls(&a, 8);
+    assert_eq!(
+        waiting_on_lock(&mut watcher, &name, 8).await,
+        8,
+        "A alone: all 8"
+    );
+    let (b, b_listen) = replica().await;
+    // A counts again within a second, while its 8 are lent.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    drop(locker);
+    for c in a_calls {
+        c.await.unwrap().unwrap();
+    }
+    // A's surplus connections are closed as they came back: 4 for statements at most,
+    // besides sqlx's pool (listener, migrations).
+    let per_replica = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1
+         AND application_name LIKE 'transbordo %' GROUP BY application_name
+         ORDER BY 1 DESC LIMIT 1";
+    let start = std::time::Instant::now();
+    let mut most = i64::MAX;
+    while start.elapsed() < Duration::from_secs(5) {
+        most = sqlx::query_scalar(per_replica)
+            .bind(&name)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+        if most <= 4 + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(most <= 6, "a replica still holds {most} connections");
+
+    let locker = lock().await;
+    let both: Vec<_> = calls(&a, 12).into_iter().chain(calls(&b, 12)).collect();
+    assert_eq!(
+        waiting_on_lock(&mut watcher, &name, 8).await,
+        8,
+        "two replicas: 4 each"
+    );
+    drop(locker);
+    for c in both {
+        c.await.unwrap().unwrap();
+    }
+    stop_tx.send(true).unwrap();
+    a_listen.await.unwrap();
+    b_listen.await.unwrap();
+}

@@ -193,7 +193,8 @@ impl Default for ReconcileConfig {
     }
 }
 
-/// Most statement connections one replica may keep (`database_connections`).
+/// Most statement connections the replicas of one database may share
+/// (`database_connections`).
 pub const MAX_DATABASE_CONNECTIONS: u32 = 1000;
 
 /// Shortest accepted API token: guessing must be hopeless.
@@ -206,9 +207,9 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// Where the state lives: an SQLite file (created on first start) or a PostgreSQL URL.
     pub database: Database,
-    /// `database_connections`: statement connections a replica keeps to PostgreSQL (8).
-    /// With several replicas, their sum (plus two each: the listener and migrations)
-    /// must stay under the server's `max_connections`.
+    /// `database_connections`: statement connections to PostgreSQL that all the
+    /// replicas on the database share (8); each keeps ⌈this / replicas⌉, at least 2
+    /// ([`crate::service::store::postgres::PgStore::rebalance`]).
     pub database_connections: u32,
     /// The integrations file it was loaded from.
     pub integrations_path: PathBuf,
