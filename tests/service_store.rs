@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use transbordo::service::store::{
     AgentInfo, Applied, Change, ChatState, Database, Deadline, DeadlineKind, DueDeadline,
-    EndStatus, Guard, HandoffIntent, LiveChatStore, NewLiveChat,
+    EndStatus, Guard, HandoffIntent, LiveChatStore, NewLiveChat, TimelineEntry, PRUNE_CHUNK,
 };
 use transbordo::service::{now_ms, SqliteStore, StoreError};
 
@@ -87,6 +87,7 @@ both_stores!(
     a_change_refused_midway_leaves_no_lock_behind,
     racing_changes_of_one_chat_apply_once_and_never_after_its_end,
     delivered_events_are_pruned_undelivered_ones_stay,
+    prunes_walk_history_longer_than_one_statement,
 );
 
 fn chat(id: &str, conv: &str, wait: u64) -> NewLiveChat {
@@ -978,6 +979,81 @@ async fn delivered_events_are_pruned_undelivered_ones_stay(db: Db) {
         ]
     );
     assert_eq!(s.outbox_next_wake().await.unwrap(), None);
+}
+
+/// The outbox and timeline prunes delete [`PRUNE_CHUNK`] rows per statement, walking the
+/// table by `seq`: history of more than two statements' worth goes whole, and what is
+/// undelivered or recent, before, between and after it, stays.
+async fn prunes_walk_history_longer_than_one_statement(db: Db) {
+    let s = db.open().await;
+    // Chats 0..=old_chats, two events each; all but three chats' delivered before the
+    // cutoff: 2 × PRUNE_CHUNK + 2 events, three statements' worth.
+    let old_chats = PRUNE_CHUNK as usize + 3;
+    let undelivered = |i: usize| i == 0 || i == old_chats / 2;
+    for i in 0..=old_chats {
+        let (id, conv) = (format!("h-{i}"), format!("c-{i}"));
+        s.create(chat(&id, &conv, 0), 0).await.unwrap();
+        let change = Change::AgentMessage {
+            text: "one".into(),
+            agent: AgentInfo::default(),
+            extra: Default::default(),
+        };
+        s.apply(&id, change, Guard::default(), 10).await.unwrap();
+    }
+    // Every event delivered at 1,000, but for two chats' (the first, one in the middle)
+    // and the last chat's, delivered at 9,000.
+    let mut delivered = 0;
+    for _ in 0..2 {
+        let heads = s.outbox_claim(100, 1_000, 100_000).await.unwrap();
+        let (mut at_1000, mut at_9000) = (Vec::new(), Vec::new());
+        for h in heads {
+            let i: usize = h.conversation_id[2..].parse().unwrap();
+            if i == old_chats {
+                at_9000.push(h.seq);
+            } else if !undelivered(i) {
+                at_1000.push(h.seq);
+            }
+        }
+        delivered += at_1000.len();
+        s.outbox_delivered(&at_1000, 1_000).await.unwrap();
+        s.outbox_delivered(&at_9000, 9_000).await.unwrap();
+    }
+    assert_eq!(delivered, 2 * PRUNE_CHUNK as usize + 2);
+    let entry = |conv: &str, at: i64| TimelineEntry {
+        live_chat_id: "h".into(),
+        conversation_id: conv.into(),
+        at,
+        kind: "state".into(),
+        data: serde_json::json!({}),
+    };
+    let mut entries: Vec<_> = (0..2 * PRUNE_CHUNK + 1)
+        .map(|_| entry("t", 1_000))
+        .collect();
+    entries.insert(PRUNE_CHUNK as usize, entry("t", 9_000));
+    entries.push(entry("t", 9_001));
+    s.timeline_append(entries).await.unwrap();
+
+    assert_eq!(s.outbox_prune(2_000).await.unwrap(), delivered as u64);
+    assert_eq!(
+        s.timeline_prune(2_000).await.unwrap(),
+        2 * PRUNE_CHUNK as u64 + 1
+    );
+    assert_eq!(s.stats().await.unwrap().outbox_pending, 4);
+    let left: Vec<i64> = s
+        .timeline("t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(left, [9_000, 9_001]);
+    // The last chat's two events were delivered after the cutoff: a later prune takes them.
+    assert_eq!(s.outbox_prune(2_000).await.unwrap(), 0);
+    assert_eq!(s.outbox_prune(10_000).await.unwrap(), 2);
+    let heads = s.outbox_claim(20_000, 1_000, 100).await.unwrap();
+    let mut convs: Vec<_> = heads.iter().map(|h| h.conversation_id.clone()).collect();
+    convs.sort();
+    assert_eq!(convs, ["c-0".to_string(), format!("c-{}", old_chats / 2)]);
 }
 
 /// `database_connections` bounds what one replica holds on PostgreSQL: with the

@@ -436,6 +436,12 @@ pub struct ReentryOptions {
 /// Messages of the re-entry `transcript` at most.
 pub const TRANSCRIPT_MAX: usize = 50;
 
+/// Rows one statement of the outbox and timeline prunes deletes: they walk the table by
+/// `seq` in statements of this many, so the first prune after months of history (or
+/// after an upgrade that added it) is many short writes, not one that holds its locks,
+/// or SQLite's one writer, for as long as it takes.
+pub const PRUNE_CHUNK: i64 = 1_000;
+
 /// The stored facts of a live chat's human part, for the re-entry details.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HumanPart {

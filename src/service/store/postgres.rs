@@ -463,6 +463,38 @@ impl PgStore {
         self.conns.get().await
     }
 
+    /// Deletes the rows of `table` (keyed by `seq`) whose `time` column is before
+    /// `before`, [`super::PRUNE_CHUNK`] at a time in `seq` order; returns how many went.
+    async fn prune_by_seq(
+        &self,
+        table: &'static str,
+        time: &'static str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "WITH d AS (DELETE FROM {table} WHERE seq IN (
+               SELECT seq FROM {table} WHERE seq > $1 AND {time} < $2 ORDER BY seq LIMIT $3)
+             RETURNING seq)
+             SELECT COUNT(*), COALESCE(MAX(seq), $1) FROM d"
+        );
+        let (mut after, mut total) = (0i64, 0u64);
+        loop {
+            let (n, last): (i64, i64) = on_conn!(self, c, {
+                Ok(sqlx::query_as(AssertSqlSafe(sql.clone()))
+                    .bind(after)
+                    .bind(before)
+                    .bind(super::PRUNE_CHUNK)
+                    .fetch_one(&mut *c)
+                    .await?)
+            })?;
+            total += n as u64;
+            if n < super::PRUNE_CHUNK {
+                return Ok(total);
+            }
+            after = last;
+        }
+    }
+
     /// Runs a retention `DELETE` whose one parameter is the cutoff (Unix ms); returns
     /// how many rows went.
     async fn delete_older(&self, sql: &'static str, before: i64) -> Result<u64, StoreError> {
@@ -2026,13 +2058,11 @@ impl LiveChatStore for PgStore {
     }
 
     async fn outbox_prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.delete_older("DELETE FROM outbox WHERE delivered_at < $1", before)
-            .await
+        self.prune_by_seq("outbox", "delivered_at", before).await
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.delete_older("DELETE FROM timeline WHERE at < $1", before)
-            .await
+        self.prune_by_seq("timeline", "at", before).await
     }
 
     fn shared(&self) -> bool {

@@ -236,6 +236,41 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer thread.
+    /// Deletes the rows of `table` (keyed by `seq`) whose `time` column is before
+    /// `before`, [`super::PRUNE_CHUNK`] at a time in `seq` order, each its own write
+    /// (other writes go between them); returns how many went.
+    async fn prune_by_seq(
+        &self,
+        table: &'static str,
+        time: &'static str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        let sql: Arc<str> = format!(
+            "DELETE FROM {table} WHERE seq IN (
+               SELECT seq FROM {table} WHERE seq > ?1 AND {time} < ?2 ORDER BY seq LIMIT ?3)
+             RETURNING seq"
+        )
+        .into();
+        let (mut after, mut total) = (0i64, 0u64);
+        loop {
+            let sql = sql.clone();
+            let (n, last) = self
+                .call(move |c| {
+                    let mut st = c.prepare_cached(&sql)?;
+                    let seqs = st
+                        .query_map([after, before, super::PRUNE_CHUNK], |r| r.get::<_, i64>(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((seqs.len() as i64, seqs.into_iter().max().unwrap_or(after)))
+                })
+                .await?;
+            total += n as u64;
+            if n < super::PRUNE_CHUNK {
+                return Ok(total);
+            }
+            after = last;
+        }
+    }
+
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -1466,15 +1501,11 @@ impl LiveChatStore for SqliteStore {
     }
 
     async fn outbox_prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.call(move |c| {
-            Ok(exec(c, "DELETE FROM outbox WHERE delivered_at < ?1", [before])? as u64)
-        })
-        .await
+        self.prune_by_seq("outbox", "delivered_at", before).await
     }
 
     async fn timeline_prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.call(move |c| Ok(exec(c, "DELETE FROM timeline WHERE at < ?1", [before])? as u64))
-            .await
+        self.prune_by_seq("timeline", "at", before).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
