@@ -372,7 +372,7 @@ impl PgStore {
     /// Counts the replicas connected to this database (by their connections'
     /// `application_name`, this one included) and takes this replica's share of
     /// `database_connections`: ⌈budget / replicas⌉, at least 2 (or the budget, if
-    /// smaller). Returns the share. Runs every [`REBALANCE_EVERY`] beside the listener;
+    /// smaller). Returns the share. Runs every second beside the listener;
     /// a replica that is gone stops counting when its connections close.
     pub async fn rebalance(&self) -> Result<usize, StoreError> {
         // On sqlx's pool, not a statement connection: all of those may be busy.
