@@ -244,7 +244,8 @@ let shareTimer = null;
 function scheduleShare() {
   clearTimeout(shareTimer);
   shareTimer = setTimeout(async () => {
-    const frag = await encodeShare({ flow: flowEditor.value, context: contextEditor.value, strict: $("#strict").checked, now: $("#now").value.trim() });
+    // The same document as the Share button's, so a late timer cannot change the link.
+    const frag = await encodeShare(source());
     history.replaceState(null, "", "#" + frag);
   }, 300);
 }
@@ -798,6 +799,8 @@ function loadExample(id) {
 }
 
 async function share() {
+  // A pending fragment update would rewrite the address after the link is shown.
+  clearTimeout(shareTimer);
   const frag = await encodeShare(source());
   history.replaceState(null, "", "#" + frag);
   const link = $("#share-link");
