@@ -442,6 +442,25 @@ pub const TRANSCRIPT_MAX: usize = 50;
 /// or SQLite's one writer, for as long as it takes.
 pub const PRUNE_CHUNK: i64 = 1_000;
 
+/// Runs a chunked prune: `chunk(after)` deletes up to [`PRUNE_CHUNK`] rows with a `seq`
+/// above `after` and answers how many went and the highest `seq` among them; this asks
+/// for the next chunk until one comes back short. Returns how many went in all.
+pub(crate) async fn prune_in_chunks<F, Fut>(mut chunk: F) -> Result<u64, StoreError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(i64, i64), StoreError>>,
+{
+    let (mut after, mut total) = (0i64, 0u64);
+    loop {
+        let (n, last) = chunk(after).await?;
+        total += n.max(0) as u64;
+        if n < PRUNE_CHUNK {
+            return Ok(total);
+        }
+        after = last;
+    }
+}
+
 /// The stored facts of a live chat's human part, for the re-entry details.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HumanPart {

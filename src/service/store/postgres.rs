@@ -464,7 +464,8 @@ impl PgStore {
     }
 
     /// Deletes the rows of `table` (keyed by `seq`) whose `time` column is before
-    /// `before`, [`super::PRUNE_CHUNK`] at a time in `seq` order; returns how many went.
+    /// `before`, [`super::PRUNE_CHUNK`] at a time in `seq` order
+    /// ([`super::prune_in_chunks`]); returns how many went.
     async fn prune_by_seq(
         &self,
         table: &'static str,
@@ -477,22 +478,20 @@ impl PgStore {
              RETURNING seq)
              SELECT COUNT(*), COALESCE(MAX(seq), $1) FROM d"
         );
-        let (mut after, mut total) = (0i64, 0u64);
-        loop {
-            let (n, last): (i64, i64) = on_conn!(self, c, {
-                Ok(sqlx::query_as(AssertSqlSafe(sql.clone()))
-                    .bind(after)
-                    .bind(before)
-                    .bind(super::PRUNE_CHUNK)
-                    .fetch_one(&mut *c)
-                    .await?)
-            })?;
-            total += n as u64;
-            if n < super::PRUNE_CHUNK {
-                return Ok(total);
+        super::prune_in_chunks(|after| {
+            let sql = sql.clone();
+            async move {
+                on_conn!(self, c, {
+                    Ok(sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(after)
+                        .bind(before)
+                        .bind(super::PRUNE_CHUNK)
+                        .fetch_one(&mut *c)
+                        .await?)
+                })
             }
-            after = last;
-        }
+        })
+        .await
     }
 
     /// Runs a retention `DELETE` whose one parameter is the cutoff (Unix ms); returns

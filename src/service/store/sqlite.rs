@@ -235,10 +235,10 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` on the writer thread.
     /// Deletes the rows of `table` (keyed by `seq`) whose `time` column is before
-    /// `before`, [`super::PRUNE_CHUNK`] at a time in `seq` order, each its own write
-    /// (other writes go between them); returns how many went.
+    /// `before`, [`super::PRUNE_CHUNK`] at a time in `seq` order
+    /// ([`super::prune_in_chunks`]), each its own write (other writes go between them);
+    /// returns how many went.
     async fn prune_by_seq(
         &self,
         table: &'static str,
@@ -251,26 +251,20 @@ impl SqliteStore {
              RETURNING seq"
         )
         .into();
-        let (mut after, mut total) = (0i64, 0u64);
-        loop {
+        super::prune_in_chunks(|after| {
             let sql = sql.clone();
-            let (n, last) = self
-                .call(move |c| {
-                    let mut st = c.prepare_cached(&sql)?;
-                    let seqs = st
-                        .query_map([after, before, super::PRUNE_CHUNK], |r| r.get::<_, i64>(0))?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((seqs.len() as i64, seqs.into_iter().max().unwrap_or(after)))
-                })
-                .await?;
-            total += n as u64;
-            if n < super::PRUNE_CHUNK {
-                return Ok(total);
-            }
-            after = last;
-        }
+            self.call(move |c| {
+                let mut st = c.prepare_cached(&sql)?;
+                let seqs = st
+                    .query_map([after, before, super::PRUNE_CHUNK], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((seqs.len() as i64, seqs.into_iter().max().unwrap_or(after)))
+            })
+        })
+        .await
     }
 
+    /// Runs `f` on the writer thread.
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
